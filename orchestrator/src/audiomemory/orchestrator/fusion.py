@@ -1,0 +1,283 @@
+"""Fusion of the song's audio vector into the lyrics' text embeddings (DESIGN.md §2, exact).
+
+Public API:
+- ``STEM_ORDER``                  — the fixed stem order of the pooled vector: vocals, drums, bass, other.
+- ``pool_stems(frames_by_stem)``  — per stem mean and population std over time, concatenated → ``a``.
+- ``Projection``                  — ``P [D, N]`` (+ optional bias): ``from_seed`` (QR of a Gaussian) or
+                                    ``from_file`` (``.npz`` / ``.safetensors`` with ``weight``, ``bias``).
+- ``ReferenceStats``              — per-dimension μ/σ for centring, ``from_file`` (``.npz`` / ``.safetensors``
+                                    with ``mean`` and ``std``).
+- ``centre(a, stats)``            — step 1.
+- ``audio_direction(a, P, stats)`` — steps 1–3: the unit vector ``û`` or ``None`` when ``‖u‖ < 1e-8``.
+- ``fuse(E, a, alpha, ...)``      — steps 1–4: ``E'_i = E_i + α‖E_i‖û`` for every token i.
+
+Everything here is pure: numpy in, numpy out (torch tensors are accepted by ``fuse`` and returned as
+torch tensors of the same dtype and device). Arithmetic is float64 and the result is cast back to the
+dtype of ``E``; α = 0 returns an exact copy of ``E`` (no arithmetic at all), so it is bit-identical.
+
+Projection recipe (``Projection.from_seed(dim, seed, in_dim)``), so that anyone can rebuild it:
+``G = numpy.random.default_rng(seed).standard_normal((in_dim, dim))`` (float64);
+``Q, R = numpy.linalg.qr(G)`` (reduced); ``Q *= sign(diag(R))`` (makes the factorisation unique);
+``P = Q.T`` — ``[dim, in_dim]`` with orthonormal rows. LAPACK builds may differ in the last bits.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from audiomemory.runtime.errors import FailedPrecondition, InvalidInput
+
+STEM_ORDER: tuple[str, ...] = ("vocals", "drums", "bass", "other")
+NORM_EPS = 1e-8  # ‖u‖ below this → no perturbation (§2 step 3)
+_SIGMA_EPS = 1e-12  # a σ this small means "constant": the centred value is 0, never inf/NaN
+
+T = TypeVar("T")
+
+
+def pool_stems(frames_by_stem: Mapping[str, np.ndarray], order: tuple[str, ...] = STEM_ORDER) -> np.ndarray:
+    """``a = concat_s [mean_s, std_s]`` over time, stems in ``order``; float32 ``[len(order) * 2 * D]``.
+
+    ``frames_by_stem[name]`` is ``[T, D]`` frame embeddings. The std is the population std (ddof=0).
+    """
+    missing = [name for name in order if name not in frames_by_stem]
+    if missing:
+        raise FailedPrecondition(
+            f"pooling needs the stems {list(order)}; missing {missing} (got {sorted(frames_by_stem)})"
+        )
+    parts: list[np.ndarray] = []
+    dim: int | None = None
+    for name in order:
+        frames = np.asarray(frames_by_stem[name], dtype=np.float64)
+        if frames.ndim != 2 or frames.shape[0] == 0:
+            raise InvalidInput(f"stem {name!r}: frame embeddings must be [T>0, D], got shape {frames.shape}")
+        if dim is not None and frames.shape[1] != dim:
+            raise InvalidInput(f"stem {name!r}: embedding dim {frames.shape[1]} differs from {dim}")
+        dim = frames.shape[1]
+        parts.append(frames.mean(axis=0))
+        parts.append(frames.std(axis=0, ddof=0))
+    return np.concatenate(parts).astype(np.float32)
+
+
+def _load_arrays(path: Path, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Read named arrays from ``.npz`` or ``.safetensors``; a missing required key is a clear error."""
+    if not path.is_file():
+        raise FailedPrecondition(f"file {str(path)!r} does not exist")
+    arrays: dict[str, np.ndarray]
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        arrays = dict(load_file(str(path)))
+    else:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise FailedPrecondition(f"file {str(path)!r} lacks {missing} (it holds {sorted(arrays)})")
+    return {k: np.asarray(arrays[k], dtype=np.float64) for k in (*keys, *optional) if k in arrays}
+
+
+def _digest(*arrays: np.ndarray | None) -> str:
+    h = hashlib.sha256()
+    for arr in arrays:
+        if arr is not None:
+            h.update(str(arr.shape).encode())
+            h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)
+class Projection:
+    """``u = weight @ a_c (+ bias)``; ``weight [D, N]`` float64. ``identity`` names it in metadata."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None
+    identity: str
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def in_dim(self) -> int:
+        return int(self.weight.shape[1])
+
+    @classmethod
+    def from_seed(cls, dim: int, seed: int, in_dim: int = 4096) -> Projection:
+        """The deterministic random projection of the module docstring (cached per arguments)."""
+        return _seeded_projection(int(dim), int(seed), int(in_dim))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Projection:
+        """Load ``weight [D, N]`` and optional ``bias [D]`` from ``.npz`` or ``.safetensors``."""
+        path = Path(path)
+        arrays = _load_arrays(path, ("weight",), ("bias",))
+        weight, bias = arrays["weight"], arrays.get("bias")
+        if weight.ndim != 2:
+            raise FailedPrecondition(
+                f"projection file {str(path)!r}: weight must be [D, N], got {weight.shape}"
+            )
+        if bias is not None and bias.shape != (weight.shape[0],):
+            raise FailedPrecondition(
+                f"projection file {str(path)!r}: bias must be [{weight.shape[0]}], got {bias.shape}"
+            )
+        if not (np.isfinite(weight).all() and (bias is None or np.isfinite(bias).all())):
+            raise FailedPrecondition(f"projection file {str(path)!r} holds non-finite values")
+        return cls(weight=weight, bias=bias, identity=f"file:{path.name}:{_digest(weight, bias)}")
+
+
+@functools.lru_cache(maxsize=8)
+def _seeded_projection(dim: int, seed: int, in_dim: int) -> Projection:
+    if not 0 < dim <= in_dim:
+        raise FailedPrecondition(
+            f"a projection with orthonormal rows needs 0 < D <= N; got D={dim}, N={in_dim}"
+        )
+    gaussian = np.random.default_rng(seed).standard_normal((in_dim, dim))
+    q, r = np.linalg.qr(gaussian)
+    q *= np.sign(np.diag(r))  # unique Q: R with a positive diagonal
+    weight = np.ascontiguousarray(q.T)
+    weight.setflags(write=False)
+    return Projection(weight=weight, bias=None, identity=f"seed:{seed}")
+
+
+@dataclass(frozen=True, eq=False)
+class ReferenceStats:
+    """Per-dimension μ and σ of the pooled audio vector over a reference set of songs."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    identity: str
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ReferenceStats:
+        path = Path(path)
+        arrays = _load_arrays(path, ("mean", "std"))
+        mean, std = arrays["mean"], arrays["std"]
+        if mean.ndim != 1 or mean.shape != std.shape:
+            raise FailedPrecondition(
+                f"reference statistics {str(path)!r}: mean and std must be [N] vectors of one shape, "
+                f"got {mean.shape} and {std.shape}"
+            )
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()) or (std < 0).any():
+            raise FailedPrecondition(f"reference statistics {str(path)!r}: values must be finite, std >= 0")
+        return cls(mean=mean, std=std, identity=f"file:{path.name}:{_digest(mean, std)}")
+
+
+def centre(a: np.ndarray, stats: ReferenceStats | None = None) -> np.ndarray:
+    """§2 step 1: ``(a − μ) / σ``, float64. Dimensions (or a whole vector) with σ ≈ 0 become 0."""
+    a64 = np.asarray(a, dtype=np.float64).reshape(-1)
+    if stats is None:
+        sigma = float(a64.std())
+        if sigma < _SIGMA_EPS:
+            return np.zeros_like(a64)
+        return (a64 - float(a64.mean())) / sigma
+    if stats.mean.shape != a64.shape:
+        raise FailedPrecondition(
+            f"reference statistics have {stats.mean.shape[0]} dimensions but the audio vector has {a64.size}"
+        )
+    safe = np.where(stats.std < _SIGMA_EPS, 1.0, stats.std)
+    return np.where(stats.std < _SIGMA_EPS, 0.0, (a64 - stats.mean) / safe)
+
+
+def audio_direction(
+    a: np.ndarray, projection: Projection, stats: ReferenceStats | None = None
+) -> np.ndarray | None:
+    """§2 steps 1–3: ``û = P a_c / ‖P a_c‖`` (float64 ``[D]``), or ``None`` when ``‖u‖ < 1e-8``."""
+    a_c = centre(a, stats)
+    if projection.in_dim != a_c.size:
+        raise FailedPrecondition(
+            f"the projection takes {projection.in_dim}-d audio vectors but the pooled audio vector has "
+            f"{a_c.size} values"
+        )
+    if not np.isfinite(a_c).all():
+        raise InvalidInput("the audio vector holds non-finite values")
+    u = projection.weight @ a_c
+    if projection.bias is not None:
+        u = u + projection.bias
+    norm = float(np.linalg.norm(u))
+    if norm < NORM_EPS:
+        return None
+    return u / norm
+
+
+def validate_strength(alpha: float) -> float:
+    """α must be a finite number in [0, 1]; returns it as a float."""
+    value = float(alpha)
+    if not np.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise InvalidInput(f"strength (fusion alpha) must be in [0, 1], got {alpha!r}")
+    return value
+
+
+def fuse(
+    embeddings: T,
+    a: Any,
+    alpha: float,
+    *,
+    projection: Projection | None = None,
+    projection_seed: int = 0,
+    stats: ReferenceStats | None = None,
+    keep_bos: bool = False,
+) -> T:
+    """§2: ``E'_i = E_i + α‖E_i‖û`` for every token of ``embeddings [..., L, D]``.
+
+    ``projection`` defaults to ``Projection.from_seed(D, projection_seed, a.size)``. With ``keep_bos``
+    token 0 is left untouched. Returns the same kind (numpy or torch), dtype and device as ``embeddings``.
+    """
+    alpha = validate_strength(alpha)
+    if _is_torch(embeddings):
+        return _fuse_torch(embeddings, a, alpha, projection, projection_seed, stats, keep_bos)
+    e = np.asarray(embeddings)
+    if e.ndim < 2 or e.shape[-1] == 0:
+        raise InvalidInput(f"text embeddings must be [..., L, D], got shape {e.shape}")
+    if alpha == 0.0:
+        return e.copy()  # type: ignore[return-value]  # bit-identical by construction
+    if projection is None:
+        projection = Projection.from_seed(e.shape[-1], projection_seed, int(np.asarray(a).size))
+    if projection.out_dim != e.shape[-1]:
+        raise FailedPrecondition(
+            f"the projection gives {projection.out_dim}-d directions but the text embeddings are "
+            f"{e.shape[-1]}-d"
+        )
+    u_hat = audio_direction(a, projection, stats)
+    if u_hat is None:
+        return e.copy()  # type: ignore[return-value]
+    e64 = e.astype(np.float64)
+    norms = np.linalg.norm(e64, axis=-1, keepdims=True)
+    fused = (e64 + alpha * norms * u_hat).astype(e.dtype)
+    if keep_bos:
+        fused[..., 0, :] = e[..., 0, :]
+    return fused
+
+
+def _is_torch(x: Any) -> bool:
+    mod = type(x).__module__
+    return mod.startswith("torch") and hasattr(x, "detach")
+
+
+def _fuse_torch(
+    embeddings: Any,
+    a: Any,
+    alpha: float,
+    projection: Projection | None,
+    projection_seed: int,
+    stats: ReferenceStats | None,
+    keep_bos: bool,
+) -> Any:
+    import torch
+
+    tensor: torch.Tensor = embeddings
+    if alpha == 0.0:
+        return tensor.clone()
+    as_np = tensor.detach().to("cpu", torch.float64).numpy()
+    a_np = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    fused = fuse(as_np, a_np, alpha, projection=projection, projection_seed=projection_seed, stats=stats)
+    out = torch.from_numpy(fused).to(device=tensor.device, dtype=tensor.dtype)
+    if keep_bos:
+        out[..., 0, :] = tensor[..., 0, :]
+    return out
