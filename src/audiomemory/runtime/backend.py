@@ -1,0 +1,94 @@
+"""The backend plugin contract.
+
+A backend is a small class: ``load()`` (heavy: reads weights, may take minutes), ``describe()``
+(identity of what was loaded) and its service's one verb (``separate``, ``embed``, ``encode``,
+``generate``), declared by each service's abstract base. Backends take and return numpy/torch
+and plain dataclasses; protobuf stays in the servicer. Backends register under the entry-point
+group ``audiomemory.<kind>``; see ``registry.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from audiomemory.v1 import common_pb2
+
+if TYPE_CHECKING:
+    import torch
+
+    from audiomemory.runtime.config import ServiceConfig
+
+
+@dataclass
+class ModelInfo:
+    """Identity of a loaded model: enough, with the weights, to reproduce its output."""
+
+    backend: str
+    model_id: str
+    revision: str
+    device: str
+    dtype: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_proto(self, service: str, package: str = "audiomemory") -> common_pb2.ModelInfo:
+        try:
+            pkg_version = version(package)
+        except PackageNotFoundError:
+            pkg_version = "unknown"
+        return common_pb2.ModelInfo(
+            service=service,
+            backend=self.backend,
+            model_id=self.model_id,
+            revision=self.revision,
+            device=self.device,
+            dtype=self.dtype,
+            version=pkg_version,
+            extra=self.extra,
+        )
+
+
+class Backend(ABC):
+    """Base of every backend. Subclasses set ``name`` and implement their service's verb."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load weights onto the device. Raise ``ModelUnavailable`` when they cannot be had."""
+
+    @abstractmethod
+    def describe(self) -> ModelInfo:
+        """Identity of the loaded model (called after ``load``)."""
+
+    @classmethod
+    def write_tiny(cls, root: Path) -> dict[str, Any]:
+        """Write small random-weight models under ``root``; return the config overrides selecting them."""
+        raise NotImplementedError(f"backend {cls.name!r} has no tiny profile")
+
+    @classmethod
+    def pull(cls, config: ServiceConfig) -> None:
+        """Fetch the configured weights into the standard caches ahead of time."""
+        raise NotImplementedError(f"backend {cls.name!r} cannot pull weights")
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` → the first CUDA device if present, else CPU; anything else as torch parses it."""
+    import torch
+
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def offline() -> bool:
+    """True when the Hugging Face / hub libraries are told not to touch the network."""
+    flags = ("HF_HUB_OFFLINE", "AUDIOMEMORY_OFFLINE")
+    return any(os.environ.get(var, "").lower() in ("1", "true", "yes") for var in flags)

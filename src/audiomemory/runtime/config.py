@@ -1,0 +1,46 @@
+"""Typed service configuration from flags and ``AUDIOMEMORY_*`` environment variables.
+
+Each service subclasses ``ServiceConfig`` with its own env prefix (``AUDIOMEMORY_SEPARATOR_`` …)
+and model fields. Precedence: flags > keyword arguments > environment > defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, Self
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+
+MiB = 1 << 20
+
+
+class ServiceConfig(BaseSettings):
+    """Settings every service shares: where it listens, how much it accepts, how it drains."""
+
+    model_config = SettingsConfigDict(env_prefix="AUDIOMEMORY_", extra="forbid", validate_default=True)
+
+    kind: ClassVar[str] = "service"
+
+    host: str = Field("127.0.0.1", description="Interface to bind (0.0.0.0 in containers).")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus HTTP port; 0 = free one.")
+    backend: str = Field("", description="Registered backend name (entry point).")
+    device: str = Field("auto", description="auto (CUDA if present), cpu, cuda, cuda:N.")
+    max_workers: int = Field(8, ge=1, description="gRPC handler threads.")
+    max_concurrent_rpcs: int = Field(32, ge=1, description="RPCs in flight before RESOURCE_EXHAUSTED.")
+    concurrency: int = Field(1, ge=1, description="Model calls running at once.")
+    max_queue: int = Field(8, ge=0, description="Model calls waiting before RESOURCE_EXHAUSTED.")
+    grace_seconds: float = Field(30.0, ge=0, description="SIGTERM: time in-flight calls get to finish.")
+    max_message_bytes: int = Field(4 * MiB, ge=64 * 1024, description="Largest single gRPC message.")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = torch default).")
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str] | None = None, **overrides: Any) -> Self:
+        """Build from command-line flags (``--port 0 --model htdemucs``), then keywords and env."""
+        if not argv:
+            return cls(**overrides)
+        return CliApp.run(cls, cli_args=list(argv), cli_exit_on_error=False, **overrides)
+
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"

@@ -1,0 +1,149 @@
+"""One server interceptor: request ids, metrics, and project errors → gRPC status codes.
+
+Servicers and backends raise ``errors.AudioMemoryError`` subclasses; this maps each to its status
+code and logs it once with the request id. A ``grpc.RpcError`` from a downstream call keeps its
+code. Anything else is a bug: logged with its traceback, answered INTERNAL with only the request id
+(no internals leak to the caller).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from audiomemory.runtime.errors import AudioMemoryError
+from audiomemory.runtime.metrics import Metrics
+
+log = logging.getLogger("audiomemory.rpc")
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("audiomemory_request_id", default="-")
+REQUEST_ID_KEY = "x-request-id"
+
+
+def current_request_id() -> str:
+    """The id of the RPC this thread is serving ("-" outside one); pass it downstream as metadata."""
+    return request_id_var.get()
+
+
+def _request_id(context: grpc.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= 64:
+            return value
+    return uuid.uuid4().hex[:16]
+
+
+class ServiceInterceptor(grpc.ServerInterceptor):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(self._wrap_unary(method, handler.unary_unary), **kwargs)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(self._wrap_unary(method, handler.stream_unary), **kwargs)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(self._wrap_stream(method, handler.unary_stream), **kwargs)
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(self._wrap_stream(method, handler.stream_stream), **kwargs)
+        return handler
+
+    def _wrap_unary(self, method: str, fn: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+            token, start = self._begin(method, context)
+            code = grpc.StatusCode.OK
+            try:
+                return fn(request, context)
+            except Exception as exc:
+                code = self._classify(method, context, exc)
+                self._abort(context, code, exc)
+            finally:
+                self._end(method, context, start, code, token)
+
+        return wrapped
+
+    def _wrap_stream(self, method: str, fn: Callable[[Any, grpc.ServicerContext], Iterator[Any]]) -> Callable[..., Any]:
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            token, start = self._begin(method, context)
+            code = grpc.StatusCode.OK
+            try:
+                yield from fn(request, context)
+            except GeneratorExit:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                code = self._classify(method, context, exc)
+                self._abort(context, code, exc)
+            finally:
+                self._end(method, context, start, code, token)
+
+        return wrapped
+
+    def _begin(self, method: str, context: grpc.ServicerContext) -> tuple[contextvars.Token[str], float]:
+        rid = _request_id(context)
+        self.metrics.in_flight.labels(self.metrics.service, method).inc()
+        return request_id_var.set(rid), time.perf_counter()
+
+    def _end(
+        self, method: str, context: grpc.ServicerContext, start: float, code: grpc.StatusCode,
+        token: contextvars.Token[str],
+    ) -> None:
+        service = self.metrics.service
+        if code is grpc.StatusCode.OK and not context.is_active():
+            code = grpc.StatusCode.CANCELLED
+        self.metrics.in_flight.labels(service, method).dec()
+        self.metrics.latency.labels(service, method).observe(time.perf_counter() - start)
+        self.metrics.requests.labels(service, method, code.name).inc()
+        if code is not grpc.StatusCode.OK:
+            self.metrics.errors.labels(service, method, code.name).inc()
+        request_id_var.reset(token)
+
+    def _classify(self, method: str, context: grpc.ServicerContext, exc: Exception) -> grpc.StatusCode:
+        """The status an exception ends the call with; logs it once."""
+        rid = request_id_var.get()
+        already = context.code()
+        if already not in (None, grpc.StatusCode.OK):
+            return already  # the handler aborted the call itself
+        if not context.is_active():
+            return grpc.StatusCode.CANCELLED
+        if isinstance(exc, AudioMemoryError):
+            if exc.code is grpc.StatusCode.INTERNAL:
+                log.error("%s %s INTERNAL: %s", rid, method, exc, exc_info=exc)
+            else:
+                log.info("%s %s %s: %s", rid, method, exc.code.name, exc)
+            return exc.code
+        if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):
+            log.info("%s %s %s from downstream: %s", rid, method, exc.code().name, exc.details())
+            return exc.code()
+        log.error("%s %s failed", rid, method, exc_info=exc)
+        return grpc.StatusCode.INTERNAL
+
+    def _abort(self, context: grpc.ServicerContext, code: grpc.StatusCode, exc: Exception) -> None:
+        """End the call with ``code``; only project errors' own messages reach the caller."""
+        already = context.code()
+        if already not in (None, grpc.StatusCode.OK) or not context.is_active():
+            raise exc
+        rid = request_id_var.get()
+        if isinstance(exc, AudioMemoryError) and code is not grpc.StatusCode.INTERNAL:
+            message = str(exc)
+        elif isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):
+            message = f"a downstream call failed: {exc.details()}"
+        else:
+            message = f"internal error (request id {rid})"
+        context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
+        context.abort(code, message)

@@ -1,0 +1,233 @@
+"""Server scaffolding shared by every service.
+
+``start_service(definition, config)`` builds a gRPC server hosting one servicer plus
+``grpc.health.v1`` (NOT_SERVING until the backend has loaded — the health servicer's overall
+status starts SERVING, so both the overall and the per-service status are set explicitly),
+server reflection, the error/metrics interceptor, explicit message-size limits and a bound on
+RPCs in flight; it binds (port 0 picks a free port), starts, and loads the backend in a background
+thread. ``serve_forever`` is what a container runs: it drains in-flight calls on SIGTERM.
+
+Model work is bounded by a ``Gate``: ``concurrency`` calls run, ``max_queue`` wait, the next one
+gets RESOURCE_EXHAUSTED. Handlers run on the server's thread pool, never on an event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from audiomemory.runtime.backend import Backend
+from audiomemory.runtime.config import ServiceConfig
+from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ResourceExhausted, Unavailable
+from audiomemory.runtime.interceptor import ServiceInterceptor
+from audiomemory.runtime.metrics import Metrics
+from audiomemory.runtime.registry import load_backend
+
+log = logging.getLogger("audiomemory.service")
+
+
+class Gate:
+    """Readiness plus a bounded queue in front of the model."""
+
+    def __init__(self, concurrency: int = 1, max_queue: int = 8) -> None:
+        self.concurrency = concurrency
+        self.max_queue = max_queue
+        self.ready = threading.Event()
+        self.load_error: str | None = None
+        self._slots = threading.Semaphore(concurrency)
+        self._lock = threading.Lock()
+        self._admitted = 0  # running + waiting
+
+    def check_ready(self) -> None:
+        if self.load_error is not None:
+            raise FailedPrecondition(f"the model failed to load: {self.load_error}")
+        if not self.ready.is_set():
+            raise Unavailable("the model is still loading; retry when health reports SERVING")
+
+    @contextlib.contextmanager
+    def slot(self, context: grpc.ServicerContext | None = None) -> Iterator[None]:
+        """Hold one of ``concurrency`` model slots; give up if the caller goes away while waiting."""
+        self.check_ready()
+        with self._lock:
+            if self._admitted >= self.concurrency + self.max_queue:
+                raise ResourceExhausted(
+                    f"server busy: {self.concurrency} model call(s) running and {self.max_queue} waiting "
+                    f"(limit max_queue={self.max_queue}); retry later or add replicas"
+                )
+            self._admitted += 1
+        try:
+            while not self._slots.acquire(timeout=0.05):
+                if context is not None and not context.is_active():
+                    raise Cancelled("the caller went away while waiting for the model")
+            try:
+                yield
+            finally:
+                self._slots.release()
+        finally:
+            with self._lock:
+                self._admitted -= 1
+
+
+AddServicer = Callable[[grpc.Server, Any, Gate, Any], None]
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """What a service package exports so the runtime can host it."""
+
+    kind: str                      # "separator", ... (entry-point group suffix, metrics label)
+    grpc_service_name: str         # full name, e.g. "audiomemory.v1.Separator"
+    config_class: type[ServiceConfig]
+    add_servicer: AddServicer      # (server, backend, gate, config) -> None
+    # Builds the backend; default: the registered backend named by ``config.backend``.
+    create_backend: Callable[[Any], Backend] | None = None
+
+    def make_backend(self, config: ServiceConfig) -> Backend:
+        if self.create_backend is not None:
+            return self.create_backend(config)
+        return load_backend(self.kind, config.backend)(config)
+
+
+class RunningService:
+    """A started server. ``stop()`` drains; ``wait_ready()`` blocks until the model has loaded."""
+
+    def __init__(
+        self, definition: ServiceDefinition, config: ServiceConfig, backend: Backend, server: grpc.Server,
+        port: int, gate: Gate, health_servicer: health.HealthServicer, metrics: Metrics,
+    ) -> None:
+        self.definition = definition
+        self.config = config
+        self.backend = backend
+        self.server = server
+        self.port = port
+        self.gate = gate
+        self.health = health_servicer
+        self.metrics = metrics
+        self.metrics_port: int | None = None
+        self._http: Any = None
+        self._stopped = threading.Event()
+
+    @property
+    def address(self) -> str:
+        host = self.config.host
+        if host in ("0.0.0.0", "::", "[::]"):
+            host = "127.0.0.1"
+        return f"{host}:{self.port}"
+
+    def _set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", self.definition.grpc_service_name):
+            self.health.set(name, status)
+
+    def _load(self) -> None:
+        start = time.perf_counter()
+        try:
+            self.backend.load()
+        except Exception as exc:
+            self.gate.load_error = str(exc) or type(exc).__name__
+            log.error("%s: backend %r failed to load: %s", self.definition.kind, self.config.backend, exc)
+            return
+        if self._stopped.is_set():
+            return
+        self.gate.ready.set()
+        self.metrics.ready.labels(self.definition.kind).set(1)
+        self._set_serving(True)
+        log.info("%s ready on %s (loaded in %.1f s)", self.definition.kind, self.address, time.perf_counter() - start)
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until loaded; raise the load error, or TimeoutError."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.gate.ready.wait(0.02):
+            if self.gate.load_error is not None:
+                raise FailedPrecondition(f"{self.definition.kind} failed to load: {self.gate.load_error}")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{self.definition.kind} did not load within {timeout} s")
+
+    def request_count(self, method: str | None = None) -> int:
+        return self.metrics.request_count(method)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Report NOT_SERVING, refuse new calls, let in-flight ones finish within ``grace`` seconds."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(self.config.grace_seconds if grace is None else grace).wait()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+
+
+def start_service(
+    definition: ServiceDefinition,
+    config: ServiceConfig,
+    backend: Backend | None = None,
+    *,
+    wait: bool = False,
+    wait_timeout: float | None = 600.0,
+) -> RunningService:
+    """Build, bind and start a service; its backend loads in the background (``wait`` to block)."""
+    if config.torch_threads:
+        import torch
+
+        torch.set_num_threads(config.torch_threads)
+    if backend is None:
+        backend = definition.make_backend(config)
+    metrics = Metrics(definition.kind)
+    gate = Gate(config.concurrency, config.max_queue)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix=f"am-{definition.kind}"),
+        interceptors=[ServiceInterceptor(metrics)],
+        options=[
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+    )
+    definition.add_servicer(server, backend, gate, config)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (definition.grpc_service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(config.address())
+    if port == 0:
+        raise OSError(f"{definition.kind}: could not bind {config.address()}")
+    running = RunningService(definition, config, backend, server, port, gate, health_servicer, metrics)
+    running._set_serving(False)
+    server.start()
+    if config.metrics_port is not None:
+        http, _ = start_http_server(config.metrics_port, addr=config.host, registry=metrics.registry)
+        running._http = http
+        running.metrics_port = http.server_port
+    threading.Thread(target=running._load, name=f"am-{definition.kind}-load", daemon=True).start()
+    if wait:
+        running.wait_ready(wait_timeout)
+    return running
+
+
+def serve_forever(definition: ServiceDefinition, config: ServiceConfig) -> None:
+    """Run one service until SIGTERM/SIGINT, then drain in-flight calls for ``grace_seconds``."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    running = start_service(definition, config)
+    metrics = f", metrics on :{running.metrics_port}" if running.metrics_port is not None else ""
+    log.info("%s listening on %s%s", definition.kind, running.address, metrics)
+    print(f"{definition.kind} listening on {running.address}{metrics}", flush=True)
+    stop.wait()
+    log.info("%s: draining (grace %.0f s)", definition.kind, config.grace_seconds)
+    running.stop()
