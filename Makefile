@@ -1,0 +1,68 @@
+# Audio Memory — one file for setting up, testing, running and benchmarking.
+#   make demo    generate an image from the example song (MODELS=default|tiny|auto|PROFILE.yaml)
+#   make test    set up .venv if needed, check generated code, lint, type-check, run the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+MODELS ?= auto
+OUT ?= out
+# PyTorch pinned on the same pip line as everything else: no CUDA build, no torchvision is pulled.
+TORCH ?= torch==2.13.0
+DISTS := -e . -e ./services/separator -e ./services/audio_encoder -e ./services/text_encoder \
+	-e ./services/generator -e ./orchestrator
+STAMP := $(VENV)/.installed
+CHECKOV := .venv-checkov/bin/checkov
+
+.PHONY: venv dev protos check-protos lint typecheck test demo clean \
+	bench-codec bench-audio bench-vision bench-e2e bench-scale
+
+$(STAMP): pyproject.toml services/*/pyproject.toml orchestrator/pyproject.toml requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q "$(TORCH)" $(DISTS) -r requirements-dev.txt
+	# Only for the real CLIP BPE vocabulary file it ships; its dependencies would pull torchvision.
+	$(BIN)/python -m pip install -q --no-deps open-clip-torch==3.3.0
+	touch $@
+
+venv dev: $(STAMP)
+
+# checkov pins many packages of its own: it gets a virtualenv of its own.
+$(CHECKOV):
+	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install -q checkov
+
+protos: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
+check-protos: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py --check
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy src/audiomemory services/*/src/audiomemory orchestrator/src/audiomemory scripts
+
+test: $(STAMP) $(CHECKOV) check-protos lint typecheck
+	HF_HUB_OFFLINE=1 $(BIN)/pytest
+
+demo: $(STAMP)
+	$(BIN)/audiomemory demo --models "$(MODELS)" --out "$(OUT)"
+
+bench-codec: $(STAMP)
+	$(BIN)/python scripts/bench_codec.py
+
+bench-audio: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_audio.py
+
+bench-vision: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_vision.py
+
+bench-e2e: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_e2e.py
+
+bench-scale: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_scale.py
+
+clean:
+	rm -rf $(OUT) .mypy_cache .ruff_cache .pytest_cache
