@@ -1,0 +1,148 @@
+"""Decode an uploaded song file into a float32 waveform with PyAV (FFmpeg in the wheel).
+
+``decode_audio(data, filename=..., max_bytes=..., max_seconds=...) -> DecodedAudio`` accepts any
+container/codec FFmpeg knows (wav, flac, mp3, ogg/vorbis, opus, m4a/aac, ...), probing the bytes
+rather than trusting the file name. The result is float32 ``[channels, frames]`` at the file's own
+sample rate: mono stays mono, stereo stays stereo; more than two channels are downmixed to stereo
+by FFmpeg's resampler because the wire carries 1 or 2 channels.
+
+Errors (all name what came): empty, non-audio, corrupt or truncated input → ``InvalidInput``;
+an upload or a song over the limits → ``ResourceExhausted`` (checked from the header before
+decoding when it declares a duration, and again while decoding so a lying header cannot make us
+decode an hour of audio).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import av
+import av.error
+import numpy as np
+
+from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
+
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_SECONDS = 20 * 60.0
+# A file whose decodable audio is this much shorter than its header declares is truncated (the
+# slack absorbs encoder padding and estimated durations of VBR streams).
+_TRUNCATED_FRACTION = 0.9
+_TRUNCATED_SLACK_S = 0.25
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """The waveform and where it came from (for metadata and messages)."""
+
+    samples: np.ndarray  # float32 [channels, frames], C-contiguous
+    sample_rate: int
+    container: str  # FFmpeg demuxer name, e.g. "mp3", "mov,mp4,m4a,3gp,3g2,mj2"
+    codec: str  # FFmpeg decoder name, e.g. "aac"
+    source_channels: int  # channels in the file (before any downmix)
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def frames(self) -> int:
+        return int(self.samples.shape[1])
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def _what(filename: str, size: int) -> str:
+    return f"{filename!r} ({size} bytes)" if filename else f"the upload ({size} bytes)"
+
+
+def decode_audio(
+    data: bytes | bytearray | memoryview,
+    *,
+    filename: str = "",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+) -> DecodedAudio:
+    """Decode ``data`` (a whole encoded file) to float32 ``[channels, frames]`` at its own rate."""
+    size = len(data)
+    what = _what(filename, size)
+    if size == 0:
+        raise InvalidInput("file: the upload is empty (0 bytes); send an encoded song file")
+    if size > max_bytes:
+        raise ResourceExhausted(f"file: {size} bytes is over the upload limit of {max_bytes} bytes")
+    try:
+        container = av.open(io.BytesIO(data), mode="r")
+    except av.error.FFmpegError as exc:
+        raise InvalidInput(
+            f"file: {what} is not an audio file FFmpeg can read: not audio, corrupt or truncated "
+            f"({exc.strerror or type(exc).__name__})"
+        ) from None
+    with container:
+        if not container.streams.audio:
+            kinds: list[str] = sorted({s.type for s in container.streams}) or ["nothing"]
+            raise InvalidInput(
+                f"file: {what} has no audio stream (format {container.format.name!r} holds {', '.join(kinds)})"
+            )
+        stream = container.streams.audio[0]
+        ctx = stream.codec_context
+        rate = int(ctx.sample_rate or 0)
+        source_channels = int(ctx.layout.nb_channels) if ctx.layout else 0
+        if rate <= 0 or source_channels <= 0:
+            raise InvalidInput(f"file: {what} declares no sample rate or channel layout")
+        declared = _declared_seconds(container, stream)
+        if declared is not None and declared > max_seconds * 1.01:
+            raise ResourceExhausted(
+                f"file: {what} is {declared:.1f} s long, over the limit of {max_seconds:.0f} s"
+            )
+        channels = 1 if source_channels == 1 else 2
+        resampler = av.AudioResampler(format="fltp", layout="mono" if channels == 1 else "stereo", rate=rate)
+        max_frames = int(max_seconds * rate) + 1
+        pieces: list[np.ndarray] = []
+        total = 0
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    pieces.append(out.to_ndarray())
+                    total += out.samples
+                if total > max_frames:
+                    raise ResourceExhausted(
+                        f"file: {what} decodes to more than {max_seconds:.0f} s of audio, over the limit"
+                    )
+            for out in resampler.resample(None):
+                pieces.append(out.to_ndarray())
+                total += out.samples
+        except av.error.FFmpegError as exc:
+            raise InvalidInput(
+                f"file: {what} is corrupt or truncated: decoding stopped after {total / rate:.2f} s "
+                f"({exc.strerror or type(exc).__name__})"
+            ) from None
+        codec_name = ctx.name
+        container_name = container.format.name
+    if total == 0:
+        raise InvalidInput(f"file: {what} holds an audio stream with no decodable samples")
+    samples = np.ascontiguousarray(np.concatenate(pieces, axis=1), dtype=np.float32)
+    if declared is not None and total / rate < declared * _TRUNCATED_FRACTION - _TRUNCATED_SLACK_S:
+        raise InvalidInput(
+            f"file: {what} is truncated: its header declares {declared:.2f} s but only "
+            f"{total / rate:.2f} s could be decoded"
+        )
+    if not np.isfinite(samples).all():
+        raise InvalidInput(f"file: {what} decodes to non-finite samples")
+    return DecodedAudio(
+        samples=samples,
+        sample_rate=rate,
+        container=container_name,
+        codec=codec_name,
+        source_channels=source_channels,
+    )
+
+
+def _declared_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
+    """The duration the file's header claims, if it claims one."""
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    return None

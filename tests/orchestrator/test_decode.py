@@ -1,0 +1,96 @@
+"""Decoding uploads with PyAV: every common format, the file's own rate and channels, clear errors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from audiomemory.orchestrator.decode import decode_audio
+from PIL import Image
+
+from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
+
+from .songs import encode_song, tone
+
+CASES = [
+    ("wav", 22050, 1),
+    ("wav", 48000, 2),
+    ("flac", 44100, 2),
+    ("flac", 32000, 1),
+    ("mp3", 44100, 2),
+    ("mp3", 22050, 1),
+    ("ogg", 44100, 2),
+    ("ogg", 22050, 2),  # FFmpeg's native Vorbis encoder is stereo-only; mono ogg is covered by opus
+    ("opus", 48000, 2),
+    ("opus", 48000, 1),
+    ("m4a", 48000, 2),
+    ("m4a", 22050, 1),
+]
+
+
+@pytest.mark.parametrize(("ext", "rate", "channels"), CASES)
+def test_common_formats_decode_at_their_own_rate_and_channels(ext: str, rate: int, channels: int) -> None:
+    decoded = decode_audio(encode_song(ext, rate, channels, seconds=1.0), filename=f"song.{ext}")
+    assert decoded.sample_rate == rate
+    assert decoded.channels == channels
+    assert decoded.samples.dtype == np.float32 and decoded.samples.flags.c_contiguous
+    # codecs pad by a frame or two; the length stays about a second
+    assert 0.95 <= decoded.seconds <= 1.1
+    assert 0.05 < float(np.abs(decoded.samples).max()) <= 1.0
+
+
+def test_lossless_decoding_reproduces_the_samples() -> None:
+    source = tone(44100, 2, 0.5)
+    decoded = decode_audio(encode_song("flac", 44100, 2, seconds=0.5))
+    np.testing.assert_allclose(decoded.samples, source, atol=1.0 / 32768 + 1e-6)
+
+
+def test_empty_upload_is_invalid() -> None:
+    with pytest.raises(InvalidInput, match="empty"):
+        decode_audio(b"")
+
+
+def test_text_is_not_audio() -> None:
+    with pytest.raises(InvalidInput, match=r"'lyrics.txt' \(\d+ bytes\) is not an audio file"):
+        decode_audio(b"Hold me now, under the lights\n" * 20, filename="lyrics.txt")
+
+
+def test_an_image_file_has_no_audio_stream() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), "red").save(buf, "PNG")
+    with pytest.raises(InvalidInput, match=r"no audio stream.*video"):
+        decode_audio(buf.getvalue(), filename="cover.png")
+
+
+# Not ogg/opus nor wav: their headers carry no total length independent of the bytes present
+# (FFmpeg reads the last Ogg page's granule / the file size), so a cut at a page or sample boundary
+# is a shorter valid file; it decodes to what is there.
+@pytest.mark.parametrize("ext", ["flac", "mp3", "m4a"])
+def test_truncated_files_are_invalid(ext: str) -> None:
+    data = encode_song(ext, 44100, 2, seconds=2.0)
+    with pytest.raises(InvalidInput, match="truncated"):
+        decode_audio(data[: len(data) // 2], filename=f"song.{ext}")
+
+
+def test_corrupt_middle_is_invalid_or_decodes_without_garbage_values() -> None:
+    data = bytearray(encode_song("flac", 44100, 2, seconds=2.0))
+    data[len(data) // 3 : len(data) // 3 + 2000] = bytes(2000)
+    try:
+        decoded = decode_audio(bytes(data))
+    except InvalidInput as exc:
+        assert "corrupt" in str(exc) or "truncated" in str(exc)
+    else:  # FFmpeg may conceal the damage; then the samples must still be finite and in range
+        assert np.isfinite(decoded.samples).all()
+
+
+def test_over_size_upload_is_resource_exhausted() -> None:
+    data = encode_song("wav", 22050, 1, seconds=1.0)
+    with pytest.raises(ResourceExhausted, match=f"{len(data)} bytes is over the upload limit of 1000 bytes"):
+        decode_audio(data, max_bytes=1000)
+
+
+def test_over_length_song_is_resource_exhausted() -> None:
+    data = encode_song("mp3", 22050, 1, seconds=2.0)
+    with pytest.raises(ResourceExhausted, match="over the limit of 1 s"):
+        decode_audio(data, max_seconds=1.0)
