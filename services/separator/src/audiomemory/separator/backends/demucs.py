@@ -1,0 +1,381 @@
+"""The ``demucs`` separator backend, on the ``demucs`` package (4.1.0).
+
+Loading goes through Demucs' own loaders, wrapped where they misbehave for a server:
+
+- ``get_model`` calls ``sys.exit`` on some load errors (``fatal``): caught, raised as ``ModelUnavailable``.
+- ``get_model(name)`` without a repo asks the Hugging Face hub first and then retries a legacy
+  download for ~25 s when offline. We look in the local caches first (the HF hub cache, then
+  ``$TORCH_HOME/hub/checkpoints``) and load from there through Demucs' own functions; only when
+  the weights are absent do we go to the network, and only after a 2-second reachability probe,
+  so offline failure is quick and names the model and the two ways out.
+- ``separate_tensor`` normalises the caller's tensor in place and divides by zero on silence; we
+  call ``apply_model`` on our own normalised copy instead, so the caller's array is never touched.
+- Demucs checks inputs with ``assert``; we validate before calling it and raise ``InvalidInput``.
+
+Resampling to the model's rate uses soxr; mono is duplicated to stereo (the model's channels).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import soxr
+import torch
+import yaml
+from audiomemory.separator.backends import CancelCheck, Cancelled, SeparatorBackend, Stems
+
+from audiomemory.runtime.backend import ModelInfo, offline, resolve_device
+from audiomemory.runtime.errors import FailedPrecondition, InvalidInput, ModelUnavailable, describe
+
+if TYPE_CHECKING:
+    from audiomemory.separator.config import SeparatorConfig
+    from demucs.apply import BagOfModels
+
+log = logging.getLogger(__name__)
+
+MAX_SAMPLE_RATE = 384_000
+# How long the network probe may take before we call the machine offline.
+PROBE_SECONDS = 2.0
+HOW_TO_GET = (
+    "fetch it ahead of time with `audiomemory models pull` (needs network once), "
+    "or run with `--models tiny` for small random-weight test models"
+)
+
+# The tiny profile: same class as htdemucs (HTDemucs, 4 sources, 44.1 kHz stereo), few channels and
+# a short segment so 2 s of audio separates in ~0.1-0.3 s on a laptop core.
+TINY_NAME = "tiny"
+TINY_SIGNATURE = "tinyhtdemucs"
+TINY_KWARGS: dict[str, Any] = {
+    "sources": ["drums", "bass", "other", "vocals"],
+    "audio_channels": 2,
+    "samplerate": 44100,
+    "segment": Fraction(2),
+    "channels": 4,
+    "depth": 4,
+    "nfft": 4096,
+    "t_layers": 1,
+    "t_heads": 2,
+    "t_hidden_scale": 1.0,
+    "dconv_comp": 2,
+}
+
+
+def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """``[channels, frames]`` float32 at ``from_rate`` → ``[channels, round(frames·to/from)]`` (soxr HQ)."""
+    if from_rate == to_rate:
+        return audio
+    out = soxr.resample(np.ascontiguousarray(audio.T), from_rate, to_rate)
+    return np.ascontiguousarray(out.T, dtype=np.float32)
+
+
+def content_hash(models: list[torch.nn.Module]) -> str:
+    """sha256 (first 16 hex) over every tensor of the models' state dicts, in key order."""
+    sha = hashlib.sha256()
+    for model in models:
+        for key, tensor in sorted(model.state_dict().items()):
+            sha.update(key.encode())
+            flat = tensor.detach().cpu().contiguous().reshape(-1)
+            sha.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return sha.hexdigest()[:16]
+
+
+def _hf_cache_dir() -> str:
+    """The HF hub cache as the environment says *now* (huggingface_hub freezes it at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
+    )
+    return os.path.join(home, "hub")
+
+
+def _hub_reachable(timeout: float = PROBE_SECONDS) -> bool:
+    """Whether the HF hub answers a TCP connect within ``timeout`` (DNS included, hence the thread)."""
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://", 1)[-1].split("/", 1)[0]
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host.split(":")[0], 443), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, name="demucs-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def _load_from_hf_cache(name: str) -> BagOfModels | None:
+    """The bag ``name`` from the local HF hub cache through Demucs' own safetensors loader, or None."""
+    from demucs.apply import BagOfModels
+    from demucs.hf import DEFAULT_NAMESPACE, hf_repo_name, load_safetensors_model
+    from huggingface_hub import try_to_load_from_cache
+
+    namespace, short = name.split("/", 1) if "/" in name else (DEFAULT_NAMESPACE, name)
+    repo_id = f"{namespace}/{hf_repo_name(short)}"
+    cache = _hf_cache_dir()
+    bag_file = try_to_load_from_cache(repo_id, f"{short}.yaml", cache_dir=cache)
+    if not isinstance(bag_file, str):
+        return None
+    bag = yaml.safe_load(Path(bag_file).read_text())
+    files = [try_to_load_from_cache(repo_id, f"{sig}.safetensors", cache_dir=cache) for sig in bag["models"]]
+    if not all(isinstance(f, str) for f in files):
+        return None
+    models = [load_safetensors_model(str(f)) for f in files]
+    return BagOfModels(models, bag.get("weights"), bag.get("segment"))
+
+
+def _load_from_torch_cache(name: str) -> Any | None:
+    """The model ``name`` from the legacy download cache (``$TORCH_HOME/hub/checkpoints``), or None."""
+    from demucs.pretrained import REMOTE_ROOT, _parse_remote_files
+    from demucs.repo import AnyModelRepo, BagOnlyRepo, RemoteRepo
+
+    urls = _parse_remote_files(REMOTE_ROOT / "files.txt")
+    bag_file = REMOTE_ROOT / f"{name}.yaml"
+    if name in urls:
+        sigs = [name]
+    elif bag_file.is_file():
+        sigs = list(yaml.safe_load(bag_file.read_text())["models"])
+    else:
+        return None
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    if not all(sig in urls and (checkpoints / urls[sig].rsplit("/", 1)[-1]).is_file() for sig in sigs):
+        return None
+    remote = RemoteRepo(urls)
+    # Every file is on disk, so torch.hub.load_state_dict_from_url reads it without the network.
+    return AnyModelRepo(remote, BagOnlyRepo(REMOTE_ROOT, remote)).get_model(name)
+
+
+@contextlib.contextmanager
+def _demucs_errors(what: str) -> Iterator[None]:
+    """Turn Demucs' ``sys.exit`` and loading errors into ``ModelUnavailable``."""
+    from demucs.repo import ModelLoadingError
+
+    try:
+        yield
+    except SystemExit as exc:  # demucs.utils.fatal prints to stderr, then exits the process
+        raise ModelUnavailable(f"{what}: Demucs refused to load it (it tried to exit with {exc.code!r})") from None
+    except (ModelLoadingError, OSError, KeyError, ValueError) as exc:
+        raise ModelUnavailable(f"{what}: {type(exc).__name__}: {describe(str(exc))}") from exc
+
+
+class DemucsBackend(SeparatorBackend):
+    """Demucs (HTDemucs by default) applied segment by segment with overlap, optional shifts."""
+
+    name: ClassVar[str] = "demucs"
+    config: SeparatorConfig
+
+    def __init__(self, config: SeparatorConfig) -> None:
+        super().__init__(config)
+        self._bag: BagOfModels | None = None
+        self._device = torch.device("cpu")
+        self._hash = ""
+        self._source = ""
+
+    # -- loading -------------------------------------------------------------------------------
+    def load(self) -> None:
+        from demucs.apply import BagOfModels
+
+        name = self.config.model
+        started = time.perf_counter()
+        model = self._load_repo(name) if self.config.repo is not None else self._load_pretrained(name)
+        bag = model if isinstance(model, BagOfModels) else BagOfModels([model])
+        segment = self.config.segment
+        if segment is not None and segment > bag.max_allowed_segment:
+            raise FailedPrecondition(
+                f"segment: {segment} s is longer than model {name!r} allows ({float(bag.max_allowed_segment)} s)"
+            )
+        self._device = resolve_device(self.config.device)
+        # Keep the whole bag on the device: apply_model moves each sub-model to the device and back
+        # to where it was, which would be a copy per call otherwise.
+        bag.to(self._device).eval()
+        self._hash = content_hash(list(bag.models))
+        self._bag = bag
+        log.info("demucs model %r loaded from %s in %.1f s", name, self._source, time.perf_counter() - started)
+
+    def _load_repo(self, name: str) -> Any:
+        from demucs.pretrained import get_model
+
+        repo = Path(self.config.repo or "")
+        if not repo.is_dir():
+            raise ModelUnavailable(f"Demucs model {name!r}: repo {str(repo)!r} is not a directory; {HOW_TO_GET}")
+        from demucs.repo import AnyModelRepo, BagOnlyRepo, LocalRepo
+
+        with _demucs_errors(f"Demucs model {name!r} in repo {str(repo)!r}"):
+            local = LocalRepo(repo)
+            known = AnyModelRepo(local, BagOnlyRepo(repo, local))
+            if not known.has_model(name):
+                listed = ", ".join(sorted(known.list_model())) or "none"
+                raise ModelUnavailable(
+                    f"Demucs model {name!r} is not in repo {str(repo)!r} (it holds: {listed}); {HOW_TO_GET}"
+                )
+            self._source = f"local repo {repo}"
+            return get_model(name, repo=repo)
+
+    def _load_pretrained(self, name: str) -> Any:
+        what = f"Demucs model {name!r}"
+        with _demucs_errors(what):
+            model = _load_from_hf_cache(name)
+            if model is not None:
+                self._source = "the Hugging Face cache"
+                return model
+            model = _load_from_torch_cache(name)
+            if model is not None:
+                self._source = "the torch hub cache"
+                return model
+        if offline() or not _hub_reachable():
+            reason = "HF_HUB_OFFLINE is set" if offline() else "the network is unreachable"
+            raise ModelUnavailable(
+                f"{what} is not in the local caches ({_hf_cache_dir()}, {torch.hub.get_dir()}/checkpoints) "
+                f"and cannot be downloaded ({reason}); {HOW_TO_GET}"
+            )
+        from demucs.pretrained import get_model
+
+        with _demucs_errors(what):
+            self._source = "a download"
+            return get_model(name)
+
+    @classmethod
+    def pull(cls, config: SeparatorConfig) -> None:  # type: ignore[override]
+        """Download ``config.model`` into the standard caches (HF hub cache / torch hub)."""
+        if config.repo is not None:
+            cls(config).load()  # a local repo has nothing to fetch; prove it loads
+            return
+        if offline():
+            raise ModelUnavailable(f"Demucs model {config.model!r}: cannot pull while HF_HUB_OFFLINE is set")
+        from demucs.pretrained import get_model
+
+        with _demucs_errors(f"Demucs model {config.model!r}"):
+            get_model(config.model)
+
+    @classmethod
+    def write_tiny(cls, root: Path) -> dict[str, Any]:
+        """A random-weight HTDemucs as a Demucs local repo under ``root/demucs``: a bag ``tiny.yaml``
+        naming one signature, stored as ``<sig>-<sha256[:8]>.th`` (Demucs' own package layout)."""
+        from demucs.htdemucs import HTDemucs
+        from demucs.states import get_state, save_with_checksum
+
+        repo = Path(root) / "demucs"
+        repo.mkdir(parents=True, exist_ok=True)
+        for old in repo.glob(f"{TINY_SIGNATURE}*.th"):
+            old.unlink()  # LocalRepo refuses two files for one signature
+        generator_state = torch.random.get_rng_state()
+        try:
+            torch.manual_seed(0)
+            model = HTDemucs(**TINY_KWARGS)
+        finally:
+            torch.random.set_rng_state(generator_state)
+        package = {"klass": HTDemucs, "args": [], "kwargs": dict(TINY_KWARGS), "state": get_state(model, None)}
+        save_with_checksum(package, repo / f"{TINY_SIGNATURE}.th")
+        (repo / f"{TINY_NAME}.yaml").write_text(yaml.safe_dump({"models": [TINY_SIGNATURE]}))
+        return {"model": TINY_NAME, "repo": str(repo)}
+
+    # -- facts ---------------------------------------------------------------------------------
+    def _loaded(self) -> BagOfModels:
+        if self._bag is None:
+            raise FailedPrecondition("separator: the model is not loaded yet")
+        return self._bag
+
+    @property
+    def stems(self) -> tuple[str, ...]:
+        return tuple(self._loaded().sources)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self._loaded().samplerate)
+
+    @property
+    def channels(self) -> int:
+        return int(self._loaded().audio_channels)
+
+    def describe(self) -> ModelInfo:
+        bag = self._loaded()
+        first = bag.models[0]
+        segment = self.config.segment if self.config.segment is not None else float(bag.max_allowed_segment)
+        return ModelInfo(
+            backend=self.name,
+            model_id=self.config.model,
+            revision=f"sha256:{self._hash}",
+            device=str(self._device),
+            dtype=str(next(first.parameters()).dtype).removeprefix("torch."),
+            extra={
+                "class": type(first).__name__,
+                "models_in_bag": str(len(bag.models)),
+                "stems": ",".join(bag.sources),
+                "sample_rate": str(bag.samplerate),
+                "channels": str(bag.audio_channels),
+                "segment": f"{float(segment):g}",
+                "overlap": f"{self.config.overlap:g}",
+                "shifts": str(self.config.shifts),
+                "source": self._source,
+            },
+        )
+
+    # -- the verb ------------------------------------------------------------------------------
+    def separate(
+        self, audio: np.ndarray, sample_rate: int, *, cancelled: CancelCheck | None = None
+    ) -> Stems:
+        from demucs.apply import apply_model
+
+        bag = self._loaded()
+        _check_audio(audio, sample_rate)
+        rate = int(bag.samplerate)
+        wav = resample(audio, sample_rate, rate)
+        if wav.shape[0] == 1 and bag.audio_channels == 2:
+            wav = np.repeat(wav, 2, axis=0)
+        elif wav.shape[0] == 2 and bag.audio_channels == 1:
+            wav = wav.mean(axis=0, keepdims=True)
+        # Our own copy: neither the caller's (possibly read-only, zero-copy) array nor its memory
+        # reaches Demucs.
+        mix = torch.tensor(wav, dtype=torch.float32)
+        # Demucs' normalisation (by the mono mix), but out of place and safe on silence, where
+        # separate_tensor would divide by a zero std and return NaN.
+        ref = mix.mean(0)
+        mean = ref.mean()
+        std = ref.std() if mix.shape[1] > 1 else torch.tensor(0.0)
+        scale = std if torch.isfinite(std) and std > 1e-8 else torch.tensor(1.0)
+        mix = (mix - mean) / scale
+
+        callback = None
+        if cancelled is not None:
+
+            def callback(_: dict[str, Any]) -> None:
+                if cancelled():
+                    raise Cancelled("separate: the caller cancelled the request")
+
+        with torch.inference_mode():
+            out = apply_model(
+                bag, mix[None], shifts=self.config.shifts, split=True, overlap=self.config.overlap,
+                progress=False, device=self._device, segment=self.config.segment, callback=callback,
+            )
+        stems = (out[0] * scale + mean).to("cpu", torch.float32).numpy()
+        return Stems(names=tuple(bag.sources), sample_rate=rate, audio=stems)
+
+
+def _check_audio(audio: np.ndarray, sample_rate: int) -> None:
+    """What Demucs would ``assert`` (or silently get wrong), as ``InvalidInput``."""
+    if not isinstance(audio, np.ndarray) or audio.ndim != 2:
+        raise InvalidInput(f"audio: expected a [channels, frames] array, got {describe(audio)}")
+    if audio.shape[0] not in (1, 2):
+        raise InvalidInput(f"audio: expected 1 or 2 channels, got {audio.shape[0]}")
+    if audio.shape[1] == 0:
+        raise InvalidInput("audio: empty, no frames")
+    if audio.dtype != np.float32:
+        raise InvalidInput(f"audio: expected float32 samples, got {audio.dtype}")
+    if not 1 <= sample_rate <= MAX_SAMPLE_RATE:
+        raise InvalidInput(f"sample_rate: expected 1..{MAX_SAMPLE_RATE} Hz, got {sample_rate}")
+    if not np.isfinite(audio).all():
+        raise InvalidInput("audio: samples must be finite, found NaN or inf")

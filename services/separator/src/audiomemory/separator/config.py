@@ -1,0 +1,28 @@
+"""Configuration of the separator service (flags and ``AUDIOMEMORY_SEPARATOR_*`` env vars)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from audiomemory.runtime.config import MiB, ServiceConfig
+
+
+class SeparatorConfig(ServiceConfig):
+    """Which separation model to load, how to run it, and how much audio one request may carry."""
+
+    model_config = SettingsConfigDict(env_prefix="AUDIOMEMORY_SEPARATOR_", extra="forbid", validate_default=True)
+
+    kind: ClassVar[str] = "separator"
+
+    backend: str = Field("demucs", description="Registered separator backend (entry point).")
+    model: str = Field("htdemucs", description="Model (bag) name, e.g. htdemucs, htdemucs_ft, or a tiny repo's name.")
+    repo: Path | None = Field(None, description="Local Demucs model repo (folder of .th/.yaml); None = pretrained.")
+    segment: float | None = Field(None, gt=0, description="Seconds per model call; None = the model's own.")
+    overlap: float = Field(0.25, ge=0, lt=1, description="Overlap between consecutive segments.")
+    shifts: int = Field(0, ge=0, le=20, description="Random time shifts averaged (0 = off, deterministic).")
+    max_seconds: float = Field(1200.0, gt=0, description="Longest input accepted, in seconds.")
+    max_input_bytes: int = Field(256 * MiB, gt=0, description="Largest upload accepted, in bytes of samples.")
