@@ -92,7 +92,9 @@ def as_numpy(x: np.ndarray | torch.Tensor | Any) -> np.ndarray:
         if t.dtype == torch.bfloat16:
             return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
         return t.numpy()
-    arr = np.ascontiguousarray(x)
+    arr = np.asarray(x)
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order="C")  # (np.ascontiguousarray would turn a 0-d array into 1-d)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     return arr
@@ -102,7 +104,7 @@ def to_tensor(x: np.ndarray | torch.Tensor, dtype: str | None = None) -> tensor_
     """Encode an array as a ``Tensor`` (one copy: the bytes the message owns)."""
     arr = as_numpy(x)
     if dtype is not None and _name_of(arr.dtype) != dtype:
-        arr = np.ascontiguousarray(arr.astype(_BY_NAME[dtype].numpy))
+        arr = arr.astype(_BY_NAME[dtype].numpy, order="C")
     spec = _BY_NAME[_name_of(arr.dtype)]
     return tensor_pb2.Tensor(dtype=spec.enum, shape=arr.shape, data=arr.tobytes())
 
@@ -192,7 +194,7 @@ def iter_tensor_chunks(
     """Split a tensor into ``TensorChunk`` pieces of at most ``chunk_bytes`` (one piece if it is empty)."""
     arr = as_numpy(x)
     if dtype is not None and _name_of(arr.dtype) != dtype:
-        arr = np.ascontiguousarray(arr.astype(_BY_NAME[dtype].numpy))
+        arr = arr.astype(_BY_NAME[dtype].numpy, order="C")
     enum = _BY_NAME[_name_of(arr.dtype)].enum
     raw = arr.reshape(-1).view(np.uint8)
     total = len(raw)
