@@ -1,0 +1,193 @@
+"""Content-addressed on-disk cache of a song's pooled audio vector and frame embeddings.
+
+The separator and the four encoder calls are the expensive front half of a job; their result depends
+only on the audio bytes and on which models (and parameters) ran. ``cache_key`` hashes exactly those:
+the song's SHA-256, the separator's and the audio encoder's ``Describe`` identities, and the request
+parameters that change the output (stem format). A hit skips both services.
+
+Layout: ``<root>/<key[:2]>/<key>.amc``. An entry is a 32-byte SHA-256 of the payload followed by the
+payload, an ``.npz`` (no pickles) with ``pooled`` and ``frames/<stem>``/``timestamps/<stem>`` arrays.
+Writes go to a temporary file in the same folder, are fsynced and ``os.replace``d into place, so a
+reader sees a whole entry or none. On read the checksum is verified; an entry that fails (partial,
+bit-rot, hand-edited) is deleted and reported as a miss — never served. LRU by file mtime (touched
+on every hit), evicted after each write until the folder is under ``max_bytes``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 2 * 1024**3
+_SUFFIX = ".amc"
+_DIGEST = 32
+
+
+def cache_key(audio_sha256: str, **identity: Any) -> str:
+    """SHA-256 over the audio hash and canonical JSON of every identity/parameter that shapes the result."""
+    blob = json.dumps({"audio": audio_sha256, **identity}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedAudio:
+    """What the front half of a job produces."""
+
+    pooled: np.ndarray  # float32 [4096]
+    frames: Mapping[str, np.ndarray] = field(default_factory=dict)  # stem → float32 [T, D]
+    timestamps: Mapping[str, np.ndarray] = field(default_factory=dict)  # stem → float64 [T]
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    corrupt: int = 0
+    evictions: int = 0
+    write_errors: int = 0
+
+
+class AudioCache:
+    """The cache; thread-safe within a process, and safe across processes sharing ``root``."""
+
+    def __init__(self, root: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.root = Path(root)
+        self.max_bytes = int(max_bytes)
+        self.stats = CacheStats()
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
+    def path(self, key: str) -> Path:
+        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            raise ValueError(f"cache key must be 64 hex digits, got {key!r}")
+        return self.root / key[:2] / f"{key}{_SUFFIX}"
+
+    def get(self, key: str) -> CachedAudio | None:
+        """The entry, or ``None`` on a miss or a corrupt entry (which is removed)."""
+        if not self.enabled:
+            return None
+        path = self.path(key)
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            self._count("misses")
+            return None
+        except OSError as exc:
+            log.warning("audio cache: cannot read %s: %s", path, exc)
+            self._count("misses")
+            return None
+        value = _decode_entry(blob)
+        if value is None:
+            log.warning("audio cache: entry %s failed its checksum or format check; recomputing", path.name)
+            self._count("corrupt")
+            self._count("misses")
+            path.unlink(missing_ok=True)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # LRU: a hit makes the entry young again
+        self._count("hits")
+        return value
+
+    def put(self, key: str, value: CachedAudio) -> bool:
+        """Store atomically and evict old entries; False (logged) when it could not be written."""
+        if not self.enabled:
+            return False
+        blob = _encode_entry(value)
+        if len(blob) > self.max_bytes:
+            return False
+        path = self.path(key)
+        tmp_name: str | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=_SUFFIX)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(blob)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp_name, path)
+            tmp_name = None
+        except OSError as exc:
+            # A read-only or full disk must not fail the job: the cache is an optimisation.
+            log.warning("audio cache: cannot write %s: %s", path, exc)
+            self._count("write_errors")
+            return False
+        finally:
+            if tmp_name is not None:
+                Path(tmp_name).unlink(missing_ok=True)
+        self.evict()
+        return True
+
+    def evict(self) -> None:
+        """Remove least recently used entries until the cache is within ``max_bytes``."""
+        with self._lock:
+            entries: list[tuple[float, int, Path]] = []
+            for path in self.root.glob(f"*/*{_SUFFIX}"):
+                if path.name.startswith(".tmp-"):
+                    continue
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                entries.append((st.st_mtime, st.st_size, path))
+            total = sum(size for _, size, _ in entries)
+            for _, size, path in sorted(entries, key=lambda e: e[0]):
+                if total <= self.max_bytes:
+                    break
+                path.unlink(missing_ok=True)
+                total -= size
+                self.stats.evictions += 1
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.root.glob(f"*/*{_SUFFIX}") if not p.name.startswith(".tmp-"))
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            setattr(self.stats, name, getattr(self.stats, name) + 1)
+
+
+def _encode_entry(value: CachedAudio) -> bytes:
+    arrays: dict[str, np.ndarray] = {"pooled": np.asarray(value.pooled, dtype=np.float32)}
+    for stem, frames in value.frames.items():
+        arrays[f"frames/{stem}"] = np.asarray(frames, dtype=np.float32)
+    for stem, stamps in value.timestamps.items():
+        arrays[f"timestamps/{stem}"] = np.asarray(stamps, dtype=np.float64)
+    buf = io.BytesIO()
+    np.savez(buf, allow_pickle=False, **arrays)
+    payload = buf.getvalue()
+    return hashlib.sha256(payload).digest() + payload
+
+
+def _decode_entry(blob: bytes) -> CachedAudio | None:
+    if len(blob) <= _DIGEST:
+        return None
+    digest, payload = blob[:_DIGEST], blob[_DIGEST:]
+    if hashlib.sha256(payload).digest() != digest:
+        return None
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (ValueError, OSError, KeyError, EOFError):
+        return None
+    pooled = arrays.pop("pooled", None)
+    if pooled is None or pooled.ndim != 1 or not np.isfinite(pooled).all():
+        return None
+    frames = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("frames/")}
+    stamps = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("timestamps/")}
+    return CachedAudio(pooled=pooled, frames=frames, timestamps=stamps)
