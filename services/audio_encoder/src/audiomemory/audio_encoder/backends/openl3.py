@@ -1,0 +1,309 @@
+"""The ``openl3`` audio encoder backend, on ``torchopenl3`` (1.0.1).
+
+Framing rule (OpenL3's ``center=True``, as torchopenl3 does it, but batched):
+
+- The input is resampled to 48 kHz with soxr and mixed to mono (mean of the channels).
+- One window is 1 s (48 000 samples); the hop is ``hop_seconds`` (``hop = int(hop_seconds·48000)``
+  samples).
+- The start is padded with 0.5 s of zeros, so window ``i`` covers ``[i·hop − 0.5 s, i·hop + 0.5 s)``
+  of the input and its timestamp, ``i·hop/48000`` s, is the window's *centre*.
+- The end is padded with zeros until the last window is whole. With ``L = N + 24000`` (``N`` input
+  samples at 48 kHz): ``T = 1`` if ``L ≤ 48000`` else ``T = 1 + ceil((L − 48000) / hop)``.
+  So a clip shorter than one window gives one frame (centred at 0 s); silence gives finite
+  embeddings (the dB spectrogram is clamped, as OpenL3 does).
+- Frames are strided *views* of the padded signal, fed to the model ``batch_size`` at a time, so
+  memory is the padded signal plus one batch — a 20-minute input does not build a
+  ``[12000, 48000]`` copy (2.3 GB) as ``torchopenl3.get_audio_embedding`` would.
+
+Weights load the way torchopenl3 loads them — ``torch.hub.load_state_dict_from_url`` of
+``torchopenl3_<repr>_<content>_<size>.pth.tar`` — but with ``model_dir`` passed explicitly
+(``<weights_dir>/hub/checkpoints``) instead of changing ``TORCH_HOME`` for the whole process.
+A missing file with no network fails at once, naming the file and the two ways out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import socket
+import threading
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import soxr
+import torch
+from audiomemory.audio_encoder.backends import AudioEncoderBackend, CancelCheck, Cancelled
+
+from audiomemory.runtime.backend import ModelInfo, offline, resolve_device
+from audiomemory.runtime.errors import FailedPrecondition, InvalidInput, ModelUnavailable, describe
+
+if TYPE_CHECKING:
+    from audiomemory.audio_encoder.config import AudioEncoderConfig
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 48_000  # OpenL3's input rate
+WINDOW = SAMPLE_RATE  # one window is 1 s
+MAX_SAMPLE_RATE = 384_000
+WEIGHTS_URL = "https://github.com/torchopenl3/torchopenl3-models/raw/master/"
+PROBE_SECONDS = 2.0
+HOW_TO_GET = (
+    "fetch it ahead of time with `audiomemory models pull` (needs network once), "
+    "or run with `--models tiny` for random-weight test models"
+)
+
+
+def weights_filename(input_repr: str, content_type: str, embedding_size: int) -> str:
+    """File name torchopenl3 downloads (and torch.hub caches) for one variant."""
+    return f"torchopenl3_{input_repr}_{content_type}_{embedding_size}.pth.tar"
+
+
+def checkpoints_dir(weights_dir: Path | None) -> Path:
+    """``<weights_dir>/hub/checkpoints``, or torch's own (``$TORCH_HOME/hub/checkpoints``) when None."""
+    if weights_dir is None:
+        return Path(torch.hub.get_dir()) / "checkpoints"
+    return Path(weights_dir) / "hub" / "checkpoints"
+
+
+def frame_count(samples: int, hop: int) -> int:
+    """T for ``samples`` samples at 48 kHz (see the module docstring)."""
+    padded = samples + WINDOW // 2
+    if padded <= WINDOW:
+        return 1
+    return 1 + math.ceil((padded - WINDOW) / hop)
+
+
+def frame_view(mono: torch.Tensor, hop: int) -> torch.Tensor:
+    """``[T, WINDOW]`` strided view over the centre- and end-padded signal (one padded copy, no per-frame copy)."""
+    count = frame_count(mono.shape[0], hop)
+    padded = torch.zeros(WINDOW // 2 + (count - 1) * hop + WINDOW, dtype=torch.float32)
+    padded[WINDOW // 2 : WINDOW // 2 + mono.shape[0]] = mono
+    return padded.as_strided((count, WINDOW), (hop, 1))
+
+
+def to_mono_48k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``[channels, frames]`` → float32 ``[frames']`` mono at 48 kHz (channel mean, then soxr HQ)."""
+    mono = audio.mean(axis=0, dtype=np.float32) if audio.shape[0] > 1 else audio[0]
+    if sample_rate != SAMPLE_RATE:
+        mono = soxr.resample(np.ascontiguousarray(mono), sample_rate, SAMPLE_RATE)
+    return np.asarray(mono, dtype=np.float32)
+
+
+def file_sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def _reachable(host: str, timeout: float = PROBE_SECONDS) -> bool:
+    """Whether ``host:443`` accepts a TCP connection within ``timeout`` (DNS included, hence the thread)."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, name="openl3-weights-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def _new_model(config: AudioEncoderConfig) -> torch.nn.Module:
+    with warnings.catch_warnings():
+        # librosa warns about empty mel filters at 256 bands; OpenL3 was trained with exactly those.
+        warnings.simplefilter("ignore")
+        from torchopenl3.models import PytorchOpenl3
+
+        return PytorchOpenl3(
+            content_type=config.content_type, input_repr=config.input_repr, embedding_size=config.embedding_size
+        )
+
+
+class OpenL3Backend(AudioEncoderBackend):
+    """OpenL3 (music/mel256/512 by default) over 1-s windows every ``hop_seconds``."""
+
+    name: ClassVar[str] = "openl3"
+    config: AudioEncoderConfig
+
+    def __init__(self, config: AudioEncoderConfig) -> None:
+        super().__init__(config)
+        self._model: torch.nn.Module | None = None
+        self._device = torch.device("cpu")
+        self._dim = 0
+        self._sha = ""
+        self._file = Path()
+
+    # -- loading -------------------------------------------------------------------------------
+    def _weights(self) -> tuple[str, Path]:
+        c = self.config
+        filename = weights_filename(c.input_repr, c.content_type, c.embedding_size)
+        return WEIGHTS_URL + filename, checkpoints_dir(c.weights_dir) / filename
+
+    def load(self) -> None:
+        url, path = self._weights()
+        if not path.is_file():
+            host = url.split("://", 1)[1].split("/", 1)[0]
+            if offline() or not _reachable(host):
+                reason = "offline mode is set" if offline() else "the network is unreachable"
+                raise ModelUnavailable(
+                    f"OpenL3 weights {path.name!r} are not in {str(path.parent)!r} and cannot be "
+                    f"downloaded ({reason}); {HOW_TO_GET}"
+                )
+        model = _new_model(self.config)
+        try:
+            # The loader torchopenl3 uses; with the file present it reads it and never touches the network.
+            state = torch.hub.load_state_dict_from_url(url, model_dir=str(path.parent), map_location="cpu")
+            model.load_state_dict(state)
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise ModelUnavailable(
+                f"OpenL3 weights {str(path)!r} could not be loaded: {type(exc).__name__}: {describe(str(exc))}"
+            ) from exc
+        self._device = resolve_device(self.config.device)
+        model.to(self._device).eval()
+        # One window of silence proves the weights run and measures D from the model itself.
+        with torch.inference_mode():
+            probe = model(torch.zeros(1, 1, WINDOW, device=self._device))
+        if probe.ndim != 2 or not torch.isfinite(probe).all():
+            raise ModelUnavailable(f"OpenL3 weights {str(path)!r} give no finite embedding of silence")
+        self._dim = int(probe.shape[1])
+        self._sha = file_sha256(path)
+        self._file = path
+        self._model = model
+        log.info("OpenL3 %s loaded from %s (D=%d, %s)", path.name, path.parent, self._dim, self._device)
+
+    @classmethod
+    def pull(cls, config: AudioEncoderConfig) -> None:  # type: ignore[override]
+        """Download the configured variant into ``<weights_dir>/hub/checkpoints`` (or torch's cache)."""
+        backend = cls(config)
+        url, path = backend._weights()
+        if path.is_file():
+            return
+        if offline():
+            raise ModelUnavailable(f"OpenL3 weights {path.name!r}: cannot pull while offline mode is set")
+        try:
+            torch.hub.load_state_dict_from_url(url, model_dir=str(path.parent), map_location="cpu")
+        except OSError as exc:
+            raise ModelUnavailable(f"OpenL3 weights {path.name!r}: download failed: {describe(str(exc))}") from exc
+
+    @classmethod
+    def write_tiny(cls, root: Path, **variant: Any) -> dict[str, Any]:
+        """Random weights of the real OpenL3 architecture, in the hub-cache layout under ``root/openl3``.
+
+        The spectrogram front end (DFT and mel kernels) is deterministic, not random, so the
+        input representation is the real one; only the CNN's weights are random (seed 0).
+        """
+        from audiomemory.audio_encoder.config import AudioEncoderConfig
+
+        weights_dir = Path(root) / "openl3"
+        config = AudioEncoderConfig(weights_dir=weights_dir, **variant)
+        rng = torch.random.get_rng_state()
+        try:
+            torch.manual_seed(0)
+            model = _new_model(config)
+        finally:
+            torch.random.set_rng_state(rng)
+        target = checkpoints_dir(weights_dir) / weights_filename(
+            config.input_repr, config.content_type, config.embedding_size
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), target)
+        return {"weights_dir": str(weights_dir), **variant}
+
+    # -- facts ---------------------------------------------------------------------------------
+    def _loaded(self) -> torch.nn.Module:
+        if self._model is None:
+            raise FailedPrecondition("audio_encoder: the model is not loaded yet")
+        return self._model
+
+    @property
+    def sample_rate(self) -> int:
+        return SAMPLE_RATE
+
+    @property
+    def channels(self) -> int:
+        return 1
+
+    @property
+    def embedding_dim(self) -> int:
+        self._loaded()
+        return self._dim
+
+    @property
+    def hop(self) -> int:
+        """Hop in samples at 48 kHz (what the frames really use)."""
+        return max(1, int(self.config.hop_seconds * SAMPLE_RATE))
+
+    @property
+    def hop_seconds(self) -> float:
+        return self.hop / SAMPLE_RATE
+
+    @property
+    def window_seconds(self) -> float:
+        return WINDOW / SAMPLE_RATE
+
+    def describe(self) -> ModelInfo:
+        model = self._loaded()
+        c = self.config
+        return ModelInfo(
+            backend=self.name,
+            model_id=f"openl3-{c.content_type}-{c.input_repr}-{c.embedding_size}",
+            revision=f"sha256:{self._sha[:16]}",
+            device=str(self._device),
+            dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+            extra={
+                "content_type": c.content_type,
+                "input_repr": c.input_repr,
+                "embedding_size": str(self._dim),
+                "hop_seconds": f"{self.hop_seconds:g}",
+                "window_seconds": f"{self.window_seconds:g}",
+                "sample_rate": str(SAMPLE_RATE),
+                "framing": "centre: 0.5 s zeros before, zeros after to a whole last window",
+                "weights_file": self._file.name,
+                "weights_sha256": self._sha,
+                "batch_size": str(c.batch_size),
+            },
+        )
+
+    # -- the verb ------------------------------------------------------------------------------
+    def embed(
+        self, audio: np.ndarray, sample_rate: int, *, cancelled: CancelCheck | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        model = self._loaded()
+        _check_audio(audio, sample_rate)
+        mono = torch.from_numpy(to_mono_48k(audio, sample_rate).copy())
+        frames = frame_view(mono, self.hop)
+        count = frames.shape[0]
+        out = np.empty((count, self._dim), dtype=np.float32)
+        step = self.config.batch_size
+        with torch.inference_mode():
+            for start in range(0, count, step):
+                if cancelled is not None and cancelled():
+                    raise Cancelled("embed: the caller cancelled the request")
+                batch = frames[start : start + step].to(self._device).unsqueeze(1)
+                out[start : start + step] = model(batch).float().cpu().numpy()
+        timestamps = np.arange(count, dtype=np.float64) * (self.hop / SAMPLE_RATE)
+        return out, timestamps
+
+
+def _check_audio(audio: np.ndarray, sample_rate: int) -> None:
+    if not isinstance(audio, np.ndarray) or audio.ndim != 2:
+        raise InvalidInput(f"audio: expected a [channels, frames] array, got {describe(audio)}")
+    if audio.shape[0] not in (1, 2):
+        raise InvalidInput(f"audio: expected 1 or 2 channels, got {audio.shape[0]}")
+    if audio.shape[1] == 0:
+        raise InvalidInput("audio: empty, no frames")
+    if audio.dtype != np.float32:
+        raise InvalidInput(f"audio: expected float32 samples, got {audio.dtype}")
+    if not 1 <= sample_rate <= MAX_SAMPLE_RATE:
+        raise InvalidInput(f"sample_rate: expected 1..{MAX_SAMPLE_RATE} Hz, got {sample_rate}")
+    if not np.isfinite(audio).all():
+        raise InvalidInput("audio: samples must be finite, found NaN or inf")

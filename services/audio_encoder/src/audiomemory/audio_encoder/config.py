@@ -1,0 +1,32 @@
+"""Configuration of the audio encoder service (flags and ``AUDIOMEMORY_AUDIO_ENCODER_*`` env vars)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from audiomemory.runtime.config import ServiceConfig
+
+
+class AudioEncoderConfig(ServiceConfig):
+    """Which OpenL3 variant to load, how to frame the audio, and how much audio one request may carry."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AUDIOMEMORY_AUDIO_ENCODER_", extra="forbid", validate_default=True
+    )
+
+    kind: ClassVar[str] = "audio_encoder"
+
+    backend: str = Field("openl3", description="Registered audio encoder backend (entry point).")
+    content_type: Literal["music", "env"] = Field("music", description="OpenL3 training content.")
+    input_repr: Literal["mel256", "mel128", "linear"] = Field("mel256", description="OpenL3 input spectrogram.")
+    embedding_size: Literal[512, 6144] = Field(512, description="Embedding dimension D.")
+    hop_seconds: float = Field(0.1, gt=0, le=10, description="Seconds between consecutive frames.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Frames per model call (bounds memory).")
+    weights_dir: Path | None = Field(
+        None, description="TORCH_HOME-like root holding hub/checkpoints/torchopenl3_*.pth.tar; None = torch's."
+    )
+    max_seconds: float = Field(1200.0, gt=0, description="Longest input accepted, in seconds.")
