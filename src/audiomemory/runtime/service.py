@@ -97,7 +97,11 @@ class ServiceDefinition:
     def make_backend(self, config: ServiceConfig) -> Backend:
         if self.create_backend is not None:
             return self.create_backend(config)
-        return load_backend(self.kind, config.backend)(config)
+        return self.make_backend_class(config.backend)(config)
+
+    def make_backend_class(self, name: str) -> type[Backend]:
+        """The registered backend class ``name`` for this kind of service."""
+        return load_backend(self.kind, name)
 
 
 class RunningService:

@@ -1,0 +1,1 @@
+"""The ``audiomemory`` command line: generate, serve, up, models, describe, reproduce."""

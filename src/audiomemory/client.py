@@ -1,0 +1,105 @@
+"""A small Python client for the orchestrator.
+
+    from audiomemory.client import Client
+
+    with Client("127.0.0.1:50051") as client:
+        for event in client.create_image("song.mp3", lyrics=open("lyrics.txt").read(), seed=7):
+            print(event)                      # StageEvent protos, then one ImageResult
+        # or: result = client.generate("song.mp3", lyrics=..., seed=7); result.png, result.metadata
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from audiomemory.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
+
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass
+class ImageResult:
+    """The finished image: PNG bytes (with metadata text chunks) and the metadata as a dict."""
+
+    png: bytes
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def build_options(lyrics: str = "", *, filename: str = "", strength: float | None = None,
+                  guidance: float | None = None, **kwargs: Any) -> orchestrator_pb2.CreateImageOptions:
+    """``CreateImageOptions`` from keyword arguments; ``None`` means the server's default."""
+    options = orchestrator_pb2.CreateImageOptions(lyrics=lyrics, filename=filename)
+    if strength is not None:
+        options.strength, options.strength_set = strength, True
+    if guidance is not None:
+        options.guidance, options.guidance_set = guidance, True
+    for key, value in kwargs.items():
+        if value is not None:
+            setattr(options, key, value)
+    return options
+
+
+class Client:
+    """Talks to one orchestrator address (host:port or any gRPC target)."""
+
+    def __init__(self, address: str, *, timeout: float | None = None) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(address)
+        self._stub = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
+
+    def describe(self) -> orchestrator_pb2.OrchestratorInfo:
+        return self._stub.Describe(common_pb2.DescribeRequest(), timeout=self.timeout or 30)
+
+    def create_image(self, song: bytes | str | Path, *, lyrics: str = "", **options: Any
+                     ) -> Iterator[orchestrator_pb2.StageEvent | ImageResult]:
+        """Stream a job: ``StageEvent`` protos as the job advances, then one ``ImageResult``."""
+        if isinstance(song, str | Path):
+            path = Path(song)
+            data = path.read_bytes()
+            options.setdefault("filename", path.name)
+        else:
+            data = song
+        opts = build_options(lyrics, **options)
+
+        def requests() -> Iterator[orchestrator_pb2.CreateImageRequest]:
+            yield orchestrator_pb2.CreateImageRequest(options=opts)
+            view = memoryview(data)
+            for start in range(0, len(view), CHUNK_BYTES):
+                yield orchestrator_pb2.CreateImageRequest(file_chunk=bytes(view[start : start + CHUNK_BYTES]))
+
+        png = bytearray()
+        call = self._stub.CreateImage(requests(), timeout=self.timeout)
+        try:
+            for response in call:
+                if response.HasField("event"):
+                    yield response.event
+                else:
+                    png += response.result.png
+                    if response.result.last:
+                        meta = json.loads(response.result.metadata_json) if response.result.metadata_json else {}
+                        yield ImageResult(bytes(png), meta)
+        finally:
+            call.cancel()  # no-op when finished; stops the job if the caller stops iterating
+
+    def generate(self, song: bytes | str | Path, *, lyrics: str = "", **options: Any) -> ImageResult:
+        """Run a job to the end and return its image."""
+        for event in self.create_image(song, lyrics=lyrics, **options):
+            if isinstance(event, ImageResult):
+                return event
+        raise RuntimeError("the orchestrator ended the stream without an image")
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
