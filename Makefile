@@ -50,7 +50,9 @@ demo: $(STAMP)
 	$(BIN)/audiomemory demo --models "$(MODELS)" --out "$(OUT)"
 
 bench-codec: $(STAMP)
-	$(BIN)/python scripts/bench_codec.py
+	# glibc: keep freed large blocks instead of unmapping them, so 100 MB buffers are not re-faulted each time
+	MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=536870912 \
+		$(BIN)/python scripts/bench_codec.py
 
 bench-audio: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_audio.py
