@@ -53,7 +53,7 @@ def bench_codec(arr: np.ndarray, repeat: int) -> float:
 
 
 def bench_socket(arr: np.ndarray, repeat: int) -> float:
-    payload = memoryview(arr.reshape(-1).view(np.uint8))
+    payload = memoryview(arr.reshape(-1).view(np.uint8).data)
     n = len(payload)
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
