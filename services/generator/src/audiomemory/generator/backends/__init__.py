@@ -1,0 +1,132 @@
+"""The generator backend contract: prompt embeddings in, an image out.
+
+``generate`` takes a plain ``ImageRequest`` (numpy embeddings, no protobuf), reports each finished
+denoising step through ``on_step(step, total)`` and polls ``should_stop()`` after every step so a
+cancelled or expired call stops within one step (``GenerationStopped``).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from audiomemory.runtime.backend import Backend
+from audiomemory.runtime.errors import Cancelled, InvalidInput
+from audiomemory.runtime.errors import describe as short
+
+MIN_STEPS, MAX_STEPS = 1, 150
+MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 30.0
+MIN_SIZE, MAX_SIZE, SIZE_MULTIPLE = 64, 1024, 8
+MAX_SEED = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One image to paint. ``prompt_embeds``/``negative_prompt_embeds``: float ``[1, L, D]``."""
+
+    prompt_embeds: np.ndarray
+    negative_prompt_embeds: np.ndarray
+    seed: int
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    scheduler: str
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """The painted image and what actually ran."""
+
+    image: Image.Image
+    scheduler: str
+    steps_run: int  # denoising iterations (UNet calls) that ran
+    total_steps: int  # iterations the schedule had
+
+
+class GenerationStopped(Cancelled):
+    """``should_stop()`` said yes: the caller cancelled or its deadline passed (CANCELLED)."""
+
+    def __init__(self, steps_run: int, total_steps: int) -> None:
+        super().__init__(f"generation stopped after {steps_run} of {total_steps} denoising steps")
+        self.steps_run = steps_run
+        self.total_steps = total_steps
+
+
+def check_request(request: ImageRequest, *, cross_attention_dim: int, schedulers: list[str]) -> None:
+    """Validate every field of ``request``; raise ``InvalidInput`` naming the field and the limit."""
+    for name in ("prompt_embeds", "negative_prompt_embeds"):
+        arr = getattr(request, name)
+        if arr.ndim != 3 or arr.shape[0] != 1:
+            raise InvalidInput(f"{name}: expected shape [1, L, D], got {short(arr)}")
+        if arr.shape[2] != cross_attention_dim:
+            raise InvalidInput(
+                f"{name}: embedding dim {arr.shape[2]} does not match the generator's cross-attention "
+                f"dim {cross_attention_dim}; the text encoder and the generator models do not fit together"
+            )
+        if not np.all(np.isfinite(arr)):
+            raise InvalidInput(f"{name}: values must be finite (NaN or Inf found)")
+    if request.prompt_embeds.shape != request.negative_prompt_embeds.shape:
+        raise InvalidInput(
+            f"negative_prompt_embeds: shape {tuple(request.negative_prompt_embeds.shape)} must equal "
+            f"prompt_embeds' shape {tuple(request.prompt_embeds.shape)}"
+        )
+    if not 0 <= request.seed <= MAX_SEED:
+        raise InvalidInput(f"seed: must be in 0..2**64-1, got {short(request.seed)}")
+    if not MIN_STEPS <= request.steps <= MAX_STEPS:
+        raise InvalidInput(f"steps: must be in {MIN_STEPS}..{MAX_STEPS}, got {request.steps}")
+    if not (math.isfinite(request.guidance) and MIN_GUIDANCE <= request.guidance <= MAX_GUIDANCE):
+        raise InvalidInput(
+            f"guidance: must be finite and in {MIN_GUIDANCE:g}..{MAX_GUIDANCE:g}, got {request.guidance}"
+        )
+    for name in ("width", "height"):
+        value = getattr(request, name)
+        if not (MIN_SIZE <= value <= MAX_SIZE and value % SIZE_MULTIPLE == 0):
+            raise InvalidInput(
+                f"{name}: must be a multiple of {SIZE_MULTIPLE} in {MIN_SIZE}..{MAX_SIZE}, got {value}"
+            )
+    if request.scheduler not in schedulers:
+        raise InvalidInput(f"scheduler: {short(request.scheduler)} is not one of {', '.join(schedulers)}")
+
+
+class GeneratorBackend(Backend):
+    """Base of generator backends. After ``load()`` the properties below describe the model."""
+
+    @property
+    @abstractmethod
+    def cross_attention_dim(self) -> int:
+        """D the prompt embeddings must have."""
+
+    @property
+    @abstractmethod
+    def max_length(self) -> int:
+        """Tokens per prompt the model was trained with (77)."""
+
+    @property
+    @abstractmethod
+    def native_size(self) -> int:
+        """Image side the model was trained at (512 for SD 1.5)."""
+
+    @property
+    @abstractmethod
+    def schedulers(self) -> list[str]:
+        """Scheduler names ``ImageRequest.scheduler`` accepts (the default scheduler's name first)."""
+
+    @property
+    @abstractmethod
+    def default_scheduler(self) -> str:
+        """The scheduler used when a request names none."""
+
+    @abstractmethod
+    def generate(
+        self,
+        request: ImageRequest,
+        on_step: Callable[[int, int], None],
+        should_stop: Callable[[], bool],
+    ) -> GeneratedImage:
+        """Paint one image. ``on_step(step, total)`` after every step (1-based); stop when ``should_stop()``."""

@@ -1,0 +1,67 @@
+"""Where weights come from: a local folder, or a hub id resolved through the Hugging Face cache.
+
+Resolving a hub id to its snapshot folder first means the same ``from_pretrained(folder,
+local_files_only=True)`` code loads real and tiny models, and the snapshot's folder name is the
+commit hash — the revision ``Describe`` reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from audiomemory.runtime.backend import offline
+from audiomemory.runtime.errors import ModelUnavailable
+
+
+def resolve_model_dir(
+    model: str, revision: str | None, allow_patterns: Sequence[str], *, service: str
+) -> tuple[Path, str]:
+    """Return ``(folder, revision)`` for ``model``; fetch it into ``HF_HOME`` unless offline.
+
+    A local folder's revision is a content hash of its files (see ``content_hash``).
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path, content_hash(path)
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(
+            model, revision=revision, allow_patterns=list(allow_patterns), local_files_only=offline()
+        )
+    except Exception as exc:  # network down, repo missing, gated: one clear sentence either way
+        raise ModelUnavailable(
+            f"{service} model {model!r} (revision {revision or 'main'}) is not in the Hugging Face cache "
+            f"and could not be downloaded ({type(exc).__name__}). Either run `audiomemory models pull "
+            f"{service}` where the network is reachable (or mount a cache at HF_HOME), or set "
+            f"AUDIOMEMORY_{service.upper()}_MODEL to a local folder (e.g. one written by "
+            f"`audiomemory models tiny`)."
+        ) from exc
+    return Path(folder), Path(folder).name
+
+
+def pull_model(model: str, revision: str | None, allow_patterns: Sequence[str]) -> Path:
+    """Download ``model`` into the Hugging Face cache (no-op for a local folder)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(model, revision=revision, allow_patterns=list(allow_patterns)))
+
+
+def content_hash(folder: Path) -> str:
+    """sha256 over every file's relative path and bytes, in sorted order (first 16 hex digits).
+
+    Full content, not mtimes: two folders with the same weights get the same hash anywhere.
+    """
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(folder).as_posix().encode())
+        digest.update(b"\0")
+        with file.open("rb") as fh:
+            while block := fh.read(1 << 22):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()[:16]

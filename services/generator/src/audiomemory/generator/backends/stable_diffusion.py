@@ -1,0 +1,331 @@
+"""The ``stable-diffusion`` backend: a diffusers ``StableDiffusionPipeline`` fed with embeddings.
+
+The pipeline is loaded WITHOUT its text encoder and tokenizer (the text encoder service makes the
+embeddings) and without the safety checker. Each request gets its own light pipeline object that
+shares the loaded UNet and VAE but owns its scheduler and interrupt flag, so concurrent requests
+never share scheduler state. Denoising returns latents; the VAE decode runs here so a cancelled
+run skips it and, on CUDA, runs in float32 (SD 1.5's VAE overflows to NaN/black in float16).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from audiomemory.generator.backends import (
+    GeneratedImage,
+    GenerationStopped,
+    GeneratorBackend,
+    ImageRequest,
+    check_request,
+)
+from audiomemory.generator.backends._hub import pull_model, resolve_model_dir
+
+from audiomemory.runtime.backend import ModelInfo, resolve_device
+from audiomemory.runtime.errors import AudioMemoryError, FailedPrecondition
+
+if TYPE_CHECKING:
+    import torch
+    from audiomemory.generator.config import GeneratorConfig
+
+# What a hub snapshot needs; SD 1.5's text encoder, safety checker and fp16/ema variants are skipped.
+ALLOW_PATTERNS = (
+    "model_index.json",
+    "scheduler/*",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+)
+
+# diffusers builds its pipeline classes lazily; mypy sees a stub without their attributes.
+Pipeline = Any
+
+#: Tokens per prompt SD was trained with (CLIP's context length).
+TRAINED_PROMPT_LENGTH = 77
+#: The tiny UNet's cross-attention dim: must equal the tiny CLIP's hidden size (32).
+TINY_CROSS_ATTENTION_DIM = 32
+TINY_DIRNAME = "tiny-sd"
+
+# name → (diffusers class name, overrides on the pipeline's own scheduler config). The config keeps
+# the model's beta schedule; only the sampling algorithm changes.
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
+    # SD 1.5 ships clip_sample=false; DDIM's own default (true) would clip latents meant to be unclipped.
+    "ddim": ("DDIMScheduler", {"clip_sample": False}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "dpm++2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpm++2m_karras": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+    ),
+}
+
+
+class StableDiffusionBackend(GeneratorBackend):
+    """Stable Diffusion from ``prompt_embeds``/``negative_prompt_embeds``."""
+
+    name = "stable-diffusion"
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__(config)
+        self.config: GeneratorConfig = config
+        self._pipe: Pipeline | None = None
+        self._revision = ""
+        self._device: torch.device | None = None
+        self._dtype: torch.dtype | None = None
+        self._default_scheduler = ""
+        self._own_scheduler_name = ""  # set when the model's scheduler is none of SCHEDULERS
+
+    def load(self) -> None:
+        import torch
+        from diffusers import StableDiffusionPipeline
+        from diffusers.utils import logging as df_logging
+
+        if self.config.safety_checker:
+            raise FailedPrecondition(
+                "safety_checker: the stable-diffusion backend runs without SD's safety checker; "
+                "set AUDIOMEMORY_GENERATOR_SAFETY_CHECKER=false"
+            )
+        df_logging.disable_progress_bar()  # a server log is no terminal
+        folder, self._revision = resolve_model_dir(
+            self.config.model, self.config.revision, ALLOW_PATTERNS, service="generator"
+        )
+        self._device = resolve_device(self.config.device)
+        # fp16 on GPUs (half the memory, tensor cores); CPUs lack fast fp16 kernels.
+        self._dtype = torch.float16 if self._device.type == "cuda" else torch.float32
+        pipe = StableDiffusionPipeline.from_pretrained(
+            str(folder),
+            text_encoder=None,
+            tokenizer=None,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+            dtype=self._dtype,
+            local_files_only=True,
+        )
+        pipe.to(self._device)
+        if self._dtype != torch.float32:
+            # SD 1.5's VAE decoder overflows in float16 (NaN → black images): decode in float32.
+            pipe.vae.to(torch.float32)
+        pipe.unet.eval()
+        pipe.vae.eval()
+        self._pipe = pipe
+        own = type(pipe.scheduler).__name__
+        matches = [n for n, (cls, _) in SCHEDULERS.items() if cls == own]
+        if matches:
+            self._default_scheduler = matches[0]
+        else:
+            self._own_scheduler_name = self._default_scheduler = own
+        if self.config.default_scheduler:
+            if self.config.default_scheduler not in self.schedulers:
+                raise FailedPrecondition(
+                    f"default_scheduler: {self.config.default_scheduler!r} is not one of {', '.join(self.schedulers)}"
+                )
+            self._default_scheduler = self.config.default_scheduler
+
+    # -- facts -------------------------------------------------------------------------------
+    def _loaded(self) -> Pipeline:
+        if self._pipe is None:
+            raise FailedPrecondition("the stable-diffusion backend was used before load()")
+        return self._pipe
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The loaded pipeline (shared UNet/VAE), for benchmarks and instrumentation."""
+        return self._loaded()
+
+    @property
+    def cross_attention_dim(self) -> int:
+        return int(self._loaded().unet.config.cross_attention_dim)
+
+    @property
+    def max_length(self) -> int:
+        return TRAINED_PROMPT_LENGTH
+
+    @property
+    def native_size(self) -> int:
+        pipe = self._loaded()
+        return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+    @property
+    def schedulers(self) -> list[str]:
+        names = list(SCHEDULERS)
+        if self._own_scheduler_name:
+            names.append(self._own_scheduler_name)
+        names.remove(self._default_scheduler)
+        return [self._default_scheduler, *names]
+
+    @property
+    def default_scheduler(self) -> str:
+        self._loaded()
+        return self._default_scheduler
+
+    def describe(self) -> ModelInfo:
+        pipe = self._loaded()
+        return ModelInfo(
+            backend=self.name,
+            model_id=self.config.model,
+            revision=self._revision,
+            device=str(self._device),
+            dtype=str(self._dtype).removeprefix("torch."),
+            extra={
+                "cross_attention_dim": str(self.cross_attention_dim),
+                "native_size": str(self.native_size),
+                "schedulers": ",".join(self.schedulers),
+                "default_scheduler": self._default_scheduler,
+                "default_steps": str(self.config.default_steps),
+                "default_guidance": f"{self.config.default_guidance:g}",
+                "vae_scale_factor": str(pipe.vae_scale_factor),
+                "vae_dtype": "float32",
+                "seed_generator": "cpu",
+                "safety_checker": "off",
+            },
+        )
+
+    # -- the verb ----------------------------------------------------------------------------
+    def _pipeline_for(self, scheduler_name: str) -> Pipeline:
+        """A pipeline object of its own (shared UNet/VAE, own scheduler and interrupt flag)."""
+        import diffusers
+        from diffusers import StableDiffusionPipeline
+
+        base = self._loaded()
+        if scheduler_name == self._own_scheduler_name:
+            scheduler = type(base.scheduler).from_config(base.scheduler.config)
+        else:
+            cls_name, overrides = SCHEDULERS[scheduler_name]
+            scheduler = getattr(diffusers, cls_name).from_config(base.scheduler.config, **overrides)
+        pipe: Pipeline = StableDiffusionPipeline(
+            vae=base.vae,
+            text_encoder=None,
+            tokenizer=None,
+            unet=base.unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            image_encoder=None,
+            requires_safety_checker=False,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def generate(
+        self,
+        request: ImageRequest,
+        on_step: Callable[[int, int], None],
+        should_stop: Callable[[], bool],
+    ) -> GeneratedImage:
+        import torch
+
+        base = self._loaded()
+        scheduler_name = request.scheduler or self._default_scheduler
+        check_request(
+            replace(request, scheduler=scheduler_name),
+            cross_attention_dim=self.cross_attention_dim,
+            schedulers=self.schedulers,
+        )
+        pipe = self._pipeline_for(scheduler_name)
+        # A CPU generator: the seed picks the same initial noise on every machine.
+        generator = torch.Generator("cpu").manual_seed(request.seed)
+        done = 0
+        total = 0
+
+        def step_end(p: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            nonlocal done, total
+            done = i + 1
+            total = len(p.scheduler.timesteps)  # PNDM's schedule has one more UNet call than steps
+            on_step(done, total)
+            if should_stop():
+                p._interrupt = True  # the pipeline skips every remaining iteration
+            return {}
+
+        if should_stop():
+            raise GenerationStopped(0, request.steps)
+        prompt = torch.from_numpy(np.array(request.prompt_embeds, dtype=np.float32))
+        negative = torch.from_numpy(np.array(request.negative_prompt_embeds, dtype=np.float32))
+        with torch.inference_mode():
+            latents = pipe(
+                prompt_embeds=prompt.to(self._device, self._dtype),
+                negative_prompt_embeds=negative.to(self._device, self._dtype),
+                num_inference_steps=request.steps,
+                guidance_scale=request.guidance,
+                width=request.width,
+                height=request.height,
+                generator=generator,
+                output_type="latent",
+                callback_on_step_end=step_end,
+                callback_on_step_end_tensor_inputs=[],
+                return_dict=False,
+            )[0]
+            if pipe.interrupt or should_stop():
+                raise GenerationStopped(done, total)
+            image = base.vae.decode(latents.float() / base.vae.config.scaling_factor, return_dict=False)[0]
+            if not bool(torch.isfinite(image).all()):
+                raise AudioMemoryError("the VAE decode produced non-finite values (NaN/Inf)")
+            pil = pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=[True])[0]
+        return GeneratedImage(image=pil, scheduler=scheduler_name, steps_run=done, total_steps=total)
+
+    # -- models on disk ----------------------------------------------------------------------
+    @classmethod
+    def write_tiny(cls, root: Path) -> dict[str, Any]:
+        """A tiny UNet (32/64 channels, cross-attention dim 32) + VAE + SD 1.5's PNDM schedule.
+
+        Native size 64 px (latent 32, VAE scale factor 2), a pipeline folder with model_index.json.
+        """
+        import torch
+        from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+        folder = Path(root) / TINY_DIRNAME
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # the same tiny weights every time: stable content hash and images
+            unet = UNet2DConditionModel(
+                block_out_channels=(32, 64),
+                layers_per_block=2,
+                sample_size=32,
+                in_channels=4,
+                out_channels=4,
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                cross_attention_dim=TINY_CROSS_ATTENTION_DIM,
+            )
+            vae = AutoencoderKL(
+                block_out_channels=(32, 64),
+                in_channels=3,
+                out_channels=3,
+                down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+                latent_channels=4,
+                sample_size=64,
+            )
+        # SD 1.5's own scheduler config.
+        scheduler = PNDMScheduler(
+            num_train_timesteps=1000,
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            skip_prk_steps=True,
+            set_alpha_to_one=False,
+            steps_offset=1,
+        )
+        pipe: Pipeline = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=None,
+            tokenizer=None,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            image_encoder=None,
+            requires_safety_checker=False,
+        )
+        pipe.save_pretrained(str(folder))
+        return {"model": str(folder)}
+
+    @classmethod
+    def pull(cls, config: GeneratorConfig) -> None:  # type: ignore[override]
+        pull_model(config.model, config.revision, ALLOW_PATTERNS)
+
