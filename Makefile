@@ -46,8 +46,10 @@ typecheck: $(STAMP)
 test: $(STAMP) $(CHECKOV) check-protos lint typecheck
 	HF_HUB_OFFLINE=1 $(BIN)/pytest
 
+# MODELS=auto uses the real weights when they are cached or downloadable, else the tiny profile (it says so).
 demo: $(STAMP)
-	$(BIN)/audiomemory demo --models "$(MODELS)" --out "$(OUT)"
+	$(BIN)/audiomemory generate examples/song.mp3 --lyrics examples/lyrics.txt --models "$(MODELS)" \
+		--seed 7 -o "$(OUT)/demo.png" --sidecar
 
 bench-codec: $(STAMP)
 	# glibc: keep freed large blocks instead of unmapping them, so 100 MB buffers are not re-faulted each time
