@@ -356,8 +356,11 @@ def test_models_pull_job_runs_models_pull_in_every_model_image(docs: list[Obj]) 
     assert pod["restartPolicy"] in ("OnFailure", "Never")
     images = set()
     for c in all_containers(pod):
-        assert c["command"] == ["audiomemory", "models", "pull"]
-        images.add(c["image"].split(":")[0])
+        image = c["image"].split(":")[0]
+        # Each image holds only its own service, so each pulls only that one.
+        kind = MODEL_SERVICES[image.removeprefix("audiomemory/")]
+        assert c["command"] == ["audiomemory", "models", "pull", "--only", kind]
+        images.add(image)
     assert images == {f"audiomemory/{name}" for name in MODEL_SERVICES}
 
 
