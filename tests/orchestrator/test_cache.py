@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from audiomemory.orchestrator.cache import AudioCache, CachedAudio, cache_key
 
 

@@ -6,9 +6,9 @@ import io
 
 import numpy as np
 import pytest
-from audiomemory.orchestrator.decode import decode_audio
 from PIL import Image
 
+from audiomemory.orchestrator.decode import decode_audio
 from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
 
 from .songs import encode_song, tone

@@ -7,6 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from audiomemory.orchestrator.fusion import (
     STEM_ORDER,
     Projection,
@@ -16,9 +19,6 @@ from audiomemory.orchestrator.fusion import (
     fuse,
     pool_stems,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from audiomemory.runtime.errors import FailedPrecondition, InvalidInput
 
 D = 32  # a small text dim keeps the QR cheap; the contract does not depend on D

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from audiomemory.orchestrator.lyrics import head_window, lyrics_window, normalise, salient_window
 
+from audiomemory.orchestrator.lyrics import head_window, lyrics_window, normalise, salient_window
 from audiomemory.runtime.errors import InvalidInput
 
 

@@ -1,0 +1,113 @@
+"""Orchestrator settings: where the four model services are, limits, cache and fusion defaults.
+
+Environment prefix ``AUDIOMEMORY_ORCHESTRATOR_`` (e.g. ``AUDIOMEMORY_ORCHESTRATOR_GENERATOR_TARGET=
+dns:///generator-headless:50051``). The field names are a contract with the Kubernetes manifests.
+Targets are any gRPC target string: ``127.0.0.1:50052``, ``dns:///generator-headless:50051`` (with
+the default ``round_robin`` policy every replica behind a headless Service gets requests), or
+``ipv4:127.0.0.1:p1,127.0.0.1:p2``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from audiomemory.runtime.config import ServiceConfig
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+# round_robin spreads calls over every address a target resolves to; the retry policy moves a call
+# that could not start (replica gone, overloaded) to another replica. gRPC retries only calls whose
+# response has not started, so a Generate that already streamed steps is retried by the servicer.
+DEFAULT_SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": "audiomemory.v1.Separator"},
+                    {"service": "audiomemory.v1.AudioEncoder"},
+                    {"service": "audiomemory.v1.TextEncoder"},
+                    {"service": "audiomemory.v1.Generator"},
+                ],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.2s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
+                },
+            }
+        ],
+    }
+)
+
+
+def _default_cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "audiomemory" / "orchestrator"
+
+
+class OrchestratorConfig(ServiceConfig):
+    """Typed settings of the orchestrator (flags > keywords > ``AUDIOMEMORY_ORCHESTRATOR_*`` env > defaults)."""
+
+    model_config = SettingsConfigDict(env_prefix="AUDIOMEMORY_ORCHESTRATOR_", extra="forbid", validate_default=True)
+
+    kind: ClassVar[str] = "orchestrator"
+
+    backend: str = Field("orchestrator", description="Not a model backend; kept for the shared runtime.")
+    concurrency: int = Field(4, ge=1, description="Jobs running at once (each waits mostly on services).")
+
+    separator_target: str = Field("127.0.0.1:50052", description="gRPC target of the separator.")
+    audio_encoder_target: str = Field("127.0.0.1:50053", description="gRPC target of the audio encoder.")
+    text_encoder_target: str = Field("127.0.0.1:50054", description="gRPC target of the text encoder.")
+    generator_target: str = Field("127.0.0.1:50055", description="gRPC target of the generator.")
+    service_config: str = Field(
+        DEFAULT_SERVICE_CONFIG, description="JSON gRPC service config for the downstream channels."
+    )
+
+    cache_dir: Path = Field(default_factory=_default_cache_dir, description="Audio cache folder.")
+    cache_max_bytes: int = Field(2 * GiB, ge=0, description="Audio cache size cap; 0 turns the cache off.")
+    max_upload_bytes: int = Field(256 * MiB, ge=1, description="Largest song file accepted.")
+    max_seconds: float = Field(20 * 60.0, gt=0, description="Longest song accepted (decoded), in seconds.")
+
+    strength: float = Field(0.1, ge=0.0, le=1.0, description="Default fusion alpha when a request sets none.")
+    projection_seed: int = Field(0, ge=0, description="Default seed of the random projection (metadata).")
+    reference_stats: Path | None = Field(None, description=".npz/.safetensors with per-dim mean, std.")
+    projection_file: Path | None = Field(None, description=".npz/.safetensors with weight [D,4096], bias [D].")
+
+    connect_timeout_seconds: float = Field(
+        600.0, gt=0, description="How long start-up waits for every downstream service to answer Describe."
+    )
+    describe_timeout_seconds: float = Field(10.0, gt=0, description="Deadline of each downstream Describe.")
+    separate_timeout_seconds: float = Field(900.0, gt=0, description="Deadline of a Separate call.")
+    embed_timeout_seconds: float = Field(900.0, gt=0, description="Deadline of an Embed call.")
+    encode_timeout_seconds: float = Field(60.0, gt=0, description="Deadline of the Encode call.")
+    generate_timeout_seconds: float = Field(1800.0, gt=0, description="Deadline of a Generate call.")
+    generate_attempts: int = Field(
+        3, ge=1, le=10, description="Whole-Generate attempts when a replica dies mid-stream (deterministic)."
+    )
+
+    @field_validator("service_config")
+    @classmethod
+    def _valid_json(cls, value: str) -> str:
+        try:
+            json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"service_config must be JSON: {exc}") from None
+        return value
+
+    def targets(self) -> dict[str, str]:
+        """Service kind → target, in pipeline order."""
+        return {
+            "separator": self.separator_target,
+            "audio_encoder": self.audio_encoder_target,
+            "text_encoder": self.text_encoder_target,
+            "generator": self.generator_target,
+        }
