@@ -1,0 +1,76 @@
+"""The gRPC ``TextEncoder`` service: validate, call the backend under the gate, stream the result.
+
+Limits are checked before the model is touched: too many texts is RESOURCE_EXHAUSTED (the caller
+should split the batch), an over-long text is INVALID_ARGUMENT; both messages name the limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from audiomemory.runtime.codec import iter_tensor_chunks, to_tensor
+from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
+from audiomemory.runtime.service import Gate
+from audiomemory.text_encoder.backends import TextEncoderBackend
+from audiomemory.text_encoder.config import TextEncoderConfig
+from audiomemory.v1 import common_pb2, text_encoder_pb2, text_encoder_pb2_grpc
+
+SERVICE = "text_encoder"
+
+
+class TextEncoderServicer(text_encoder_pb2_grpc.TextEncoderServicer):
+    """Thin edge: protobuf ⇄ lists and numpy; the backend does the work."""
+
+    def __init__(self, backend: TextEncoderBackend, gate: Gate, config: TextEncoderConfig) -> None:
+        self.backend = backend
+        self.gate = gate
+        self.config = config
+
+    def Describe(
+        self, request: common_pb2.DescribeRequest, context: grpc.ServicerContext
+    ) -> text_encoder_pb2.TextEncoderInfo:
+        self.gate.check_ready()
+        return text_encoder_pb2.TextEncoderInfo(
+            model=self.backend.describe().to_proto(SERVICE, package="audiomemory-text-encoder"),
+            hidden_size=self.backend.hidden_size,
+            max_length=self.backend.max_length,
+            vocab_size=self.backend.vocab_size,
+            max_texts=self.config.max_texts,
+            max_chars=self.config.max_chars,
+        )
+
+    def _texts(self, request: text_encoder_pb2.EncodeRequest) -> list[str]:
+        texts = list(request.texts)
+        if not texts:
+            raise InvalidInput("texts: at least one text is required, got none")
+        if len(texts) > self.config.max_texts:
+            raise ResourceExhausted(
+                f"texts: {len(texts)} texts in one call exceed the limit of max_texts={self.config.max_texts}; "
+                "split the batch"
+            )
+        for i, text in enumerate(texts):
+            if len(text) > self.config.max_chars:
+                raise InvalidInput(
+                    f"texts[{i}]: {len(text)} characters exceed the limit of max_chars={self.config.max_chars}"
+                )
+        return texts
+
+    def Encode(
+        self, request: text_encoder_pb2.EncodeRequest, context: grpc.ServicerContext
+    ) -> Iterator[text_encoder_pb2.EncodeResponse]:
+        texts = self._texts(request)
+        with self.gate.slot(context):
+            encoded = self.backend.encode(texts)
+        header = text_encoder_pb2.EncodeHeader(
+            token_ids=to_tensor(encoded.token_ids, dtype="int64"), truncated=encoded.truncated
+        )
+        yield text_encoder_pb2.EncodeResponse(header=header)
+        # float32 on the wire whatever the compute dtype: fusion and the generator want full precision.
+        for chunk in iter_tensor_chunks(encoded.embeddings, dtype="float32"):
+            yield text_encoder_pb2.EncodeResponse(embeddings=chunk)
+
+
+def add_servicer(server: grpc.Server, backend: TextEncoderBackend, gate: Gate, config: TextEncoderConfig) -> None:
+    text_encoder_pb2_grpc.add_TextEncoderServicer_to_server(TextEncoderServicer(backend, gate, config), server)
