@@ -10,11 +10,12 @@ from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import grpc
 import numpy as np
 
 from audiomemory.runtime.backend import Backend
-from audiomemory.runtime.errors import AudioMemoryError
+from audiomemory.runtime.errors import Cancelled
+
+__all__ = ["CancelCheck", "Cancelled", "SeparatorBackend", "Stems"]
 
 # A zero-argument callable that says whether the caller gave up; backends poll it between model calls.
 CancelCheck = Callable[[], bool]
@@ -62,11 +63,6 @@ class SeparatorBackend(Backend):
         """Split float32 ``[channels, frames]`` audio (1 or 2 channels, any rate) into stems.
 
         Never modifies ``audio``. Raises ``InvalidInput`` for audio it cannot take and
-        ``Cancelled`` (from ``audiomemory.separator.backends``) when ``cancelled()`` turns true.
+        ``Cancelled`` (``audiomemory.runtime.errors``) when ``cancelled()`` turns true.
         """
 
-
-class Cancelled(AudioMemoryError):
-    """Raised inside a backend when the caller's ``cancelled()`` check turns true (gRPC CANCELLED)."""
-
-    code = grpc.StatusCode.CANCELLED

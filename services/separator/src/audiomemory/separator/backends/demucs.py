@@ -30,17 +30,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import soxr
 import torch
 import yaml
-from audiomemory.separator.backends import CancelCheck, Cancelled, SeparatorBackend, Stems
 
 from audiomemory.runtime.backend import ModelInfo, offline, resolve_device
-from audiomemory.runtime.errors import FailedPrecondition, InvalidInput, ModelUnavailable, describe
+from audiomemory.runtime.errors import Cancelled, FailedPrecondition, InvalidInput, ModelUnavailable, describe
+from audiomemory.separator.audio import resample, to_channels
+from audiomemory.separator.backends import CancelCheck, SeparatorBackend, Stems
 
 if TYPE_CHECKING:
-    from audiomemory.separator.config import SeparatorConfig
     from demucs.apply import BagOfModels
+
+    from audiomemory.separator.config import SeparatorConfig
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +70,6 @@ TINY_KWARGS: dict[str, Any] = {
     "t_hidden_scale": 1.0,
     "dconv_comp": 2,
 }
-
-
-def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """``[channels, frames]`` float32 at ``from_rate`` → ``[channels, round(frames·to/from)]`` (soxr HQ)."""
-    if from_rate == to_rate:
-        return audio
-    out = soxr.resample(np.ascontiguousarray(audio.T), from_rate, to_rate)
-    return np.ascontiguousarray(out.T, dtype=np.float32)
 
 
 def content_hash(models: list[torch.nn.Module]) -> str:
@@ -333,11 +326,7 @@ class DemucsBackend(SeparatorBackend):
         bag = self._loaded()
         _check_audio(audio, sample_rate)
         rate = int(bag.samplerate)
-        wav = resample(audio, sample_rate, rate)
-        if wav.shape[0] == 1 and bag.audio_channels == 2:
-            wav = np.repeat(wav, 2, axis=0)
-        elif wav.shape[0] == 2 and bag.audio_channels == 1:
-            wav = wav.mean(axis=0, keepdims=True)
+        wav = to_channels(resample(audio, sample_rate, rate), int(bag.audio_channels))
         # Our own copy: neither the caller's (possibly read-only, zero-copy) array nor its memory
         # reaches Demucs.
         mix = torch.tensor(wav, dtype=torch.float32)

@@ -1,0 +1,74 @@
+"""Stream helpers for the separator tests: test signals, request streams, reading stems back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from audiomemory.runtime.codec import AudioAssembler, iter_audio_chunks
+from audiomemory.v1 import separator_pb2, tensor_pb2
+
+
+def tone(rate: int, channels: int, seconds: float, seed: int = 0) -> np.ndarray:
+    """A float32 [channels, frames] test signal: a few sines plus a little noise."""
+    t = np.arange(round(rate * seconds)) / rate
+    rng = np.random.default_rng(seed)
+    rows = [
+        0.3 * np.sin(2 * np.pi * (110 * (c + 1)) * t) + 0.2 * np.sin(2 * np.pi * 1760 * t)
+        + 0.05 * rng.standard_normal(t.shape)
+        for c in range(channels)
+    ]
+    return np.stack(rows).astype(np.float32)
+
+
+def requests(
+    audio: np.ndarray, rate: int, *, output: separator_pb2.SeparateOptions | None = None,
+    dtype: str = "float32", chunk_bytes: int = 1 << 20,
+) -> Iterator[separator_pb2.SeparateRequest]:
+    if output is not None:
+        yield separator_pb2.SeparateRequest(options=output)
+    for chunk in iter_audio_chunks(audio, rate, dtype=dtype, chunk_bytes=chunk_bytes):
+        yield separator_pb2.SeparateRequest(audio=chunk)
+
+
+@dataclass
+class Separated:
+    header: separator_pb2.StemsHeader
+    stems: dict[str, np.ndarray]       # name -> float32 [channels, frames]
+    wire_dtypes: set[int]              # dtypes seen on the wire
+    largest_message: int               # bytes of the largest response message
+
+
+def collect(responses: Iterator[separator_pb2.SeparateResponse]) -> Separated:
+    """Read a Separate answer: header first, then each stem's chunks in header order."""
+    first = next(responses)
+    assert first.WhichOneof("item") == "header"
+    header = first.header
+    largest = first.ByteSize()
+    assemblers: list[AudioAssembler] = []
+    dtypes: set[int] = set()
+    for response in responses:
+        largest = max(largest, response.ByteSize())
+        chunk = response.chunk
+        assert chunk.stem == len(assemblers) - 1 or chunk.stem == len(assemblers), "stems arrive in order"
+        if chunk.stem == len(assemblers):
+            assemblers.append(AudioAssembler(f"stem{chunk.stem}", max_frames=1 << 40, max_bytes=1 << 40))
+        dtypes.add(chunk.audio.samples.dtype)
+        assert chunk.audio.sample_rate == header.sample_rate
+        assert chunk.audio.channels == header.channels
+        assemblers[chunk.stem].add(chunk.audio)
+    stems = {}
+    for name, assembler in zip(header.stems, assemblers, strict=True):
+        audio, _ = assembler.result()
+        stems[name] = audio
+    return Separated(header, stems, dtypes, largest)
+
+
+def output(
+    rate: int = 0, channels: int = 0, dtype: tensor_pb2.DType.ValueType = tensor_pb2.DTYPE_UNSPECIFIED
+) -> separator_pb2.SeparateOptions:
+    return separator_pb2.SeparateOptions(
+        output=tensor_pb2.AudioFormat(sample_rate=rate, channels=channels, dtype=dtype)
+    )
