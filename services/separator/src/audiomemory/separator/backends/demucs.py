@@ -162,7 +162,7 @@ def _demucs_errors(what: str) -> Iterator[None]:
     except SystemExit as exc:  # demucs.utils.fatal prints to stderr, then exits the process
         raise ModelUnavailable(f"{what}: Demucs refused to load it (it tried to exit with {exc.code!r})") from None
     except (ModelLoadingError, OSError, KeyError, ValueError) as exc:
-        raise ModelUnavailable(f"{what}: {type(exc).__name__}: {describe(str(exc))}") from exc
+        raise ModelUnavailable(f"{what}: {type(exc).__name__}: {_short(exc)}") from exc
 
 
 class DemucsBackend(SeparatorBackend):
@@ -368,3 +368,9 @@ def _check_audio(audio: np.ndarray, sample_rate: int) -> None:
         raise InvalidInput(f"sample_rate: expected 1..{MAX_SAMPLE_RATE} Hz, got {sample_rate}")
     if not np.isfinite(audio).all():
         raise InvalidInput("audio: samples must be finite, found NaN or inf")
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    """A library's error message, cut to ``limit`` characters (they can quote whole paths or states)."""
+    text = str(exc)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
