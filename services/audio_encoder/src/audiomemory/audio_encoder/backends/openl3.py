@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import soxr
 import torch
-from audiomemory.audio_encoder.backends import AudioEncoderBackend, CancelCheck, Cancelled
 
+from audiomemory.audio_encoder.backends import AudioEncoderBackend, CancelCheck
 from audiomemory.runtime.backend import ModelInfo, offline, resolve_device
-from audiomemory.runtime.errors import FailedPrecondition, InvalidInput, ModelUnavailable, describe
+from audiomemory.runtime.errors import Cancelled, FailedPrecondition, InvalidInput, ModelUnavailable, describe
 
 if TYPE_CHECKING:
     from audiomemory.audio_encoder.config import AudioEncoderConfig
@@ -165,7 +165,7 @@ class OpenL3Backend(AudioEncoderBackend):
             model.load_state_dict(state)
         except (OSError, RuntimeError, KeyError) as exc:
             raise ModelUnavailable(
-                f"OpenL3 weights {str(path)!r} could not be loaded: {type(exc).__name__}: {describe(str(exc))}"
+                f"OpenL3 weights {str(path)!r} could not be loaded: {type(exc).__name__}: {_short(exc)}"
             ) from exc
         self._device = resolve_device(self.config.device)
         model.to(self._device).eval()
@@ -192,7 +192,7 @@ class OpenL3Backend(AudioEncoderBackend):
         try:
             torch.hub.load_state_dict_from_url(url, model_dir=str(path.parent), map_location="cpu")
         except OSError as exc:
-            raise ModelUnavailable(f"OpenL3 weights {path.name!r}: download failed: {describe(str(exc))}") from exc
+            raise ModelUnavailable(f"OpenL3 weights {path.name!r}: download failed: {_short(exc)}") from exc
 
     @classmethod
     def write_tiny(cls, root: Path, **variant: Any) -> dict[str, Any]:
@@ -307,3 +307,9 @@ def _check_audio(audio: np.ndarray, sample_rate: int) -> None:
         raise InvalidInput(f"sample_rate: expected 1..{MAX_SAMPLE_RATE} Hz, got {sample_rate}")
     if not np.isfinite(audio).all():
         raise InvalidInput("audio: samples must be finite, found NaN or inf")
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    """A library's error message, cut to ``limit`` characters (they can quote whole paths or states)."""
+    text = str(exc)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
