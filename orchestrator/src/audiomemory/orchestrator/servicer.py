@@ -512,7 +512,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                     if response.WhichOneof("item") == "progress":
                         started = True
                         p = response.progress
-                        image["steps"] = p.total
+                        image["denoising_steps"] = p.total
                         yield _event(Stage.STAGE_GENERATING, p.step, p.total, message=f"step {p.step}/{p.total}")
                     else:
                         started = True
@@ -555,7 +555,8 @@ def _metadata(
         return json_format.MessageToDict(msg, always_print_fields_with_no_presence=True)
 
     gen_info = infos.generator
-    steps = image.get("steps", opts.steps)
+    # requested steps (0 = the generator's default, then what it ran); a scheduler may run one more
+    steps = opts.steps or image.get("denoising_steps", 0)
     return {
         "schema": SCHEMA_VERSION,
         "song": {
@@ -575,7 +576,8 @@ def _metadata(
             "audio_vector_sha256": hashlib.sha256(np.ascontiguousarray(pooled, np.float32).tobytes()).hexdigest(),
         },
         "generation": {
-            "seed": opts.seed, "steps": steps, "guidance": opts.guidance, "guidance_set": opts.guidance_set,
+            "seed": opts.seed, "steps": steps, "denoising_steps": image.get("denoising_steps", 0),
+            "guidance": opts.guidance, "guidance_set": opts.guidance_set,
             "width": image["width"], "height": image["height"], "scheduler": image["scheduler"],
             "requested_scheduler": opts.scheduler, "requested_width": opts.width,
             "requested_height": opts.height, "native_size": gen_info.native_size,

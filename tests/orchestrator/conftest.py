@@ -1,0 +1,119 @@
+"""Fixtures for the orchestrator: the four tiny model services on real gRPC, orchestrators in front."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from PIL import Image
+
+from audiomemory.orchestrator.config import OrchestratorConfig
+from audiomemory.orchestrator.service import DEFINITION
+from audiomemory.runtime.service import RunningService, start_service
+from audiomemory.stack import MODEL_KINDS, definition
+from audiomemory.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+
+CHUNK = 256 * 1024
+
+
+@pytest.fixture(scope="session")
+def models(tiny: Callable[[str], dict[str, Any]]) -> Iterator[dict[str, RunningService]]:
+    """The four model services with their tiny random-weight models, one per session."""
+    services: dict[str, RunningService] = {}
+    try:
+        for kind in MODEL_KINDS:
+            d = definition(kind)
+            config = d.config_class(port=0, device="cpu", torch_threads=1, **tiny(kind))
+            services[kind] = start_service(d, config)
+        for svc in services.values():
+            svc.wait_ready(300)
+        yield services
+    finally:
+        for svc in services.values():
+            svc.stop(0)
+
+
+def targets(services: dict[str, RunningService]) -> dict[str, Any]:
+    return {f"{kind}_target": svc.address for kind, svc in services.items()}
+
+
+StartOrchestrator = Callable[..., RunningService]
+
+
+@pytest.fixture
+def start_orchestrator(tmp_path: Path) -> Iterator[StartOrchestrator]:
+    """``start(services, wait=True, **config)`` → an orchestrator in front of ``services``."""
+    started: list[RunningService] = []
+
+    def start(services: dict[str, RunningService], *, wait: bool = True, **config: Any) -> RunningService:
+        settings: dict[str, Any] = {
+            "port": 0, "cache_dir": tmp_path / f"cache{len(started)}", "connect_timeout_seconds": 30,
+            **targets(services), **config,
+        }
+        svc = start_service(DEFINITION, OrchestratorConfig(**settings), wait=wait, wait_timeout=60)
+        started.append(svc)
+        return svc
+
+    yield start
+    for svc in started:
+        svc.stop(0)
+        svc.backend.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def orchestrator(models: dict[str, RunningService], tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[RunningService]:
+    """One orchestrator shared by a module, with small limits so limit tests stay small."""
+    config = OrchestratorConfig(
+        port=0, cache_dir=tmp_path_factory.mktemp("cache"), max_upload_bytes=2_000_000, max_seconds=8.0,
+        **targets(models),
+    )
+    svc = start_service(DEFINITION, config, wait=True, wait_timeout=60)
+    yield svc
+    svc.stop(0)
+    svc.backend.close()  # type: ignore[attr-defined]
+
+
+@dataclass
+class JobResult:
+    events: list[orchestrator_pb2.StageEvent] = field(default_factory=list)
+    png: bytes = b""
+    metadata_json: str = ""
+    pieces: int = 0
+
+    @property
+    def image(self) -> Image.Image:
+        image = Image.open(io.BytesIO(self.png))
+        image.load()
+        return image
+
+
+def requests(data: bytes, **options: Any) -> Iterator[orchestrator_pb2.CreateImageRequest]:
+    yield orchestrator_pb2.CreateImageRequest(options=orchestrator_pb2.CreateImageOptions(**options))
+    for start in range(0, len(data), CHUNK):
+        yield orchestrator_pb2.CreateImageRequest(file_chunk=data[start : start + CHUNK])
+
+
+def run_job(address: str, data: bytes, *, timeout: float = 120, **options: Any) -> JobResult:
+    """One CreateImage over a fresh channel with raw stubs; raises grpc.RpcError on failure."""
+    options.setdefault("steps", 2)
+    result = JobResult()
+    with grpc.insecure_channel(address) as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorStub(channel)
+        png = bytearray()
+        for response in stub.CreateImage(requests(data, **options), timeout=timeout):
+            if response.WhichOneof("item") == "event":
+                result.events.append(response.event)
+            else:
+                assert len(response.result.png) < 1 << 20
+                png += response.result.png
+                result.pieces += 1
+                if response.result.last:
+                    result.metadata_json = response.result.metadata_json
+        result.png = bytes(png)
+    return result

@@ -1,0 +1,105 @@
+"""Compatibility of the four services from their Describe answers, and downstream error mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from audiomemory.orchestrator.downstream import Infos, check_compatibility, rpc_error
+from audiomemory.orchestrator.fusion import Projection, ReferenceStats
+from audiomemory.runtime.errors import Cancelled, DeadlineExceeded, FailedPrecondition, InvalidInput, Unavailable
+from audiomemory.v1 import (
+    audio_encoder_pb2,
+    common_pb2,
+    generator_pb2,
+    separator_pb2,
+    text_encoder_pb2,
+)
+
+
+def _infos(**changes: Any) -> Infos:
+    def model(name: str) -> common_pb2.ModelInfo:
+        return common_pb2.ModelInfo(backend=name, model_id=f"{name}-model")
+
+    infos = {
+        "separator": separator_pb2.SeparatorInfo(
+            model=model("demucs"), stems=["drums", "bass", "other", "vocals"], sample_rate=44100, channels=2
+        ),
+        "audio_encoder": audio_encoder_pb2.AudioEncoderInfo(
+            model=model("openl3"), sample_rate=48000, channels=1, embedding_dim=512
+        ),
+        "text_encoder": text_encoder_pb2.TextEncoderInfo(
+            model=model("clip"), hidden_size=768, max_length=77, max_texts=8
+        ),
+        "generator": generator_pb2.GeneratorInfo(
+            model=model("stable-diffusion"), cross_attention_dim=768, max_length=77
+        ),
+    }
+    for key, value in changes.items():
+        kind, fieldname = key.split("__")
+        if isinstance(value, list):
+            del getattr(infos[kind], fieldname)[:]
+            getattr(infos[kind], fieldname).extend(value)
+        else:
+            setattr(infos[kind], fieldname, value)
+    return Infos(**infos)  # type: ignore[arg-type]
+
+
+def test_matching_services_pass() -> None:
+    check_compatibility(_infos())
+
+
+def test_text_dim_other_than_cross_attention_dim_names_both_services_and_numbers() -> None:
+    with pytest.raises(FailedPrecondition) as info:
+        check_compatibility(_infos(text_encoder__hidden_size=1024))
+    message = str(info.value)
+    assert "text encoder (clip/clip-model)" in message and "1024-d" in message
+    assert "generator (stable-diffusion/stable-diffusion-model)" in message and "768-d" in message
+
+
+def test_separator_without_the_four_stems_is_refused() -> None:
+    with pytest.raises(FailedPrecondition, match=r"missing \['vocals'\]"):
+        check_compatibility(_infos(separator__stems=["drums", "bass", "other", "guitar"]))
+
+
+def test_token_lengths_must_agree() -> None:
+    with pytest.raises(FailedPrecondition, match="64 tokens"):
+        check_compatibility(_infos(text_encoder__max_length=64))
+
+
+def test_projection_file_must_fit_encoder_and_text_dims(tmp_path: Path) -> None:
+    np.savez(tmp_path / "p.npz", weight=np.ones((768, 2048)))
+    with pytest.raises(FailedPrecondition, match="4096-d pooled audio vector"):
+        check_compatibility(_infos(), projection=Projection.from_file(tmp_path / "p.npz"))
+    np.savez(tmp_path / "s.npz", mean=np.zeros(100), std=np.ones(100))
+    with pytest.raises(FailedPrecondition, match="100 dimensions"):
+        check_compatibility(_infos(), stats=ReferenceStats.from_file(tmp_path / "s.npz"))
+
+
+class _Error(grpc.RpcError, grpc.Call):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "words"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, Unavailable, "the generator service at 'gen:1' is unavailable"),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, DeadlineExceeded, "did not finish before the deadline"),
+        (grpc.StatusCode.INVALID_ARGUMENT, InvalidInput, "the generator refused the request"),
+        (grpc.StatusCode.CANCELLED, Cancelled, "cancelled"),
+    ],
+)
+def test_downstream_errors_name_the_service(code: grpc.StatusCode, kind: type, words: str) -> None:
+    err = rpc_error("generator", "gen:1", _Error(code, "boom"))
+    assert isinstance(err, kind) and words in str(err)

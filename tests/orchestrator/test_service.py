@@ -1,0 +1,347 @@
+"""The orchestrator over real gRPC in front of the four tiny model services."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from audiomemory.orchestrator.lyrics import salient_window
+from audiomemory.orchestrator.metadata import read_metadata
+from audiomemory.runtime import codec
+from audiomemory.runtime.service import RunningService
+from audiomemory.v1 import (
+    common_pb2,
+    generator_pb2,
+    generator_pb2_grpc,
+    orchestrator_pb2,
+    orchestrator_pb2_grpc,
+    text_encoder_pb2,
+    text_encoder_pb2_grpc,
+)
+
+from .conftest import StartOrchestrator, requests, run_job
+from .songs import encode_song
+
+Stage = orchestrator_pb2.Stage
+LYRICS = "[Chorus]\nHold me now\nUnder the lights\nHold me now\n[Verse]\nWalking alone\n"
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def _stages(result: Any) -> list[int]:
+    stages: list[int] = []
+    for event in result.events:
+        if not stages or stages[-1] != event.stage:
+            stages.append(event.stage)
+    return stages
+
+
+@pytest.mark.parametrize(
+    ("ext", "rate", "channels"),
+    [("mp3", 44100, 2), ("flac", 22050, 1), ("ogg", 32000, 2), ("m4a", 48000, 1), ("wav", 24000, 2),
+     ("wav", 22050, 1), ("opus", 48000, 2)],
+)
+def test_song_in_any_common_format_becomes_a_png_with_metadata(
+    orchestrator: RunningService, ext: str, rate: int, channels: int
+) -> None:
+    data = encode_song(ext, rate, channels, seconds=1.5, seed=hash(ext) % 5)
+    result = run_job(orchestrator.address, data, lyrics=LYRICS, seed=3, filename=f"song.{ext}")
+
+    assert _stages(result) == [
+        Stage.STAGE_UPLOADING, Stage.STAGE_DECODING, Stage.STAGE_SEPARATING, Stage.STAGE_EMBEDDING,
+        Stage.STAGE_ENCODING_TEXT, Stage.STAGE_FUSING, Stage.STAGE_GENERATING, Stage.STAGE_DONE,
+    ]
+    embedding = [e for e in result.events if e.stage == Stage.STAGE_EMBEDDING]
+    assert [(e.current, e.total) for e in embedding] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    steps = [(e.current, e.total) for e in result.events if e.stage == Stage.STAGE_GENERATING and e.current]
+    total = steps[-1][1]  # 2 steps asked; a scheduler may run one more (PNDM's warm-up)
+    assert steps == [(i, total) for i in range(1, total + 1)] and total >= 2
+
+    image = result.image
+    assert image.format == "PNG" and image.size[0] > 0
+    meta = read_metadata(result.png)
+    assert meta is not None and meta == json.loads(result.metadata_json)
+    assert meta["song"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert (meta["song"]["sample_rate"], meta["song"]["channels"]) == (rate, channels)
+    assert meta["lyrics"]["text"] == salient_window(LYRICS) == "Hold me now, Under the lights, Walking alone"
+    assert meta["generation"]["seed"] == 3 and meta["generation"]["steps"] == 2
+    assert meta["generation"]["denoising_steps"] == total
+    assert meta["fusion"]["strength"] == pytest.approx(0.1) and meta["cache_hit"] is False
+    for kind in ("separator", "audio_encoder", "text_encoder", "generator"):
+        assert meta["services"][kind]["model"]["modelId"]
+    params = image.text["parameters"]  # type: ignore[attr-defined]
+    assert params.startswith("Hold me now, Under the lights, Walking alone\nNegative prompt: \nSteps: 2")
+    assert "Seed: 3" in params and f"Song hash: {meta['song']['sha256']}" in params
+
+
+def test_alpha_zero_image_equals_plain_lyrics_only_generation(
+    orchestrator: RunningService, models: dict[str, RunningService]
+) -> None:
+    data = encode_song("wav", 22050, 1, seconds=1.0, seed=7)
+    result = run_job(orchestrator.address, data, lyrics=LYRICS, seed=11, strength=0.0, strength_set=True)
+    fused = run_job(orchestrator.address, data, lyrics=LYRICS, seed=11, strength=1.0, strength_set=True)
+
+    with grpc.insecure_channel(models["text_encoder"].address) as text_ch, \
+            grpc.insecure_channel(models["generator"].address) as gen_ch:
+        encoded = list(text_encoder_pb2_grpc.TextEncoderStub(text_ch).Encode(
+            text_encoder_pb2.EncodeRequest(texts=[salient_window(LYRICS), ""]), timeout=60))
+        embeddings = codec.assemble_tensor(
+            (r.embeddings for r in encoded[1:]), "embeddings", max_bytes=1 << 24
+        )
+        png = bytearray()
+        for response in generator_pb2_grpc.GeneratorStub(gen_ch).Generate(
+            generator_pb2.GenerateRequest(
+                prompt_embeds=codec.to_tensor(np.ascontiguousarray(embeddings[0:1])),
+                negative_prompt_embeds=codec.to_tensor(np.ascontiguousarray(embeddings[1:2])),
+                seed=11, steps=2,
+            ),
+            timeout=60,
+        ):
+            if response.WhichOneof("item") == "image":
+                png += response.image.png
+    np.testing.assert_array_equal(_pixels(result.png), _pixels(bytes(png)))
+    assert not np.array_equal(_pixels(fused.png), _pixels(bytes(png)))  # the audio does steer at α=1
+
+
+def test_second_run_with_another_seed_is_a_cache_hit(
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
+) -> None:
+    orch = start_orchestrator(models)
+    data = encode_song("flac", 44100, 2, seconds=1.0, seed=3)
+    first = run_job(orch.address, data, lyrics=LYRICS, seed=1)
+    separations = models["separator"].request_count("Separate")
+    embeds = models["audio_encoder"].request_count("Embed")
+    second = run_job(orch.address, data, lyrics=LYRICS, seed=2)
+
+    assert models["separator"].request_count("Separate") == separations
+    assert models["audio_encoder"].request_count("Embed") == embeds
+    hits = [e for e in second.events if e.cache_hit]
+    assert len(hits) == 1 and hits[0].message == "cache hit"
+    assert Stage.STAGE_SEPARATING not in _stages(second)
+    assert not any(e.cache_hit for e in first.events)
+    meta1, meta2 = json.loads(first.metadata_json), json.loads(second.metadata_json)
+    assert meta2["cache_hit"] is True
+    assert meta1["fusion"]["audio_vector_sha256"] == meta2["fusion"]["audio_vector_sha256"]
+    assert not np.array_equal(_pixels(first.png), _pixels(second.png))  # another seed, another image
+
+
+def test_corrupt_cache_entry_is_recomputed(
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
+) -> None:
+    orch = start_orchestrator(models)
+    data = encode_song("wav", 22050, 1, seconds=1.0, seed=9)
+    first = run_job(orch.address, data, seed=1)
+    cache_dir = orch.config.cache_dir  # type: ignore[attr-defined]
+    (entry,) = list(cache_dir.glob("*/*.amc"))
+    blob = bytearray(entry.read_bytes())
+    blob[-10] ^= 0xFF
+    entry.write_bytes(bytes(blob))
+    separations = models["separator"].request_count("Separate")
+    second = run_job(orch.address, data, seed=1)
+    assert models["separator"].request_count("Separate") == separations + 1
+    assert not any(e.cache_hit for e in second.events)
+    np.testing.assert_array_equal(_pixels(first.png), _pixels(second.png))
+
+
+def _code_count(service: RunningService, method: str, code: str) -> float:
+    value = service.metrics.registry.get_sample_value(
+        "audiomemory_requests_total", {"service": service.definition.kind, "method": method, "code": code}
+    )
+    return value or 0.0
+
+
+def test_cancelling_mid_generation_stops_the_generator(
+    orchestrator: RunningService, models: dict[str, RunningService]
+) -> None:
+    generator = models["generator"]
+    cancelled_before = _code_count(generator, "Generate", "CANCELLED")
+    data = encode_song("wav", 22050, 1, seconds=1.0, seed=4)
+    with grpc.insecure_channel(orchestrator.address) as channel:
+        call = orchestrator_pb2_grpc.OrchestratorStub(channel).CreateImage(
+            requests(data, seed=5, steps=150), timeout=120
+        )
+        for response in call:
+            event = response.event if response.WhichOneof("item") == "event" else None
+            if event is not None and event.stage == Stage.STAGE_GENERATING and event.current >= 1:
+                call.cancel()
+                break
+    deadline = time.monotonic() + 10
+    while _code_count(generator, "Generate", "CANCELLED") == cancelled_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _code_count(generator, "Generate", "CANCELLED") == cancelled_before + 1
+    gauge = generator.metrics.registry.get_sample_value(
+        "audiomemory_in_flight", {"service": "generator", "method": "Generate"}
+    )
+    assert gauge == 0
+    # and the orchestrator keeps serving
+    assert run_job(orchestrator.address, data, seed=5).png
+
+
+def test_stopped_service_gives_unavailable_naming_it(
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], tiny: Any
+) -> None:
+    from audiomemory.stack import definition
+
+    d = definition("text_encoder")
+    spare = d.config_class(port=0, device="cpu", torch_threads=1, **tiny("text_encoder"))
+    from audiomemory.runtime.service import start_service
+
+    text = start_service(d, spare, wait=True, wait_timeout=120)
+    orch = start_orchestrator({**models, "text_encoder": text})
+    data = encode_song("wav", 22050, 1, seconds=1.0)
+    assert run_job(orch.address, data, seed=1).png
+    text.stop(0)
+    with pytest.raises(grpc.RpcError) as info:
+        run_job(orch.address, data, seed=1)
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "text encoder" in info.value.details() and text.address in info.value.details()
+
+
+def test_text_encoder_of_another_width_gives_failed_precondition(
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], tmp_path: Any, tiny: Any
+) -> None:
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from audiomemory.runtime.service import start_service
+    from audiomemory.stack import definition
+
+    overrides = tiny("text_encoder")
+    folder = tmp_path / "wide"
+    import shutil
+
+    shutil.copytree(overrides["model"], folder)
+    config = CLIPTextConfig.from_pretrained(str(folder / "text_encoder"))
+    config.hidden_size = 48
+    torch.manual_seed(0)
+    CLIPTextModel(config).save_pretrained(str(folder / "text_encoder"))
+    d = definition("text_encoder")
+    wide = start_service(
+        d, d.config_class(port=0, device="cpu", torch_threads=1, **{**overrides, "model": str(folder)}),
+        wait=True, wait_timeout=120,
+    )
+    try:
+        orch = start_orchestrator({**models, "text_encoder": wide}, wait=False)
+        with pytest.raises(Exception, match="48-d") as loading:
+            orch.wait_ready(60)
+        assert "generator" in str(loading.value)
+        with pytest.raises(grpc.RpcError) as info:
+            run_job(orch.address, encode_song("wav", 22050, 1, seconds=1.0), seed=1)
+        assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        details = info.value.details()
+        assert "text encoder" in details and "generator" in details and "48" in details and "32" in details
+    finally:
+        wide.stop(0)
+
+
+def _truncated_m4a() -> bytes:
+    data = encode_song("m4a", 44100, 2, seconds=2.0)
+    return data[: len(data) // 2]
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+BAD_UPLOADS = [
+    ("empty", lambda: b"", grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+    ("text", lambda: b"not a song at all\n" * 50, grpc.StatusCode.INVALID_ARGUMENT, "not an audio file"),
+    ("image", _png, grpc.StatusCode.INVALID_ARGUMENT, "no audio stream"),
+    ("truncated", _truncated_m4a, grpc.StatusCode.INVALID_ARGUMENT, "truncated"),
+    ("over-size", lambda: bytes(2_000_001), grpc.StatusCode.RESOURCE_EXHAUSTED, "upload limit of 2000000 bytes"),
+    ("over-length", lambda: encode_song("wav", 8000, 1, seconds=9.0), grpc.StatusCode.RESOURCE_EXHAUSTED,
+     "over the limit of 8 s"),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "code", "words"), BAD_UPLOADS, ids=[b[0] for b in BAD_UPLOADS])
+def test_bad_uploads_get_clear_statuses_and_the_orchestrator_keeps_serving(
+    orchestrator: RunningService, name: str, make: Any, code: grpc.StatusCode, words: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        run_job(orchestrator.address, make(), seed=1)
+    assert info.value.code() is code
+    assert words in info.value.details()
+    assert run_job(orchestrator.address, encode_song("wav", 16000, 1, seconds=1.0), seed=1).png
+
+
+BAD_OPTIONS: list[tuple[dict[str, Any], str]] = [
+    ({"strength": 1.5, "strength_set": True}, "options.strength"),
+    ({"strength": math.nan, "strength_set": True}, "options.strength"),
+    ({"steps": 1000}, "options.steps"),
+    ({"guidance": 31.0, "guidance_set": True}, "options.guidance"),
+    ({"width": 100}, "options.width"),
+    ({"height": 4096}, "options.height"),
+    ({"lyrics_window": "chorus"}, "options.lyrics_window"),
+    ({"scheduler": "no-such-scheduler"}, "options.scheduler"),
+    ({"lyrics": "la " * 40_000}, "options.lyrics"),
+]
+
+
+@pytest.mark.parametrize(("options", "words"), BAD_OPTIONS, ids=[w for _, w in BAD_OPTIONS])
+def test_absurd_options_are_invalid_argument_naming_the_field(
+    orchestrator: RunningService, options: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        run_job(orchestrator.address, encode_song("wav", 16000, 1, seconds=1.0), **{"seed": 1, **options})
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert words in info.value.details()
+
+
+def test_stream_without_options_first_is_invalid(orchestrator: RunningService) -> None:
+    def no_options() -> Any:
+        yield orchestrator_pb2.CreateImageRequest(file_chunk=b"abc")
+
+    def twice() -> Any:
+        yield orchestrator_pb2.CreateImageRequest(options=orchestrator_pb2.CreateImageOptions())
+        yield orchestrator_pb2.CreateImageRequest(options=orchestrator_pb2.CreateImageOptions())
+
+    with grpc.insecure_channel(orchestrator.address) as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorStub(channel)
+        for stream, words in ((no_options, "first CreateImageRequest must carry options"), (twice, "only once")):
+            with pytest.raises(grpc.RpcError) as info:
+                list(stub.CreateImage(stream(), timeout=30))
+            assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert words in info.value.details()
+
+
+def test_describe_reports_every_service(orchestrator: RunningService, models: dict[str, RunningService]) -> None:
+    with grpc.insecure_channel(orchestrator.address) as channel:
+        info = orchestrator_pb2_grpc.OrchestratorStub(channel).Describe(common_pb2.DescribeRequest(), timeout=30)
+    assert info.model.service == "orchestrator"
+    assert list(info.separator.stems) and info.audio_encoder.embedding_dim > 0
+    assert info.text_encoder.hidden_size == info.generator.cross_attention_dim
+
+
+def test_deadline_reaches_downstream_calls(
+    orchestrator: RunningService, models: dict[str, RunningService]
+) -> None:
+    generator = models["generator"]
+    finished_before = generator.request_count("Generate")
+    ok_before = _code_count(generator, "Generate", "OK")
+    data = encode_song("wav", 22050, 1, seconds=1.0, seed=8)
+    run_job(orchestrator.address, data, seed=1, steps=1)  # warm: the cache holds this song's audio vector
+    ok_before += 1
+    finished_before += 1
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as info:
+        run_job(orchestrator.address, data, seed=1, steps=150, timeout=2.0)
+    assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    while generator.request_count("Generate") == finished_before and time.monotonic() - started < 10:
+        time.sleep(0.05)
+    # the generator's call ended (not OK) soon after the deadline instead of running 150 steps
+    assert generator.request_count("Generate") == finished_before + 1
+    assert _code_count(generator, "Generate", "OK") == ok_before
