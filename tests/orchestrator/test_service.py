@@ -345,3 +345,47 @@ def test_deadline_reaches_downstream_calls(
     # the generator's call ended (not OK) soon after the deadline instead of running 150 steps
     assert generator.request_count("Generate") == finished_before + 1
     assert _code_count(generator, "Generate", "OK") == ok_before
+
+
+def test_generator_replica_dying_mid_stream_is_retried_on_another(
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], tiny: Any
+) -> None:
+    from audiomemory.runtime.service import start_service
+    from audiomemory.stack import definition
+
+    d = definition("generator")
+    replicas = [
+        start_service(d, d.config_class(port=0, device="cpu", torch_threads=1, **tiny("generator")),
+                      wait=True, wait_timeout=120)
+        for _ in range(2)
+    ]
+    try:
+        target = "ipv4:" + ",".join(r.address for r in replicas)
+        orch = start_orchestrator({**models}, generator_target=target)
+        data = encode_song("wav", 22050, 1, seconds=1.0, seed=12)
+        reference = run_job(orch.address, data, seed=21, steps=12)
+        killed: list[RunningService] = []
+        events = []
+        png = bytearray()
+        with grpc.insecure_channel(orch.address) as channel:
+            call = orchestrator_pb2_grpc.OrchestratorStub(channel).CreateImage(
+                requests(data, seed=21, steps=12), timeout=120
+            )
+            for response in call:
+                if response.WhichOneof("item") == "result":
+                    png += response.result.png
+                    continue
+                events.append(response.event)
+                if not killed and response.event.stage == Stage.STAGE_GENERATING and response.event.current >= 2:
+                    busy = [r for r in replicas if r.metrics.registry.get_sample_value(
+                        "audiomemory_in_flight", {"service": "generator", "method": "Generate"}) == 1]
+                    assert len(busy) == 1
+                    busy[0].stop(0)  # the replica dies mid-stream
+                    killed.append(busy[0])
+        assert killed
+        assert any("retrying (attempt 2/" in e.message for e in events)
+        # deterministic given the seed: the retried image is the undisturbed one
+        np.testing.assert_array_equal(_pixels(bytes(png)), _pixels(reference.png))
+    finally:
+        for r in replicas:
+            r.stop(0)

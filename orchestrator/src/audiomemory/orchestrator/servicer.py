@@ -528,9 +528,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                 return
             except grpc.RpcError as exc:
                 err = rpc_error("generator", target, exc, job.context)
+                # A replica that dies mid-stream shows as UNAVAILABLE (or CANCELLED by a server that
+                # is shutting down while our caller is still here). gRPC's own retries cannot help once
+                # responses have started, so the whole deterministic call is made again.
+                lost = isinstance(exc, grpc.Call) and exc.code() in (
+                    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED
+                )
                 retryable = (
-                    isinstance(exc, grpc.Call) and exc.code() is grpc.StatusCode.UNAVAILABLE and started
-                    and attempt < attempts and job.context.is_active()
+                    lost and started and attempt < attempts and job.context.is_active()
+                    and not job.cancelled.is_set()
                 )
                 if not retryable:
                     raise err from None
