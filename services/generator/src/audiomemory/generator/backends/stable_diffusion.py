@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from audiomemory.generator.backends import (
     GeneratedImage,
     GenerationStopped,
@@ -23,12 +24,12 @@ from audiomemory.generator.backends import (
     check_request,
 )
 from audiomemory.generator.backends._hub import pull_model, resolve_model_dir
-
 from audiomemory.runtime.backend import ModelInfo, resolve_device
 from audiomemory.runtime.errors import AudioMemoryError, FailedPrecondition
 
 if TYPE_CHECKING:
     import torch
+
     from audiomemory.generator.config import GeneratorConfig
 
 # What a hub snapshot needs; SD 1.5's text encoder, safety checker and fp16/ema variants are skipped.
@@ -323,7 +324,8 @@ class StableDiffusionBackend(GeneratorBackend):
             requires_safety_checker=False,
         )
         pipe.save_pretrained(str(folder))
-        return {"model": str(folder)}
+        # Default to the tiny model's native 64 px: 512 px would cost 64x the compute for noise.
+        return {"model": str(folder), "default_size": 64}
 
     @classmethod
     def pull(cls, config: GeneratorConfig) -> None:  # type: ignore[override]

@@ -1,0 +1,62 @@
+"""Fixtures for the generator: tiny SD + tiny CLIP on disk, both services on port 0, helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from audiomemory.generator.backends.stable_diffusion import StableDiffusionBackend
+from audiomemory.generator.config import GeneratorConfig
+from audiomemory.generator.service import DEFINITION as GENERATOR
+from audiomemory.runtime.service import RunningService, start_service
+from audiomemory.text_encoder.backends.clip import ClipBackend
+from audiomemory.text_encoder.config import TextEncoderConfig
+from audiomemory.text_encoder.service import DEFINITION as TEXT_ENCODER
+from audiomemory.v1 import generator_pb2_grpc, text_encoder_pb2_grpc
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tiny-vision")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tiny_root: Path) -> dict[str, Any]:
+    return StableDiffusionBackend.write_tiny(tiny_root)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_root: Path) -> dict[str, Any]:
+    return ClipBackend.write_tiny(tiny_root)
+
+
+@pytest.fixture(scope="module")
+def generator_service(tiny_sd: dict[str, Any]) -> Iterator[RunningService]:
+    config = GeneratorConfig(port=0, device="cpu", torch_threads=2, **tiny_sd)
+    service = start_service(GENERATOR, config, wait=True, wait_timeout=120)
+    yield service
+    service.stop(grace=2)
+
+
+@pytest.fixture(scope="module")
+def text_encoder_service(tiny_clip: dict[str, Any]) -> Iterator[RunningService]:
+    config = TextEncoderConfig(port=0, device="cpu", torch_threads=2, **tiny_clip)
+    service = start_service(TEXT_ENCODER, config, wait=True, wait_timeout=120)
+    yield service
+    service.stop(grace=2)
+
+
+@pytest.fixture
+def generator(generator_service: RunningService) -> Iterator[generator_pb2_grpc.GeneratorStub]:
+    with grpc.insecure_channel(generator_service.address) as channel:
+        yield generator_pb2_grpc.GeneratorStub(channel)
+
+
+@pytest.fixture
+def text_encoder(text_encoder_service: RunningService) -> Iterator[text_encoder_pb2_grpc.TextEncoderStub]:
+    with grpc.insecure_channel(text_encoder_service.address) as channel:
+        yield text_encoder_pb2_grpc.TextEncoderStub(channel)
