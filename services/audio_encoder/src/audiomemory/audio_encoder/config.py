@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from audiomemory.runtime.config import ServiceConfig
+from audiomemory.runtime.config import MiB, ServiceConfig
 
 
 class AudioEncoderConfig(ServiceConfig):
@@ -24,9 +24,10 @@ class AudioEncoderConfig(ServiceConfig):
     content_type: Literal["music", "env"] = Field("music", description="OpenL3 training content.")
     input_repr: Literal["mel256", "mel128", "linear"] = Field("mel256", description="OpenL3 input spectrogram.")
     embedding_size: Literal[512, 6144] = Field(512, description="Embedding dimension D.")
-    hop_seconds: float = Field(0.1, gt=0, le=10, description="Seconds between consecutive frames.")
+    hop_seconds: float = Field(0.1, ge=0.01, le=10, description="Seconds between consecutive frames.")
     batch_size: int = Field(32, ge=1, le=4096, description="Frames per model call (bounds memory).")
     weights_dir: Path | None = Field(
         None, description="TORCH_HOME-like root holding hub/checkpoints/torchopenl3_*.pth.tar; None = torch's."
     )
     max_seconds: float = Field(1200.0, gt=0, description="Longest input accepted, in seconds.")
+    max_input_bytes: int = Field(256 * MiB, gt=0, description="Largest upload accepted, in bytes of samples.")

@@ -5,11 +5,12 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable
 
-import grpc
 import numpy as np
 
 from audiomemory.runtime.backend import Backend
-from audiomemory.runtime.errors import AudioMemoryError
+from audiomemory.runtime.errors import Cancelled
+
+__all__ = ["AudioEncoderBackend", "CancelCheck", "Cancelled"]
 
 # A zero-argument callable that says whether the caller gave up; backends poll it between batches.
 CancelCheck = Callable[[], bool]
@@ -54,8 +55,3 @@ class AudioEncoderBackend(Backend):
         ``cancelled()`` turns true.
         """
 
-
-class Cancelled(AudioMemoryError):
-    """Raised inside a backend when the caller's ``cancelled()`` check turns true (gRPC CANCELLED)."""
-
-    code = grpc.StatusCode.CANCELLED

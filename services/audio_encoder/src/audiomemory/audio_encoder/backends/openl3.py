@@ -76,11 +76,14 @@ def frame_count(samples: int, hop: int) -> int:
     return 1 + math.ceil((padded - WINDOW) / hop)
 
 
-def frame_view(mono: torch.Tensor, hop: int) -> torch.Tensor:
-    """``[T, WINDOW]`` strided view over the centre- and end-padded signal (one padded copy, no per-frame copy)."""
+def frame_view(mono: np.ndarray, hop: int) -> torch.Tensor:
+    """``[T, WINDOW]`` strided view over the centre- and end-padded signal.
+
+    One padded copy of the signal; the frames overlap in it, none is copied.
+    """
     count = frame_count(mono.shape[0], hop)
     padded = torch.zeros(WINDOW // 2 + (count - 1) * hop + WINDOW, dtype=torch.float32)
-    padded[WINDOW // 2 : WINDOW // 2 + mono.shape[0]] = mono
+    padded.numpy()[WINDOW // 2 : WINDOW // 2 + mono.shape[0]] = mono
     return padded.as_strided((count, WINDOW), (hop, 1))
 
 
@@ -279,8 +282,8 @@ class OpenL3Backend(AudioEncoderBackend):
     ) -> tuple[np.ndarray, np.ndarray]:
         model = self._loaded()
         _check_audio(audio, sample_rate)
-        mono = torch.from_numpy(to_mono_48k(audio, sample_rate).copy())
-        frames = frame_view(mono, self.hop)
+        # The caller's array is only read: frame_view copies the mono signal into its padded buffer.
+        frames = frame_view(to_mono_48k(audio, sample_rate), self.hop)
         count = frames.shape[0]
         out = np.empty((count, self._dim), dtype=np.float32)
         step = self.config.batch_size

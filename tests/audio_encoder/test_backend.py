@@ -1,0 +1,167 @@
+"""The openl3 backend without gRPC: same embeddings as torchopenl3, batched framing, loading paths."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from audiomemory.audio_encoder.backends.openl3 import OpenL3Backend
+from audiomemory.audio_encoder.config import AudioEncoderConfig
+from audiomemory.runtime.errors import Cancelled, FailedPrecondition, InvalidInput
+from audiomemory.runtime.service import RunningService
+from audiomemory.v1 import audio_encoder_pb2_grpc, common_pb2
+
+from .streams import collect, requests, tone
+
+SERVICE = "audiomemory.v1.AudioEncoder"
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_encoder: dict[str, Any]) -> OpenL3Backend:
+    loaded = OpenL3Backend(AudioEncoderConfig(hop_seconds=0.5, **tiny_encoder))
+    loaded.load()
+    return loaded
+
+
+def test_embeddings_equal_torchopenl3_on_the_same_weights(backend: OpenL3Backend) -> None:
+    import torchopenl3
+
+    audio = tone(48000, 1, 0.8, seed=5)
+    ours, timestamps = backend.embed(audio, 48000)
+    theirs, _ = torchopenl3.get_audio_embedding(
+        audio[0], 48000, model=backend._model, center=True, hop_size=0.5, batch_size=32, verbose=False
+    )
+    assert ours.shape == tuple(theirs.shape[1:]) == (2, 512)
+    assert np.abs(ours - theirs[0].numpy()).max() <= 1e-4
+    np.testing.assert_array_equal(timestamps, [0.0, 0.5])
+
+
+class Recorder(torch.nn.Module):
+    """Stands in for the CNN (0.4 s a frame) to watch how a 20-minute input is fed to it."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.batches: list[int] = []
+        self.storages: set[int] = set()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.shape[0])
+        self.storages.add(x.untyped_storage().data_ptr())
+        # The `dim` samples around the window's centre, so a test can see which audio a frame holds.
+        centre = x.shape[-1] // 2
+        return x[:, 0, centre - self.dim // 2 : centre + self.dim // 2].clone()
+
+
+def test_twenty_minutes_is_fed_in_batches_of_views_without_copying_every_frame(
+    backend: OpenL3Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backend, "config", backend.config.model_copy(update={"hop_seconds": 0.1, "batch_size": 128}))
+    recorder = Recorder(backend.embedding_dim)
+    monkeypatch.setattr(backend, "_model", recorder)
+    audio = np.zeros((1, 48000 * 1200), np.float32)
+    audio[0, ::4800] = np.arange(12000, dtype=np.float32)  # a marker at every hop
+    embeddings, timestamps = backend.embed(audio, 48000)
+    assert embeddings.shape == (11996, 512) and timestamps[-1] == pytest.approx(1199.5)
+    assert max(recorder.batches) == 128 and sum(recorder.batches) == 11996
+    # Every batch is a view into one padded signal: no [T, 48000] copy (2.3 GB) is ever made.
+    assert len(recorder.storages) == 1
+    # Frame i is centred on i·hop: its middle sample (index 24000) is marker i.
+    assert embeddings[:100, 256].tolist() == list(range(100))
+    assert embeddings[11995, 256] == 11995
+
+
+def test_callers_read_only_array_is_left_unchanged(backend: OpenL3Backend) -> None:
+    audio = tone(44100, 2, 0.3)
+    before = audio.copy()
+    audio.setflags(write=False)
+    backend.embed(audio, 44100)
+    np.testing.assert_array_equal(audio, before)
+
+
+@pytest.mark.parametrize(
+    ("audio", "rate", "needle"),
+    [
+        (np.zeros((3, 10), np.float32), 48000, "1 or 2 channels, got 3"),
+        (np.zeros((1, 0), np.float32), 48000, "empty"),
+        (np.zeros((1, 10), np.float64), 48000, "float32"),
+        (np.full((1, 10), np.inf, np.float32), 48000, "finite"),
+        (np.zeros((1, 10), np.float32), -1, "sample_rate"),
+    ],
+)
+def test_bad_arrays_raise_invalid_input(backend: OpenL3Backend, audio: np.ndarray, rate: int, needle: str) -> None:
+    with pytest.raises(InvalidInput, match=needle):
+        backend.embed(audio, rate)
+
+
+def test_cancel_check_stops_between_batches(backend: OpenL3Backend) -> None:
+    with pytest.raises(Cancelled):
+        backend.embed(tone(48000, 1, 0.3), 48000, cancelled=lambda: True)
+
+
+class GatedOpenL3(OpenL3Backend):
+    """The real backend, whose load waits until the test releases it."""
+
+    def __init__(self, config: AudioEncoderConfig) -> None:
+        super().__init__(config)
+        self.release = threading.Event()
+
+    def load(self) -> None:
+        if not self.release.wait(30):
+            raise TimeoutError("test never released the load")
+        super().load()
+
+
+def health(channel: grpc.Channel, service: str) -> int:
+    return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def test_health_is_not_serving_until_the_model_has_loaded(
+    start_encoder: Callable[..., RunningService], tiny_encoder: dict[str, Any]
+) -> None:
+    config = AudioEncoderConfig(port=0, hop_seconds=1.0, **tiny_encoder)
+    backend = GatedOpenL3(config)
+    hub_dir = torch.hub.get_dir()
+    svc = start_encoder(config, backend, wait=False)
+    with grpc.insecure_channel(svc.address) as channel:
+        stub = audio_encoder_pb2_grpc.AudioEncoderStub(channel)
+        for name in ("", SERVICE):
+            assert health(channel, name) == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.Embed(requests(tone(48000, 1, 0.2), 48000), timeout=5))
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        backend.release.set()
+        svc.wait_ready(30)
+        for name in ("", SERVICE):
+            assert health(channel, name) == health_pb2.HealthCheckResponse.SERVING
+        assert stub.Describe(common_pb2.DescribeRequest(), timeout=5).embedding_dim == 512
+        assert collect(stub.Embed(requests(tone(48000, 1, 0.2), 48000)))[0].frames == 1
+    # weights_dir was handed to the loader, not set as TORCH_HOME for every library in the process.
+    assert torch.hub.get_dir() == hub_dir
+
+
+def test_missing_weights_offline_fail_within_five_seconds_naming_them_and_the_fix(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, start_encoder: Callable[..., RunningService]
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    started = time.perf_counter()
+    svc = start_encoder(AudioEncoderConfig(port=0), wait=False)  # default weights dir: $TORCH_HOME/hub
+    with pytest.raises(FailedPrecondition) as caught:
+        svc.wait_ready(10)
+    assert time.perf_counter() - started < 5
+    message = str(caught.value)
+    assert "torchopenl3_mel256_music_512.pth.tar" in message and str(tmp_path / "torch") in message
+    assert "audiomemory models pull" in message and "--models tiny" in message
+    with grpc.insecure_channel(svc.address) as channel:
+        assert health(channel, SERVICE) == health_pb2.HealthCheckResponse.NOT_SERVING
