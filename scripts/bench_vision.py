@@ -1,0 +1,281 @@
+"""Benchmark the vision services on full-size random-weight models (same compute as the real ones).
+
+Writes, under a temporary folder, an SD 1.5-shaped pipeline (UNet 860 M parameters, VAE, PNDM
+schedule) and a CLIP ViT-L/14 text model with the real CLIP tokenizer, all random weights saved
+with ``save_pretrained``; starts the generator and text encoder services on them through the
+normal loading code; then measures, in one run on one machine:
+
+- UNet seconds per denoising step (classifier-free guidance on, so batch 2 as in production, DDIM:
+  one UNet call per step) at 256² and 512², in-process (``backend.generate``) and through the
+  service (``Generate`` over loopback gRPC, timed from the client's progress events), and the ratio;
+- whole-call seconds (steps + VAE decode + PNG) both ways;
+- CLIP-L encode of a batch of 2 (lyrics + empty negative prompt), in-process and through gRPC.
+
+Prints a table and, last, one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import torch
+
+from audiomemory.generator.backends import ImageRequest
+from audiomemory.generator.backends.stable_diffusion import StableDiffusionBackend
+from audiomemory.generator.config import GeneratorConfig
+from audiomemory.generator.service import DEFINITION as GENERATOR
+from audiomemory.runtime.codec import to_tensor
+from audiomemory.runtime.service import RunningService, start_service
+from audiomemory.text_encoder.backends.clip import ClipBackend, write_clip_tokenizer
+from audiomemory.text_encoder.config import TextEncoderConfig
+from audiomemory.text_encoder.service import DEFINITION as TEXT_ENCODER
+from audiomemory.v1 import generator_pb2, generator_pb2_grpc, text_encoder_pb2, text_encoder_pb2_grpc
+
+LYRICS = "hold the light, we were young under neon rain, hold the light, hold the light"
+
+
+def write_full_size(root: Path) -> tuple[Path, Path]:
+    """SD 1.5's UNet/VAE/scheduler and CLIP ViT-L/14's text tower, shapes as published, random weights."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=768,
+        attention_head_dim=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=2,
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=512,
+    )
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    sd = root / "sd15-random"
+    pipe: Any = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=None,
+        tokenizer=None,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(sd))
+    del pipe, unet, vae
+    clip = root / "clip-l-random"
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )
+    text.save_pretrained(str(clip / "text_encoder"))
+    write_clip_tokenizer(clip / "tokenizer")
+    return sd, clip
+
+
+def step_seconds(stamps: list[float]) -> float:
+    """Median time between consecutive step events (the first step also pays the loop's setup)."""
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    return statistics.median(gaps) if gaps else float("nan")
+
+
+def bench_generate(service: RunningService, embeds: np.ndarray, size: int, steps: int) -> dict[str, float]:
+    backend = service.backend
+    assert isinstance(backend, StableDiffusionBackend)
+    request = ImageRequest(
+        prompt_embeds=embeds[:1],
+        negative_prompt_embeds=embeds[1:],
+        seed=0,
+        steps=steps,
+        guidance=7.5,
+        width=size,
+        height=size,
+        scheduler="ddim",
+    )
+    stamps: list[float] = []
+    start = time.perf_counter()
+    backend.generate(request, lambda step, total: stamps.append(time.perf_counter()), lambda: False)
+    local_total = time.perf_counter() - start
+    local_step = step_seconds(stamps)
+
+    wire = generator_pb2.GenerateRequest(
+        prompt_embeds=to_tensor(embeds[:1]),
+        negative_prompt_embeds=to_tensor(embeds[1:]),
+        seed=0,
+        steps=steps,
+        guidance=7.5,
+        guidance_set=True,
+        width=size,
+        height=size,
+        scheduler="ddim",
+    )
+    stamps = []
+    png = 0
+    with grpc.insecure_channel(service.address) as channel:
+        stub = generator_pb2_grpc.GeneratorStub(channel)
+        start = time.perf_counter()
+        for response in stub.Generate(wire, timeout=3600):
+            if response.WhichOneof("item") == "progress":
+                stamps.append(time.perf_counter())
+            else:
+                png += len(response.image.png)
+        remote_total = time.perf_counter() - start
+    remote_step = step_seconds(stamps)
+    return {
+        "size": size,
+        "steps": steps,
+        "in_process_s_per_step": local_step,
+        "service_s_per_step": remote_step,
+        "ratio_service_over_in_process": remote_step / local_step,
+        "in_process_call_s": local_total,
+        "service_call_s": remote_total,
+        "png_bytes": png,
+    }
+
+
+def bench_encode(service: RunningService, repeat: int) -> dict[str, float]:
+    backend = service.backend
+    assert isinstance(backend, ClipBackend)
+    texts = [LYRICS, ""]
+    local: list[float] = []
+    remote: list[float] = []
+    with grpc.insecure_channel(service.address) as channel:
+        stub = text_encoder_pb2_grpc.TextEncoderStub(channel)
+        for _ in range(2):  # warm-up: first calls page in the memory-mapped weights
+            backend.encode(texts)
+            list(stub.Encode(text_encoder_pb2.EncodeRequest(texts=texts), timeout=600))
+        # Interleaved, so drift in the shared machine's load hits both sides alike.
+        for _ in range(repeat):
+            start = time.perf_counter()
+            backend.encode(texts)
+            local.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            list(stub.Encode(text_encoder_pb2.EncodeRequest(texts=texts), timeout=600))
+            remote.append(time.perf_counter() - start)
+    return {
+        "batch": 2,
+        "in_process_s": statistics.median(local),
+        "service_s": statistics.median(remote),
+        "ratio_service_over_in_process": statistics.median(remote) / statistics.median(local),
+    }
+
+
+def cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--steps", type=int, default=3, help="denoising steps per run (>= 2 for a per-step time)")
+    parser.add_argument("--encode-repeat", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    root = Path(tempfile.mkdtemp(prefix="bench-vision-"))
+    services: list[RunningService] = []
+    try:
+        start = time.perf_counter()
+        sd, clip = write_full_size(root)
+        print(f"wrote full-size random models in {time.perf_counter() - start:.1f} s", flush=True)
+        start = time.perf_counter()
+        common: dict[str, Any] = {"port": 0, "device": "cpu", "torch_threads": args.threads}
+        text = start_service(TEXT_ENCODER, TextEncoderConfig(model=str(clip), **common), wait=True)
+        services.append(text)
+        generator = start_service(GENERATOR, GeneratorConfig(model=str(sd), **common), wait=True)
+        services.append(generator)
+        print(f"loaded both services in {time.perf_counter() - start:.1f} s", flush=True)
+
+        encode = bench_encode(text, args.encode_repeat)
+        print(
+            f"CLIP-L encode, batch 2: {encode['in_process_s'] * 1000:.0f} ms in-process, "
+            f"{encode['service_s'] * 1000:.0f} ms via gRPC (x{encode['ratio_service_over_in_process']:.2f})",
+            flush=True,
+        )
+        backend = text.backend
+        assert isinstance(backend, ClipBackend)
+        embeds = backend.encode([LYRICS, ""]).embeddings
+        # Warm-up: one small step pages in every UNet/VAE weight before anything is timed.
+        bench_generate(generator, embeds, 64, 1)
+        runs = []
+        for size in args.sizes:
+            result = bench_generate(generator, embeds, size, args.steps)
+            runs.append(result)
+            print(
+                f"UNet {size}x{size}, CFG batch 2: {result['in_process_s_per_step']:.2f} s/step in-process, "
+                f"{result['service_s_per_step']:.2f} s/step via gRPC (x{result['ratio_service_over_in_process']:.3f}); "
+                f"whole call {result['in_process_call_s']:.1f} s vs {result['service_call_s']:.1f} s",
+                flush=True,
+            )
+        summary = {
+            "bench": "vision",
+            "cpu": cpu_name(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average_1m_at_end": os.getloadavg()[0],  # shared machine: others' work competes
+            "device": "cpu",
+            "dtype": "float32",
+            "scheduler": "ddim",
+            "unet": runs,
+            "clip_l_encode": encode,
+        }
+        print(json.dumps(summary))
+    finally:
+        for service in services:
+            service.stop(grace=1)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
