@@ -12,10 +12,10 @@ import pytest
 import torch
 import yaml
 from demucs.htdemucs import HTDemucs
-from demucs.states import get_state, save_with_checksum
+from demucs.states import get_state
 
 from audiomemory.runtime.errors import Cancelled, FailedPrecondition, InvalidInput
-from audiomemory.separator.backends.demucs import TINY_KWARGS, DemucsBackend
+from audiomemory.separator.backends.demucs import TINY_KWARGS, DemucsBackend, write_repo
 from audiomemory.separator.config import SeparatorConfig
 
 from .streams import tone
@@ -85,14 +85,8 @@ def test_corrupted_weights_are_model_unavailable(tmp_path: Path) -> None:
 
 
 def write_model(repo: Path, name: str, **changes: Any) -> None:
-    """A one-model bag ``name`` in a Demucs local repo, from the tiny kwargs with ``changes``."""
-    kwargs = {**TINY_KWARGS, **changes}
-    torch.manual_seed(1)
-    model = HTDemucs(**kwargs)
-    repo.mkdir(parents=True, exist_ok=True)
-    save_with_checksum({"klass": HTDemucs, "args": [], "kwargs": kwargs, "state": get_state(model, None)},
-                       repo / f"{name}sig.th")
-    (repo / f"{name}.yaml").write_text(yaml.safe_dump({"models": [f"{name}sig"]}))
+    """A one-model bag ``name`` in a Demucs local repo, from the tiny kwargs with ``changes`` (seed 1)."""
+    write_repo(repo, name, {**TINY_KWARGS, **changes}, seed=1)
 
 
 def test_describe_and_output_follow_the_loaded_model_not_constants(tmp_path: Path) -> None:

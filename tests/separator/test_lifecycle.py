@@ -102,7 +102,7 @@ def test_name_missing_from_a_local_repo_lists_what_the_repo_holds(
     empty_caches: Path, tiny_separator: dict[str, Any]
 ) -> None:
     backend = DemucsBackend(SeparatorConfig(model="htdemucs_ft", repo=tiny_separator["repo"]))
-    with pytest.raises(FailedPrecondition, match=r"'htdemucs_ft' is not in repo .* \(it holds: tiny, tinyhtdemucs\)"):
+    with pytest.raises(FailedPrecondition, match=r"'htdemucs_ft' is not in repo .* \(it holds: tiny, tinysig\)"):
         backend.load()
 
 

@@ -56,7 +56,6 @@ HOW_TO_GET = (
 # The tiny profile: same class as htdemucs (HTDemucs, 4 sources, 44.1 kHz stereo), few channels and
 # a short segment so 2 s of audio separates in ~0.1-0.3 s on a laptop core.
 TINY_NAME = "tiny"
-TINY_SIGNATURE = "tinyhtdemucs"
 TINY_KWARGS: dict[str, Any] = {
     "sources": ["drums", "bass", "other", "vocals"],
     "audio_channels": 2,
@@ -70,6 +69,42 @@ TINY_KWARGS: dict[str, Any] = {
     "t_hidden_scale": 1.0,
     "dconv_comp": 2,
 }
+# The published htdemucs architecture (42.0 M parameters; the checkpoint 955717e8 stores them as
+# float16, 80 MiB): for benchmarks with random weights and the same compute as the real model.
+HTDEMUCS_KWARGS: dict[str, Any] = {
+    "sources": ["drums", "bass", "other", "vocals"],
+    "audio_channels": 2,
+    "samplerate": 44100,
+    "segment": Fraction(39, 5),
+    "channels": 48,
+    "depth": 4,
+    "dconv_mode": 3,
+    "t_layers": 5,
+    "bottom_channels": 512,
+}
+
+
+def write_repo(repo: Path, name: str, kwargs: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """A random-weight HTDemucs(**kwargs) as bag ``name`` in the Demucs local repo ``repo``: ``<name>.yaml``
+    naming one signature stored as ``<name>sig-<sha256[:8]>.th`` (Demucs' own package and checksum layout).
+    Returns the config overrides that select it."""
+    from demucs.htdemucs import HTDemucs
+    from demucs.states import get_state, save_with_checksum
+
+    signature = f"{name.replace('-', '').replace('_', '')}sig"
+    repo.mkdir(parents=True, exist_ok=True)
+    for old in repo.glob(f"{signature}*.th"):
+        old.unlink()  # LocalRepo refuses two files for one signature
+    rng = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = HTDemucs(**kwargs)
+    finally:
+        torch.random.set_rng_state(rng)
+    package = {"klass": HTDemucs, "args": [], "kwargs": dict(kwargs), "state": get_state(model, None)}
+    save_with_checksum(package, repo / f"{signature}.th")
+    (repo / f"{name}.yaml").write_text(yaml.safe_dump({"models": [signature]}))
+    return {"model": name, "repo": str(repo)}
 
 
 def content_hash(models: list[torch.nn.Module]) -> str:
@@ -256,25 +291,9 @@ class DemucsBackend(SeparatorBackend):
 
     @classmethod
     def write_tiny(cls, root: Path) -> dict[str, Any]:
-        """A random-weight HTDemucs as a Demucs local repo under ``root/demucs``: a bag ``tiny.yaml``
-        naming one signature, stored as ``<sig>-<sha256[:8]>.th`` (Demucs' own package layout)."""
-        from demucs.htdemucs import HTDemucs
-        from demucs.states import get_state, save_with_checksum
-
-        repo = Path(root) / "demucs"
-        repo.mkdir(parents=True, exist_ok=True)
-        for old in repo.glob(f"{TINY_SIGNATURE}*.th"):
-            old.unlink()  # LocalRepo refuses two files for one signature
-        generator_state = torch.random.get_rng_state()
-        try:
-            torch.manual_seed(0)
-            model = HTDemucs(**TINY_KWARGS)
-        finally:
-            torch.random.set_rng_state(generator_state)
-        package = {"klass": HTDemucs, "args": [], "kwargs": dict(TINY_KWARGS), "state": get_state(model, None)}
-        save_with_checksum(package, repo / f"{TINY_SIGNATURE}.th")
-        (repo / f"{TINY_NAME}.yaml").write_text(yaml.safe_dump({"models": [TINY_SIGNATURE]}))
-        return {"model": TINY_NAME, "repo": str(repo)}
+        """The tiny profile: a random-weight HTDemucs (TINY_KWARGS) as the Demucs local repo
+        ``root/demucs`` holding bag ``tiny``; returns ``{"model": "tiny", "repo": "<root>/demucs"}``."""
+        return write_repo(Path(root) / "demucs", TINY_NAME, TINY_KWARGS)
 
     # -- facts ---------------------------------------------------------------------------------
     def _loaded(self) -> BagOfModels:
