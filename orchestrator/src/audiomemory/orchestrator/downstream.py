@@ -219,6 +219,10 @@ class Downstream(Backend):
                 log.info("orchestrator: waiting for the model services: %s", exc)
                 time.sleep(1.0)
         check_compatibility(infos, self.projection, self.stats)
+        if self.projection is None:
+            # build (and cache) the default seeded projection now rather than in the first job
+            pooled = 2 * len(STEM_ORDER) * infos.audio_encoder.embedding_dim
+            Projection.from_seed(infos.text_encoder.hidden_size, self.config.projection_seed, pooled)
         self.infos = infos
         log.info(
             "orchestrator: pipeline ready (%s)",
