@@ -78,6 +78,11 @@ def test_song_in_any_common_format_becomes_a_png_with_metadata(
     assert meta["generation"]["seed"] == 3 and meta["generation"]["steps"] == 2
     assert meta["generation"]["denoising_steps"] == total
     assert meta["fusion"]["strength"] == pytest.approx(0.1) and meta["cache_hit"] is False
+    # stems were asked for in the audio encoder's own format: its rate, mono, float16 on the wire
+    encoder = meta["services"]["audio_encoder"]
+    assert meta["stem_format"] == {
+        "sampleRate": encoder["sampleRate"], "channels": encoder["channels"], "dtype": "DTYPE_FLOAT16"
+    }
     for kind in ("separator", "audio_encoder", "text_encoder", "generator"):
         assert meta["services"][kind]["model"]["modelId"]
     params = image.text["parameters"]  # type: ignore[attr-defined]

@@ -254,9 +254,6 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                 f"options.negative_prompt: the text encoder takes at most {infos.text_encoder.max_chars} "
                 f"characters, got {len(opts.negative_prompt)}"
             )
-        # Text does not depend on the audio: encode it while the audio is processed.
-        text_future = self._pool.submit(self._encode_text, job, infos, [window, opts.negative_prompt])
-
         yield _event(Stage.STAGE_UPLOADING, message="receiving the song file")
         data, sha256 = self._receive(job, requests)
         upload_bytes = len(data)
@@ -268,6 +265,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         )
         del data
         job.check()
+        # Text does not depend on the audio: encode it while the audio is separated and embedded
+        # (only now, so that a bad upload costs no downstream work).
+        text_future = self._pool.submit(self._encode_text, job, infos, [window, opts.negative_prompt])
 
         stem_format = self._stem_format(infos)
         key = cache_key(
@@ -323,6 +323,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             window=window, truncated=truncated, projection=projection, steered=steered,
             pooled=front.pooled, image=image, cache_hit=cached is not None,
         )
+        metadata["stem_format"] = json_format.MessageToDict(stem_format)
         png = embed_metadata(image["png"], metadata)
         metadata_json = json.dumps(metadata, sort_keys=True, ensure_ascii=False)
         yield _event(Stage.STAGE_DONE, 1, 1, message=f"{image['width']}x{image['height']} PNG, {len(png)} bytes")
