@@ -165,6 +165,14 @@ def test_same_seed_gives_identical_png_and_another_seed_differs(
     assert np.abs(pixels(first).astype(int) - pixels(other).astype(int)).max() > 10
 
 
+def test_the_whole_uint64_seed_range_is_usable(
+    generator: GenStub, lyric_embeds: tuple[np.ndarray, np.ndarray]
+) -> None:
+    _, top, _ = generate(generator, make_request(lyric_embeds, seed=2**64 - 1))
+    _, zero, _ = generate(generator, make_request(lyric_embeds, seed=0))
+    assert top != zero
+
+
 def test_one_progress_event_per_step_then_the_png(
     generator: GenStub, lyric_embeds: tuple[np.ndarray, np.ndarray]
 ) -> None:

@@ -119,7 +119,9 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
         self.gate.check_ready()
         image_request = self._request(request)
         stop = threading.Event()
-        context.add_callback(stop.set)  # fires on cancel, deadline, disconnect — and normal end
+        # Fires on cancel, deadline, disconnect — and normal end; False means the call already ended.
+        if not context.add_callback(stop.set):
+            stop.set()
         events: queue.Queue[_Step | _Done] = queue.Queue()
 
         def should_stop() -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from fnmatch import fnmatch
 from pathlib import Path
 
 from audiomemory.runtime.backend import offline
@@ -20,11 +21,12 @@ def resolve_model_dir(
 ) -> tuple[Path, str]:
     """Return ``(folder, revision)`` for ``model``; fetch it into ``HF_HOME`` unless offline.
 
-    A local folder's revision is a content hash of its files (see ``content_hash``).
+    A local folder's revision is a content hash of the files the loader reads (``allow_patterns``,
+    or every file when none of them matches, e.g. a flat folder).
     """
     path = Path(model).expanduser()
     if path.is_dir():
-        return path, content_hash(path)
+        return path, content_hash(path, allow_patterns)
     from huggingface_hub import snapshot_download
 
     try:
@@ -52,13 +54,16 @@ def pull_model(model: str, revision: str | None, allow_patterns: Sequence[str]) 
     return Path(snapshot_download(model, revision=revision, allow_patterns=list(allow_patterns)))
 
 
-def content_hash(folder: Path) -> str:
-    """sha256 over every file's relative path and bytes, in sorted order (first 16 hex digits).
+def content_hash(folder: Path, patterns: Sequence[str] = ()) -> str:
+    """sha256 over the matching files' relative paths and bytes, sorted (first 16 hex digits).
 
-    Full content, not mtimes: two folders with the same weights get the same hash anywhere.
+    Full content, not mtimes: two folders with the same weights get the same hash anywhere. Only
+    files matching ``patterns`` count (a full SD checkout also holds fp16/EMA copies never loaded).
     """
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    chosen = [p for p in files if any(fnmatch(p.relative_to(folder).as_posix(), pat) for pat in patterns)]
     digest = hashlib.sha256()
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for file in chosen or files:
         digest.update(file.relative_to(folder).as_posix().encode())
         digest.update(b"\0")
         with file.open("rb") as fh:
