@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from google.protobuf import json_format
 from PIL import Image
 
 from audiomemory.orchestrator.lyrics import salient_window
@@ -85,6 +86,9 @@ def test_song_in_any_common_format_becomes_a_png_with_metadata(
     }
     for kind in ("separator", "audio_encoder", "text_encoder", "generator"):
         assert meta["services"][kind]["model"]["modelId"]
+    sent = json_format.ParseDict(meta["request"], orchestrator_pb2.CreateImageOptions())
+    assert sent.seed == 3 and sent.steps == 2 and sent.lyrics == LYRICS and sent.filename == f"song.{ext}"
+    assert sent.strength_set and sent.lyrics_window == "salient"
     params = image.text["parameters"]  # type: ignore[attr-defined]
     assert params.startswith("Hold me now, Under the lights, Walking alone\nNegative prompt: \nSteps: 2")
     assert "Seed: 3" in params and f"Song hash: {meta['song']['sha256']}" in params
@@ -191,6 +195,35 @@ def test_cancelling_mid_generation_stops_the_generator(
     assert gauge == 0
     # and the orchestrator keeps serving
     assert run_job(orchestrator.address, data, seed=5).png
+
+
+def test_cancelling_during_separation_leaves_no_downstream_work_running(
+    orchestrator: RunningService, models: dict[str, RunningService]
+) -> None:
+    data = encode_song("wav", 22050, 2, seconds=4.0, seed=6)  # a new song: no cache hit
+    ok_embeds = _code_count(models["audio_encoder"], "Embed", "OK")
+    with grpc.insecure_channel(orchestrator.address) as channel:
+        call = orchestrator_pb2_grpc.OrchestratorStub(channel).CreateImage(requests(data, seed=5), timeout=120)
+        for response in call:
+            if response.WhichOneof("item") == "event" and response.event.stage == Stage.STAGE_SEPARATING:
+                call.cancel()
+                break
+
+    def busy() -> float:
+        return sum(
+            svc.metrics.registry.get_sample_value(
+                "audiomemory_in_flight", {"service": kind, "method": method}
+            ) or 0.0
+            for kind, svc in models.items()
+            for method in ("Separate", "Embed", "Encode", "Generate")
+        )
+
+    deadline = time.monotonic() + 10
+    while busy() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert busy() == 0
+    assert _code_count(models["audio_encoder"], "Embed", "OK") == ok_embeds  # no stem finished embedding
+    assert run_job(orchestrator.address, encode_song("wav", 16000, 1, seconds=1.0), seed=1).png
 
 
 def test_stopped_service_gives_unavailable_naming_it(

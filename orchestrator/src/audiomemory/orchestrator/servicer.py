@@ -324,6 +324,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             pooled=front.pooled, image=image, cache_hit=cached is not None,
         )
         metadata["stem_format"] = json_format.MessageToDict(stem_format)
+        metadata["request"] = _resolved_request(first.options, opts)
         png = embed_metadata(image["png"], metadata)
         metadata_json = json.dumps(metadata, sort_keys=True, ensure_ascii=False)
         yield _event(Stage.STAGE_DONE, 1, 1, message=f"{image['width']}x{image['height']} PNG, {len(png)} bytes")
@@ -543,6 +544,17 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                     raise err from None
                 log.warning("generator failed mid-stream (%s); retrying the whole Generate", exc.details())
                 time.sleep(0.2 * attempt)
+
+
+def _resolved_request(sent: orchestrator_pb2.CreateImageOptions, opts: JobOptions) -> dict[str, Any]:
+    """The options as sent, with the server defaults that applied filled in: to reproduce the image,
+    ``json_format.ParseDict(metadata["request"], CreateImageOptions())`` and send the same song."""
+    resolved = orchestrator_pb2.CreateImageOptions()
+    resolved.CopyFrom(sent)
+    resolved.lyrics_window = opts.window
+    resolved.strength, resolved.strength_set = opts.strength, True
+    resolved.projection_seed = opts.projection_seed
+    return json_format.MessageToDict(resolved)
 
 
 def _identity(model: Any) -> dict[str, Any]:
