@@ -1,0 +1,145 @@
+"""The scaled diffusion tier on one machine: replicas behind one target, spread and failover.
+
+The cluster runs N generator pods behind a headless Service; the orchestrator's
+`dns:///` target resolves to every pod and the service config (round_robin +
+retry on UNAVAILABLE / RESOURCE_EXHAUSTED) spreads calls and moves them off a
+pod that goes away. Here the same thing runs locally: three generator replicas
+(separate processes, tiny models) on distinct 127.0.0.1 ports behind one
+multi-address target `ipv4:a,b,c`, with the service config read from
+deploy/base, the file the cluster's ConfigMap is built from. Each replica's
+request counter is read from its Prometheus endpoint.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from replicas import Replica, cluster_service_config, multi_address_target, start_generator_replicas
+
+from audiomemory.runtime.codec import to_tensor
+from audiomemory.v1 import generator_pb2, generator_pb2_grpc
+
+pytestmark = pytest.mark.slow
+
+REPLICAS = 3
+JOBS = 30
+CLIENT_THREADS = 3
+STEPS = 2
+SIZE = 64  # the tiny pipeline's native size
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(tiny_root: Path) -> dict[str, Any]:
+    from audiomemory.stack import definition
+
+    d = definition("generator")
+    backend = d.config_class().backend
+    return {"backend": backend, **d.make_backend_class(backend).write_tiny(tiny_root / "generator")}
+
+
+@pytest.fixture
+def replicas(tiny_generator: dict[str, Any], tmp_path: Path) -> Iterator[list[Replica]]:
+    started = start_generator_replicas(REPLICAS, tiny_generator, tmp_path, torch_threads=1, grace_seconds=20)
+    try:
+        yield started
+    finally:
+        for replica in started:
+            replica.close()
+
+
+def channel_options() -> list[tuple[str, Any]]:
+    return [("grpc.service_config", cluster_service_config()), ("grpc.enable_retries", 1)]
+
+
+def run_jobs(
+    job: Callable[[int], None], *, on_progress: Callable[[int], None] | None = None
+) -> tuple[int, list[BaseException]]:
+    """Run ``JOBS`` jobs on ``CLIENT_THREADS`` threads; return (completed, errors)."""
+    done = 0
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        nonlocal done
+        try:
+            job(i)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+            return
+        with lock:
+            done += 1
+            finished = done
+        if on_progress is not None:
+            on_progress(finished)
+
+    with futures.ThreadPoolExecutor(CLIENT_THREADS) as pool:
+        list(pool.map(one, range(JOBS)))
+    return done, errors
+
+
+class Terminator:
+    """Sends SIGTERM to one replica once ``after`` jobs have finished, and records the moment."""
+
+    def __init__(self, victim: Replica, after: int, others: list[Replica]) -> None:
+        self.victim = victim
+        self.after = after
+        self.others = others
+        self.fired = threading.Event()
+        self.victim_served_before = 0
+        self.others_served_at_kill = 0
+        self.completed_at_kill = 0
+
+    def __call__(self, finished: int) -> None:
+        if finished >= self.after and not self.fired.is_set():
+            self.fired.set()
+            self.victim_served_before = self.victim.served()
+            self.others_served_at_kill = sum(r.served() for r in self.others)
+            self.completed_at_kill = finished
+            self.victim.terminate()
+
+
+def test_generator_tier_spreads_calls_over_every_replica_and_survives_a_terminated_one(
+    replicas: list[Replica],
+) -> None:
+    target = multi_address_target([r.address for r in replicas])
+    rng = np.random.default_rng(0)
+    embeds = to_tensor(rng.standard_normal((1, 77, 32)).astype(np.float32))
+    negative = to_tensor(np.zeros((1, 77, 32), np.float32))
+    victim, others = replicas[1], [replicas[0], replicas[2]]
+    terminator = Terminator(victim, after=JOBS // 3, others=others)
+
+    with grpc.insecure_channel(target, options=channel_options()) as channel:
+        stub = generator_pb2_grpc.GeneratorStub(channel)
+
+        def job(i: int) -> None:
+            request = generator_pb2.GenerateRequest(
+                prompt_embeds=embeds, negative_prompt_embeds=negative, seed=i, steps=STEPS, width=SIZE, height=SIZE
+            )
+            png = b"".join(r.image.png for r in stub.Generate(request, timeout=120) if r.HasField("image"))
+            assert png.startswith(b"\x89PNG")
+
+        done, errors = run_jobs(job, on_progress=terminator)
+
+    assert not errors, f"{len(errors)} of {JOBS} jobs failed, first: {errors[0]!r}"
+    assert done == JOBS
+    assert terminator.fired.is_set()
+    # The terminated replica drained and exited cleanly (SIGTERM, like a pod deletion).
+    assert victim.wait_exit(30) == 0
+    assert terminator.victim_served_before > 0
+    served = [r.served() for r in others]
+    assert all(n > 0 for n in served), served
+    # Every job that had not finished when the replica went away was served by the others.
+    assert sum(served) - terminator.others_served_at_kill >= JOBS - terminator.completed_at_kill - CLIENT_THREADS
