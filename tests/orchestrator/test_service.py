@@ -123,6 +123,23 @@ def test_alpha_zero_image_equals_plain_lyrics_only_generation(
     assert not np.array_equal(_pixels(fused.png), _pixels(bytes(png)))  # the audio does steer at α=1
 
 
+def test_metadata_request_alone_reproduces_the_pixels(
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
+) -> None:
+    data = encode_song("ogg", 44100, 2, seconds=1.0, seed=2)
+    first = run_job(start_orchestrator(models).address, data, lyrics=LYRICS, seed=9, strength=0.6,
+                    strength_set=True, projection_seed=4, keep_bos=True, negative_prompt="blurry")
+    meta = read_metadata(first.png)
+    assert meta is not None
+    options = json_format.ParseDict(meta["request"], orchestrator_pb2.CreateImageOptions())
+    fresh = start_orchestrator(models)  # another orchestrator, empty cache: everything recomputed
+    again = run_job(fresh.address, data, **{f.name: value for f, value in options.ListFields()})
+    np.testing.assert_array_equal(_pixels(first.png), _pixels(again.png))
+    second = read_metadata(again.png)
+    assert second is not None
+    assert second["fusion"] == meta["fusion"] and second["lyrics"] == meta["lyrics"]
+
+
 def test_second_run_with_another_seed_is_a_cache_hit(
     start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
 ) -> None:
