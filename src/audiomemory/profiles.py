@@ -38,16 +38,18 @@ def make_tiny(root: Path | None = None, *, force: bool = False) -> Overrides:
     if index.exists() and not force:
         return _read(index)
     root.mkdir(parents=True, exist_ok=True)
-    overrides: Overrides = {}
-    for kind in MODEL_KINDS:
-        d = definition(kind)
-        backend_name = d.config_class().backend
-        cls = d.make_backend_class(backend_name)
-        overrides[kind] = {"backend": backend_name, **cls.write_tiny(root / kind)}
+    overrides: Overrides = {kind: write_tiny_for(kind, root / kind) for kind in MODEL_KINDS}
     tmp = index.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(overrides, sort_keys=True))
     tmp.replace(index)  # the index appears only once every model is complete
     return overrides
+
+
+def write_tiny_for(kind: str, root: Path) -> dict[str, Any]:
+    """Write one service's tiny model (its default backend's) under ``root``; return its overrides."""
+    d = definition(kind)
+    backend_name = d.config_class().backend
+    return {"backend": backend_name, **d.make_backend_class(backend_name).write_tiny(root)}
 
 
 def _read(path: Path) -> Overrides:

@@ -102,7 +102,9 @@ def test_audio_chunks_round_trip_in_float16_within_half_precision() -> None:
     assert np.abs(out - audio).max() < 1e-3
 
 
-def _tensor(dtype: int = tensor_pb2.DTYPE_FLOAT32, shape: tuple = (2, 3), data: bytes | None = None) -> tensor_pb2.Tensor:
+def _tensor(
+    dtype: int = tensor_pb2.DTYPE_FLOAT32, shape: tuple = (2, 3), data: bytes | None = None
+) -> tensor_pb2.Tensor:
     n = int(np.prod(shape)) if all(d >= 0 for d in shape) else 0
     return tensor_pb2.Tensor(dtype=dtype, shape=shape, data=bytes(4 * n) if data is None else data)
 

@@ -25,6 +25,8 @@ from typing import Any
 import click
 import grpc
 from google.protobuf.json_format import MessageToDict
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from tqdm import tqdm
 
 from audiomemory import profiles
@@ -80,7 +82,11 @@ def serve(kind: str, args: tuple[str, ...]) -> None:
         for name, info in d.config_class.model_fields.items():
             click.echo(f"  --{name.replace('_', '-'):24} {info.description or ''} (default: {info.default!r})")
         return
-    serve_forever(d, d.config_class.from_args(list(args)))
+    try:
+        config = d.config_class.from_args(list(args))
+    except (SettingsError, ValidationError) as exc:
+        raise click.UsageError(f"{exc} (see: audiomemory serve {kind} --help)") from None
+    serve_forever(d, config)
 
 
 def _network_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:

@@ -18,7 +18,9 @@ MiB = 1 << 20
 class ServiceConfig(BaseSettings):
     """Settings every service shares: where it listens, how much it accepts, how it drains."""
 
-    model_config = SettingsConfigDict(env_prefix="AUDIOMEMORY_", extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="AUDIOMEMORY_", extra="forbid", validate_default=True, cli_kebab_case=True
+    )
 
     kind: ClassVar[str] = "service"
 

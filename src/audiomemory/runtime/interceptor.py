@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,9 +38,23 @@ def _request_id(context: grpc.ServicerContext) -> str:
     return uuid.uuid4().hex[:16]
 
 
+_INFRASTRUCTURE = ("/grpc.health.", "/grpc.reflection.")
+
+
 class ServiceInterceptor(grpc.ServerInterceptor):
+    """Also tracks the service's own calls in flight, so a shutdown can drain them (see ``drain``)."""
+
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        self._active = 0
+        self._draining = False
+        self._idle = threading.Condition()
+
+    def drain(self, timeout: float) -> bool:
+        """Refuse new calls with UNAVAILABLE; wait up to ``timeout`` s for in-flight ones. True if all ended."""
+        with self._idle:
+            self._draining = True
+            return self._idle.wait_for(lambda: self._active == 0, timeout=timeout)
 
     def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
@@ -48,7 +63,10 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        full_method: str = handler_call_details.method
+        if full_method.startswith(_INFRASTRUCTURE):
+            return handler  # health and reflection: always answered, never drained or counted
+        method = full_method.rsplit("/", 1)[-1]
         kwargs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
@@ -95,6 +113,10 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         return wrapped
 
     def _begin(self, method: str, context: grpc.ServicerContext) -> tuple[contextvars.Token[str], float]:
+        with self._idle:
+            if self._draining:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry on another replica")
+            self._active += 1
         rid = _request_id(context)
         self.metrics.in_flight.labels(self.metrics.service, method).inc()
         return request_id_var.set(rid), time.perf_counter()
@@ -112,6 +134,9 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         if code is not grpc.StatusCode.OK:
             self.metrics.errors.labels(service, method, code.name).inc()
         request_id_var.reset(token)
+        with self._idle:
+            self._active -= 1
+            self._idle.notify_all()
 
     def _classify(self, method: str, context: grpc.ServicerContext, exc: Exception) -> grpc.StatusCode:
         """The status an exception ends the call with; logs it once."""
