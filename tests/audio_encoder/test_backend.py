@@ -161,7 +161,8 @@ def test_missing_weights_offline_fail_within_five_seconds_naming_them_and_the_fi
         svc.wait_ready(10)
     assert time.perf_counter() - started < 5
     message = str(caught.value)
-    assert "torchopenl3_mel256_music_512.pth.tar" in message and str(tmp_path / "torch") in message
+    assert "'openl3-music-mel256-512'" in message and "torchopenl3_mel256_music_512.pth.tar" in message
+    assert str(tmp_path / "torch") in message
     assert "audiomemory models pull" in message and "--models tiny" in message
     with grpc.insecure_channel(svc.address) as channel:
         assert health(channel, SERVICE) == health_pb2.HealthCheckResponse.NOT_SERVING

@@ -158,8 +158,8 @@ class OpenL3Backend(AudioEncoderBackend):
             if offline() or not _reachable(host):
                 reason = "offline mode is set" if offline() else "the network is unreachable"
                 raise ModelUnavailable(
-                    f"OpenL3 weights {path.name!r} are not in {str(path.parent)!r} and cannot be "
-                    f"downloaded ({reason}); {HOW_TO_GET}"
+                    f"OpenL3 model {self.model_id!r}: weights {path.name!r} are not in {str(path.parent)!r} "
+                    f"and cannot be downloaded ({reason}); {HOW_TO_GET}"
                 )
         model = _new_model(self.config)
         try:
@@ -228,6 +228,11 @@ class OpenL3Backend(AudioEncoderBackend):
         return self._model
 
     @property
+    def model_id(self) -> str:
+        c = self.config
+        return f"openl3-{c.content_type}-{c.input_repr}-{c.embedding_size}"
+
+    @property
     def sample_rate(self) -> int:
         return SAMPLE_RATE
 
@@ -258,7 +263,7 @@ class OpenL3Backend(AudioEncoderBackend):
         c = self.config
         return ModelInfo(
             backend=self.name,
-            model_id=f"openl3-{c.content_type}-{c.input_repr}-{c.embedding_size}",
+            model_id=self.model_id,
             revision=f"sha256:{self._sha[:16]}",
             device=str(self._device),
             dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
