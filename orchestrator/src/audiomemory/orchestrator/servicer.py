@@ -30,7 +30,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -283,13 +283,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             yield _event(Stage.STAGE_EMBEDDING, 4, 4, message="cache hit", cache_hit=True)
         else:
             yield _event(Stage.STAGE_SEPARATING, message=f"separating {decoded.seconds:.1f} s into stems")
-            embed_futures = self._separate_and_embed(job, infos, decoded, stem_format)
             frames: dict[str, np.ndarray] = {}
             stamps: dict[str, np.ndarray] = {}
-            for done, future in enumerate(futures.as_completed(embed_futures), start=1):
-                stem = embed_futures[future]
-                frames[stem], stamps[stem] = future.result()
-                yield _event(Stage.STAGE_EMBEDDING, done, len(STEM_ORDER), message=f"embedded {stem}")
+            yield from self._separate_and_embed(job, infos, decoded, stem_format, frames, stamps)
             front = FrontHalf(pool_stems(frames), frames, stamps)
             self.cache.put(key, CachedAudio(front.pooled, front.frames, front.timestamps))
         job.check()
@@ -365,9 +361,14 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         return tensor_pb2.AudioFormat(sample_rate=enc.sample_rate, channels=enc.channels, dtype=wire)
 
     def _separate_and_embed(
-        self, job: Job, infos: Infos, decoded: DecodedAudio, stem_format: tensor_pb2.AudioFormat
-    ) -> dict[futures.Future[tuple[np.ndarray, np.ndarray]], str]:
-        """Stream the song to the separator and each needed stem into its own ``Embed`` call."""
+        self, job: Job, infos: Infos, decoded: DecodedAudio, stem_format: tensor_pb2.AudioFormat,
+        frames: dict[str, np.ndarray], stamps: dict[str, np.ndarray],
+    ) -> Iterator[orchestrator_pb2.CreateImageResponse]:
+        """Stream the song to the separator and each needed stem into its own ``Embed`` call.
+
+        Fills ``frames``/``stamps`` per stem and yields an EMBEDDING event as each stem finishes,
+        which may be while later stems are still coming out of the separator.
+        """
         ds = self.downstream
         sep_max = infos.separator.max_input_frames
         if sep_max and decoded.frames * infos.separator.sample_rate / decoded.sample_rate > sep_max * 1.001:
@@ -421,15 +422,27 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                     current = stem_index
                 if stem_index in wanted:
                     queues[wanted[stem_index]].put(response.chunk.audio)
-                for future in embed_futures:
-                    if future.done() and future.exception() is not None:
-                        future.result()  # an Embed failed: stop separating, report it
+                # report finished stems; an Embed that failed stops the separation here
+                yield from self._collect([f for f in embed_futures if f.done()], embed_futures, frames, stamps)
         except grpc.RpcError as exc:
             raise rpc_error("separator", ds.targets["separator"], exc, job.context) from None
         finally:
             for q in queues.values():
                 q.put(None)
-        return embed_futures
+        yield from self._collect(futures.as_completed(embed_futures), embed_futures, frames, stamps)
+
+    @staticmethod
+    def _collect(
+        done: Iterable[futures.Future[tuple[np.ndarray, np.ndarray]]],
+        stems: dict[futures.Future[tuple[np.ndarray, np.ndarray]], str],
+        frames: dict[str, np.ndarray], stamps: dict[str, np.ndarray],
+    ) -> Iterator[orchestrator_pb2.CreateImageResponse]:
+        for future in done:
+            stem = stems[future]
+            if stem in frames:
+                continue
+            frames[stem], stamps[stem] = future.result()
+            yield _event(Stage.STAGE_EMBEDDING, len(frames), len(STEM_ORDER), message=f"embedded {stem}")
 
     def _embed(
         self, job: Job, infos: Infos, stem: str, chunks: queue.Queue[tensor_pb2.AudioChunk | None]
