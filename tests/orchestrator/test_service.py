@@ -444,3 +444,42 @@ def test_generator_replica_dying_mid_stream_is_retried_on_another(
     finally:
         for r in replicas:
             r.stop(0)
+
+
+def test_orchestrator_is_not_serving_until_every_service_answers(
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], tiny: Any
+) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from audiomemory.runtime.service import start_service
+    from audiomemory.stack import definition
+
+    d = definition("text_encoder")
+    first = start_service(d, d.config_class(port=0, device="cpu", torch_threads=1, **tiny("text_encoder")),
+                          wait=True, wait_timeout=120)
+    port = first.port
+    first.stop(0)  # nothing listens on `port` now
+    orch = start_orchestrator({**models, "text_encoder": first}, wait=False)
+    with grpc.insecure_channel(orch.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        status = health.Check(health_pb2.HealthCheckRequest(service="audiomemory.v1.Orchestrator"), timeout=10)
+        assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.RpcError) as info:
+            run_job(orch.address, encode_song("wav", 16000, 1, seconds=1.0), seed=1)
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(grpc.RpcError) as described:
+            orchestrator_pb2_grpc.OrchestratorStub(channel).Describe(common_pb2.DescribeRequest(), timeout=30)
+        assert described.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert "text encoder" in (described.value.details() or "")
+        # the text encoder comes (back) up on the same address: the orchestrator becomes ready
+        second = start_service(
+            d, d.config_class(port=port, device="cpu", torch_threads=1, **tiny("text_encoder")),
+            wait=True, wait_timeout=120,
+        )
+        try:
+            orch.wait_ready(30)
+            status = health.Check(health_pb2.HealthCheckRequest(service="audiomemory.v1.Orchestrator"), timeout=10)
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+            assert run_job(orch.address, encode_song("wav", 16000, 1, seconds=1.0), seed=1).png
+        finally:
+            second.stop(0)
