@@ -15,16 +15,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from audiomemory.runtime.backend import ModelInfo, resolve_device
+from audiomemory.runtime.errors import FailedPrecondition, InvalidInput
 from audiomemory.text_encoder.backends import Encoded, TextEncoderBackend
 from audiomemory.text_encoder.backends._hub import pull_model, resolve_model_dir
 
-from audiomemory.runtime.backend import ModelInfo, resolve_device
-from audiomemory.runtime.errors import FailedPrecondition, InvalidInput
-
 if TYPE_CHECKING:
     import torch
-    from audiomemory.text_encoder.config import TextEncoderConfig
     from transformers import CLIPTextModel, CLIPTokenizer
+
+    from audiomemory.text_encoder.config import TextEncoderConfig
 
 # What a hub snapshot needs: the fp32 weights (cast to fp16 on CUDA after loading), configs and
 # the tokenizer files. Skips the safety checker, UNet and VAE that share the SD repository.
