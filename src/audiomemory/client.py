@@ -57,16 +57,21 @@ class Client:
     def describe(self) -> orchestrator_pb2.OrchestratorInfo:
         return self._stub.Describe(common_pb2.DescribeRequest(), timeout=self.timeout or 30)
 
-    def create_image(self, song: bytes | str | Path, *, lyrics: str = "", **options: Any
+    def create_image(self, song: bytes | str | Path, *, lyrics: str = "",
+                     request: orchestrator_pb2.CreateImageOptions | None = None, **options: Any
                      ) -> Iterator[orchestrator_pb2.StageEvent | ImageResult]:
-        """Stream a job: ``StageEvent`` protos as the job advances, then one ``ImageResult``."""
+        """Stream a job: ``StageEvent`` protos as the job advances, then one ``ImageResult``.
+
+        Options are keyword arguments (see ``build_options``), or a whole ``request`` (e.g. the one an
+        image's metadata recorded), which then stands alone.
+        """
         if isinstance(song, str | Path):
             path = Path(song)
             data = path.read_bytes()
             options.setdefault("filename", path.name)
         else:
             data = song
-        opts = build_options(lyrics, **options)
+        opts = request if request is not None else build_options(lyrics, **options)
 
         def requests() -> Iterator[orchestrator_pb2.CreateImageRequest]:
             yield orchestrator_pb2.CreateImageRequest(options=opts)

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import os
@@ -24,6 +26,8 @@ from typing import Any
 
 import click
 import grpc
+import numpy as np
+from google.protobuf import json_format
 from google.protobuf.json_format import MessageToDict
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
@@ -51,6 +55,10 @@ _STAGE_NAMES = {v: k.removeprefix("STAGE_").lower().replace("_", " ") for k, v i
 
 
 def _setup_logging(verbose: bool) -> None:
+    if not verbose:  # the model libraries' advisory chatter is not for end users
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -132,17 +140,19 @@ def _stopping(stack: LocalStack) -> Iterator[LocalStack]:
         stack.stop()
 
 
-def _run_job(address: str, song: Path, lyrics: str, options: dict[str, Any]) -> ImageResult:
+def _run_job(address: str, song: Path, lyrics: str, options: dict[str, Any],
+             request: orchestrator_pb2.CreateImageOptions | None = None) -> ImageResult:
     steps_bar: tqdm | None = None
     last_stage = None
     with Client(address) as client:
         try:
-            for event in client.create_image(song, lyrics=lyrics, **options):
+            for event in client.create_image(song, lyrics=lyrics, request=request, **options):
                 if isinstance(event, ImageResult):
                     return event
                 if event.stage == orchestrator_pb2.STAGE_GENERATING and event.total:
                     if steps_bar is None:
                         steps_bar = tqdm(total=event.total, desc="generating", unit="step", file=sys.stderr)
+                    steps_bar.total = max(event.total, event.current)  # a scheduler may add a warm-up step
                     steps_bar.n = event.current
                     steps_bar.refresh()
                     continue
@@ -312,6 +322,51 @@ def describe(addresses: tuple[str, ...]) -> None:
         kind, info = describe_address(address)
         out[address] = {"service": kind, **info}
     click.echo(json.dumps(out if len(out) > 1 else next(iter(out.values())), indent=2, sort_keys=True))
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+
+@cli.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--song", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The song the image was made from (its hash is checked against the metadata).")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the new image.")
+@click.option("--models", default="auto", show_default=True, help=MODELS_HELP)
+@click.option("--orchestrator", help="HOST:PORT of a running orchestrator (default: start everything here).")
+def reproduce(image: Path, song: Path, out: Path | None, models: str, orchestrator: str | None) -> None:
+    """Re-run the job recorded in IMAGE's metadata and report whether the pixels match."""
+    metadata = _image_metadata(image.read_bytes())
+    if metadata is None or "request" not in metadata:
+        raise click.ClickException(f"{image}: no Audio Memory metadata (the 'audiomemory' PNG text chunk)")
+    digest = hashlib.sha256(song.read_bytes()).hexdigest()
+    if digest != metadata.get("song", {}).get("sha256"):
+        click.secho(f"warning: {song} is not the song the image was made from (sha256 differs)", fg="yellow",
+                    err=True)
+    request = json_format.ParseDict(metadata["request"], orchestrator_pb2.CreateImageOptions())
+    with _orchestrator(models, orchestrator) as address:
+        result = _run_job(address, song, "", {}, request=request)
+    if out is not None:
+        _write_result(result, out, sidecar=False)
+    before, after = _pixels(image.read_bytes()), _pixels(result.png)
+    if before.shape != after.shape:
+        raise click.ClickException(f"pixels differ: size {before.shape[1]}x{before.shape[0]} became "
+                                   f"{after.shape[1]}x{after.shape[0]}")
+    diff = int(np.abs(before - after).max()) if before.size else 0
+    same = diff == 0
+    click.echo(f"pixels {'match' if same else 'differ'}: max difference {diff}/255 over {before.size} values")
+    if not same:
+        sys.exit(1)
+
+
+def _image_metadata(png: bytes) -> dict[str, Any] | None:
+    from PIL import Image
+
+    text = getattr(Image.open(io.BytesIO(png)), "text", {}).get("audiomemory")
+    return None if text is None else dict(json.loads(text))
 
 
 def _register_optional_commands() -> None:

@@ -80,6 +80,11 @@ class Gate:
                 self._admitted -= 1
 
 
+# One model load at a time per process: transformers/diffusers build models under accelerate's
+# init_empty_weights, which patches torch.nn.Module globally (not per thread), so a model built
+# concurrently in another thread (the embedded stack loads four) would get meta tensors.
+_LOAD_LOCK = threading.Lock()
+
 AddServicer = Callable[[grpc.Server, Any, Gate, Any], None]
 
 
@@ -139,7 +144,8 @@ class RunningService:
     def _load(self) -> None:
         start = time.perf_counter()
         try:
-            self.backend.load()
+            with _LOAD_LOCK:
+                self.backend.load()
         except Exception as exc:
             self.gate.load_error = str(exc) or type(exc).__name__
             log.error("%s: backend %r failed to load: %s", self.definition.kind, self.config.backend, exc)

@@ -1,0 +1,109 @@
+"""The product as a user runs it: the ``audiomemory`` CLI with the embedded default and tiny models.
+
+One embedded run (all five services started in-process over real gRPC, then stopped), then
+``reproduce`` from the PNG's metadata alone plus the song, and ``describe`` against ``up``-style
+running services. A profile YAML selects the tiny models with a coarse encoder hop to stay quick.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from PIL import Image
+
+from audiomemory.cli.main import cli
+from audiomemory.stack import MODEL_KINDS, LocalStack
+
+SONG = Path(__file__).resolve().parents[2] / "examples" / "make_song.py"
+
+
+@pytest.fixture(scope="module")
+def profile(tiny: Callable[[str], dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    overrides = {kind: tiny(kind) for kind in MODEL_KINDS}
+    overrides["audio_encoder"]["hop_seconds"] = 0.5  # full-size OpenL3 CNN: fewer frames keep the test fast
+    path = tmp_path_factory.mktemp("profile") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(overrides))
+    return path
+
+
+@pytest.fixture(scope="module")
+def song(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_song", SONG)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = tmp_path_factory.mktemp("song") / "song.mp3"
+    module.write_mp3(path, module.song(seconds=2.0))
+    return path
+
+
+def _pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_generate_then_reproduce_gives_identical_pixels(profile: Path, song: Path, tmp_path: Path) -> None:
+    lyrics = tmp_path / "lyrics.txt"
+    lyrics.write_text("[Chorus]\nla la la\nla la la\nthe night is young\n")
+    out = tmp_path / "memory.png"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["generate", str(song), "--lyrics", str(lyrics), "-o", str(out), "--models",
+                                 str(profile), "--steps", "2", "--size", "64x64", "--seed", "5", "--strength",
+                                 "0.3", "--sidecar"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "[separating]" in result.output and "[embedding] 4/4" in result.output
+    image = Image.open(out)
+    assert image.size == (64, 64)
+    meta = json.loads(image.text["audiomemory"])  # type: ignore[attr-defined]
+    assert meta["lyrics"]["text"] == "la la la, the night is young"
+    assert meta["fusion"]["strength"] == pytest.approx(0.3)
+    assert "Steps: 2" in image.text["parameters"]  # type: ignore[attr-defined]
+    assert json.loads(out.with_suffix(".json").read_text())["song"]["sha256"] == meta["song"]["sha256"]
+
+    again = tmp_path / "again.png"
+    result = runner.invoke(cli, ["reproduce", str(out), "--song", str(song), "--models", str(profile), "-o",
+                                 str(again)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "pixels match: max difference 0/255" in result.output
+    assert np.array_equal(_pixels(out), _pixels(again))
+
+
+def test_reproduce_reports_a_mismatch_when_the_song_differs(profile: Path, song: Path, tmp_path: Path) -> None:
+    out = tmp_path / "a.png"
+    runner = CliRunner()
+    args = ["--models", str(profile), "--steps", "2", "--size", "64x64", "--strength", "1"]
+    assert runner.invoke(cli, ["generate", str(song), "-o", str(out), *args]).exit_code == 0
+    other = tmp_path / "other.wav"
+    import soundfile
+
+    soundfile.write(other, np.random.default_rng(3).uniform(-0.5, 0.5, (44100, 2)), 44100)
+    result = runner.invoke(cli, ["reproduce", str(out), "--song", str(other), "--models", str(profile)])
+    assert result.exit_code == 1
+    assert "not the song the image was made from" in result.output and "pixels differ" in result.output
+
+
+def test_describe_prints_each_services_identity(profile: Path) -> None:
+    overrides = yaml.safe_load(profile.read_text())
+    with LocalStack(overrides) as stack:
+        addresses = [stack.services[k].address for k in ("generator", "orchestrator")]
+        result = CliRunner().invoke(cli, ["describe", *addresses], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    gen, orch = info[addresses[0]], info[addresses[1]]
+    assert gen["service"] == "generator" and gen["model"]["backend"] == "stable-diffusion"
+    assert gen["cross_attention_dim"] == orch["generator"]["cross_attention_dim"]
+    assert orch["service"] == "orchestrator" and orch["separator"]["stems"]
+
+
+def test_unknown_models_profile_is_a_clear_usage_error(song: Path) -> None:
+    result = CliRunner().invoke(cli, ["generate", str(song), "--models", "huge"])
+    assert result.exit_code != 0
+    assert "expected default, tiny or an existing PROFILE.yaml, got 'huge'" in str(result.exception or result.output)
