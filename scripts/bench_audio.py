@@ -22,6 +22,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,6 +42,10 @@ from audiomemory.separator.backends.demucs import HTDEMUCS_KWARGS, DemucsBackend
 from audiomemory.separator.config import SeparatorConfig
 from audiomemory.separator.service import DEFINITION as SEPARATOR
 from audiomemory.v1 import audio_encoder_pb2, audio_encoder_pb2_grpc, separator_pb2, separator_pb2_grpc, tensor_pb2
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def cpu_model() -> str:
@@ -113,7 +118,8 @@ def bench_demucs(root: Path, seconds: float, repeat: int, device: str) -> dict[s
             native_bytes = separate_over_grpc(stub, audio, 44100, None)
             encoder_bytes = separate_over_grpc(stub, audio, 44100, for_encoder)
             # Interleaved, so a change in the machine's load hits all three alike.
-            for _ in range(repeat):
+            for i in range(repeat):
+                progress(f"demucs round {i + 1}/{repeat}")
                 times["in_process"].append(timed(lambda: backend.separate(audio, 44100), 1))
                 times["native"].append(timed(lambda: separate_over_grpc(stub, audio, 44100, None), 1))
                 times["asked"].append(timed(lambda: separate_over_grpc(stub, audio, 44100, for_encoder), 1))
@@ -152,6 +158,7 @@ def bench_openl3(root: Path, frames: int, batches: list[int], device: str) -> di
     backend.load()
     backend.embed(audio[:, :24000], 48000)  # warm-up (one frame)
     for batch in batches:
+        progress(f"openl3 batch {batch}")
         backend.config = backend.config.model_copy(update={"batch_size": batch})
         start = time.perf_counter()
         embeddings, _ = backend.embed(audio, 48000)
