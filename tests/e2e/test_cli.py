@@ -106,4 +106,20 @@ def test_describe_prints_each_services_identity(profile: Path) -> None:
 def test_unknown_models_profile_is_a_clear_usage_error(song: Path) -> None:
     result = CliRunner().invoke(cli, ["generate", str(song), "--models", "huge"])
     assert result.exit_code != 0
-    assert "expected default, tiny or an existing PROFILE.yaml, got 'huge'" in str(result.exception or result.output)
+    assert "expected default, tiny or an existing PROFILE.yaml, got 'huge'" in result.output
+
+
+def test_default_models_offline_fail_fast_naming_the_model_and_the_ways_out(song: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # empty caches
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    result = CliRunner().invoke(cli, ["generate", str(song), "--models", "default", "-o", str(tmp_path / "x.png")])
+    assert time.monotonic() - start < 60
+    assert result.exit_code == 1
+    assert "htdemucs" in result.output
+    assert "models pull" in result.output and "--models tiny" in result.output
+    assert not (tmp_path / "x.png").exists()

@@ -111,9 +111,9 @@ def _orchestrator(models: str, address: str | None) -> Iterator[str]:
     if address:
         yield address
         return
+    if models in ("auto", "default") and not os.environ.get("HF_HUB_OFFLINE") and not _network_reachable():
+        os.environ["HF_HUB_OFFLINE"] = "1"  # no network: let every loader fail fast from its cache
     if models == "auto":
-        if not os.environ.get("HF_HUB_OFFLINE") and not _network_reachable():
-            os.environ["HF_HUB_OFFLINE"] = "1"  # no network: let every loader fail fast from its cache
         try:
             stack = LocalStack(profiles.resolve("default")).start()
         except FailedPrecondition as exc:
@@ -128,7 +128,14 @@ def _orchestrator(models: str, address: str | None) -> Iterator[str]:
     if models == "tiny":
         click.secho(TINY_BANNER, fg="yellow", err=True)
     click.echo(f"starting services ({models} models)...", err=True)
-    with LocalStack(profiles.resolve(models)) as stack:
+    try:
+        stack = LocalStack(profiles.resolve(models)).start()
+    except FailedPrecondition as exc:
+        raise click.ClickException(f"{exc}\nWays out: `audiomemory models pull` (with network access), "
+                                   "or `--models tiny` to run offline with random weights.") from None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--models") from None
+    with _stopping(stack):
         yield stack.address
 
 
