@@ -186,6 +186,9 @@ class RunningService:
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
+        close = getattr(self.backend, "close", None)
+        if callable(close):
+            close()  # e.g. the orchestrator's channels to the model services
 
 
 def start_service(
