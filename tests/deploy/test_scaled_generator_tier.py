@@ -213,10 +213,10 @@ def test_thirty_orchestrator_jobs_reach_every_replica_and_losing_one_fails_none(
     upstream_services: dict[str, RunningService],
     audio_cache: Path,
 ) -> None:
-    from audiomemory.stack import definition
+    from audiomemory.orchestrator.config import OrchestratorConfig
+    from audiomemory.orchestrator.service import DEFINITION
 
-    d = definition("orchestrator")
-    config = d.config_class(
+    config = OrchestratorConfig(
         port=0,
         separator_target=upstream_services["separator"].address,
         audio_encoder_target=upstream_services["audio_encoder"].address,
@@ -226,7 +226,7 @@ def test_thirty_orchestrator_jobs_reach_every_replica_and_losing_one_fails_none(
         cache_dir=audio_cache,
         concurrency=CLIENT_THREADS,
     )
-    orchestrator = start_service(d, config, wait=True, wait_timeout=300)
+    orchestrator = start_service(DEFINITION, config, wait=True, wait_timeout=300)
     song = song_wav()
     victim, others = replicas[1], [replicas[0], replicas[2]]
     terminator = Terminator(victim, after=JOBS // 3, others=others, kill=how == "sigkill")
