@@ -17,6 +17,7 @@ Prints a table and, last, one JSON line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -33,7 +34,7 @@ import grpc
 import numpy as np
 import torch
 
-from audiomemory.generator.backends import ImageRequest
+from audiomemory.generator.backends import GenerationStopped, ImageRequest
 from audiomemory.generator.backends.stable_diffusion import StableDiffusionBackend
 from audiomemory.generator.config import GeneratorConfig
 from audiomemory.generator.service import DEFINITION as GENERATOR
@@ -135,11 +136,22 @@ def bench_generate(service: RunningService, embeds: np.ndarray, size: int, steps
         height=size,
         scheduler="ddim",
     )
+    # Warm-up at this size, stopped after one step (no decode): the first pass at a new size pays
+    # page faults for fresh activation memory, which would otherwise land on whichever side runs first.
+    warm: list[int] = []
+    with contextlib.suppress(GenerationStopped):
+        backend.generate(request, lambda step, total: warm.append(step), lambda: bool(warm))
     stamps: list[float] = []
+    cpu: list[float] = []
+
+    def stamp() -> None:
+        stamps.append(time.perf_counter())
+        cpu.append(time.process_time())
+
     start = time.perf_counter()
-    backend.generate(request, lambda step, total: stamps.append(time.perf_counter()), lambda: False)
+    backend.generate(request, lambda step, total: stamp(), lambda: False)
     local_total = time.perf_counter() - start
-    local_step = step_seconds(stamps)
+    local_step, local_cpu = step_seconds(stamps), step_seconds(cpu)
 
     wire = generator_pb2.GenerateRequest(
         prompt_embeds=to_tensor(embeds[:1]),
@@ -152,24 +164,29 @@ def bench_generate(service: RunningService, embeds: np.ndarray, size: int, steps
         height=size,
         scheduler="ddim",
     )
-    stamps = []
+    stamps, cpu = [], []
     png = 0
     with grpc.insecure_channel(service.address) as channel:
         stub = generator_pb2_grpc.GeneratorStub(channel)
         start = time.perf_counter()
         for response in stub.Generate(wire, timeout=3600):
             if response.WhichOneof("item") == "progress":
-                stamps.append(time.perf_counter())
+                stamp()
             else:
                 png += len(response.image.png)
         remote_total = time.perf_counter() - start
-    remote_step = step_seconds(stamps)
+    remote_step, remote_cpu = step_seconds(stamps), step_seconds(cpu)
     return {
         "size": size,
         "steps": steps,
         "in_process_s_per_step": local_step,
         "service_s_per_step": remote_step,
         "ratio_service_over_in_process": remote_step / local_step,
+        # CPU seconds of this whole process (the server runs in it) per step: less sensitive than
+        # wall time to other work on a shared machine.
+        "in_process_cpu_s_per_step": local_cpu,
+        "service_cpu_s_per_step": remote_cpu,
+        "cpu_ratio_service_over_in_process": remote_cpu / local_cpu,
         "in_process_call_s": local_total,
         "service_call_s": remote_total,
         "png_bytes": png,
@@ -247,8 +264,8 @@ def main() -> None:
         backend = text.backend
         assert isinstance(backend, ClipBackend)
         embeds = backend.encode([LYRICS, ""]).embeddings
-        # Warm-up: one small step pages in every UNet/VAE weight before anything is timed.
-        bench_generate(generator, embeds, 64, 1)
+        # Warm-up: one small run pages in every UNet/VAE weight before anything is timed.
+        bench_generate(generator, embeds, 64, 2)
         runs = []
         for size in args.sizes:
             result = bench_generate(generator, embeds, size, args.steps)
@@ -256,6 +273,8 @@ def main() -> None:
             print(
                 f"UNet {size}x{size}, CFG batch 2: {result['in_process_s_per_step']:.2f} s/step in-process, "
                 f"{result['service_s_per_step']:.2f} s/step via gRPC (x{result['ratio_service_over_in_process']:.3f}); "
+                f"CPU s/step {result['in_process_cpu_s_per_step']:.2f} vs {result['service_cpu_s_per_step']:.2f} "
+                f"(x{result['cpu_ratio_service_over_in_process']:.3f}); "
                 f"whole call {result['in_process_call_s']:.1f} s vs {result['service_call_s']:.1f} s",
                 flush=True,
             )
