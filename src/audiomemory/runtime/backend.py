@@ -56,6 +56,9 @@ class Backend(ABC):
     """Base of every backend. Subclasses set ``name`` and implement their service's verb."""
 
     name: ClassVar[str] = ""
+    #: Load under the process-wide model-loading lock (see ``service._LOAD_LOCK``). A backend whose
+    #: ``load`` builds no torch modules and may wait on other services (the orchestrator) says False.
+    exclusive_load: ClassVar[bool] = True
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config

@@ -144,7 +144,7 @@ class RunningService:
     def _load(self) -> None:
         start = time.perf_counter()
         try:
-            with _LOAD_LOCK:
+            with _LOAD_LOCK if self.backend.exclusive_load else contextlib.nullcontext():
                 self.backend.load()
         except Exception as exc:
             self.gate.load_error = str(exc) or type(exc).__name__

@@ -155,6 +155,7 @@ class Downstream(Backend):
     """Channels and stubs to the four services; ``load`` waits for them and checks compatibility."""
 
     name = "orchestrator"
+    exclusive_load = False  # waits on the other services (maybe in this process) and builds no torch modules
 
     def __init__(self, config: OrchestratorConfig) -> None:
         super().__init__(config)
