@@ -30,7 +30,7 @@ GiB = float(1 << 30)
 METHOD = "/bench.Sink/Push"
 
 
-def best_of(fn: Callable[[], None], repeat: int) -> float:
+def best_of(fn: Callable[[], object], repeat: int) -> float:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
