@@ -23,9 +23,9 @@ from audiomemory.generator.backends import (
     ImageRequest,
     check_request,
 )
-from audiomemory.generator.backends._hub import pull_model, resolve_model_dir
 from audiomemory.runtime.backend import ModelInfo, resolve_device
 from audiomemory.runtime.errors import AudioMemoryError, FailedPrecondition
+from audiomemory.runtime.hub import pull_model, resolve_model_dir
 
 if TYPE_CHECKING:
     import torch

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from audiomemory.runtime.backend import ModelInfo, resolve_device
 from audiomemory.runtime.errors import FailedPrecondition, InvalidInput
+from audiomemory.runtime.hub import pull_model, resolve_model_dir
 from audiomemory.text_encoder.backends import Encoded, TextEncoderBackend
-from audiomemory.text_encoder.backends._hub import pull_model, resolve_model_dir
 
 if TYPE_CHECKING:
     import torch

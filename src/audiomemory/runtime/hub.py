@@ -1,4 +1,7 @@
-"""Where weights come from: a local folder, or a hub id resolved through the Hugging Face cache.
+"""Where Hugging Face weights come from: a local folder, or a hub id resolved through the HF cache.
+
+Shared by the services whose models live on the Hugging Face hub (text encoder, generator);
+``huggingface_hub`` is imported only when a hub id is resolved, so the core needs no such dependency.
 
 Resolving a hub id to its snapshot folder first means the same ``from_pretrained(folder,
 local_files_only=True)`` code loads real and tiny models, and the snapshot's folder name is the
@@ -37,9 +40,9 @@ def resolve_model_dir(
         raise ModelUnavailable(
             f"{service} model {model!r} (revision {revision or 'main'}) is not in the Hugging Face cache "
             f"and could not be downloaded ({type(exc).__name__}). Either run `audiomemory models pull "
-            f"{service}` where the network is reachable (or mount a cache at HF_HOME), or set "
+            f"--only {service}` where the network is reachable (or mount a cache at HF_HOME), or set "
             f"AUDIOMEMORY_{service.upper()}_MODEL to a local folder (e.g. one written by "
-            f"`audiomemory models tiny`)."
+            f"`audiomemory models make-tiny`; `--models tiny` does that for you)."
         ) from exc
     return Path(folder), Path(folder).name
 
