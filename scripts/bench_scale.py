@@ -12,10 +12,10 @@ run and on the same warm processes, it alternates two phases:
 
 each sending the same jobs from enough client threads to keep every replica
 busy (2 per replica). Throughput is jobs per second; the ratio of the
-2-replica to the 1-replica figure (medians over rounds) is the last line, as
-JSON: {"replicas2_over_1": x}. Ideal is 2.0 on a machine with two free cores.
+2-replica to the 1-replica figure (median of the per-round ratios) is the last
+line, as JSON: {"replicas2_over_1": x}. Ideal is 2.0 on a machine with two free cores.
 
-    .venv/bin/python scripts/bench_scale.py [--jobs 16] [--rounds 2] [--steps 8] [--size 128]
+    .venv/bin/python scripts/bench_scale.py [--jobs 12] [--rounds 3] [--steps 8] [--size 128]
 """
 
 from __future__ import annotations
@@ -119,12 +119,13 @@ def throughput(target: str, jobs: int, threads: int, steps: int, size: int, dim:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=16, help="Generate calls per phase.")
-    parser.add_argument("--rounds", type=int, default=2, help="Alternating 1-replica/2-replica rounds.")
+    parser.add_argument("--jobs", type=int, default=12, help="Generate calls per phase.")
+    parser.add_argument("--rounds", type=int, default=3, help="Alternating 1-replica/2-replica rounds.")
     parser.add_argument("--steps", type=int, default=8, help="Denoising steps per job.")
     parser.add_argument("--size", type=int, default=128, help="Image side in pixels (multiple of 8).")
     args = parser.parse_args()
 
+    print(f"load average at start: {_load()} on {os.cpu_count()} CPUs", flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     overrides = write_tiny_generator(work / "tiny")
     procs: list[subprocess.Popen[str]] = []
@@ -147,11 +148,13 @@ def main() -> None:
                 rate = throughput(target, args.jobs, 2 * replicas, args.steps, args.size, dim)
                 rates[replicas].append(rate)
                 print(f"round {r + 1}: {replicas} replica(s): {rate:.3f} jobs/s", flush=True)
-        ratio = statistics.median(rates[2]) / statistics.median(rates[1])
+        # Paired per round (the phases of one round run back to back), so drifting background load
+        # on a shared machine affects both sides of each ratio alike.
+        ratio = statistics.median(two_ / one_ for one_, two_ in zip(rates[1], rates[2], strict=True))
         cpu = _cpu_model()
         print(
             f"generator tier, tiny SD architecture at {args.size}px x {args.steps} steps, {args.jobs} jobs per phase, "
-            f"1 torch thread per replica, {os.cpu_count()} CPUs ({cpu}): "
+            f"1 torch thread per replica, {os.cpu_count()} CPUs ({cpu}), load average {_load()} at the end: "
             f"1 replica {statistics.median(rates[1]):.3f} jobs/s, 2 replicas {statistics.median(rates[2]):.3f} jobs/s",
             flush=True,
         )
@@ -164,6 +167,14 @@ def main() -> None:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _load() -> str:
+    """The 1-minute load average: other work on the machine takes cores from the replicas."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "unknown"
 
 
 def _cpu_model() -> str:
