@@ -293,6 +293,21 @@ def test_probes_are_native_grpc_on_the_port_the_service_binds(docs: list[Obj]) -
             assert isinstance(spec["grpc"]["port"], int)
 
 
+def startup_budget(probe: Obj) -> int:
+    return int(probe.get("initialDelaySeconds", 0)) + int(probe["periodSeconds"]) * int(probe["failureThreshold"])
+
+
+def test_startup_probes_leave_time_to_load_and_the_orchestrator_outwaits_its_models(docs: list[Obj]) -> None:
+    budgets = {
+        name: startup_budget(one(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]["startupProbe"])
+        for name in ALL_SERVICES
+    }
+    for name in MODEL_SERVICES:
+        assert budgets[name] >= 300, f"{name}: loading a model from the volume can take minutes"
+    # The orchestrator reports SERVING only once every model service does: it must not be restarted first.
+    assert budgets["orchestrator"] > max(budgets[name] for name in MODEL_SERVICES)
+
+
 def test_termination_grace_outlasts_the_service_drain(docs: list[Obj]) -> None:
     for name, kind in ALL_SERVICES.items():
         pod = one(docs, "Deployment", name)["spec"]["template"]["spec"]
