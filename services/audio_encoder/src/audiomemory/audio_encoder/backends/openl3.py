@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import soxr
 import torch
+import torch.nn.functional as F
 
 from audiomemory.audio_encoder.backends import AudioEncoderBackend, CancelCheck
 from audiomemory.runtime.backend import ModelInfo, offline, resolve_device
@@ -120,6 +121,33 @@ def _reachable(host: str, timeout: float = PROBE_SECONDS) -> bool:
     return bool(result and result[0])
 
 
+def lean_forward(model: Any, x: torch.Tensor) -> torch.Tensor:
+    """``PytorchOpenl3.forward`` with the same layers in the same order, without its memory cost.
+
+    torchopenl3's forward keeps every intermediate in a local variable until it returns: at batch
+    128 that is ~13 GB alive at once (each early activation is [128, 64, 256, 199] float32, 1.7 GB).
+    Here each intermediate is dropped as soon as the next exists, so the peak is about three of
+    them. Inference only (ReLU in place). Same embeddings: ``test_embeddings_equal_torchopenl3``.
+    """
+    x = model.batch_normalization_1(model.speclayer(x).squeeze(-1).unsqueeze(1))
+    for conv, norm, pool in (
+        ("conv2d_1", "batch_normalization_2", False),
+        ("conv2d_2", "batch_normalization_3", True),
+        ("conv2d_3", "batch_normalization_4", False),
+        ("conv2d_4", "batch_normalization_5", True),
+        ("conv2d_5", "batch_normalization_6", False),
+        ("conv2d_6", "batch_normalization_7", True),
+        ("conv2d_7", "batch_normalization_8", False),
+    ):
+        x = F.relu(getattr(model, norm)(getattr(model, conv)(F.pad(x, (1, 1, 1, 1)))), inplace=True)
+        if pool:
+            x = F.max_pool2d(x, kernel_size=(2, 2), stride=(2, 2))
+    x = model.audio_embedding_layer(F.pad(x, (1, 1, 1, 1)))
+    size = model.AUDIO_POOLING_SIZES[model.input_repr][model.embedding_size]
+    x = F.max_pool2d(x, kernel_size=size, stride=size)
+    return x.swapaxes(1, 2).swapaxes(2, 3).reshape(x.shape[0], -1)
+
+
 def _new_model(config: AudioEncoderConfig) -> torch.nn.Module:
     with warnings.catch_warnings():
         # librosa warns about empty mel filters at 256 bands; OpenL3 was trained with exactly those.
@@ -174,7 +202,7 @@ class OpenL3Backend(AudioEncoderBackend):
         model.to(self._device).eval()
         # One window of silence proves the weights run and measures D from the model itself.
         with torch.inference_mode():
-            probe = model(torch.zeros(1, 1, WINDOW, device=self._device))
+            probe = lean_forward(model, torch.zeros(1, 1, WINDOW, device=self._device))
         if probe.ndim != 2 or not torch.isfinite(probe).all():
             raise ModelUnavailable(f"OpenL3 weights {str(path)!r} give no finite embedding of silence")
         self._dim = int(probe.shape[1])
@@ -258,6 +286,10 @@ class OpenL3Backend(AudioEncoderBackend):
     def window_seconds(self) -> float:
         return WINDOW / SAMPLE_RATE
 
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """[B, 1, 48000] → [B, D] (see ``lean_forward``)."""
+        return lean_forward(self._loaded(), batch)
+
     def describe(self) -> ModelInfo:
         model = self._loaded()
         c = self.config
@@ -285,7 +317,7 @@ class OpenL3Backend(AudioEncoderBackend):
     def embed(
         self, audio: np.ndarray, sample_rate: int, *, cancelled: CancelCheck | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        model = self._loaded()
+        self._loaded()
         _check_audio(audio, sample_rate)
         # The caller's array is only read: frame_view copies the mono signal into its padded buffer.
         frames = frame_view(to_mono_48k(audio, sample_rate), self.hop)
@@ -297,7 +329,7 @@ class OpenL3Backend(AudioEncoderBackend):
                 if cancelled is not None and cancelled():
                     raise Cancelled("embed: the caller cancelled the request")
                 batch = frames[start : start + step].to(self._device).unsqueeze(1)
-                out[start : start + step] = model(batch).float().cpu().numpy()
+                out[start : start + step] = self._forward(batch).float().cpu().numpy()
         timestamps = np.arange(count, dtype=np.float64) * (self.hop / SAMPLE_RATE)
         return out, timestamps
 
