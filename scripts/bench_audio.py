@@ -11,6 +11,9 @@ code. Then measures, in one run on one machine:
 - OpenL3 frames per second at batch sizes 1, 32 and 128 (``backend.embed`` on audio that makes
   ``--frames`` frames at hop 0.1 s), and through the audio encoder service at the default batch.
 
+- peak memory growth of one OpenL3 forward at batch ``--memory`` (32): torchopenl3's own forward
+  vs ``lean_forward`` (same layers), each in a fresh process.
+
 Prints a table and, last, one JSON line.
 """
 
@@ -179,6 +182,35 @@ def bench_openl3(root: Path, frames: int, batches: list[int], device: str) -> di
     return out
 
 
+def forward_memory(which: str, batch: int) -> float:
+    """GB the process's peak RSS grows by during one OpenL3 forward of ``batch`` frames (run alone in a
+    fresh process: ru_maxrss is per process)."""
+    import resource
+
+    from audiomemory.audio_encoder.backends.openl3 import lean_forward
+
+    with tempfile.TemporaryDirectory(prefix="bench-audio-") as tmp:
+        backend = OpenL3Backend(AudioEncoderConfig(device="cpu", **OpenL3Backend.write_tiny(Path(tmp))))
+        backend.load()
+    model = backend._loaded()
+    x = torch.randn(batch, 1, 48000) * 0.1
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.inference_mode():
+        model(x) if which == "torchopenl3" else lean_forward(model, x)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1e6  # KiB → ~GB
+
+
+def bench_memory(batch: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for which in ("torchopenl3", "lean"):
+        progress(f"openl3 forward memory, {which}, batch {batch}")
+        run = subprocess.run(
+            [sys.executable, __file__, "--memory-probe", which, str(batch)], capture_output=True, text=True, check=True
+        )
+        out[f"openl3_rss_growth_gb_batch{batch}_{which}"] = round(float(run.stdout.strip().splitlines()[-1]), 2)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="audio separated by Demucs")
@@ -188,7 +220,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu (the figures asked for), cuda, auto")
     parser.add_argument("--skip-demucs", action="store_true")
     parser.add_argument("--skip-openl3", action="store_true")
+    parser.add_argument("--memory", type=int, metavar="BATCH", default=32,
+                        help="measure one OpenL3 forward's memory, torchopenl3's vs ours, at this batch (0 = skip)")
+    parser.add_argument("--memory-probe", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_probe:
+        print(forward_memory(args.memory_probe[0], int(args.memory_probe[1])))
+        return
 
     result: dict[str, Any] = {
         "load_avg_start": round(os.getloadavg()[0], 2),
@@ -203,6 +241,8 @@ def main() -> None:
             result.update(bench_demucs(Path(tmp), args.seconds, args.repeat, args.device))
         if not args.skip_openl3:
             result.update(bench_openl3(Path(tmp), args.frames, [int(b) for b in args.batches.split(",")], args.device))
+        if args.memory:
+            result.update(bench_memory(args.memory))
     result["load_avg_end"] = round(os.getloadavg()[0], 2)
     for key, value in result.items():
         print(f"{key:34} {value}")
