@@ -145,9 +145,15 @@ def main() -> None:
         rates: dict[int, list[float]] = {1: [], 2: []}
         for r in range(args.rounds):
             for replicas, target in ((1, one), (2, two)):
+                cpu0, wall0 = _cpu_seconds(procs), time.perf_counter()
                 rate = throughput(target, args.jobs, 2 * replicas, args.steps, args.size, dim)
+                cores = (_cpu_seconds(procs) - cpu0) / (time.perf_counter() - wall0)
                 rates[replicas].append(rate)
-                print(f"round {r + 1}: {replicas} replica(s): {rate:.3f} jobs/s", flush=True)
+                # Cores the replicas actually got: on a shared machine, the reason a ratio falls short of 2.
+                print(
+                    f"round {r + 1}: {replicas} replica(s): {rate:.3f} jobs/s, replicas used {cores:.2f} cores",
+                    flush=True,
+                )
         # Paired per round (the phases of one round run back to back), so drifting background load
         # on a shared machine affects both sides of each ratio alike.
         ratio = statistics.median(two_ / one_ for one_, two_ in zip(rates[1], rates[2], strict=True))
@@ -167,6 +173,15 @@ def main() -> None:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _cpu_seconds(procs: list[subprocess.Popen[str]]) -> float:
+    """User + system CPU time of the replica processes so far (Linux /proc)."""
+    total = 0
+    for proc in procs:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _load() -> str:
