@@ -182,11 +182,18 @@ def bench_openl3(root: Path, frames: int, batches: list[int], device: str) -> di
     return out
 
 
-def forward_memory(which: str, batch: int) -> float:
-    """GB the process's peak RSS grows by during one OpenL3 forward of ``batch`` frames (run alone in a
-    fresh process: ru_maxrss is per process)."""
-    import resource
+def peak_rss_gb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss it does not inherit the parent's
+    high-water mark across fork+exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1e6  # kB → GB
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
+
+def forward_memory(which: str, batch: int) -> float:
+    """GB the process's peak RSS grows by during one OpenL3 forward of ``batch`` frames (run in a fresh
+    process, so earlier work does not hide it)."""
     from audiomemory.audio_encoder.backends.openl3 import lean_forward
 
     with tempfile.TemporaryDirectory(prefix="bench-audio-") as tmp:
@@ -194,10 +201,10 @@ def forward_memory(which: str, batch: int) -> float:
         backend.load()
     model = backend._loaded()
     x = torch.randn(batch, 1, 48000) * 0.1
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss_gb()
     with torch.inference_mode():
         model(x) if which == "torchopenl3" else lean_forward(model, x)
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1e6  # KiB → ~GB
+    return peak_rss_gb() - before
 
 
 def bench_memory(batch: int) -> dict[str, Any]:
