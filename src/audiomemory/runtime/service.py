@@ -128,6 +128,7 @@ class RunningService:
         self.metrics_port: int | None = None
         self._http: Any = None
         self._stopped = threading.Event()
+        self._loader: threading.Thread | None = None
 
     @property
     def address(self) -> str:
@@ -189,6 +190,10 @@ class RunningService:
         close = getattr(self.backend, "close", None)
         if callable(close):
             close()  # e.g. the orchestrator's channels to the model services
+        if self._loader is not None and self._loader is not threading.current_thread():
+            # A load still running would race the caller's next imports (lazy modules such as diffusers'
+            # are not safe to import from two threads at once): give it a bounded time to end.
+            self._loader.join(timeout=60)
 
 
 def start_service(
@@ -235,7 +240,8 @@ def start_service(
         http, _ = start_http_server(config.metrics_port, addr=config.host, registry=metrics.registry)
         running._http = http
         running.metrics_port = http.server_port
-    threading.Thread(target=running._load, name=f"am-{definition.kind}-load", daemon=True).start()
+    running._loader = threading.Thread(target=running._load, name=f"am-{definition.kind}-load", daemon=True)
+    running._loader.start()
     if wait:
         running.wait_ready(wait_timeout)
     return running
