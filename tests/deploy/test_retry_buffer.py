@@ -81,12 +81,6 @@ def test_default_retry_buffer_gives_up_on_a_full_size_float32_request(
     assert servicer.attempts == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the orchestrator's downstream channels keep gRPC's 256 KiB per-RPC retry buffer; a full-size "
-    "float32 GenerateRequest (473 KB) is then never retried. Fix: add ('grpc.per_rpc_retry_buffer_size', "
-    "config.max_message_bytes) to Downstream's channel options (or send float16), then drop this marker.",
-)
 def test_orchestrator_channel_retries_a_refused_full_size_generate(
     refusing_replica: tuple[str, RefuseFirstAttempt],
 ) -> None:

@@ -41,7 +41,10 @@ DEFAULT_SERVICE_CONFIG = json.dumps(
                     "initialBackoff": "0.2s",
                     "maxBackoff": "2s",
                     "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
+                    # CANCELLED too: a Python server shutting down cancels calls it accepted but had not
+                    # started (grpc/grpc#41785); every call here can be repeated, and gRPC never retries a
+                    # call the client itself cancelled.
+                    "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"],
                 },
             }
         ],

@@ -166,6 +166,9 @@ class Downstream(Backend):
             ("grpc.enable_retries", 1),
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
+            # gRPC keeps only 256 KiB of a call for retries by default; a full-size SD 1.5 GenerateRequest
+            # (two [1, 77, 768] float32 tensors, 473 KB) would then never be retried on another replica.
+            ("grpc.per_rpc_retry_buffer_size", config.max_message_bytes),
         ]
         self.channels = {kind: grpc.insecure_channel(self.targets[kind], options=options) for kind in KINDS}
         self.separator = separator_pb2_grpc.SeparatorStub(self.channels["separator"])
