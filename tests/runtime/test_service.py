@@ -321,3 +321,20 @@ def test_sigterm_lets_the_in_flight_call_finish(tiny: Callable[[str], dict[str, 
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_max_connection_age_closes_idle_client_connections(tiny: Callable[[str], dict[str, Any]]) -> None:
+    """A recycled connection is what makes a DNS-resolved client notice replicas added by a scale-up."""
+    config = GeneratorConfig(port=0, max_connection_age_seconds=0.5, grace_seconds=1, **tiny("generator"))
+    svc = start_service(definition("generator"), config, wait=True)
+    try:
+        with grpc.insecure_channel(svc.address) as channel:
+            states: list[grpc.ChannelConnectivity] = []
+            channel.subscribe(states.append, try_to_connect=True)
+            grpc.channel_ready_future(channel).result(timeout=10)
+            deadline = time.monotonic() + 15
+            while grpc.ChannelConnectivity.IDLE not in states[states.index(grpc.ChannelConnectivity.READY):]:
+                assert time.monotonic() < deadline, states
+                time.sleep(0.1)
+    finally:
+        svc.stop(0)

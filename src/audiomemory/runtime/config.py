@@ -35,6 +35,10 @@ class ServiceConfig(BaseSettings):
     max_queue: int = Field(8, ge=0, description="Model calls waiting before RESOURCE_EXHAUSTED.")
     grace_seconds: float = Field(30.0, ge=0, description="SIGTERM: time in-flight calls get to finish.")
     max_message_bytes: int = Field(4 * MiB, ge=64 * 1024, description="Largest single gRPC message.")
+    max_connection_age_seconds: float | None = Field(
+        None, gt=0, description="Close client connections after this long (with grace_seconds to finish calls) "
+        "so clients re-resolve DNS and find replicas added by a scale-up; None = never.",
+    )
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = torch default).")
 
     @classmethod

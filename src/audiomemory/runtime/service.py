@@ -196,6 +196,20 @@ class RunningService:
             self._loader.join(timeout=60)
 
 
+def _server_options(config: ServiceConfig) -> list[tuple[str, int]]:
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    if config.max_connection_age_seconds is not None:
+        options += [
+            ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(config.grace_seconds * 1000)),
+        ]
+    return options
+
+
 def start_service(
     definition: ServiceDefinition,
     config: ServiceConfig,
@@ -217,11 +231,7 @@ def start_service(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix=f"am-{definition.kind}"),
         interceptors=[interceptor],
-        options=[
-            ("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", config.max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=_server_options(config),
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
     definition.add_servicer(server, backend, gate, config)
