@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import ml_dtypes
 import numpy as np
 
-from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
+from audiomemory.runtime.errors import InvalidInput, ResourceExhausted, describe
 from audiomemory.v1 import tensor_pb2
 
 if TYPE_CHECKING:
@@ -352,6 +352,22 @@ class AudioAssembler:
         if self.frames == 0:
             raise InvalidInput(f"{self.field}: empty audio, the stream held no frames")
         return np.concatenate(self._parts, axis=1, dtype=np.float32), self.sample_rate
+
+
+def check_audio(audio: np.ndarray, sample_rate: int) -> None:
+    """A backend's input check: float32 ``[channels, frames]``, 1-2 channels, frames, a sane rate, finite."""
+    if not isinstance(audio, np.ndarray) or audio.ndim != 2:
+        raise InvalidInput(f"audio: expected a [channels, frames] array, got {describe(audio)}")
+    if audio.shape[0] not in (1, 2):
+        raise InvalidInput(f"audio: expected 1 or 2 channels, got {audio.shape[0]}")
+    if audio.shape[1] == 0:
+        raise InvalidInput("audio: empty, no frames")
+    if audio.dtype != np.float32:
+        raise InvalidInput(f"audio: expected float32 samples, got {audio.dtype}")
+    if not 1 <= sample_rate <= MAX_SAMPLE_RATE:
+        raise InvalidInput(f"sample_rate: expected 1..{MAX_SAMPLE_RATE} Hz, got {sample_rate}")
+    if not np.isfinite(audio).all():
+        raise InvalidInput("audio: samples must be finite, found NaN or inf")
 
 
 def frames_limit(seconds: float, sample_rate: int) -> int:

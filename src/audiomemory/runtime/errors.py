@@ -82,3 +82,9 @@ def describe(value: Any) -> str:
     if len(text) > _MAX_REPR:
         return f"a {type(value).__name__} ({len(text)} characters when printed)"
     return text
+
+
+def shorten(exc: BaseException, limit: int = 200) -> str:
+    """A library's error message, cut to ``limit`` characters (they can quote whole paths or states)."""
+    text = str(exc)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -39,7 +39,8 @@ import torch.nn.functional as F
 
 from audiomemory.audio_encoder.backends import AudioEncoderBackend, CancelCheck
 from audiomemory.runtime.backend import ModelInfo, offline, resolve_device
-from audiomemory.runtime.errors import Cancelled, FailedPrecondition, InvalidInput, ModelUnavailable, describe
+from audiomemory.runtime.codec import check_audio
+from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ModelUnavailable, shorten
 
 if TYPE_CHECKING:
     from audiomemory.audio_encoder.config import AudioEncoderConfig
@@ -196,7 +197,7 @@ class OpenL3Backend(AudioEncoderBackend):
             model.load_state_dict(state)
         except (OSError, RuntimeError, KeyError) as exc:
             raise ModelUnavailable(
-                f"OpenL3 weights {str(path)!r} could not be loaded: {type(exc).__name__}: {_short(exc)}"
+                f"OpenL3 weights {str(path)!r} could not be loaded: {type(exc).__name__}: {shorten(exc)}"
             ) from exc
         self._device = resolve_device(self.config.device)
         model.to(self._device).eval()
@@ -223,7 +224,7 @@ class OpenL3Backend(AudioEncoderBackend):
         try:
             torch.hub.load_state_dict_from_url(url, model_dir=str(path.parent), map_location="cpu")
         except OSError as exc:
-            raise ModelUnavailable(f"OpenL3 weights {path.name!r}: download failed: {_short(exc)}") from exc
+            raise ModelUnavailable(f"OpenL3 weights {path.name!r}: download failed: {shorten(exc)}") from exc
 
     @classmethod
     def write_tiny(cls, root: Path, **variant: Any) -> dict[str, Any]:
@@ -318,7 +319,7 @@ class OpenL3Backend(AudioEncoderBackend):
         self, audio: np.ndarray, sample_rate: int, *, cancelled: CancelCheck | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         self._loaded()
-        _check_audio(audio, sample_rate)
+        check_audio(audio, sample_rate)
         # The caller's array is only read: frame_view copies the mono signal into its padded buffer.
         frames = frame_view(to_mono_48k(audio, sample_rate), self.hop)
         count = frames.shape[0]
@@ -332,24 +333,3 @@ class OpenL3Backend(AudioEncoderBackend):
                 out[start : start + step] = self._forward(batch).float().cpu().numpy()
         timestamps = np.arange(count, dtype=np.float64) * (self.hop / SAMPLE_RATE)
         return out, timestamps
-
-
-def _check_audio(audio: np.ndarray, sample_rate: int) -> None:
-    if not isinstance(audio, np.ndarray) or audio.ndim != 2:
-        raise InvalidInput(f"audio: expected a [channels, frames] array, got {describe(audio)}")
-    if audio.shape[0] not in (1, 2):
-        raise InvalidInput(f"audio: expected 1 or 2 channels, got {audio.shape[0]}")
-    if audio.shape[1] == 0:
-        raise InvalidInput("audio: empty, no frames")
-    if audio.dtype != np.float32:
-        raise InvalidInput(f"audio: expected float32 samples, got {audio.dtype}")
-    if not 1 <= sample_rate <= MAX_SAMPLE_RATE:
-        raise InvalidInput(f"sample_rate: expected 1..{MAX_SAMPLE_RATE} Hz, got {sample_rate}")
-    if not np.isfinite(audio).all():
-        raise InvalidInput("audio: samples must be finite, found NaN or inf")
-
-
-def _short(exc: BaseException, limit: int = 200) -> str:
-    """A library's error message, cut to ``limit`` characters (they can quote whole paths or states)."""
-    text = str(exc)
-    return text if len(text) <= limit else text[: limit - 1] + "…"

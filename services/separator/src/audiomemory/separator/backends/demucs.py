@@ -34,7 +34,8 @@ import torch
 import yaml
 
 from audiomemory.runtime.backend import ModelInfo, offline, resolve_device
-from audiomemory.runtime.errors import Cancelled, FailedPrecondition, InvalidInput, ModelUnavailable, describe
+from audiomemory.runtime.codec import check_audio
+from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ModelUnavailable, shorten
 from audiomemory.separator.audio import resample, to_channels
 from audiomemory.separator.backends import CancelCheck, SeparatorBackend, Stems
 
@@ -197,7 +198,7 @@ def _demucs_errors(what: str) -> Iterator[None]:
     except SystemExit as exc:  # demucs.utils.fatal prints to stderr, then exits the process
         raise ModelUnavailable(f"{what}: Demucs refused to load it (it tried to exit with {exc.code!r})") from None
     except (ModelLoadingError, OSError, KeyError, ValueError) as exc:
-        raise ModelUnavailable(f"{what}: {type(exc).__name__}: {_short(exc)}") from exc
+        raise ModelUnavailable(f"{what}: {type(exc).__name__}: {shorten(exc)}") from exc
 
 
 class DemucsBackend(SeparatorBackend):
@@ -343,7 +344,7 @@ class DemucsBackend(SeparatorBackend):
         from demucs.apply import apply_model
 
         bag = self._loaded()
-        _check_audio(audio, sample_rate)
+        check_audio(audio, sample_rate)
         rate = int(bag.samplerate)
         wav = to_channels(resample(audio, sample_rate, rate), int(bag.audio_channels))
         # Our own copy: neither the caller's (possibly read-only, zero-copy) array nor its memory
@@ -371,25 +372,3 @@ class DemucsBackend(SeparatorBackend):
             )
         stems = (out[0] * scale + mean).to("cpu", torch.float32).numpy()
         return Stems(names=tuple(bag.sources), sample_rate=rate, audio=stems)
-
-
-def _check_audio(audio: np.ndarray, sample_rate: int) -> None:
-    """What Demucs would ``assert`` (or silently get wrong), as ``InvalidInput``."""
-    if not isinstance(audio, np.ndarray) or audio.ndim != 2:
-        raise InvalidInput(f"audio: expected a [channels, frames] array, got {describe(audio)}")
-    if audio.shape[0] not in (1, 2):
-        raise InvalidInput(f"audio: expected 1 or 2 channels, got {audio.shape[0]}")
-    if audio.shape[1] == 0:
-        raise InvalidInput("audio: empty, no frames")
-    if audio.dtype != np.float32:
-        raise InvalidInput(f"audio: expected float32 samples, got {audio.dtype}")
-    if not 1 <= sample_rate <= MAX_SAMPLE_RATE:
-        raise InvalidInput(f"sample_rate: expected 1..{MAX_SAMPLE_RATE} Hz, got {sample_rate}")
-    if not np.isfinite(audio).all():
-        raise InvalidInput("audio: samples must be finite, found NaN or inf")
-
-
-def _short(exc: BaseException, limit: int = 200) -> str:
-    """A library's error message, cut to ``limit`` characters (they can quote whole paths or states)."""
-    text = str(exc)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
