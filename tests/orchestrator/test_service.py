@@ -393,7 +393,8 @@ def test_deadline_reaches_downstream_calls(
     finished_before += 1
     started = time.monotonic()
     with pytest.raises(grpc.RpcError) as info:
-        run_job(orchestrator.address, data, seed=1, steps=150, timeout=6.0)  # 150 tiny steps take ~15 s
+        # 150 steps at 256² (16x the tiny model's native 64²) take minutes even on an idle machine
+        run_job(orchestrator.address, data, seed=1, steps=150, width=256, height=256, timeout=6.0)
     assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     while generator.request_count("Generate") == finished_before and time.monotonic() - started < 10:
         time.sleep(0.05)
