@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import os
-import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from tqdm import tqdm
 
 from audiomemory import profiles
 from audiomemory.client import Client, ImageResult
+from audiomemory.runtime.backend import reachable
 from audiomemory.runtime.errors import FailedPrecondition
 from audiomemory.stack import KINDS, MODEL_KINDS, LocalStack, definition
 from audiomemory.v1 import (
@@ -97,21 +97,13 @@ def serve(kind: str, args: tuple[str, ...]) -> None:
     serve_forever(d, config)
 
 
-def _network_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 @contextmanager
 def _orchestrator(models: str, address: str | None) -> Iterator[str]:
     """An orchestrator address: the given one, or an embedded stack for the duration."""
     if address:
         yield address
         return
-    if models in ("auto", "default") and not os.environ.get("HF_HUB_OFFLINE") and not _network_reachable():
+    if models in ("auto", "default") and not os.environ.get("HF_HUB_OFFLINE") and not reachable("huggingface.co", 3.0):
         os.environ["HF_HUB_OFFLINE"] = "1"  # no network: let every loader fail fast from its cache
     if models == "auto":
         try:

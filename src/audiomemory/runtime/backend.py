@@ -10,6 +10,8 @@ group ``audiomemory.<kind>``; see ``registry.py``.
 from __future__ import annotations
 
 import os
+import socket
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -95,3 +97,21 @@ def offline() -> bool:
     """True when the Hugging Face / hub libraries are told not to touch the network."""
     flags = ("HF_HUB_OFFLINE", "AUDIOMEMORY_OFFLINE")
     return any(os.environ.get(var, "").lower() in ("1", "true", "yes") for var in flags)
+
+
+def reachable(host: str, timeout: float = 2.0) -> bool:
+    """Whether ``host:443`` accepts a TCP connection within ``timeout`` — DNS included, hence the thread:
+    a resolver with no network can block far longer than any socket timeout."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, name=f"reachable-{host}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])

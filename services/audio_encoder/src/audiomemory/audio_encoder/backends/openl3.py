@@ -26,8 +26,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import socket
-import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -38,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from audiomemory.audio_encoder.backends import AudioEncoderBackend, CancelCheck
-from audiomemory.runtime.backend import ModelInfo, offline, resolve_device
+from audiomemory.runtime.backend import ModelInfo, offline, reachable, resolve_device
 from audiomemory.runtime.codec import check_audio
 from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ModelUnavailable, shorten
 
@@ -105,23 +103,6 @@ def file_sha256(path: Path) -> str:
     return sha.hexdigest()
 
 
-def _reachable(host: str, timeout: float = PROBE_SECONDS) -> bool:
-    """Whether ``host:443`` accepts a TCP connection within ``timeout`` (DNS included, hence the thread)."""
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, 443), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, name="openl3-weights-probe", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return bool(result and result[0])
-
-
 def lean_forward(model: Any, x: torch.Tensor) -> torch.Tensor:
     """``PytorchOpenl3.forward`` with the same layers in the same order, without its memory cost.
 
@@ -184,7 +165,7 @@ class OpenL3Backend(AudioEncoderBackend):
         url, path = self._weights()
         if not path.is_file():
             host = url.split("://", 1)[1].split("/", 1)[0]
-            if offline() or not _reachable(host):
+            if offline() or not reachable(host, PROBE_SECONDS):
                 reason = "offline mode is set" if offline() else "the network is unreachable"
                 raise ModelUnavailable(
                     f"OpenL3 model {self.model_id!r}: weights {path.name!r} are not in {str(path.parent)!r} "

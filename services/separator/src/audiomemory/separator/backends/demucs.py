@@ -21,8 +21,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from fractions import Fraction
@@ -33,7 +31,7 @@ import numpy as np
 import torch
 import yaml
 
-from audiomemory.runtime.backend import ModelInfo, offline, resolve_device
+from audiomemory.runtime.backend import ModelInfo, offline, reachable, resolve_device
 from audiomemory.runtime.codec import check_audio
 from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ModelUnavailable, shorten
 from audiomemory.separator.audio import resample, to_channels
@@ -130,21 +128,9 @@ def _hf_cache_dir() -> str:
 
 
 def _hub_reachable(timeout: float = PROBE_SECONDS) -> bool:
-    """Whether the HF hub answers a TCP connect within ``timeout`` (DNS included, hence the thread)."""
+    """Whether the HF hub answers a TCP connect within ``timeout``."""
     host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://", 1)[-1].split("/", 1)[0]
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host.split(":")[0], 443), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, name="demucs-hub-probe", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return bool(result and result[0])
+    return reachable(host.split(":")[0], timeout)
 
 
 def _load_from_hf_cache(name: str) -> BagOfModels | None:
