@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 import grpc
 import numpy as np
 import torch
+from benchlib import cpu_model, progress  # a sibling script (scripts/ is on sys.path when run)
 
 from audiomemory.audio_encoder.backends.openl3 import OpenL3Backend
 from audiomemory.audio_encoder.config import AudioEncoderConfig
@@ -45,21 +45,6 @@ from audiomemory.separator.backends.demucs import HTDEMUCS_KWARGS, DemucsBackend
 from audiomemory.separator.config import SeparatorConfig
 from audiomemory.separator.service import DEFINITION as SEPARATOR
 from audiomemory.v1 import audio_encoder_pb2, audio_encoder_pb2_grpc, separator_pb2, separator_pb2_grpc, tensor_pb2
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> float:

@@ -28,10 +28,8 @@ import argparse
 import io
 import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,6 +50,7 @@ from audiomemory.v1 import orchestrator_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_vision import write_full_size  # a sibling script, not a package
+from benchlib import cpu_model, progress  # a sibling script (scripts/ is on sys.path when run)
 
 LYRICS = """neon rain on the window, we were young
 hold the light, hold the light
@@ -59,21 +58,6 @@ the city hums a song we never sung
 hold the light, hold the light"""
 
 Stage = orchestrator_pb2.Stage
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def song_wav(seconds: float, rate: int = 44100) -> bytes:

@@ -36,6 +36,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from benchlib import cpu_model  # a sibling script (scripts/ is on sys.path when run)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from audiomemory.runtime.codec import to_tensor
@@ -157,7 +158,7 @@ def main() -> None:
         # Paired per round (the phases of one round run back to back), so drifting background load
         # on a shared machine affects both sides of each ratio alike.
         ratio = statistics.median(two_ / one_ for one_, two_ in zip(rates[1], rates[2], strict=True))
-        cpu = _cpu_model()
+        cpu = cpu_model()
         print(
             f"generator tier, tiny SD architecture at {args.size}px x {args.steps} steps, {args.jobs} jobs per phase, "
             f"1 torch thread per replica, {os.cpu_count()} CPUs ({cpu}), load average {_load()} at the end: "
@@ -190,16 +191,6 @@ def _load() -> str:
         return f"{os.getloadavg()[0]:.1f}"
     except OSError:
         return "unknown"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

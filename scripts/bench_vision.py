@@ -21,10 +21,8 @@ import contextlib
 import itertools
 import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any
 import grpc
 import numpy as np
 import torch
+from benchlib import cpu_model  # a sibling script (scripts/ is on sys.path when run)
 
 from audiomemory.generator.backends import GenerationStopped, ImageRequest
 from audiomemory.generator.backends.stable_diffusion import StableDiffusionBackend
@@ -220,17 +219,6 @@ def bench_encode(service: RunningService, repeat: int) -> dict[str, float]:
     }
 
 
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
@@ -280,7 +268,7 @@ def main() -> None:
             )
         summary = {
             "bench": "vision",
-            "cpu": cpu_name(),
+            "cpu": cpu_model(),
             "torch_threads": torch.get_num_threads(),
             "load_average_1m_at_end": os.getloadavg()[0],  # shared machine: others' work competes
             "device": "cpu",
