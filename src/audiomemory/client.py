@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,15 @@ import grpc
 from audiomemory.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 
 CHUNK_BYTES = 1 << 20
+METADATA_KEY = "audiomemory"  # the PNG text chunk holding everything needed to reproduce an image
+
+
+def read_metadata(png: bytes) -> dict[str, Any] | None:
+    """The ``audiomemory`` JSON chunk of a result PNG, or ``None`` when the image has none."""
+    from PIL import Image
+
+    text = getattr(Image.open(io.BytesIO(png)), "text", {}).get(METADATA_KEY)
+    return None if text is None else dict(json.loads(text))
 
 
 @dataclass

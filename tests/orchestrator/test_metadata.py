@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from audiomemory.orchestrator.metadata import embed_metadata, read_metadata
+from audiomemory.client import read_metadata
+from audiomemory.orchestrator.metadata import embed_metadata
 
 
 def _metadata() -> dict[str, Any]:

@@ -15,8 +15,8 @@ import pytest
 from google.protobuf import json_format
 from PIL import Image
 
+from audiomemory.client import read_metadata
 from audiomemory.orchestrator.lyrics import salient_window
-from audiomemory.orchestrator.metadata import read_metadata
 from audiomemory.runtime import codec
 from audiomemory.runtime.service import RunningService
 from audiomemory.v1 import (

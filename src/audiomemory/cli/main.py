@@ -33,7 +33,7 @@ from pydantic_settings import SettingsError
 from tqdm import tqdm
 
 from audiomemory import profiles
-from audiomemory.client import Client, ImageResult
+from audiomemory.client import Client, ImageResult, read_metadata
 from audiomemory.runtime.backend import reachable
 from audiomemory.runtime.errors import FailedPrecondition
 from audiomemory.stack import KINDS, MODEL_KINDS, LocalStack, definition
@@ -338,7 +338,7 @@ def _pixels(png: bytes) -> np.ndarray:
 @click.option("--orchestrator", help="HOST:PORT of a running orchestrator (default: start everything here).")
 def reproduce(image: Path, song: Path, out: Path | None, models: str, orchestrator: str | None) -> None:
     """Re-run the job recorded in IMAGE's metadata and report whether the pixels match."""
-    metadata = _image_metadata(image.read_bytes())
+    metadata = read_metadata(image.read_bytes())
     if metadata is None or "request" not in metadata:
         raise click.ClickException(f"{image}: no Audio Memory metadata (the 'audiomemory' PNG text chunk)")
     digest = hashlib.sha256(song.read_bytes()).hexdigest()
@@ -359,13 +359,6 @@ def reproduce(image: Path, song: Path, out: Path | None, models: str, orchestrat
     click.echo(f"pixels {'match' if same else 'differ'}: max difference {diff}/255 over {before.size} values")
     if not same:
         sys.exit(1)
-
-
-def _image_metadata(png: bytes) -> dict[str, Any] | None:
-    from PIL import Image
-
-    text = getattr(Image.open(io.BytesIO(png)), "text", {}).get("audiomemory")
-    return None if text is None else dict(json.loads(text))
 
 
 def _register_optional_commands() -> None:

@@ -7,7 +7,8 @@ and leaving the pixels as they were (PNG is lossless and the mode is kept):
   ``Steps: …, Sampler: …, CFG scale: …, Seed: …, Size: WxH, Model: …`` plus our fields.
 - ``audiomemory`` — JSON with everything needed to reproduce the image (``METADATA_KEY``).
 
-``read_metadata(png)`` returns the JSON back (``None`` when the image has none).
+``audiomemory.client.read_metadata(png)`` (in the core, so clients read it without the orchestrator)
+returns the JSON back (``None`` when the image has none).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
+from audiomemory.client import METADATA_KEY
 from audiomemory.runtime.errors import AudioMemoryError
 
-METADATA_KEY = "audiomemory"
 PARAMETERS_KEY = "parameters"
 SCHEMA_VERSION = 1
 
@@ -71,10 +72,3 @@ def embed_metadata(png: bytes, metadata: dict[str, Any]) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG", pnginfo=info)
     return out.getvalue()
-
-
-def read_metadata(png: bytes) -> dict[str, Any] | None:
-    """The ``audiomemory`` JSON chunk of a PNG, or ``None``."""
-    image = Image.open(io.BytesIO(png))
-    text = getattr(image, "text", {}).get(METADATA_KEY)
-    return None if text is None else json.loads(text)
