@@ -28,6 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from audiomemory.runtime import allocator
 from audiomemory.runtime.backend import Backend
 from audiomemory.runtime.config import ServiceConfig
 from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ResourceExhausted, Unavailable
@@ -153,6 +154,8 @@ class RunningService:
             return
         if self._stopped.is_set():
             return
+        if self.backend.exclusive_load:  # it built torch modules (the orchestrator's backend does not)
+            allocator.advise(self.definition.kind, self.backend.describe().device)
         self.gate.ready.set()
         self.metrics.ready.labels(self.definition.kind).set(1)
         self._set_serving(True)

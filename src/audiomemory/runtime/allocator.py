@@ -1,0 +1,59 @@
+"""Which heap allocator this process runs on, and what to do when it is glibc's malloc.
+
+PyTorch on CPU allocates and frees megabytes of activations per layer. glibc malloc hands much of
+that back to the kernel and faults it in again on the next call. Measured on the 2-core sandbox
+(BENCHMARKS.md, "Heap allocator"): one 2-step SD 1.5 generation at 256x256 took about 1.9 million
+minor page faults and 3 s of system time under glibc and a few thousand faults under tcmalloc; an
+SD 1.5 UNet step ran about 18 % faster, and the whole pipeline about 20 %. The services run model
+calls on worker threads, which glibc served a few per cent slower than the main thread.
+
+The allocator can only be chosen before a process starts (``LD_PRELOAD``): the images preload
+tcmalloc, ``make`` does when the library is installed, and a service that loaded a model onto
+the CPU under glibc malloc says so once in its log, with the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import threading
+from pathlib import Path
+
+log = logging.getLogger("audiomemory.allocator")
+
+#: Allocators recognised by their shared object in ``/proc/self/maps`` (``libtcmalloc_minimal.so.4``, ...).
+KNOWN = ("tcmalloc", "jemalloc", "mimalloc")
+
+TIP = (
+    "CPU model calls run about 20 % slower under glibc malloc (page faults on every call); "
+    "preload tcmalloc: LD_PRELOAD=libtcmalloc_minimal.so.4 (Debian/Ubuntu package libtcmalloc-minimal4)"
+)
+
+_advised = False
+_lock = threading.Lock()
+
+
+def heap_allocator(maps: Path = Path("/proc/self/maps")) -> str:
+    """``tcmalloc``, ``jemalloc`` or ``mimalloc`` when one is mapped into this process, else
+    ``glibc`` (or ``system`` on another C library, or where ``/proc`` cannot be read)."""
+    try:
+        text = maps.read_text()
+    except OSError:
+        return "system"
+    for name in KNOWN:
+        if f"/lib{name}" in text:
+            return name
+    return "glibc" if platform.libc_ver()[0] == "glibc" else "system"
+
+
+def advise(kind: str, device: str) -> None:
+    """Log the allocator once per process; a warning with the fix when a model runs on CPU under glibc."""
+    global _advised
+    name = heap_allocator()
+    with _lock:
+        warn = name == "glibc" and device.startswith("cpu") and not _advised
+        _advised = _advised or warn
+    if warn:
+        log.warning("%s: glibc malloc with a model on %s. %s", kind, device, TIP)
+    else:
+        log.info("%s: heap allocator %s", kind, name)
