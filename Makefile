@@ -11,6 +11,12 @@ TORCH ?= torch==2.13.0
 DISTS := -e . -e ./services/separator -e ./services/audio_encoder -e ./services/text_encoder \
 	-e ./services/generator -e ./orchestrator
 STAMP := $(VENV)/.installed
+# tcmalloc, when installed (Debian/Ubuntu: libtcmalloc-minimal4), is preloaded for every command that
+# runs models: under glibc malloc PyTorch re-faults its freed activations on each call (~20 % slower
+# on CPU; BENCHMARKS.md "Heap allocator"). `make demo TCMALLOC=` runs with glibc malloc.
+TCMALLOC ?= $(firstword $(wildcard /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4 \
+	/usr/local/lib/libtcmalloc_minimal.so.4))
+PRELOAD := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
 CHECKOV := .venv-checkov/.installed
 
 .PHONY: venv dev protos check-protos lint typecheck test demo clean \
@@ -49,7 +55,7 @@ test: $(STAMP) $(CHECKOV) check-protos lint typecheck
 
 # MODELS=auto uses the real weights when they are cached or downloadable, else the tiny profile (it says so).
 demo: $(STAMP)
-	$(BIN)/audiomemory generate examples/song.mp3 --lyrics examples/lyrics.txt --models "$(MODELS)" \
+	$(PRELOAD) $(BIN)/audiomemory generate examples/song.mp3 --lyrics examples/lyrics.txt --models "$(MODELS)" \
 		--seed 7 -o "$(OUT)/demo.png" --sidecar
 
 bench-codec: $(STAMP)
@@ -58,16 +64,16 @@ bench-codec: $(STAMP)
 		$(BIN)/python scripts/bench_codec.py
 
 bench-audio: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_audio.py
+	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_audio.py
 
 bench-vision: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_vision.py
+	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_vision.py
 
 bench-e2e: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_e2e.py
+	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_e2e.py
 
 bench-scale: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_scale.py
+	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_scale.py
 
 clean:
 	rm -rf $(OUT) .mypy_cache .ruff_cache .pytest_cache

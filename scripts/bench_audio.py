@@ -39,6 +39,7 @@ from benchlib import cpu_model, progress  # a sibling script (scripts/ is on sys
 from audiomemory.audio_encoder.backends.openl3 import OpenL3Backend
 from audiomemory.audio_encoder.config import AudioEncoderConfig
 from audiomemory.audio_encoder.service import DEFINITION as AUDIO_ENCODER
+from audiomemory.runtime.allocator import heap_allocator
 from audiomemory.runtime.codec import AudioAssembler, TensorAssembler, iter_audio_chunks
 from audiomemory.runtime.service import start_service
 from audiomemory.separator.backends.demucs import HTDEMUCS_KWARGS, DemucsBackend, write_repo
@@ -224,6 +225,7 @@ def main() -> None:
         "load_avg_start": round(os.getloadavg()[0], 2),
         "bench": "audio",
         "machine": cpu_model(),
+        "allocator": heap_allocator(),
         "cpus": torch.get_num_threads(),
         "device": args.device,
         "torch": torch.__version__,

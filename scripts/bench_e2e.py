@@ -19,6 +19,8 @@ times, interleaved (gRPC cold, gRPC hit, in-process; the next round in-process f
 in a shared machine's load hits all alike; the ratios use the minimum of each path (the run least
 disturbed by other work), medians are printed too. Two warm-up jobs (one step; in-process, then
 through gRPC) page every weight in and start every handler thread before anything is timed.
+The heap allocator is part of the parameters: ``make bench-e2e`` preloads tcmalloc when it is
+installed, as the images do (``make bench-e2e TCMALLOC=`` measures glibc malloc).
 Prints the parameters first, a table, and last one JSON line.
 """
 
@@ -44,6 +46,7 @@ import torch
 from audiomemory.audio_encoder.backends.openl3 import OpenL3Backend
 from audiomemory.client import Client, ImageResult
 from audiomemory.orchestrator.inprocess import InProcessPipeline
+from audiomemory.runtime.allocator import heap_allocator
 from audiomemory.separator.backends.demucs import HTDEMUCS_KWARGS, write_repo
 from audiomemory.stack import MODEL_KINDS, LocalStack
 from audiomemory.v1 import orchestrator_pb2
@@ -199,7 +202,7 @@ def main() -> None:
         "clip_seconds": args.seconds, "clip_format": "WAV float32 44.1 kHz stereo",
         "openl3_hop_s": args.hop, "width": args.size, "height": args.size, "steps": args.steps,
         "guidance": args.guidance, "scheduler": "generator default", "repeat": args.repeat,
-        "torch_threads": torch.get_num_threads(), "device": "cpu",
+        "torch_threads": torch.get_num_threads(), "device": "cpu", "allocator": heap_allocator(),
         "inprocess_embed": "concurrent" if args.ungated else "one at a time, like the service's gate",
     }
     print(f"machine: {machine}, {os.cpu_count()} CPUs, load average {load_start[0]:.2f} at start")

@@ -39,6 +39,7 @@ import numpy as np
 from benchlib import cpu_model  # a sibling script (scripts/ is on sys.path when run)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from audiomemory.runtime.allocator import heap_allocator
 from audiomemory.runtime.codec import to_tensor
 from audiomemory.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 
@@ -161,7 +162,8 @@ def main() -> None:
         cpu = cpu_model()
         print(
             f"generator tier, tiny SD architecture at {args.size}px x {args.steps} steps, {args.jobs} jobs per phase, "
-            f"1 torch thread per replica, {os.cpu_count()} CPUs ({cpu}), load average {_load()} at the end: "
+            f"1 torch thread per replica, {os.cpu_count()} CPUs ({cpu}), heap allocator {heap_allocator()}, "
+            f"load average {_load()} at the end: "
             f"1 replica {statistics.median(rates[1]):.3f} jobs/s, 2 replicas {statistics.median(rates[2]):.3f} jobs/s",
             flush=True,
         )

@@ -37,6 +37,7 @@ from audiomemory.generator.backends import GenerationStopped, ImageRequest
 from audiomemory.generator.backends.stable_diffusion import StableDiffusionBackend
 from audiomemory.generator.config import GeneratorConfig
 from audiomemory.generator.service import DEFINITION as GENERATOR
+from audiomemory.runtime.allocator import heap_allocator
 from audiomemory.runtime.codec import to_tensor
 from audiomemory.runtime.service import RunningService, start_service
 from audiomemory.text_encoder.backends.clip import ClipBackend, write_clip_tokenizer
@@ -269,6 +270,7 @@ def main() -> None:
         summary = {
             "bench": "vision",
             "cpu": cpu_model(),
+            "allocator": heap_allocator(),
             "torch_threads": torch.get_num_threads(),
             "load_average_1m_at_end": os.getloadavg()[0],  # shared machine: others' work competes
             "device": "cpu",

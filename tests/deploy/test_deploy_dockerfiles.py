@@ -91,6 +91,20 @@ def test_runtime_stage_runs_as_the_uid_the_manifests_expect(kind: str, dockerfil
     assert not any("models pull" in a for op, a in steps if op == "RUN")
 
 
+def test_model_images_preload_tcmalloc_from_a_pinned_package(kind: str, dockerfile: Path) -> None:
+    steps = instructions(dockerfile)
+    runtime = steps[[i for i, (op, _) in enumerate(steps) if op == "FROM"][-1] :]
+    env = " ".join(a for op, a in runtime if op == "ENV")
+    installs = [a for op, a in runtime if op == "RUN" and "apt-get install" in a]
+    if kind in MODEL_KINDS:
+        # the soname alone: the loader finds it on any architecture's library path
+        assert "LD_PRELOAD=libtcmalloc_minimal.so.4" in env
+        (run,) = installs
+        assert re.search(r"\blibtcmalloc-minimal4=\S+", run) and "rm -rf /var/lib/apt/lists/*" in run
+    else:
+        assert "LD_PRELOAD" not in env and not installs  # the orchestrator runs no model
+
+
 def test_build_context_leaves_out_virtualenvs_and_other_services(kind: str, dockerfile: Path) -> None:
     text = (dockerfile.parent / "Dockerfile.dockerignore").read_text()
     ignore = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
