@@ -20,7 +20,7 @@ PRELOAD := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
 CHECKOV := .venv-checkov/.installed
 
 .PHONY: venv dev protos check-protos lint typecheck test demo clean \
-	bench-codec bench-audio bench-vision bench-e2e bench-scale
+	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc
 
 $(STAMP): pyproject.toml services/*/pyproject.toml orchestrator/pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -74,6 +74,10 @@ bench-e2e: $(STAMP)
 
 bench-scale: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_scale.py
+
+# glibc malloc vs tcmalloc under SD 1.5 UNet calls; the script preloads tcmalloc into one of its workers.
+bench-alloc: $(STAMP)
+	$(BIN)/python scripts/bench_alloc.py
 
 clean:
 	rm -rf $(OUT) .mypy_cache .ruff_cache .pytest_cache

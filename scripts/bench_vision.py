@@ -48,13 +48,11 @@ from audiomemory.v1 import generator_pb2, generator_pb2_grpc, text_encoder_pb2, 
 LYRICS = "hold the light, we were young under neon rain, hold the light, hold the light"
 
 
-def write_full_size(root: Path) -> tuple[Path, Path]:
-    """SD 1.5's UNet/VAE/scheduler and CLIP ViT-L/14's text tower, shapes as published, random weights."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+def sd15_unet() -> Any:
+    """SD 1.5's UNet as published (860 M parameters), random weights from torch's current seed."""
+    from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         sample_size=64,
         in_channels=4,
         out_channels=4,
@@ -65,6 +63,15 @@ def write_full_size(root: Path) -> tuple[Path, Path]:
         cross_attention_dim=768,
         attention_head_dim=8,
     )
+
+
+def write_full_size(root: Path) -> tuple[Path, Path]:
+    """SD 1.5's UNet/VAE/scheduler and CLIP ViT-L/14's text tower, shapes as published, random weights."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = sd15_unet()
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
