@@ -2,10 +2,10 @@
 
 PyTorch on CPU allocates and frees megabytes of activations per layer. glibc malloc hands much of
 that back to the kernel and faults it in again on the next call. Measured on the 2-core sandbox
-(BENCHMARKS.md, "Heap allocator"): one 2-step SD 1.5 generation at 256x256 took about 1.9 million
-minor page faults and 3 s of system time under glibc and a few thousand faults under tcmalloc; an
-SD 1.5 UNet step ran about 18 % faster, and the whole pipeline about 20 %. The services run model
-calls on worker threads, which glibc served a few per cent slower than the main thread.
+(BENCHMARKS.md, "Heap allocator"): an SD 1.5 UNet call at 256x256 took ~464 thousand minor page
+faults and 0.64 s of system time under glibc, under a thousand faults with tcmalloc, and 22 % less
+time. A whole job through the services took 27 % less time, and their overhead over calling the
+same models in one thread's code fell from 15 % to none (``make bench-e2e``: 1.155 -> 0.985).
 
 The allocator can only be chosen before a process starts (``LD_PRELOAD``): the images preload
 tcmalloc, ``make`` does when the library is installed, and a service that loaded a model onto
@@ -25,7 +25,7 @@ log = logging.getLogger("audiomemory.allocator")
 KNOWN = ("tcmalloc", "jemalloc", "mimalloc")
 
 TIP = (
-    "CPU model calls run about 20 % slower under glibc malloc (page faults on every call); "
+    "model calls on CPU take about 30 % longer under glibc malloc (page faults on every call); "
     "preload tcmalloc: LD_PRELOAD=libtcmalloc_minimal.so.4 (Debian/Ubuntu package libtcmalloc-minimal4)"
 )
 
