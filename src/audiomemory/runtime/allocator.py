@@ -25,7 +25,7 @@ log = logging.getLogger("audiomemory.allocator")
 KNOWN = ("tcmalloc", "jemalloc", "mimalloc")
 
 TIP = (
-    "model calls on CPU take about 30 % longer under glibc malloc (page faults on every call); "
+    "Model calls on CPU take about 30 % longer under glibc malloc (page faults on every call); "
     "preload tcmalloc: LD_PRELOAD=libtcmalloc_minimal.so.4 (Debian/Ubuntu package libtcmalloc-minimal4)"
 )
 
@@ -54,6 +54,6 @@ def advise(kind: str, device: str) -> None:
         warn = name == "glibc" and device.startswith("cpu") and not _advised
         _advised = _advised or warn
     if warn:
-        log.warning("%s: glibc malloc with a model on %s. %s", kind, device, TIP)
+        log.warning("%s: model on %s under glibc malloc. %s", kind, device, TIP)
     else:
         log.info("%s: heap allocator %s", kind, name)
