@@ -34,7 +34,7 @@ import torch
 from benchlib import cpu_model  # a sibling script (scripts/ is on sys.path when run)
 
 from audiomemory.generator.backends import GenerationStopped, ImageRequest
-from audiomemory.generator.backends.stable_diffusion import StableDiffusionBackend
+from audiomemory.generator.backends.stable_diffusion import StableDiffusionBackend, save_pipeline
 from audiomemory.generator.config import GeneratorConfig
 from audiomemory.generator.service import DEFINITION as GENERATOR
 from audiomemory.runtime.allocator import heap_allocator
@@ -67,7 +67,7 @@ def sd15_unet() -> Any:
 
 def write_full_size(root: Path) -> tuple[Path, Path]:
     """SD 1.5's UNet/VAE/scheduler and CLIP ViT-L/14's text tower, shapes as published, random weights."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
@@ -82,28 +82,9 @@ def write_full_size(root: Path) -> tuple[Path, Path]:
         up_block_types=("UpDecoderBlock2D",) * 4,
         sample_size=512,
     )
-    scheduler = PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        skip_prk_steps=True,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
     sd = root / "sd15-random"
-    pipe: Any = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=None,
-        tokenizer=None,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        image_encoder=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(str(sd))
-    del pipe, unet, vae
+    save_pipeline(sd, unet, vae)
+    del unet, vae
     clip = root / "clip-l-random"
     text = CLIPTextModel(
         CLIPTextConfig(

@@ -67,6 +67,39 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+def embeds_pipeline(unet: Any, vae: Any, scheduler: Any) -> Pipeline:
+    """A ``StableDiffusionPipeline`` fed with embeddings: no text encoder, tokenizer or safety checker."""
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=None,
+        tokenizer=None,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+    )
+
+
+def save_pipeline(folder: Path, unet: Any, vae: Any) -> None:
+    """Write ``unet`` and ``vae`` with SD 1.5's own scheduler config as a pipeline folder this backend loads."""
+    from diffusers import PNDMScheduler
+
+    scheduler = PNDMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    embeds_pipeline(unet, vae, scheduler).save_pretrained(str(folder))
+
+
 class StableDiffusionBackend(GeneratorBackend):
     """Stable Diffusion from ``prompt_embeds``/``negative_prompt_embeds``."""
 
@@ -192,7 +225,6 @@ class StableDiffusionBackend(GeneratorBackend):
     def _pipeline_for(self, scheduler_name: str) -> Pipeline:
         """A pipeline object of its own (shared UNet/VAE, own scheduler and interrupt flag)."""
         import diffusers
-        from diffusers import StableDiffusionPipeline
 
         base = self._loaded()
         if scheduler_name == self._own_scheduler_name:
@@ -200,17 +232,7 @@ class StableDiffusionBackend(GeneratorBackend):
         else:
             cls_name, overrides = SCHEDULERS[scheduler_name]
             scheduler = getattr(diffusers, cls_name).from_config(base.scheduler.config, **overrides)
-        pipe: Pipeline = StableDiffusionPipeline(
-            vae=base.vae,
-            text_encoder=None,
-            tokenizer=None,
-            unet=base.unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            image_encoder=None,
-            requires_safety_checker=False,
-        )
+        pipe = embeds_pipeline(base.unet, base.vae, scheduler)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -278,7 +300,7 @@ class StableDiffusionBackend(GeneratorBackend):
         Native size 64 px (latent 32, VAE scale factor 2), a pipeline folder with model_index.json.
         """
         import torch
-        from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+        from diffusers import AutoencoderKL, UNet2DConditionModel
 
         folder = Path(root) / TINY_DIRNAME
         with torch.random.fork_rng(devices=[]):
@@ -302,28 +324,7 @@ class StableDiffusionBackend(GeneratorBackend):
                 latent_channels=4,
                 sample_size=64,
             )
-        # SD 1.5's own scheduler config.
-        scheduler = PNDMScheduler(
-            num_train_timesteps=1000,
-            beta_start=0.00085,
-            beta_end=0.012,
-            beta_schedule="scaled_linear",
-            skip_prk_steps=True,
-            set_alpha_to_one=False,
-            steps_offset=1,
-        )
-        pipe: Pipeline = StableDiffusionPipeline(
-            vae=vae,
-            text_encoder=None,
-            tokenizer=None,
-            unet=unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            image_encoder=None,
-            requires_safety_checker=False,
-        )
-        pipe.save_pretrained(str(folder))
+        save_pipeline(folder, unet, vae)
         # Default to the tiny model's native 64 px: 512 px would cost 64x the compute for noise.
         return {"model": str(folder), "default_size": 64}
 
