@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,12 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 from audiomemory.profiles import write_tiny_for  # after the offline switches above
+from audiomemory.runtime.backend import Backend
+from audiomemory.runtime.config import ServiceConfig
+from audiomemory.runtime.service import RunningService, ServiceDefinition, start_service
 
 TinyOverrides = Callable[[str], dict[str, Any]]
+StartService = Callable[..., RunningService]
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +35,40 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyOverrides:
         return dict(written[kind])
 
     return get
+
+
+# Each area's name for its model's tiny overrides; one copy on disk for the whole session.
+@pytest.fixture(scope="session")
+def tiny_separator(tiny: TinyOverrides) -> dict[str, Any]:
+    return tiny("separator")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny: TinyOverrides) -> dict[str, Any]:
+    return tiny("audio_encoder")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny: TinyOverrides) -> dict[str, Any]:
+    return tiny("text_encoder")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tiny: TinyOverrides) -> dict[str, Any]:
+    return tiny("generator")
+
+
+@pytest.fixture
+def start_services() -> Iterator[StartService]:
+    """``start(definition, config, backend=None, wait=True)`` → a started service; all stop after the test."""
+    started: list[RunningService] = []
+
+    def start(definition: ServiceDefinition, config: ServiceConfig, backend: Backend | None = None, *,
+              wait: bool = True) -> RunningService:
+        svc = start_service(definition, config, backend, wait=wait, wait_timeout=60)
+        started.append(svc)
+        return svc
+
+    yield start
+    for svc in started:
+        svc.stop(0)

@@ -6,26 +6,19 @@ architecture), so the shared service uses a 0.5 s hop and the tests send clips o
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 import pytest
 
-from audiomemory.audio_encoder.backends.openl3 import OpenL3Backend
 from audiomemory.audio_encoder.config import AudioEncoderConfig
 from audiomemory.audio_encoder.service import DEFINITION
-from audiomemory.runtime.backend import Backend
 from audiomemory.runtime.service import RunningService, start_service
 from audiomemory.v1 import audio_encoder_pb2_grpc
 
 HOP = 0.5
-
-
-@pytest.fixture(scope="session")
-def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Config overrides selecting random OpenL3 weights in the hub-cache layout (written once)."""
-    return OpenL3Backend.write_tiny(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +35,6 @@ def stub(encoder: RunningService) -> Iterator[audio_encoder_pb2_grpc.AudioEncode
 
 
 @pytest.fixture
-def start_encoder() -> Iterator[Callable[..., RunningService]]:
-    """Start extra encoders (own config or backend); all are stopped after the test."""
-    started: list[RunningService] = []
-
-    def _start(config: AudioEncoderConfig, backend: Backend | None = None, *, wait: bool = True) -> RunningService:
-        svc = start_service(DEFINITION, config, backend, wait=wait, wait_timeout=60)
-        started.append(svc)
-        return svc
-
-    yield _start
-    for svc in started:
-        svc.stop(0)
+def start_encoder(start_services: Callable[..., RunningService]) -> Callable[..., RunningService]:
+    """``start(config, backend=None, wait=True)``: extra encoders, stopped after the test."""
+    return functools.partial(start_services, DEFINITION)

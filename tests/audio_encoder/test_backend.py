@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +11,8 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
+from helpers import GatedLoad, health
 
 from audiomemory.audio_encoder.backends.openl3 import OpenL3Backend
 from audiomemory.audio_encoder.config import AudioEncoderConfig
@@ -107,21 +107,8 @@ def test_cancel_check_stops_between_batches(backend: OpenL3Backend) -> None:
         backend.embed(tone(48000, 1, 0.3), 48000, cancelled=lambda: True)
 
 
-class GatedOpenL3(OpenL3Backend):
+class GatedOpenL3(GatedLoad, OpenL3Backend):
     """The real backend, whose load waits until the test releases it."""
-
-    def __init__(self, config: AudioEncoderConfig) -> None:
-        super().__init__(config)
-        self.release = threading.Event()
-
-    def load(self) -> None:
-        if not self.release.wait(30):
-            raise TimeoutError("test never released the load")
-        super().load()
-
-
-def health(channel: grpc.Channel, service: str) -> int:
-    return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
 
 
 def test_health_is_not_serving_until_the_model_has_loaded(

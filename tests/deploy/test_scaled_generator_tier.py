@@ -45,16 +45,11 @@ SIZE = 64  # the tiny pipeline's native size
 
 
 @pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("tiny")
+def tiny_profile(tiny: Callable[[str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-service config overrides selecting the suite's tiny random-weight models."""
+    from audiomemory.stack import MODEL_KINDS
 
-
-@pytest.fixture(scope="module")
-def tiny_profile(tiny_root: Path) -> dict[str, dict[str, Any]]:
-    """Per-service config overrides selecting the tiny random-weight models."""
-    from audiomemory import profiles
-
-    return profiles.make_tiny(tiny_root)
+    return {kind: tiny(kind) for kind in MODEL_KINDS}
 
 
 @pytest.fixture(scope="module")

@@ -1,37 +1,19 @@
-"""Fixtures for the generator: tiny SD + tiny CLIP on disk, both services on port 0, helpers."""
+"""Fixtures for the generator: the tiny SD and CLIP services on port 0, and stubs to them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from audiomemory.generator.backends.stable_diffusion import StableDiffusionBackend
 from audiomemory.generator.config import GeneratorConfig
 from audiomemory.generator.service import DEFINITION as GENERATOR
 from audiomemory.runtime.service import RunningService, start_service
-from audiomemory.text_encoder.backends.clip import ClipBackend
 from audiomemory.text_encoder.config import TextEncoderConfig
 from audiomemory.text_encoder.service import DEFINITION as TEXT_ENCODER
 from audiomemory.v1 import generator_pb2_grpc, text_encoder_pb2_grpc
-
-
-@pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("tiny-vision")
-
-
-@pytest.fixture(scope="session")
-def tiny_sd(tiny_root: Path) -> dict[str, Any]:
-    return StableDiffusionBackend.write_tiny(tiny_root)
-
-
-@pytest.fixture(scope="session")
-def tiny_clip(tiny_root: Path) -> dict[str, Any]:
-    return ClipBackend.write_tiny(tiny_root)
 
 
 @pytest.fixture(scope="module")

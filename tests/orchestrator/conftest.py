@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,23 +50,18 @@ StartOrchestrator = Callable[..., RunningService]
 
 
 @pytest.fixture
-def start_orchestrator(tmp_path: Path) -> Iterator[StartOrchestrator]:
-    """``start(services, wait=True, **config)`` → an orchestrator in front of ``services``."""
-    started: list[RunningService] = []
+def start_orchestrator(tmp_path: Path, start_services: Callable[..., RunningService]) -> StartOrchestrator:
+    """``start(services, wait=True, **config)`` → an orchestrator in front of ``services``, stopped after the test."""
+    caches = itertools.count()
 
     def start(services: dict[str, RunningService], *, wait: bool = True, **config: Any) -> RunningService:
         settings: dict[str, Any] = {
-            "port": 0, "cache_dir": tmp_path / f"cache{len(started)}", "connect_timeout_seconds": 30,
+            "port": 0, "cache_dir": tmp_path / f"cache{next(caches)}", "connect_timeout_seconds": 30,
             **targets(services), **config,
         }
-        svc = start_service(DEFINITION, OrchestratorConfig(**settings), wait=wait, wait_timeout=60)
-        started.append(svc)
-        return svc
+        return start_services(DEFINITION, OrchestratorConfig(**settings), wait=wait)
 
-    yield start
-    for svc in started:
-        svc.stop(0)
-        svc.backend.close()  # type: ignore[attr-defined]
+    return start
 
 
 @pytest.fixture(scope="module")

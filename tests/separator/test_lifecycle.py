@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +9,8 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
+from helpers import GatedLoad, health
 
 from audiomemory.runtime.errors import FailedPrecondition
 from audiomemory.runtime.service import RunningService
@@ -23,22 +23,8 @@ from .streams import collect, requests, tone
 SERVICE = "audiomemory.v1.Separator"
 
 
-class GatedDemucs(DemucsBackend):
+class GatedDemucs(GatedLoad, DemucsBackend):
     """The real backend, whose load waits until the test releases it."""
-
-    def __init__(self, config: SeparatorConfig) -> None:
-        super().__init__(config)
-        self.release = threading.Event()
-
-    def load(self) -> None:
-        if not self.release.wait(30):
-            raise TimeoutError("test never released the load")
-        super().load()
-
-
-def health(channel: grpc.Channel, service: str) -> int:
-    stub = health_pb2_grpc.HealthStub(channel)
-    return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
 
 
 def test_health_is_not_serving_until_the_model_has_loaded(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,12 +13,6 @@ from audiomemory.text_encoder.backends.clip import ClipBackend
 from audiomemory.text_encoder.config import TextEncoderConfig
 from audiomemory.text_encoder.service import DEFINITION
 from audiomemory.v1 import text_encoder_pb2_grpc
-
-
-@pytest.fixture(scope="session")
-def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Config overrides selecting the tiny CLIP written by ``ClipBackend.write_tiny``."""
-    return ClipBackend.write_tiny(tmp_path_factory.mktemp("tiny-models"))
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +35,3 @@ def text_encoder_service(tiny_clip: dict[str, Any]) -> Iterator[RunningService]:
 def text_encoder(text_encoder_service: RunningService) -> Iterator[text_encoder_pb2_grpc.TextEncoderStub]:
     with grpc.insecure_channel(text_encoder_service.address) as channel:
         yield text_encoder_pb2_grpc.TextEncoderStub(channel)
-
-
-@pytest.fixture(scope="session")
-def tiny_root(tiny_clip: dict[str, Any]) -> Path:
-    return Path(tiny_clip["model"]).parent
