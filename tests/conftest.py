@@ -72,3 +72,13 @@ def start_services() -> Iterator[StartService]:
     yield start
     for svc in started:
         svc.stop(0)
+
+
+@pytest.fixture
+def empty_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Offline, with empty HF and torch caches under ``tmp_path`` (whatever this machine has cached elsewhere)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path

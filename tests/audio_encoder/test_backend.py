@@ -136,10 +136,8 @@ def test_health_is_not_serving_until_the_model_has_loaded(
 
 
 def test_missing_weights_offline_fail_within_five_seconds_naming_them_and_the_fix(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, start_encoder: Callable[..., RunningService]
+    empty_caches: Path, start_encoder: Callable[..., RunningService]
 ) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     started = time.perf_counter()
     svc = start_encoder(AudioEncoderConfig(port=0), wait=False)  # default weights dir: $TORCH_HOME/hub
     with pytest.raises(FailedPrecondition) as caught:
@@ -147,7 +145,7 @@ def test_missing_weights_offline_fail_within_five_seconds_naming_them_and_the_fi
     assert time.perf_counter() - started < 5
     message = str(caught.value)
     assert "'openl3-music-mel256-512'" in message and "torchopenl3_mel256_music_512.pth.tar" in message
-    assert str(tmp_path / "torch") in message
+    assert str(empty_caches / "torch") in message
     assert "audiomemory models pull" in message and "--models tiny" in message
     with grpc.insecure_channel(svc.address) as channel:
         assert health(channel, SERVICE) == health_pb2.HealthCheckResponse.NOT_SERVING

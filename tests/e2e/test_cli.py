@@ -110,12 +110,9 @@ def test_unknown_models_profile_is_a_clear_usage_error(song: Path) -> None:
 
 
 def test_default_models_offline_fail_fast_naming_the_model_and_the_ways_out(song: Path, tmp_path: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                           empty_caches: Path) -> None:
     import time
 
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # empty caches
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()
     result = CliRunner().invoke(cli, ["generate", str(song), "--models", "default", "-o", str(tmp_path / "x.png")])
     assert time.monotonic() - start < 60

@@ -111,18 +111,9 @@ def test_weights_change_the_reported_revision(tmp_path: Path, tiny_separator: di
     assert mine.describe().revision != theirs.describe().revision
 
 
-@pytest.fixture
-def offline_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    return tmp_path
-
-
-def test_pretrained_name_loads_offline_from_the_torch_hub_cache(offline_caches: Path) -> None:
+def test_pretrained_name_loads_offline_from_the_torch_hub_cache(empty_caches: Path) -> None:
     # Where demucs' legacy loader caches htdemucs (remote/files.txt → hybrid_transformer/955717e8-8726e21a.th).
-    checkpoints = offline_caches / "torch" / "hub" / "checkpoints"
+    checkpoints = empty_caches / "torch" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     torch.manual_seed(2)
     package = {"klass": HTDemucs, "args": [], "kwargs": TINY_KWARGS, "state": get_state(HTDemucs(**TINY_KWARGS), None)}
@@ -133,11 +124,11 @@ def test_pretrained_name_loads_offline_from_the_torch_hub_cache(offline_caches: 
     assert backend.separate(tone(44100, 2, 0.3), 44100).audio.shape == (4, 2, 13230)
 
 
-def test_pretrained_name_loads_offline_from_the_hugging_face_cache(offline_caches: Path) -> None:
+def test_pretrained_name_loads_offline_from_the_hugging_face_cache(empty_caches: Path) -> None:
     from safetensors.torch import save_file
 
     # The layout huggingface_hub leaves for adefossez/HTDemucs: refs/main → snapshots/<commit>/files.
-    repo = offline_caches / "hf" / "hub" / "models--adefossez--HTDemucs"
+    repo = empty_caches / "hf" / "hub" / "models--adefossez--HTDemucs"
     commit = "0" * 40
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)

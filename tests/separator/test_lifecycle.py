@@ -55,16 +55,6 @@ def test_health_is_not_serving_until_the_model_has_loaded(
         assert collect(stub.Separate(requests(tone(44100, 2, 0.2), 44100))).header.frames == 8820
 
 
-@pytest.fixture
-def empty_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Offline, with empty HF and torch caches (whatever this machine has cached elsewhere)."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    return tmp_path
-
-
 def test_missing_model_offline_fails_within_five_seconds_naming_model_and_fix(
     empty_caches: Path, start_separator: Callable[..., RunningService]
 ) -> None:
