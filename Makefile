@@ -14,6 +14,7 @@ STAMP := $(VENV)/.installed
 # tcmalloc, when installed (Debian/Ubuntu: libtcmalloc-minimal4), is preloaded for every command that
 # runs models: under glibc malloc PyTorch re-faults its freed activations on each call (SD 1.5 UNet
 # calls ~30 % slower on CPU; BENCHMARKS.md "Heap allocator"). `make demo TCMALLOC=` runs with glibc malloc.
+# The places searched are audiomemory.runtime.allocator.TCMALLOC_GLOBS.
 TCMALLOC ?= $(firstword $(wildcard /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4 \
 	/usr/local/lib/libtcmalloc_minimal.so.4))
 PRELOAD := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))

@@ -27,15 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import cpu_model, progress  # a sibling script (scripts/ is on sys.path when run)
 
-LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/local/lib")
-
-
-def find_tcmalloc() -> str | None:
-    for folder in LIBRARY_DIRS:
-        path = Path(folder) / "libtcmalloc_minimal.so.4"
-        if path.exists():
-            return str(path)
-    return None
+from audiomemory.runtime.allocator import find_tcmalloc
 
 
 def worker(size: int, steps: int) -> None:
@@ -89,7 +81,7 @@ def main() -> None:
         worker(args.size, args.steps)
         return
     tcmalloc = args.tcmalloc or find_tcmalloc()
-    if tcmalloc is None:
+    if not tcmalloc:
         sys.exit("tcmalloc not found: install libtcmalloc-minimal4 (Debian/Ubuntu) or pass --tcmalloc PATH")
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
@@ -99,7 +91,7 @@ def main() -> None:
     cmd = [sys.executable, __file__, "--worker", "--size", str(args.size), "--steps", str(args.steps)]
     procs = {
         "glibc": subprocess.Popen(cmd, env=base, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True),
-        "tcmalloc": subprocess.Popen(cmd, env={**base, "LD_PRELOAD": tcmalloc}, stdin=subprocess.PIPE,
+        "tcmalloc": subprocess.Popen(cmd, env={**base, "LD_PRELOAD": str(tcmalloc)}, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True),
     }
     try:

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from audiomemory.runtime import allocator
-from audiomemory.runtime.allocator import heap_allocator
+from audiomemory.runtime.allocator import find_tcmalloc, heap_allocator
 from audiomemory.runtime.service import start_service
 from audiomemory.stack import definition
 
 GLIBC = platform.libc_ver()[0] == "glibc"
-TCMALLOC = next(iter(sorted(Path("/usr/lib").glob("*/libtcmalloc_minimal.so.4"))), None)
+TCMALLOC = find_tcmalloc()
 
 
 def maps_file(tmp_path: Path, *libraries: str) -> Path:

@@ -29,6 +29,10 @@ TIP = (
     "preload tcmalloc: LD_PRELOAD=libtcmalloc_minimal.so.4 (Debian/Ubuntu package libtcmalloc-minimal4)"
 )
 
+#: Where Debian/Ubuntu (any architecture), Fedora and source builds put tcmalloc (the Makefile looks there too).
+TCMALLOC_GLOBS = ("/usr/lib/*/libtcmalloc_minimal.so.4", "/usr/lib64/libtcmalloc_minimal.so.4",
+                  "/usr/local/lib/libtcmalloc_minimal.so.4")
+
 _advised = False
 _lock = threading.Lock()
 
@@ -44,6 +48,15 @@ def heap_allocator(maps: Path = Path("/proc/self/maps")) -> str:
         if f"/lib{name}" in text:
             return name
     return "glibc" if platform.libc_ver()[0] == "glibc" else "system"
+
+
+def find_tcmalloc() -> Path | None:
+    """The installed ``libtcmalloc_minimal.so.4`` to preload, or None."""
+    for pattern in TCMALLOC_GLOBS:
+        found = sorted(Path("/").glob(pattern.lstrip("/")))
+        if found:
+            return found[0]
+    return None
 
 
 def advise(kind: str, device: str) -> None:
