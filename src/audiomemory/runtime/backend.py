@@ -14,6 +14,7 @@ import socket
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,6 +25,15 @@ if TYPE_CHECKING:
     import torch
 
     from audiomemory.runtime.config import ServiceConfig
+
+
+@cache
+def package_version(package: str) -> str:
+    """The installed version of the distribution ``package`` ("unknown" if it is not installed)."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 @dataclass
@@ -38,10 +48,6 @@ class ModelInfo:
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_proto(self, service: str, package: str = "audiomemory") -> common_pb2.ModelInfo:
-        try:
-            pkg_version = version(package)
-        except PackageNotFoundError:
-            pkg_version = "unknown"
         return common_pb2.ModelInfo(
             service=service,
             backend=self.backend,
@@ -49,7 +55,7 @@ class ModelInfo:
             revision=self.revision,
             device=self.device,
             dtype=self.dtype,
-            version=pkg_version,
+            version=package_version(package),
             extra=self.extra,
         )
 

@@ -15,16 +15,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent import futures
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import grpc
 
 from audiomemory.orchestrator.config import OrchestratorConfig
 from audiomemory.orchestrator.fusion import STEM_ORDER, Projection, ReferenceStats
-from audiomemory.runtime.backend import Backend, ModelInfo
+from audiomemory.runtime.backend import Backend, ModelInfo, package_version
 from audiomemory.runtime.errors import (
     AudioMemoryError,
     Cancelled,
@@ -144,13 +142,6 @@ def rpc_error(kind: str, target: str, exc: grpc.RpcError, context: grpc.Servicer
     return AudioMemoryError(f"the {name} service at {target!r} failed with {code.name}: {details}")
 
 
-def _package_version() -> str:
-    try:
-        return version("audiomemory-orchestrator")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 class Downstream(Backend):
     """Channels and stubs to the four services; ``load`` waits for them and checks compatibility."""
 
@@ -177,8 +168,6 @@ class Downstream(Backend):
         self.generator = generator_pb2_grpc.GeneratorStub(self.channels["generator"])
         self.projection = Projection.from_file(config.projection_file) if config.projection_file else None
         self.stats = ReferenceStats.from_file(config.reference_stats) if config.reference_stats else None
-        self.infos: Infos | None = None
-        self._pool = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="am-describe")
         self._closed = threading.Event()
 
     def _stub(self, kind: str) -> Any:
@@ -190,8 +179,7 @@ class Downstream(Backend):
         """Every service's ``Describe``, concurrently; the first failure names its service."""
         timeout = self.config.describe_timeout_seconds if timeout is None else timeout
         calls = {
-            kind: self._pool.submit(
-                self._stub(kind).Describe,
+            kind: self._stub(kind).Describe.future(
                 common_pb2.DescribeRequest(),
                 timeout=timeout,
                 wait_for_ready=wait_for_ready,
@@ -227,7 +215,6 @@ class Downstream(Backend):
             # build (and cache) the default seeded projection now rather than in the first job
             pooled = 2 * len(STEM_ORDER) * infos.audio_encoder.embedding_dim
             Projection.from_seed(infos.text_encoder.hidden_size, self.config.projection_seed, pooled)
-        self.infos = infos
         log.info(
             "orchestrator: pipeline ready (%s)",
             ", ".join(f"{k}={getattr(infos, k).model.model_id}" for k in KINDS),
@@ -244,7 +231,7 @@ class Downstream(Backend):
         return ModelInfo(
             backend="orchestrator",
             model_id="audiomemory-orchestrator",
-            revision=_package_version(),
+            revision=package_version("audiomemory-orchestrator"),
             device="cpu",
             dtype="float32",
             extra=extra,
@@ -254,4 +241,3 @@ class Downstream(Backend):
         self._closed.set()
         for channel in self.channels.values():
             channel.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -12,24 +12,18 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from audiomemory.orchestrator.config import OrchestratorConfig
 from audiomemory.orchestrator.downstream import Downstream
 from audiomemory.orchestrator.servicer import add_servicer
 from audiomemory.runtime.service import ServiceDefinition, serve_forever
 
-
-def _create_backend(config: Any) -> Downstream:
-    return Downstream(config)
-
-
 DEFINITION = ServiceDefinition(
     kind="orchestrator",
     grpc_service_name="audiomemory.v1.Orchestrator",
     config_class=OrchestratorConfig,
     add_servicer=add_servicer,
-    create_backend=_create_backend,
+    create_backend=Downstream,
 )
 
 

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import av
@@ -153,9 +153,8 @@ def validate_options(msg: orchestrator_pb2.CreateImageOptions, config: Orchestra
 class Job:
     """The downstream calls of one job, so that all of them can be cancelled at once."""
 
-    def __init__(self, context: grpc.ServicerContext, config: OrchestratorConfig) -> None:
+    def __init__(self, context: grpc.ServicerContext) -> None:
         self.context = context
-        self.config = config
         self.cancelled = threading.Event()
         self._calls: list[grpc.Future] = []
         self._lock = threading.Lock()
@@ -189,13 +188,6 @@ class Job:
             raise Cancelled("the caller cancelled the job")
 
 
-@dataclass
-class FrontHalf:
-    pooled: np.ndarray
-    frames: dict[str, np.ndarray] = field(default_factory=dict)
-    timestamps: dict[str, np.ndarray] = field(default_factory=dict)
-
-
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     def __init__(self, downstream: Downstream, gate: Gate, config: OrchestratorConfig) -> None:
         self.downstream = downstream
@@ -224,7 +216,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     def CreateImage(
         self, request_iterator: Iterator[orchestrator_pb2.CreateImageRequest], context: grpc.ServicerContext
     ) -> Iterator[orchestrator_pb2.CreateImageResponse]:
-        job = Job(context, self.config)
+        job = Job(context)
         context.add_callback(job.cancel_all)  # the caller going away cancels every downstream call
         try:
             with self.gate.slot(context):
@@ -279,15 +271,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         )
         cached = self.cache.get(key)
         if cached is not None:
-            front = FrontHalf(np.asarray(cached.pooled, np.float32), dict(cached.frames), dict(cached.timestamps))
+            pooled = np.asarray(cached.pooled, np.float32)
             yield _event(Stage.STAGE_EMBEDDING, 4, 4, message="cache hit", cache_hit=True)
         else:
             yield _event(Stage.STAGE_SEPARATING, message=f"separating {decoded.seconds:.1f} s into stems")
             frames: dict[str, np.ndarray] = {}
             stamps: dict[str, np.ndarray] = {}
             yield from self._separate_and_embed(job, infos, decoded, stem_format, frames, stamps)
-            front = FrontHalf(pool_stems(frames), frames, stamps)
-            self.cache.put(key, CachedAudio(front.pooled, front.frames, front.timestamps))
+            pooled = pool_stems(frames)
+            self.cache.put(key, CachedAudio(pooled, frames, stamps))
         job.check()
 
         yield _event(Stage.STAGE_ENCODING_TEXT, message="encoding lyrics and negative prompt")
@@ -297,13 +289,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         yield _event(Stage.STAGE_FUSING, message=f"fusing audio into text, strength {opts.strength:g}")
         lyrics_e, negative_e = embeddings[0:1], embeddings[1:2]
         projection = self.downstream.projection or Projection.from_seed(
-            lyrics_e.shape[-1], opts.projection_seed, front.pooled.size
+            lyrics_e.shape[-1], opts.projection_seed, pooled.size
         )
         fused = fuse(
-            lyrics_e, front.pooled, opts.strength, projection=projection, stats=self.downstream.stats,
+            lyrics_e, pooled, opts.strength, projection=projection, stats=self.downstream.stats,
             keep_bos=opts.keep_bos,
         )
-        steered = audio_direction(front.pooled, projection, self.downstream.stats) is not None
+        steered = audio_direction(pooled, projection, self.downstream.stats) is not None
 
         request = generator_pb2.GenerateRequest(
             prompt_embeds=codec.to_tensor(np.ascontiguousarray(fused, dtype=np.float32)),
@@ -317,7 +309,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         metadata = _metadata(
             opts, infos, self.downstream, decoded, sha256, len_bytes=upload_bytes,
             window=window, truncated=truncated, projection=projection, steered=steered,
-            pooled=front.pooled, image=image, cache_hit=cached is not None,
+            pooled=pooled, image=image, cache_hit=cached is not None,
         )
         metadata["stem_format"] = json_format.MessageToDict(stem_format)
         metadata["request"] = _resolved_request(first.options, opts)
@@ -336,7 +328,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     # -- stages -----------------------------------------------------------------------------------
     def _receive(
         self, job: Job, requests: Iterator[orchestrator_pb2.CreateImageRequest]
-    ) -> tuple[bytes, str]:
+    ) -> tuple[bytearray, str]:
         limit = self.config.max_upload_bytes
         buf = bytearray()
         digest = hashlib.sha256()
@@ -350,7 +342,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             buf += req.file_chunk
             digest.update(req.file_chunk)
         job.check()
-        return bytes(buf), digest.hexdigest()
+        return buf, digest.hexdigest()  # decode_audio reads a bytearray as it is: no 256 MiB copy
 
     @staticmethod
     def _stem_format(infos: Infos) -> tensor_pb2.AudioFormat:
