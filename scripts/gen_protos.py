@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import filecmp
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -68,7 +67,6 @@ def main() -> int:
             print(f"generated code is out of sync with protos/: differs {stale}, not generated {extra}; "
                   "run `make protos`", file=sys.stderr)
             return 1
-        shutil.rmtree(tmp, ignore_errors=True)
     print("generated code is in sync with protos/")
     return 0
 

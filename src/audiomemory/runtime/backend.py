@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
     import torch
 
     from audiomemory.runtime.config import ServiceConfig
+
+
+#: A zero-argument callable that says whether the caller gave up; backends poll it between model calls.
+CancelCheck = Callable[[], bool]
 
 
 @cache

@@ -66,14 +66,6 @@ def dtype_enum(name: str) -> tensor_pb2.DType.ValueType:
         raise InvalidInput(f"dtype: expected one of {', '.join(DTYPE_NAMES)}, got {name!r}") from None
 
 
-def dtype_name(enum: int) -> str:
-    """The numpy-style name of a wire enum value."""
-    try:
-        return _BY_ENUM[enum].name
-    except KeyError:
-        raise InvalidInput(f"dtype: unknown wire value {enum}") from None
-
-
 def _name_of(dtype: np.dtype[Any]) -> str:
     if dtype == np.dtype(ml_dtypes.bfloat16):
         return "bfloat16"
@@ -255,10 +247,6 @@ class TensorAssembler:
         self._buffer[self._received : end] = np.frombuffer(chunk.data, dtype=np.uint8)
         self._received = end
         self._pieces += 1
-
-    @property
-    def started(self) -> bool:
-        return self._header is not None
 
     def result(self) -> np.ndarray:
         if self._header is None or self._buffer is None or self._spec is None:

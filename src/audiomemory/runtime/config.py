@@ -7,7 +7,7 @@ and model fields. Precedence: flags > keyword arguments > environment > defaults
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, Self
+from typing import Any, Self
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
@@ -22,7 +22,6 @@ class ServiceConfig(BaseSettings):
         env_prefix="AUDIOMEMORY_", extra="forbid", validate_default=True, cli_kebab_case=True
     )
 
-    kind: ClassVar[str] = "service"
 
     host: str = Field("127.0.0.1", description="Interface to bind (0.0.0.0 in containers).")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import ClassVar
 
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -62,7 +61,6 @@ class OrchestratorConfig(ServiceConfig):
 
     model_config = SettingsConfigDict(env_prefix="AUDIOMEMORY_ORCHESTRATOR_", extra="forbid", validate_default=True)
 
-    kind: ClassVar[str] = "orchestrator"
 
     backend: str = Field("orchestrator", description="Not a model backend; kept for the shared runtime.")
     concurrency: int = Field(4, ge=1, description="Jobs running at once (each waits mostly on services).")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -18,7 +18,6 @@ class AudioEncoderConfig(ServiceConfig):
         env_prefix="AUDIOMEMORY_AUDIO_ENCODER_", extra="forbid", validate_default=True
     )
 
-    kind: ClassVar[str] = "audio_encoder"
 
     backend: str = Field("openl3", description="Registered audio encoder backend (entry point).")
     content_type: Literal["music", "env"] = Field("music", description="OpenL3 training content.")

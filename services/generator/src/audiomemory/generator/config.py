@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -18,7 +16,6 @@ class GeneratorConfig(ServiceConfig):
 
     model_config = SettingsConfigDict(env_prefix="AUDIOMEMORY_GENERATOR_", extra="forbid", validate_default=True)
 
-    kind: ClassVar[str] = "generator"
 
     backend: str = Field("stable-diffusion", description="Registered backend name (entry point).")
     model: str = Field(DEFAULT_MODEL, description="Hub id or a local diffusers pipeline folder (model_index.json).")

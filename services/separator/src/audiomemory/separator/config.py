@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -16,7 +15,6 @@ class SeparatorConfig(ServiceConfig):
 
     model_config = SettingsConfigDict(env_prefix="AUDIOMEMORY_SEPARATOR_", extra="forbid", validate_default=True)
 
-    kind: ClassVar[str] = "separator"
 
     backend: str = Field("demucs", description="Registered separator backend (entry point).")
     model: str = Field("htdemucs", description="Model (bag) name, e.g. htdemucs, htdemucs_ft, or a tiny repo's name.")

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from audiomemory.runtime.codec import MAX_SAMPLE_RATE, AudioAssembler, dtype_name_safe, frames_limit, iter_audio_chunks
+from audiomemory.runtime.codec import (
+    MAX_SAMPLE_RATE,
+    AudioAssembler,
+    dtype_enum,
+    dtype_name_safe,
+    frames_limit,
+    iter_audio_chunks,
+)
 from audiomemory.runtime.errors import InvalidInput
 from audiomemory.runtime.service import Gate
 from audiomemory.separator.audio import expected_frames, fit_length, resample, to_channels
@@ -118,7 +125,7 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
                 stems=list(stems.names),
                 sample_rate=fmt.sample_rate,
                 channels=fmt.channels,
-                dtype=tensor_pb2.DTYPE_FLOAT16 if fmt.dtype == "float16" else tensor_pb2.DTYPE_FLOAT32,
+                dtype=dtype_enum(fmt.dtype),
                 frames=frames,
             )
         )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -19,7 +17,6 @@ class TextEncoderConfig(ServiceConfig):
 
     model_config = SettingsConfigDict(env_prefix="AUDIOMEMORY_TEXT_ENCODER_", extra="forbid", validate_default=True)
 
-    kind: ClassVar[str] = "text_encoder"
 
     backend: str = Field("clip", description="Registered backend name (entry point).")
     model: str = Field(

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable
 
 import numpy as np
 
-from audiomemory.runtime.backend import Backend
+from audiomemory.runtime.backend import Backend, CancelCheck
 from audiomemory.runtime.errors import Cancelled
 
 __all__ = ["AudioEncoderBackend", "CancelCheck", "Cancelled"]
 
-# A zero-argument callable that says whether the caller gave up; backends poll it between batches.
-CancelCheck = Callable[[], bool]
 
 
 class AudioEncoderBackend(Backend):

@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 48_000  # OpenL3's input rate
 WINDOW = SAMPLE_RATE  # one window is 1 s
-MAX_SAMPLE_RATE = 384_000
 WEIGHTS_URL = "https://github.com/torchopenl3/torchopenl3-models/raw/master/"
 PROBE_SECONDS = 2.0
 HOW_TO_GET = (

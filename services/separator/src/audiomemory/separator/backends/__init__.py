@@ -7,18 +7,15 @@ I/O facts of the loaded model (``stems``, ``sample_rate``, ``channels``) and ``s
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from audiomemory.runtime.backend import Backend
+from audiomemory.runtime.backend import Backend, CancelCheck
 from audiomemory.runtime.errors import Cancelled
 
 __all__ = ["CancelCheck", "Cancelled", "SeparatorBackend", "Stems"]
 
-# A zero-argument callable that says whether the caller gave up; backends poll it between model calls.
-CancelCheck = Callable[[], bool]
 
 
 @dataclass(frozen=True)

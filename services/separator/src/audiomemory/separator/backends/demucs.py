@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_SAMPLE_RATE = 384_000
 # How long the network probe may take before we call the machine offline.
 PROBE_SECONDS = 2.0
 HOW_TO_GET = (
