@@ -84,6 +84,9 @@ class Backend(ABC):
     def describe(self) -> ModelInfo:
         """Identity of the loaded model (called after ``load``)."""
 
+    def close(self) -> None:  # noqa: B027 - an optional hook: most backends hold nothing else
+        """Release what the backend holds besides its model (the orchestrator's channels); called on stop."""
+
     @classmethod
     def write_tiny(cls, root: Path) -> dict[str, Any]:
         """Write small random-weight models under ``root``; return the config overrides selecting them."""

@@ -190,9 +190,7 @@ class RunningService:
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
-        close = getattr(self.backend, "close", None)
-        if callable(close):
-            close()  # e.g. the orchestrator's channels to the model services
+        self.backend.close()
         if self._loader is not None and self._loader is not threading.current_thread():
             # A load still running would race the caller's next imports (lazy modules such as diffusers'
             # are not safe to import from two threads at once): give it a bounded time to end.
