@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from audiomemory import profiles
 from audiomemory.client import Client, ImageResult, read_metadata
-from audiomemory.runtime.backend import reachable
+from audiomemory.runtime.backend import download_blocked, hf_endpoint
 from audiomemory.runtime.errors import FailedPrecondition
 from audiomemory.stack import KINDS, MODEL_KINDS, LocalStack, definition
 from audiomemory.v1 import (
@@ -103,8 +103,9 @@ def _orchestrator(models: str, address: str | None) -> Iterator[str]:
     if address:
         yield address
         return
-    if models in ("auto", "default") and not os.environ.get("HF_HUB_OFFLINE") and not reachable("huggingface.co", 3.0):
+    if models in ("auto", "default") and download_blocked(hf_endpoint(), 3.0) is not None:
         os.environ["HF_HUB_OFFLINE"] = "1"  # no network: let every loader fail fast from its cache
+    stack: LocalStack | None = None
     if models == "auto":
         try:
             stack = LocalStack(profiles.resolve("default")).start()
@@ -113,28 +114,19 @@ def _orchestrator(models: str, address: str | None) -> Iterator[str]:
             click.secho("Falling back to --models tiny (run `audiomemory models pull` with network access to "
                         "get the real ones).", fg="yellow", err=True)
             models = "tiny"
-        else:
-            with _stopping(stack):
-                yield stack.address
-            return
-    if models == "tiny":
-        click.secho(TINY_BANNER, fg="yellow", err=True)
-    click.echo(f"starting services ({models} models)...", err=True)
+    if stack is None:
+        if models == "tiny":
+            click.secho(TINY_BANNER, fg="yellow", err=True)
+        click.echo(f"starting services ({models} models)...", err=True)
+        try:
+            stack = LocalStack(profiles.resolve(models)).start()
+        except FailedPrecondition as exc:
+            raise click.ClickException(f"{exc}\nWays out: `audiomemory models pull` (with network access), "
+                                       "or `--models tiny` to run offline with random weights.") from None
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--models") from None
     try:
-        stack = LocalStack(profiles.resolve(models)).start()
-    except FailedPrecondition as exc:
-        raise click.ClickException(f"{exc}\nWays out: `audiomemory models pull` (with network access), "
-                                   "or `--models tiny` to run offline with random weights.") from None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--models") from None
-    with _stopping(stack):
         yield stack.address
-
-
-@contextmanager
-def _stopping(stack: LocalStack) -> Iterator[LocalStack]:
-    try:
-        yield stack
     finally:
         stack.stop()
 
@@ -338,7 +330,8 @@ def _pixels(png: bytes) -> np.ndarray:
 @click.option("--orchestrator", help="HOST:PORT of a running orchestrator (default: start everything here).")
 def reproduce(image: Path, song: Path, out: Path | None, models: str, orchestrator: str | None) -> None:
     """Re-run the job recorded in IMAGE's metadata and report whether the pixels match."""
-    metadata = read_metadata(image.read_bytes())
+    original = image.read_bytes()
+    metadata = read_metadata(original)
     if metadata is None or "request" not in metadata:
         raise click.ClickException(f"{image}: no Audio Memory metadata (the 'audiomemory' PNG text chunk)")
     digest = hashlib.sha256(song.read_bytes()).hexdigest()
@@ -350,7 +343,7 @@ def reproduce(image: Path, song: Path, out: Path | None, models: str, orchestrat
         result = _run_job(address, song, "", {}, request=request)
     if out is not None:
         _write_result(result, out, sidecar=False)
-    before, after = _pixels(image.read_bytes()), _pixels(result.png)
+    before, after = _pixels(original), _pixels(result.png)
     if before.shape != after.shape:
         raise click.ClickException(f"pixels differ: size {before.shape[1]}x{before.shape[0]} became "
                                    f"{after.shape[1]}x{after.shape[0]}")

@@ -129,3 +129,23 @@ def reachable(host: str, timeout: float = 2.0) -> bool:
     thread.start()
     thread.join(timeout)
     return bool(result and result[0])
+
+
+#: How to get weights that cannot be downloaded now (the loaders' errors end with it).
+HOW_TO_GET = (
+    "fetch it ahead of time with `audiomemory models pull` (needs network once), "
+    "or run with `--models tiny` for small random-weight test models"
+)
+
+
+def hf_endpoint() -> str:
+    """The Hugging Face hub this process would download from (``HF_ENDPOINT`` or huggingface.co)."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+def download_blocked(url: str, timeout: float = 2.0) -> str | None:
+    """Why nothing can be downloaded from ``url``'s host now, as a phrase for an error; None if it can."""
+    if offline():
+        return "offline mode is set (HF_HUB_OFFLINE or AUDIOMEMORY_OFFLINE)"
+    host = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    return None if reachable(host, timeout) else "the network is unreachable"

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from audiomemory.audio_encoder.backends import AudioEncoderBackend, CancelCheck
-from audiomemory.runtime.backend import ModelInfo, offline, reachable, resolve_device
+from audiomemory.runtime.backend import HOW_TO_GET, ModelInfo, download_blocked, offline, resolve_device
 from audiomemory.runtime.codec import check_audio
 from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ModelUnavailable, shorten
 
@@ -48,11 +48,6 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 48_000  # OpenL3's input rate
 WINDOW = SAMPLE_RATE  # one window is 1 s
 WEIGHTS_URL = "https://github.com/torchopenl3/torchopenl3-models/raw/master/"
-PROBE_SECONDS = 2.0
-HOW_TO_GET = (
-    "fetch it ahead of time with `audiomemory models pull` (needs network once), "
-    "or run with `--models tiny` for random-weight test models"
-)
 
 
 def weights_filename(input_repr: str, content_type: str, embedding_size: int) -> str:
@@ -162,14 +157,11 @@ class OpenL3Backend(AudioEncoderBackend):
 
     def load(self) -> None:
         url, path = self._weights()
-        if not path.is_file():
-            host = url.split("://", 1)[1].split("/", 1)[0]
-            if offline() or not reachable(host, PROBE_SECONDS):
-                reason = "offline mode is set" if offline() else "the network is unreachable"
-                raise ModelUnavailable(
-                    f"OpenL3 model {self.model_id!r}: weights {path.name!r} are not in {str(path.parent)!r} "
-                    f"and cannot be downloaded ({reason}); {HOW_TO_GET}"
-                )
+        if not path.is_file() and (reason := download_blocked(url)) is not None:
+            raise ModelUnavailable(
+                f"OpenL3 model {self.model_id!r}: weights {path.name!r} are not in {str(path.parent)!r} "
+                f"and cannot be downloaded ({reason}); {HOW_TO_GET}"
+            )
         model = _new_model(self.config)
         try:
             # The loader torchopenl3 uses; with the file present it reads it and never touches the network.

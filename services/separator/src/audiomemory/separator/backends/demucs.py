@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import yaml
 
-from audiomemory.runtime.backend import ModelInfo, offline, reachable, resolve_device
+from audiomemory.runtime.backend import HOW_TO_GET, ModelInfo, download_blocked, hf_endpoint, offline, resolve_device
 from audiomemory.runtime.codec import check_audio
 from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ModelUnavailable, shorten
 from audiomemory.separator.audio import resample, to_channels
@@ -43,13 +43,6 @@ if TYPE_CHECKING:
     from audiomemory.separator.config import SeparatorConfig
 
 log = logging.getLogger(__name__)
-
-# How long the network probe may take before we call the machine offline.
-PROBE_SECONDS = 2.0
-HOW_TO_GET = (
-    "fetch it ahead of time with `audiomemory models pull` (needs network once), "
-    "or run with `--models tiny` for small random-weight test models"
-)
 
 # The tiny profile: same class as htdemucs (HTDemucs, 4 sources, 44.1 kHz stereo), few channels and
 # a short segment so 2 s of audio separates in ~0.1-0.3 s on a laptop core.
@@ -124,12 +117,6 @@ def _hf_cache_dir() -> str:
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
     )
     return os.path.join(home, "hub")
-
-
-def _hub_reachable(timeout: float = PROBE_SECONDS) -> bool:
-    """Whether the HF hub answers a TCP connect within ``timeout``."""
-    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://", 1)[-1].split("/", 1)[0]
-    return reachable(host.split(":")[0], timeout)
 
 
 def _load_from_hf_cache(name: str) -> BagOfModels | None:
@@ -250,8 +237,8 @@ class DemucsBackend(SeparatorBackend):
             if model is not None:
                 self._source = "the torch hub cache"
                 return model
-        if offline() or not _hub_reachable():
-            reason = "HF_HUB_OFFLINE is set" if offline() else "the network is unreachable"
+        reason = download_blocked(hf_endpoint())
+        if reason is not None:
             raise ModelUnavailable(
                 f"{what} is not in the local caches ({_hf_cache_dir()}, {torch.hub.get_dir()}/checkpoints) "
                 f"and cannot be downloaded ({reason}); {HOW_TO_GET}"
