@@ -3,7 +3,8 @@
 For benchmarks (gRPC overhead = service path / this path) and for debugging a backend. It runs
 exactly the orchestrator's own pieces — ``decode_audio``, ``pool_stems``, ``lyrics_window``,
 ``fuse`` — and mirrors the service path's data handling: stems converted to the audio encoder's
-rate and channels (soxr), rounded through float16 when the encoder accepts it (as on the wire),
+rate, channels and length by the separator service's own ``to_output_format``, rounded through
+float16 when the encoder accepts it (as on the wire),
 the four stems embedded concurrently, the text encoded in one batched call.
 
     pipeline = InProcessPipeline(separator, audio_encoder, text_encoder, generator)  # loaded backends
@@ -22,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import soxr
 
 from audiomemory.orchestrator.decode import DecodedAudio, decode_audio
 from audiomemory.orchestrator.fusion import STEM_ORDER, Projection, fuse, pool_stems
@@ -36,16 +36,6 @@ class InProcessResult:
     fused: np.ndarray
     negative: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def _to_format(audio: np.ndarray, rate: int, to_rate: int, channels: int) -> np.ndarray:
-    if channels == 1 and audio.shape[0] != 1:
-        audio = audio.mean(axis=0, keepdims=True, dtype=np.float32)
-    elif channels == 2 and audio.shape[0] == 1:
-        audio = np.repeat(audio, 2, axis=0)
-    if rate != to_rate:
-        audio = np.ascontiguousarray(soxr.resample(np.ascontiguousarray(audio.T), rate, to_rate).T)
-    return np.asarray(audio, dtype=np.float32)
 
 
 class InProcessPipeline:
@@ -62,16 +52,21 @@ class InProcessPipeline:
 
     def front_half(self, decoded: DecodedAudio) -> tuple[np.ndarray, dict[str, float]]:
         """Separate, convert, embed the four stems concurrently, pool → ``(a, timings)``."""
+        # The separator service's own conversion (it converts the stems for the encoder on that path).
+        from audiomemory.separator.audio import expected_frames, to_output_format
+
         t0 = time.perf_counter()
         stems = self.separator.separate(decoded.samples, decoded.sample_rate)
         t1 = time.perf_counter()
         enc = self.audio_encoder
         rate, channels = enc.sample_rate, enc.channels or stems.audio.shape[1]
+        length = expected_frames(decoded.samples.shape[1], decoded.sample_rate, rate)
 
         def embed(name: str) -> tuple[str, np.ndarray]:
-            audio = _to_format(stems.audio[stems.names.index(name)], stems.sample_rate, rate, channels)
+            audio = to_output_format(stems.audio[stems.names.index(name)], stems.sample_rate, rate, channels, length,
+                                     float16=self.wire_float16)
             if self.wire_float16:
-                audio = np.clip(audio, -65504, 65504).astype(np.float16).astype(np.float32)
+                audio = audio.astype(np.float16).astype(np.float32)  # the wire's rounding
             frames, _ = enc.embed(audio, rate)
             return name, frames
 

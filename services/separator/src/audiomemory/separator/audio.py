@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
 
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """float32 ``[channels, frames]`` at ``from_rate`` → ``[channels, ≈frames·to/from]`` (soxr HQ)."""
@@ -37,3 +39,11 @@ def fit_length(audio: np.ndarray, frames: int) -> np.ndarray:
 def expected_frames(frames: int, from_rate: int, to_rate: int) -> int:
     """The length of ``frames`` at ``from_rate`` once expressed at ``to_rate`` (same duration)."""
     return max(1, round(frames * to_rate / from_rate))
+
+
+def to_output_format(audio: np.ndarray, rate: int, to_rate: int, channels: int, frames: int, *,
+                     float16: bool) -> np.ndarray:
+    """One stem as a caller asked for it: ``to_rate``, ``channels``, exactly ``frames`` long, and clipped
+    to float16's range when it travels as float16 (the receiver rejects the inf an overflow would make)."""
+    out = fit_length(to_channels(resample(audio, rate, to_rate), channels), frames)
+    return np.clip(out, -FLOAT16_MAX, FLOAT16_MAX) if float16 else out

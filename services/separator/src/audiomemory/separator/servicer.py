@@ -25,7 +25,7 @@ from audiomemory.runtime.codec import (
 )
 from audiomemory.runtime.errors import InvalidInput
 from audiomemory.runtime.service import Gate
-from audiomemory.separator.audio import expected_frames, fit_length, resample, to_channels
+from audiomemory.separator.audio import expected_frames, to_output_format
 from audiomemory.separator.backends import SeparatorBackend
 from audiomemory.separator.config import SeparatorConfig
 from audiomemory.v1 import common_pb2, separator_pb2, separator_pb2_grpc, tensor_pb2
@@ -33,7 +33,6 @@ from audiomemory.v1 import common_pb2, separator_pb2, separator_pb2_grpc, tensor
 SERVICE = "separator"
 # Samples per response message: 1 MiB less room for the message's own fields.
 CHUNK_BYTES = (1 << 20) - 1024
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 WIRE_DTYPES = {
     tensor_pb2.DTYPE_UNSPECIFIED: "float32",
     tensor_pb2.DTYPE_FLOAT32: "float32",
@@ -131,11 +130,8 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
         )
         for index in range(len(stems.names)):
             # One stem at a time, so the converted copy is never more than one stem.
-            stem = to_channels(resample(stems.audio[index], stems.sample_rate, fmt.sample_rate), fmt.channels)
-            stem = fit_length(stem, frames)
-            if fmt.dtype == "float16":
-                # Keep it finite on the wire: the receiver rejects inf, which float16 overflow would make.
-                stem = np.clip(stem, -FLOAT16_MAX, FLOAT16_MAX)
+            stem = to_output_format(stems.audio[index], stems.sample_rate, fmt.sample_rate, fmt.channels, frames,
+                                    float16=fmt.dtype == "float16")
             for chunk in iter_audio_chunks(stem, fmt.sample_rate, dtype=fmt.dtype, chunk_bytes=CHUNK_BYTES):
                 yield separator_pb2.SeparateResponse(chunk=separator_pb2.StemChunk(stem=index, audio=chunk))
 
