@@ -39,6 +39,7 @@ import numpy as np
 from benchlib import cpu_model  # a sibling script (scripts/ is on sys.path when run)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from audiomemory.profiles import write_tiny_for
 from audiomemory.runtime.allocator import heap_allocator
 from audiomemory.runtime.codec import to_tensor
 from audiomemory.v1 import common_pb2, generator_pb2, generator_pb2_grpc
@@ -46,14 +47,6 @@ from audiomemory.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 REPO = Path(__file__).resolve().parents[1]
 SERVICE_CONFIG = json.dumps(json.loads((REPO / "deploy" / "base" / "downstream-service-config.json").read_text()))
 LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
-
-
-def write_tiny_generator(root: Path) -> dict[str, Any]:
-    from audiomemory.stack import definition
-
-    d = definition("generator")
-    backend = d.config_class().backend
-    return {"backend": backend, **d.make_backend_class(backend).write_tiny(root)}
 
 
 def start_replica(overrides: dict[str, Any], log_path: Path) -> tuple[subprocess.Popen[str], str]:
@@ -129,7 +122,7 @@ def main() -> None:
 
     print(f"load average at start: {_load()} on {os.cpu_count()} CPUs", flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    overrides = write_tiny_generator(work / "tiny")
+    overrides = write_tiny_for("generator", work / "tiny")
     procs: list[subprocess.Popen[str]] = []
     try:
         addresses = []
