@@ -32,7 +32,7 @@ import torch
 import yaml
 
 from audiomemory.runtime.backend import HOW_TO_GET, ModelInfo, download_blocked, hf_endpoint, offline, resolve_device
-from audiomemory.runtime.codec import check_audio
+from audiomemory.runtime.codec import check_audio, numpy_to_torch
 from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ModelUnavailable, shorten
 from audiomemory.separator.audio import resample, to_channels
 from audiomemory.separator.backends import CancelCheck, SeparatorBackend, Stems
@@ -319,11 +319,11 @@ class DemucsBackend(SeparatorBackend):
         check_audio(audio, sample_rate)
         rate = int(bag.samplerate)
         wav = to_channels(resample(audio, sample_rate, rate), int(bag.audio_channels))
-        # Our own copy: neither the caller's (possibly read-only, zero-copy) array nor its memory
-        # reaches Demucs.
-        mix = torch.tensor(wav, dtype=torch.float32)
-        # Demucs' normalisation (by the mono mix), but out of place and safe on silence, where
-        # separate_tensor would divide by a zero std and return NaN.
+        # Shares the caller's (possibly read-only, zero-copy) memory, which is only read: the
+        # normalisation below is out of place, so what reaches Demucs is a tensor of our own.
+        mix = numpy_to_torch(np.asarray(wav, dtype=np.float32))
+        # Demucs' normalisation (by the mono mix), safe on silence, where separate_tensor would divide
+        # by a zero std and return NaN.
         ref = mix.mean(0)
         mean = ref.mean()
         std = ref.std() if mix.shape[1] > 1 else torch.tensor(0.0)
@@ -341,6 +341,7 @@ class DemucsBackend(SeparatorBackend):
             out = apply_model(
                 bag, mix[None], shifts=self.config.shifts, split=True, overlap=self.config.overlap,
                 progress=False, device=self._device, segment=self.config.segment, callback=callback,
-            )
-        stems = (out[0] * scale + mean).to("cpu", torch.float32).numpy()
+            )[0]
+            out.mul_(scale).add_(mean)  # undo the normalisation in place (inference tensors: inside the mode)
+        stems = out.to("cpu", torch.float32).numpy()
         return Stems(names=tuple(bag.sources), sample_rate=rate, audio=stems)
