@@ -75,8 +75,9 @@ def _name_of(dtype: np.dtype[Any]) -> str:
     return name
 
 
-def as_numpy(x: np.ndarray | torch.Tensor | Any) -> np.ndarray:
-    """A C-contiguous little-endian numpy view (or copy) of a numpy array or torch tensor."""
+def as_numpy(x: np.ndarray | torch.Tensor | Any, *, contiguous: bool = True) -> np.ndarray:
+    """A little-endian numpy view (or copy) of a numpy array or torch tensor, C-contiguous unless
+    ``contiguous=False`` (for callers that only ``tobytes()`` it, which gathers in C order anyway)."""
     if not isinstance(x, np.ndarray) and type(x).__module__.startswith("torch"):
         import torch
 
@@ -85,7 +86,7 @@ def as_numpy(x: np.ndarray | torch.Tensor | Any) -> np.ndarray:
             return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
         return t.numpy()
     arr = np.asarray(x)
-    if not arr.flags.c_contiguous:
+    if contiguous and not arr.flags.c_contiguous:
         arr = arr.copy(order="C")  # (np.ascontiguousarray would turn a 0-d array into 1-d)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
@@ -93,8 +94,8 @@ def as_numpy(x: np.ndarray | torch.Tensor | Any) -> np.ndarray:
 
 
 def to_tensor(x: np.ndarray | torch.Tensor, dtype: str | None = None) -> tensor_pb2.Tensor:
-    """Encode an array as a ``Tensor`` (one copy: the bytes the message owns)."""
-    arr = as_numpy(x)
+    """Encode an array as a ``Tensor`` (one copy: the bytes the message owns, gathered from any layout)."""
+    arr = as_numpy(x, contiguous=False)
     if dtype is not None and _name_of(arr.dtype) != dtype:
         arr = arr.astype(_BY_NAME[dtype].numpy, order="C")
     spec = _BY_NAME[_name_of(arr.dtype)]
@@ -281,9 +282,11 @@ def iter_audio_chunks(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> Iterator[tensor_pb2.AudioChunk]:
     """Split ``[channels, frames]`` audio into ``AudioChunk`` runs of at most ``chunk_bytes`` of samples."""
-    arr = as_numpy(samples)
+    arr = as_numpy(samples, contiguous=False)
     if arr.ndim != 2:
         raise ValueError(f"audio must be [channels, frames], got shape {arr.shape}")
+    if _name_of(arr.dtype) != dtype:
+        arr = arr.astype(_BY_NAME[dtype].numpy)  # once, not per chunk
     channels, frames = arr.shape
     step = max(1, chunk_bytes // (channels * _BY_NAME[dtype].numpy.itemsize))
     for start in range(0, frames, step):
