@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
 from audiomemory.generator.config import GeneratorConfig
 from audiomemory.generator.servicer import add_servicer
-from audiomemory.runtime.service import ServiceDefinition, serve_forever
+from audiomemory.runtime.service import ServiceDefinition
 
 DEFINITION = ServiceDefinition(
     kind="generator",
@@ -17,10 +16,7 @@ DEFINITION = ServiceDefinition(
 )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run the generator until SIGTERM (flags as in ``GeneratorConfig``)."""
-    serve_forever(DEFINITION, GeneratorConfig.from_args(sys.argv[1:] if argv is None else argv))
+if __name__ == "__main__":  # python -m …: the same as `audiomemory serve generator [flags]`
+    from audiomemory.cli.main import cli
 
-
-if __name__ == "__main__":
-    main()
+    cli(["serve", DEFINITION.kind, *sys.argv[1:]])

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
-from audiomemory.runtime.service import ServiceDefinition, serve_forever
+from audiomemory.runtime.service import ServiceDefinition
 from audiomemory.separator.config import SeparatorConfig
 from audiomemory.separator.servicer import add_servicer
 
@@ -17,10 +16,7 @@ DEFINITION = ServiceDefinition(
 )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run the separator until SIGTERM (flags as in ``SeparatorConfig``)."""
-    serve_forever(DEFINITION, SeparatorConfig.from_args(sys.argv[1:] if argv is None else argv))
+if __name__ == "__main__":  # python -m …: the same as `audiomemory serve separator [flags]`
+    from audiomemory.cli.main import cli
 
-
-if __name__ == "__main__":
-    main()
+    cli(["serve", DEFINITION.kind, *sys.argv[1:]])
