@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from audiomemory.stack import MODEL_KINDS, definition
+from audiomemory.stack import KINDS, MODEL_KINDS, definition
 
 Overrides = dict[str, dict[str, Any]]
 _TINY_INDEX = "profile.yaml"
@@ -31,11 +31,16 @@ def tiny_root() -> Path:
     return home() / "tiny"
 
 
+def tiny_present(root: Path | None = None) -> bool:
+    """Whether ``make_tiny`` has finished writing the tiny models under ``root`` (default ``tiny_root()``)."""
+    return ((root or tiny_root()) / _TINY_INDEX).exists()
+
+
 def make_tiny(root: Path | None = None, *, force: bool = False) -> Overrides:
     """Write (or reuse) the tiny random-weight models; return per-service config overrides."""
     root = root or tiny_root()
     index = root / _TINY_INDEX
-    if index.exists() and not force:
+    if tiny_present(root) and not force:
         return _read(index)
     root.mkdir(parents=True, exist_ok=True)
     overrides: Overrides = {kind: write_tiny_for(kind, root / kind) for kind in MODEL_KINDS}
@@ -56,9 +61,9 @@ def _read(path: Path) -> Overrides:
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise ValueError(f"{path}: expected a mapping of service name to settings")
-    unknown = set(data) - {*MODEL_KINDS, "orchestrator"}
+    unknown = set(data) - set(KINDS)
     if unknown:
-        raise ValueError(f"{path}: unknown services {sorted(unknown)}; known: {', '.join(MODEL_KINDS)}, orchestrator")
+        raise ValueError(f"{path}: unknown services {sorted(unknown)}; known: {', '.join(KINDS)}")
     return data
 
 

@@ -278,7 +278,7 @@ def models_list() -> None:
                                                                         "input_repr", "embedding_size")}
         click.echo(f"{kind:14} installed: {', '.join(installed_backends(kind)) or 'none'}; default: {fields}")
     tiny = profiles.tiny_root()
-    click.echo(f"tiny profile: {tiny} ({'present' if (tiny / 'profile.yaml').exists() else 'absent'})")
+    click.echo(f"tiny profile: {tiny} ({'present' if profiles.tiny_present(tiny) else 'absent'})")
 
 
 _STUBS: list[tuple[str, Callable[[grpc.Channel], Any]]] = [

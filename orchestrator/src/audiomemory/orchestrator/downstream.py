@@ -32,6 +32,7 @@ from audiomemory.runtime.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from audiomemory.stack import MODEL_KINDS
 from audiomemory.v1 import (
     audio_encoder_pb2,
     audio_encoder_pb2_grpc,
@@ -46,7 +47,7 @@ from audiomemory.v1 import (
 
 log = logging.getLogger(__name__)
 
-KINDS: tuple[str, ...] = ("separator", "audio_encoder", "text_encoder", "generator")
+KINDS = MODEL_KINDS  # the services called downstream, in pipeline order
 NAMES = {
     "separator": "separator",
     "audio_encoder": "audio encoder",
