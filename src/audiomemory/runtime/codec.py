@@ -8,7 +8,11 @@ Everything that crosses the wire as numbers goes through here:
   bytes with ``numpy.frombuffer`` (no copy; the array is read-only).
 - ``iter_tensor_chunks`` / ``TensorAssembler`` for tensors streamed as ``TensorChunk`` pieces: every piece
   repeats the header, offsets must follow each other, and the total is capped before any allocation.
-- ``iter_audio_chunks`` / ``AudioAssembler`` for audio streamed as ``AudioChunk`` runs of frames.
+- ``iter_audio_chunks`` / ``AudioAssembler`` for audio streamed as ``AudioChunk`` runs of frames;
+  ``AudioStreamReader`` is the services' reading of such a stream (caps in seconds and bytes).
+- ``iter_pieces`` for plain bytes (a PNG) split into ``(piece, is_last)`` pairs.
+
+Every streamed message carries at most ``CHUNK_BYTES`` of payload.
 
 Every failure raises ``InvalidInput`` (or ``ResourceExhausted`` for caps) naming the field, what was
 expected and what came.
@@ -31,7 +35,10 @@ from audiomemory.v1 import tensor_pb2
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_CHUNK_BYTES = 1 << 20  # stays well under gRPC's 4 MiB default message limit
+# Payload bytes per streamed message: 1 MiB less room for the message's own fields, well under
+# gRPC's 4 MiB default message limit.
+CHUNK_BYTES = (1 << 20) - 1024
+DEFAULT_CHUNK_BYTES = CHUNK_BYTES  # the former name (scripts/bench_codec.py still reads it)
 MAX_SAMPLE_RATE = 384_000
 
 
@@ -182,7 +189,7 @@ def from_tensor_torch(msg: tensor_pb2.Tensor, **kwargs: Any) -> torch.Tensor:
 
 
 def iter_tensor_chunks(
-    x: np.ndarray | torch.Tensor, chunk_bytes: int = DEFAULT_CHUNK_BYTES, dtype: str | None = None
+    x: np.ndarray | torch.Tensor, chunk_bytes: int = CHUNK_BYTES, dtype: str | None = None
 ) -> Iterator[tensor_pb2.TensorChunk]:
     """Split a tensor into ``TensorChunk`` pieces of at most ``chunk_bytes`` (one piece if it is empty)."""
     arr = as_numpy(x)
@@ -279,7 +286,7 @@ def iter_audio_chunks(
     samples: np.ndarray | torch.Tensor,
     sample_rate: int,
     dtype: str = "float32",
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Iterator[tensor_pb2.AudioChunk]:
     """Split ``[channels, frames]`` audio into ``AudioChunk`` runs of at most ``chunk_bytes`` of samples."""
     arr = as_numpy(samples, contiguous=False)
@@ -343,6 +350,53 @@ class AudioAssembler:
         if self.frames == 0:
             raise InvalidInput(f"{self.field}: empty audio, the stream held no frames")
         return np.concatenate(self._parts, axis=1, dtype=np.float32), self.sample_rate
+
+
+class AudioStreamReader:
+    """A service's reading of one streamed audio input: an ``AudioAssembler`` created on the first
+    chunk, whose frame cap is ``max_seconds`` at that chunk's rate (validated by the assembler)."""
+
+    def __init__(self, field: str, *, max_seconds: float, max_bytes: int) -> None:
+        self.field = field
+        self.max_seconds = max_seconds
+        self.max_bytes = max_bytes
+        self._assembler: AudioAssembler | None = None
+
+    @property
+    def started(self) -> bool:
+        """True once an audio chunk has arrived."""
+        return self._assembler is not None
+
+    def add(self, chunk: tensor_pb2.AudioChunk) -> None:
+        if self._assembler is None:
+            rate = chunk.sample_rate
+            self._assembler = AudioAssembler(
+                self.field,
+                max_frames=frames_limit(self.max_seconds, rate) if rate > 0 else 0,
+                max_bytes=self.max_bytes,
+            )
+        self._assembler.add(chunk)
+
+    def result(self) -> tuple[np.ndarray, int]:
+        """The float32 ``[channels, frames]`` audio and its rate."""
+        if self._assembler is None:
+            raise InvalidInput(f"{self.field}: empty, the stream held no audio chunks")
+        return self._assembler.result()
+
+
+def iter_pieces(data: bytes, size: int = CHUNK_BYTES) -> Iterator[tuple[bytes, bool]]:
+    """Split ``data`` into ``(piece, is_last)`` pairs of at most ``size`` bytes, in order; empty
+    ``data`` gives one empty last piece."""
+    if size < 1:
+        raise ValueError(f"size: expected at least 1 byte, got {size}")
+    total = len(data)
+    offset = 0
+    while True:
+        end = min(offset + size, total)
+        yield data[offset:end], end >= total
+        offset = end
+        if offset >= total:
+            return
 
 
 def check_audio(audio: np.ndarray, sample_rate: int) -> None:

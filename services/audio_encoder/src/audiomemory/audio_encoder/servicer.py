@@ -15,13 +15,18 @@ import numpy as np
 
 from audiomemory.audio_encoder.backends import AudioEncoderBackend
 from audiomemory.audio_encoder.config import AudioEncoderConfig
-from audiomemory.runtime.codec import AudioAssembler, frames_limit, iter_tensor_chunks, to_tensor
+from audiomemory.runtime.codec import (
+    CHUNK_BYTES,
+    AudioStreamReader,
+    frames_limit,
+    iter_tensor_chunks,
+    to_tensor,
+)
 from audiomemory.runtime.errors import InvalidInput
 from audiomemory.runtime.service import Gate
 from audiomemory.v1 import audio_encoder_pb2, audio_encoder_pb2_grpc, common_pb2, tensor_pb2
 
 SERVICE = "audio_encoder"
-CHUNK_BYTES = (1 << 20) - 1024  # 1 MiB less room for the message's own fields
 ACCEPTED_DTYPES = [tensor_pb2.DTYPE_FLOAT32, tensor_pb2.DTYPE_FLOAT16]
 
 
@@ -49,22 +54,12 @@ class AudioEncoderServicer(audio_encoder_pb2_grpc.AudioEncoderServicer):
         )
 
     def _read(self, requests: Iterator[audio_encoder_pb2.EmbedRequest]) -> tuple[np.ndarray, int]:
-        assembler: AudioAssembler | None = None
+        audio = AudioStreamReader("audio", max_seconds=self.config.max_seconds, max_bytes=self.config.max_input_bytes)
         for i, request in enumerate(requests):
             if not request.HasField("audio"):
                 raise InvalidInput(f"requests[{i}].audio: missing, every request carries an audio chunk")
-            if assembler is None:
-                # The cap is in seconds, so it needs the stream's rate (validated by the assembler).
-                rate = request.audio.sample_rate
-                assembler = AudioAssembler(
-                    "audio",
-                    max_frames=frames_limit(self.config.max_seconds, rate) if rate > 0 else 0,
-                    max_bytes=self.config.max_input_bytes,
-                )
-            assembler.add(request.audio)
-        if assembler is None:
-            raise InvalidInput("audio: empty, the stream held no audio chunks")
-        return assembler.result()
+            audio.add(request.audio)
+        return audio.result()
 
     def Embed(
         self, request_iterator: Iterator[audio_encoder_pb2.EmbedRequest], context: grpc.ServicerContext

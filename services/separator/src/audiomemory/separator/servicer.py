@@ -16,8 +16,9 @@ import grpc
 import numpy as np
 
 from audiomemory.runtime.codec import (
+    CHUNK_BYTES,
     MAX_SAMPLE_RATE,
-    AudioAssembler,
+    AudioStreamReader,
     dtype_enum,
     dtype_name_safe,
     frames_limit,
@@ -31,8 +32,6 @@ from audiomemory.separator.config import SeparatorConfig
 from audiomemory.v1 import common_pb2, separator_pb2, separator_pb2_grpc, tensor_pb2
 
 SERVICE = "separator"
-# Samples per response message: 1 MiB less room for the message's own fields.
-CHUNK_BYTES = (1 << 20) - 1024
 WIRE_DTYPES = {
     tensor_pb2.DTYPE_UNSPECIFIED: "float32",
     tensor_pb2.DTYPE_FLOAT32: "float32",
@@ -88,28 +87,19 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
         self, requests: Iterator[separator_pb2.SeparateRequest]
     ) -> tuple[OutputFormat, np.ndarray, int]:
         fmt: OutputFormat | None = None
-        assembler: AudioAssembler | None = None
+        audio = AudioStreamReader("audio", max_seconds=self.config.max_seconds, max_bytes=self.config.max_input_bytes)
         for i, request in enumerate(requests):
             item = request.WhichOneof("item")
             if item == "options":
-                if fmt is not None or assembler is not None:
+                if fmt is not None or audio.started:
                     raise InvalidInput(f"requests[{i}].options: options come at most once, before any audio")
                 fmt = self._output_format(request.options)
             elif item == "audio":
-                if assembler is None:
-                    # The cap is in seconds, so it needs the stream's rate (validated by the assembler).
-                    rate = request.audio.sample_rate
-                    max_frames = frames_limit(self.config.max_seconds, rate) if rate > 0 else 0
-                    assembler = AudioAssembler(
-                        "audio", max_frames=max_frames, max_bytes=self.config.max_input_bytes
-                    )
-                assembler.add(request.audio)
+                audio.add(request.audio)
             else:
                 raise InvalidInput(f"requests[{i}]: empty request, expected options or audio")
-        if assembler is None:
-            raise InvalidInput("audio: empty, the stream held no audio chunks")
-        audio, rate = assembler.result()
-        return fmt or self._output_format(separator_pb2.SeparateOptions()), audio, rate
+        samples, rate = audio.result()
+        return fmt or self._output_format(separator_pb2.SeparateOptions()), samples, rate
 
     def Separate(
         self, request_iterator: Iterator[separator_pb2.SeparateRequest], context: grpc.ServicerContext

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from audiomemory.runtime.codec import iter_tensor_chunks, to_tensor
+from audiomemory.runtime.codec import CHUNK_BYTES, iter_tensor_chunks, to_tensor
 from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
 from audiomemory.runtime.service import Gate
 from audiomemory.text_encoder.backends import TextEncoderBackend
@@ -68,7 +68,7 @@ class TextEncoderServicer(text_encoder_pb2_grpc.TextEncoderServicer):
         )
         yield text_encoder_pb2.EncodeResponse(header=header)
         # float32 on the wire whatever the compute dtype: fusion and the generator want full precision.
-        for chunk in iter_tensor_chunks(encoded.embeddings, dtype="float32"):
+        for chunk in iter_tensor_chunks(encoded.embeddings, chunk_bytes=CHUNK_BYTES, dtype="float32"):
             yield text_encoder_pb2.EncodeResponse(embeddings=chunk)
 
 
