@@ -10,13 +10,12 @@ commit hash — the revision ``Describe`` reports.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from fnmatch import fnmatch
 from pathlib import Path
 
 from audiomemory.runtime.backend import offline
 from audiomemory.runtime.errors import ModelUnavailable
+from audiomemory.runtime.weights import WeightHash
 
 
 def resolve_model_dir(
@@ -58,18 +57,9 @@ def pull_model(model: str, revision: str | None, allow_patterns: Sequence[str]) 
 
 
 def content_hash(folder: Path, patterns: Sequence[str] = ()) -> str:
-    """sha256 over the matching files' relative paths and bytes, sorted (first 16 hex digits).
+    """The revision of a local folder: ``WeightHash.add_folder`` over the files matching ``patterns``.
 
     Full content, not mtimes: two folders with the same weights get the same hash anywhere. Only
     files matching ``patterns`` count (a full SD checkout also holds fp16/EMA copies never loaded).
     """
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    chosen = [p for p in files if any(fnmatch(p.relative_to(folder).as_posix(), pat) for pat in patterns)]
-    digest = hashlib.sha256()
-    for file in chosen or files:
-        digest.update(file.relative_to(folder).as_posix().encode())
-        digest.update(b"\0")
-        with file.open("rb") as fh:
-            while block := fh.read(1 << 22):
-                digest.update(block)
-    return "sha256:" + digest.hexdigest()[:16]
+    return WeightHash().add_folder(folder, patterns).revision()

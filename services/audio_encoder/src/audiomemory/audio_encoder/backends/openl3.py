@@ -23,7 +23,6 @@ A missing file with no network fails at once, naming the file and the two ways o
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import warnings
@@ -39,6 +38,7 @@ from audiomemory.audio_encoder.backends import AudioEncoderBackend, CancelCheck
 from audiomemory.runtime.backend import HOW_TO_GET, ModelInfo, download_blocked, offline, resolve_device
 from audiomemory.runtime.codec import check_audio
 from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ModelUnavailable, shorten
+from audiomemory.runtime.weights import WeightHash, revision
 
 if TYPE_CHECKING:
     from audiomemory.audio_encoder.config import AudioEncoderConfig
@@ -87,14 +87,6 @@ def to_mono_48k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     if sample_rate != SAMPLE_RATE:
         mono = soxr.resample(np.ascontiguousarray(mono), sample_rate, SAMPLE_RATE)
     return np.asarray(mono, dtype=np.float32)
-
-
-def file_sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def lean_forward(model: Any, x: torch.Tensor) -> torch.Tensor:
@@ -179,7 +171,7 @@ class OpenL3Backend(AudioEncoderBackend):
         if probe.ndim != 2 or not torch.isfinite(probe).all():
             raise ModelUnavailable(f"OpenL3 weights {str(path)!r} give no finite embedding of silence")
         self._dim = int(probe.shape[1])
-        self._sha = file_sha256(path)
+        self._sha = WeightHash().add_file(path).hexdigest()  # full, for extra; revision() shortens it
         self._file = path
         self._model = model
         log.info("OpenL3 %s loaded from %s (D=%d, %s)", path.name, path.parent, self._dim, self._device)
@@ -269,7 +261,7 @@ class OpenL3Backend(AudioEncoderBackend):
         return ModelInfo(
             backend=self.name,
             model_id=self.model_id,
-            revision=f"sha256:{self._sha[:16]}",
+            revision=revision(self._sha),
             device=str(self._device),
             dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
             extra={

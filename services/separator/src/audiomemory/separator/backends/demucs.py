@@ -18,7 +18,6 @@ Resampling to the model's rate uses soxr; mono is duplicated to stereo (the mode
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import time
@@ -34,6 +33,7 @@ import yaml
 from audiomemory.runtime.backend import HOW_TO_GET, ModelInfo, download_blocked, hf_endpoint, offline, resolve_device
 from audiomemory.runtime.codec import check_audio, numpy_to_torch
 from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ModelUnavailable, shorten
+from audiomemory.runtime.weights import WeightHash
 from audiomemory.separator.audio import resample, to_channels
 from audiomemory.separator.backends import CancelCheck, SeparatorBackend, Stems
 
@@ -99,14 +99,11 @@ def write_repo(repo: Path, name: str, kwargs: dict[str, Any], seed: int = 0) -> 
 
 
 def content_hash(models: list[torch.nn.Module]) -> str:
-    """sha256 (first 16 hex) over every tensor of the models' state dicts, in key order."""
-    sha = hashlib.sha256()
+    """The revision of loaded models: ``WeightHash`` over every state-dict tensor, in key order."""
+    weights = WeightHash()
     for model in models:
-        for key, tensor in sorted(model.state_dict().items()):
-            sha.update(key.encode())
-            flat = tensor.detach().cpu().contiguous().reshape(-1)
-            sha.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
-    return sha.hexdigest()[:16]
+        weights.add_tensors(sorted(model.state_dict().items()))
+    return weights.revision()
 
 
 def _hf_cache_dir() -> str:
@@ -183,7 +180,7 @@ class DemucsBackend(SeparatorBackend):
         super().__init__(config)
         self._bag: BagOfModels | None = None
         self._device = torch.device("cpu")
-        self._hash = ""
+        self._revision = ""
         self._source = ""
 
     # -- loading -------------------------------------------------------------------------------
@@ -203,7 +200,7 @@ class DemucsBackend(SeparatorBackend):
         # Keep the whole bag on the device: apply_model moves each sub-model to the device and back
         # to where it was, which would be a copy per call otherwise.
         bag.to(self._device).eval()
-        self._hash = content_hash(list(bag.models))
+        self._revision = content_hash(list(bag.models))
         self._bag = bag
         log.info("demucs model %r loaded from %s in %.1f s", name, self._source, time.perf_counter() - started)
 
@@ -293,7 +290,7 @@ class DemucsBackend(SeparatorBackend):
         return ModelInfo(
             backend=self.name,
             model_id=self.config.model,
-            revision=f"sha256:{self._hash}",
+            revision=self._revision,
             device=str(self._device),
             dtype=str(next(first.parameters()).dtype).removeprefix("torch."),
             extra={
