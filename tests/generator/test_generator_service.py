@@ -212,6 +212,66 @@ def test_unset_fields_take_the_configured_defaults(
     assert no_guidance != explicit  # guidance_set with 0 is honoured, not taken for "unset"
 
 
+def first_progress(stub: GenStub, request: generator_pb2.GenerateRequest) -> generator_pb2.StepProgress:
+    """The call's first progress event (so the request was accepted), then cancel the rest of the run."""
+    call = stub.Generate(request, timeout=60)
+    try:
+        response = next(call)
+    finally:
+        call.cancel()
+    assert response.WhichOneof("item") == "progress"
+    return response.progress
+
+
+def test_describe_publishes_the_request_limits_that_generate_enforces(
+    generator: GenStub, lyric_embeds: tuple[np.ndarray, np.ndarray]
+) -> None:
+    info = generator.Describe(common_pb2.DescribeRequest(), timeout=10)
+    assert (info.min_steps, info.max_steps, info.default_steps) == (1, 150, 30)
+    assert (info.min_guidance, info.max_guidance, info.default_guidance) == (0.0, 30.0, 7.5)
+    assert (info.min_size, info.max_size, info.size_multiple) == (64, 1024, 8)
+    assert info.default_size == 64  # the tiny profile's; the service default is 512
+
+    # Just outside each published bound: refused, naming the field and the bounds Describe gave.
+    steps_range = f"{info.min_steps}..{info.max_steps}"
+    guidance_range = f"{info.min_guidance:g}..{info.max_guidance:g}"
+    sizes = f"multiple of {info.size_multiple} in {info.min_size}..{info.max_size}"
+    refused: list[tuple[dict[str, Any], list[str]]] = [
+        ({"steps": info.max_steps + 1}, ["steps", steps_range, str(info.max_steps + 1)]),
+        ({"guidance": info.max_guidance + 0.5}, ["guidance", guidance_range]),
+        ({"guidance": info.min_guidance - 0.5}, ["guidance", guidance_range]),
+        ({"width": info.max_size + info.size_multiple}, ["width", sizes]),
+        ({"width": info.min_size - info.size_multiple}, ["width", sizes]),
+        ({"height": info.min_size + info.size_multiple // 2}, ["height", sizes]),
+    ]
+    for fields, needles in refused:
+        with pytest.raises(grpc.RpcError) as caught:
+            list(generator.Generate(make_request(lyric_embeds, **fields), timeout=30))
+        assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT, (fields, caught.value.details())
+        for needle in needles:
+            assert needle in caught.value.details(), (fields, needle, caught.value.details())
+
+    # On each bound: accepted (ddim: progress totals are the steps asked for).
+    assert first_progress(generator, make_request(lyric_embeds, steps=info.max_steps, scheduler="ddim")).total == (
+        info.max_steps
+    )
+    steps, _, chunks = generate(
+        generator,
+        make_request(
+            lyric_embeds, steps=info.min_steps, guidance=info.max_guidance, width=info.min_size, height=info.min_size,
+            scheduler="ddim",
+        ),
+    )
+    assert steps == [(1, info.min_steps)] and (chunks[-1].width, chunks[-1].height) == (info.min_size,) * 2
+    _, png, _ = generate(generator, make_request(lyric_embeds, steps=1, guidance=info.min_guidance))
+    assert pixels(png).shape == (info.min_size, info.min_size, 3)
+
+    # Left out: the published defaults are what runs.
+    assert first_progress(generator, make_request(lyric_embeds, steps=0, scheduler="ddim")).total == info.default_steps
+    _, _, chunks = generate(generator, make_request(lyric_embeds, steps=1, width=0, height=0))
+    assert (chunks[-1].width, chunks[-1].height) == (info.default_size, info.default_size)
+
+
 class UNetCalls:
     """Counts UNet forward calls in the served pipeline; can hold call ``hold_at`` until released."""
 

@@ -29,12 +29,44 @@ class GeneratorInfo(_message.Message):
     MAX_LENGTH_FIELD_NUMBER: _builtins.int
     NATIVE_SIZE_FIELD_NUMBER: _builtins.int
     SCHEDULERS_FIELD_NUMBER: _builtins.int
+    DEFAULT_STEPS_FIELD_NUMBER: _builtins.int
+    MIN_STEPS_FIELD_NUMBER: _builtins.int
+    MAX_STEPS_FIELD_NUMBER: _builtins.int
+    DEFAULT_GUIDANCE_FIELD_NUMBER: _builtins.int
+    MIN_GUIDANCE_FIELD_NUMBER: _builtins.int
+    MAX_GUIDANCE_FIELD_NUMBER: _builtins.int
+    DEFAULT_SIZE_FIELD_NUMBER: _builtins.int
+    MIN_SIZE_FIELD_NUMBER: _builtins.int
+    MAX_SIZE_FIELD_NUMBER: _builtins.int
+    SIZE_MULTIPLE_FIELD_NUMBER: _builtins.int
     cross_attention_dim: _builtins.int
     """D the prompt embeddings must have."""
     max_length: _builtins.int
     """Tokens per prompt the model was trained with (77)."""
     native_size: _builtins.int
     """Image side the model was trained at (512 for SD 1.5)."""
+    default_steps: _builtins.int
+    """What GenerateRequest accepts (bounds inclusive) and what a 0 / unset field means.
+    Steps when GenerateRequest.steps is 0.
+    """
+    min_steps: _builtins.int
+    """Fewest denoising steps accepted (1)."""
+    max_steps: _builtins.int
+    """Most denoising steps accepted (150)."""
+    default_guidance: _builtins.float
+    """Guidance when GenerateRequest.guidance_set is false."""
+    min_guidance: _builtins.float
+    """Lowest guidance accepted (0)."""
+    max_guidance: _builtins.float
+    """Highest guidance accepted (30)."""
+    default_size: _builtins.int
+    """Width/height when GenerateRequest.width/height is 0."""
+    min_size: _builtins.int
+    """Smallest width/height accepted (64)."""
+    max_size: _builtins.int
+    """Largest width/height accepted (1024)."""
+    size_multiple: _builtins.int
+    """Width and height must be multiples of this (8)."""
     @_builtins.property
     def model(self) -> _common_pb2.ModelInfo: ...
     @_builtins.property
@@ -49,10 +81,20 @@ class GeneratorInfo(_message.Message):
         max_length: _builtins.int = ...,
         native_size: _builtins.int = ...,
         schedulers: _abc.Iterable[_builtins.str] | None = ...,
+        default_steps: _builtins.int = ...,
+        min_steps: _builtins.int = ...,
+        max_steps: _builtins.int = ...,
+        default_guidance: _builtins.float = ...,
+        min_guidance: _builtins.float = ...,
+        max_guidance: _builtins.float = ...,
+        default_size: _builtins.int = ...,
+        min_size: _builtins.int = ...,
+        max_size: _builtins.int = ...,
+        size_multiple: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cross_attention_dim", b"cross_attention_dim", "max_length", b"max_length", "model", b"model", "native_size", b"native_size", "schedulers", b"schedulers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cross_attention_dim", b"cross_attention_dim", "default_guidance", b"default_guidance", "default_size", b"default_size", "default_steps", b"default_steps", "max_guidance", b"max_guidance", "max_length", b"max_length", "max_size", b"max_size", "max_steps", b"max_steps", "min_guidance", b"min_guidance", "min_size", b"min_size", "min_steps", b"min_steps", "model", b"model", "native_size", b"native_size", "schedulers", b"schedulers", "size_multiple", b"size_multiple"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -74,15 +116,15 @@ class GenerateRequest(_message.Message):
     seed: _builtins.int
     """Seeds a CPU torch.Generator: same meaning on every machine."""
     steps: _builtins.int
-    """Denoising steps, 1..150; 0 = default (30)."""
+    """Denoising steps, min_steps..max_steps; 0 = default_steps."""
     guidance: _builtins.float
-    """Classifier-free guidance, 0..30; NaN not allowed."""
+    """Classifier-free guidance, min_guidance..max_guidance, finite."""
     guidance_set: _builtins.bool
     """True when `guidance` was given (0 is a valid value)."""
     width: _builtins.int
-    """Pixels, multiple of 8, 64..1024; 0 = default (512)."""
+    """Pixels: multiple of size_multiple, min_size..max_size; 0 = default_size."""
     height: _builtins.int
-    """Pixels, multiple of 8, 64..1024; 0 = default (512)."""
+    """Pixels: multiple of size_multiple, min_size..max_size; 0 = default_size."""
     scheduler: _builtins.str
     """One of GeneratorInfo.schedulers; "" = the model's default."""
     @_builtins.property

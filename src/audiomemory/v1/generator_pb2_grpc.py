@@ -51,7 +51,7 @@ class GeneratorServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Describe(self, request, context):
-        """Identity and I/O facts (cross-attention dim, native size, schedulers).
+        """Identity and I/O facts (cross-attention dim, native size, schedulers) and the request limits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

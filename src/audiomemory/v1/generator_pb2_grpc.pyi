@@ -33,7 +33,7 @@ class GeneratorStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> GeneratorAsyncStub: ...
     Describe: _grpc.UnaryUnaryMultiCallable[_common_pb2.DescribeRequest, _generator_pb2.GeneratorInfo]
-    """Identity and I/O facts (cross-attention dim, native size, schedulers)."""
+    """Identity and I/O facts (cross-attention dim, native size, schedulers) and the request limits."""
     Generate: _grpc.UnaryStreamMultiCallable[_generator_pb2.GenerateRequest, _generator_pb2.GenerateResponse]
     """Stream out: one StepProgress per denoising step, then the PNG in ImageChunks.
     Cancelling the call stops the denoising loop within one step.
@@ -43,7 +43,7 @@ class GeneratorStub:
 class GeneratorAsyncStub(GeneratorStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Describe: _aio.UnaryUnaryMultiCallable[_common_pb2.DescribeRequest, _generator_pb2.GeneratorInfo]  # type: ignore[assignment]
-    """Identity and I/O facts (cross-attention dim, native size, schedulers)."""
+    """Identity and I/O facts (cross-attention dim, native size, schedulers) and the request limits."""
     Generate: _aio.UnaryStreamMultiCallable[_generator_pb2.GenerateRequest, _generator_pb2.GenerateResponse]  # type: ignore[assignment]
     """Stream out: one StepProgress per denoising step, then the PNG in ImageChunks.
     Cancelling the call stops the denoising loop within one step.
@@ -56,7 +56,7 @@ class GeneratorServicer(metaclass=_abc_1.ABCMeta):
         request: _common_pb2.DescribeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_generator_pb2.GeneratorInfo, _abc.Awaitable[_generator_pb2.GeneratorInfo]]:
-        """Identity and I/O facts (cross-attention dim, native size, schedulers)."""
+        """Identity and I/O facts (cross-attention dim, native size, schedulers) and the request limits."""
 
     @_abc_1.abstractmethod
     def Generate(

@@ -5,6 +5,15 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from audiomemory.generator.backends import (
+    MAX_GUIDANCE,
+    MAX_SIZE,
+    MAX_STEPS,
+    MIN_GUIDANCE,
+    MIN_SIZE,
+    MIN_STEPS,
+    SIZE_MULTIPLE,
+)
 from audiomemory.runtime.config import ServiceConfig
 
 #: Stable Diffusion 1.5 on the Hugging Face hub (diffusers layout).
@@ -20,9 +29,16 @@ class GeneratorConfig(ServiceConfig):
     backend: str = Field("stable-diffusion", description="Registered backend name (entry point).")
     model: str = Field(DEFAULT_MODEL, description="Hub id or a local diffusers pipeline folder (model_index.json).")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit); None = main.")
-    default_steps: int = Field(30, ge=1, le=150, description="Denoising steps when a request says 0.")
-    default_guidance: float = Field(7.5, ge=0.0, le=30.0, description="Guidance when a request leaves it unset.")
-    default_size: int = Field(512, ge=64, le=1024, multiple_of=8, description="Width/height when a request says 0.")
+    # Bounded by the limits ``check_request`` enforces, so a default is always a valid request value.
+    default_steps: int = Field(
+        30, ge=MIN_STEPS, le=MAX_STEPS, description="Denoising steps when a request says 0."
+    )
+    default_guidance: float = Field(
+        7.5, ge=MIN_GUIDANCE, le=MAX_GUIDANCE, description="Guidance when a request leaves it unset."
+    )
+    default_size: int = Field(
+        512, ge=MIN_SIZE, le=MAX_SIZE, multiple_of=SIZE_MULTIPLE, description="Width/height when a request says 0."
+    )
     default_scheduler: str = Field("", description='Scheduler when a request says ""; "" = the pipeline\'s own.')
     safety_checker: bool = Field(
         False,

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from audiomemory.generator import backends as limits  # the MIN_/MAX_ bounds check_request enforces
 from audiomemory.generator.backends import (
     GeneratedImage,
     GenerationStopped,
@@ -28,13 +29,12 @@ from audiomemory.generator.backends import (
     check_request,
 )
 from audiomemory.generator.config import GeneratorConfig
-from audiomemory.runtime.codec import from_tensor
+from audiomemory.runtime.codec import CHUNK_BYTES, from_tensor, iter_pieces
 from audiomemory.runtime.errors import InvalidInput
 from audiomemory.runtime.service import Gate
 from audiomemory.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 
 SERVICE = "generator"
-PNG_CHUNK_BYTES = 512 * 1024  # well under gRPC's 4 MiB message limit and the 1 MiB chunk rule
 EMBED_DTYPES = ("float32", "float16")
 MAX_PROMPT_TOKENS = 77 * 4  # generous: SD was trained with 77; more only burns memory
 
@@ -69,6 +69,17 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
             max_length=self.backend.max_length,
             native_size=self.backend.native_size,
             schedulers=self.backend.schedulers,
+            # The limits check_request enforces and the defaults _request fills in.
+            default_steps=self.config.default_steps,
+            min_steps=limits.MIN_STEPS,
+            max_steps=limits.MAX_STEPS,
+            default_guidance=self.config.default_guidance,
+            min_guidance=limits.MIN_GUIDANCE,
+            max_guidance=limits.MAX_GUIDANCE,
+            default_size=self.config.default_size,
+            min_size=limits.MIN_SIZE,
+            max_size=limits.MAX_SIZE,
+            size_multiple=limits.SIZE_MULTIPLE,
         )
 
     def _embeds(self, msg: Any, field: str) -> np.ndarray:
@@ -170,15 +181,10 @@ def _image_chunks(generated: GeneratedImage) -> Iterator[generator_pb2.GenerateR
     generated.image.save(buffer, format="PNG")
     png = buffer.getvalue()
     width, height = generated.image.size
-    for offset in range(0, len(png), PNG_CHUNK_BYTES):
-        piece = png[offset : offset + PNG_CHUNK_BYTES]
+    for piece, last in iter_pieces(png, CHUNK_BYTES):
         yield generator_pb2.GenerateResponse(
             image=generator_pb2.ImageChunk(
-                png=piece,
-                last=offset + PNG_CHUNK_BYTES >= len(png),
-                width=width,
-                height=height,
-                scheduler=generated.scheduler,
+                png=piece, last=last, width=width, height=height, scheduler=generated.scheduler
             )
         )
 
