@@ -8,8 +8,10 @@ MODELS ?= auto
 OUT ?= out
 # PyTorch pinned on the same pip line as everything else: no CUDA build, no torchvision is pulled.
 TORCH ?= torch==2.13.0
+# bench/ (audiomemory-bench, the in-process pipeline of benchmarks and tests) is for development only:
+# it depends on every service distribution, and no image installs it.
 DISTS := -e . -e ./services/separator -e ./services/audio_encoder -e ./services/text_encoder \
-	-e ./services/generator -e ./orchestrator
+	-e ./services/generator -e ./orchestrator -e ./bench
 STAMP := $(VENV)/.installed
 # tcmalloc, when installed (Debian/Ubuntu: libtcmalloc-minimal4), is preloaded for every command that
 # runs models: under glibc malloc PyTorch re-faults its freed activations on each call (SD 1.5 UNet
@@ -23,7 +25,8 @@ CHECKOV := .venv-checkov/.installed
 .PHONY: venv dev protos check-protos lint typecheck test demo clean \
 	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc
 
-$(STAMP): pyproject.toml services/*/pyproject.toml orchestrator/pyproject.toml requirements-dev.txt
+$(STAMP): pyproject.toml services/*/pyproject.toml orchestrator/pyproject.toml bench/pyproject.toml \
+		requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q "$(TORCH)" $(DISTS) -r requirements-dev.txt
@@ -51,7 +54,7 @@ lint: $(STAMP)
 	$(BIN)/python scripts/check_sizes.py
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src/audiomemory services/*/src/audiomemory orchestrator/src/audiomemory scripts
+	$(BIN)/mypy src/audiomemory services/*/src/audiomemory orchestrator/src/audiomemory bench/src/audiomemory scripts
 
 test: $(STAMP) $(CHECKOV) check-protos lint typecheck
 	HF_HUB_OFFLINE=1 $(BIN)/pytest

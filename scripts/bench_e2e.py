@@ -44,8 +44,8 @@ import soundfile as sf
 import torch
 
 from audiomemory.audio_encoder.backends.openl3 import OpenL3Backend
+from audiomemory.bench.inprocess import InProcessPipeline
 from audiomemory.client import Client, ImageResult
-from audiomemory.orchestrator.inprocess import InProcessPipeline
 from audiomemory.runtime.allocator import heap_allocator
 from audiomemory.separator.backends.demucs import HTDEMUCS_KWARGS, write_repo
 from audiomemory.stack import MODEL_KINDS, LocalStack

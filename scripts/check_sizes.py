@@ -3,7 +3,7 @@
     python scripts/check_sizes.py                      # the repository this script lives in
     python scripts/check_sizes.py --root DIR --allowlist FILE
 
-Scans every ``.py`` file under ``src/``, ``services/`` and ``orchestrator/`` (generated code,
+Scans every ``.py`` file under ``src/``, ``services/``, ``orchestrator/`` and ``bench/`` (generated code,
 ``src/audiomemory/v1``, is left out). A function's length runs from its ``def`` line to its last
 line, docstring and comments included, decorators not; methods and nested functions count on their
 own, by qualified name (``Class.method``, ``outer.inner``). Prints one line per violation and exits 1
@@ -35,7 +35,7 @@ from pathlib import Path
 
 FUNCTION_LIMIT = 60
 FILE_LIMIT = 400
-ROOTS = ("src", "services", "orchestrator")
+ROOTS = ("src", "services", "orchestrator", "bench")
 EXCLUDED = ("src/audiomemory/v1",)
 SKIP_DIRS = {"__pycache__", "build", "dist", ".venv", ".git"}
 DEFAULT_ALLOWLIST = Path("scripts") / "size_allowlist.toml"

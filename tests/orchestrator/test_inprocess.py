@@ -7,8 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from audiomemory.bench.inprocess import InProcessPipeline
 from audiomemory.orchestrator.cache import AudioCache
-from audiomemory.orchestrator.inprocess import InProcessPipeline
 from audiomemory.runtime.service import RunningService
 
 from .conftest import StartOrchestrator, run_job

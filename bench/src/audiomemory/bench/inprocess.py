@@ -12,6 +12,10 @@ the four stems embedded concurrently, the text encoded in one batched call.
     result.png, result.timings  # seconds per stage
 
 Generation defaults are not resolved here: pass ``steps``, ``guidance``, ``width``, ``height``.
+
+It lives in the development-only ``audiomemory-bench`` distribution (``bench/``), which declares
+every distribution it imports (the orchestrator's pieces, the separator's conversion, the
+generator's request type); no service image installs it.
 """
 
 from __future__ import annotations
