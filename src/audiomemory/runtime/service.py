@@ -7,8 +7,9 @@ server reflection, the error/metrics interceptor, explicit message-size limits a
 RPCs in flight; it binds (port 0 picks a free port), starts, and loads the backend in a background
 thread. ``serve_forever`` is what a container runs: it drains in-flight calls on SIGTERM.
 
-Model work is bounded by a ``Gate``: ``concurrency`` calls run, ``max_queue`` wait, the next one
-gets RESOURCE_EXHAUSTED. Handlers run on the server's thread pool, never on an event loop.
+Model work is bounded by a ``Gate`` (``gate.py``): ``concurrency`` calls run, ``max_queue`` wait in
+arrival order, the next one gets RESOURCE_EXHAUSTED. Handlers run on the server's thread pool, never
+on an event loop.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
@@ -31,54 +32,13 @@ from prometheus_client import start_http_server
 from audiomemory.runtime import allocator
 from audiomemory.runtime.backend import Backend
 from audiomemory.runtime.config import ServiceConfig
-from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ResourceExhausted, Unavailable
+from audiomemory.runtime.errors import FailedPrecondition
+from audiomemory.runtime.gate import Gate
 from audiomemory.runtime.interceptor import ServiceInterceptor
 from audiomemory.runtime.metrics import Metrics
 from audiomemory.runtime.registry import load_backend
 
 log = logging.getLogger("audiomemory.service")
-
-
-class Gate:
-    """Readiness plus a bounded queue in front of the model."""
-
-    def __init__(self, concurrency: int = 1, max_queue: int = 8) -> None:
-        self.concurrency = concurrency
-        self.max_queue = max_queue
-        self.ready = threading.Event()
-        self.load_error: str | None = None
-        self._slots = threading.Semaphore(concurrency)
-        self._lock = threading.Lock()
-        self._admitted = 0  # running + waiting
-
-    def check_ready(self) -> None:
-        if self.load_error is not None:
-            raise FailedPrecondition(f"the model failed to load: {self.load_error}")
-        if not self.ready.is_set():
-            raise Unavailable("the model is still loading; retry when health reports SERVING")
-
-    @contextlib.contextmanager
-    def slot(self, context: grpc.ServicerContext | None = None) -> Iterator[None]:
-        """Hold one of ``concurrency`` model slots; give up if the caller goes away while waiting."""
-        self.check_ready()
-        with self._lock:
-            if self._admitted >= self.concurrency + self.max_queue:
-                raise ResourceExhausted(
-                    f"server busy: {self.concurrency} model call(s) running and {self.max_queue} waiting "
-                    f"(limit max_queue={self.max_queue}); retry later or add replicas"
-                )
-            self._admitted += 1
-        try:
-            while not self._slots.acquire(timeout=0.05):
-                if context is not None and not context.is_active():
-                    raise Cancelled("the caller went away while waiting for the model")
-            try:
-                yield
-            finally:
-                self._slots.release()
-        finally:
-            with self._lock:
-                self._admitted -= 1
 
 
 # One model load at a time per process: transformers/diffusers build models under accelerate's

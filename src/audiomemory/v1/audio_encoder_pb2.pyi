@@ -32,6 +32,7 @@ class AudioEncoderInfo(_message.Message):
     HOP_SECONDS_FIELD_NUMBER: _builtins.int
     WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
     MAX_INPUT_FRAMES_FIELD_NUMBER: _builtins.int
+    MAX_SIGNALS_FIELD_NUMBER: _builtins.int
     sample_rate: _builtins.int
     """Rate the model expects (48000 for OpenL3); other rates are resampled."""
     channels: _builtins.int
@@ -43,7 +44,9 @@ class AudioEncoderInfo(_message.Message):
     window_seconds: _builtins.float
     """Length of audio one frame sees."""
     max_input_frames: _builtins.int
-    """Longest input accepted, in frames at sample_rate."""
+    """Longest signal accepted, in frames at sample_rate."""
+    max_signals: _builtins.int
+    """Most signals in one Embed call."""
     @_builtins.property
     def model(self) -> _common_pb2.ModelInfo: ...
     @_builtins.property
@@ -61,92 +64,177 @@ class AudioEncoderInfo(_message.Message):
         hop_seconds: _builtins.float = ...,
         window_seconds: _builtins.float = ...,
         max_input_frames: _builtins.int = ...,
+        max_signals: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_dtypes", b"accepted_dtypes", "channels", b"channels", "embedding_dim", b"embedding_dim", "hop_seconds", b"hop_seconds", "max_input_frames", b"max_input_frames", "model", b"model", "sample_rate", b"sample_rate", "window_seconds", b"window_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_dtypes", b"accepted_dtypes", "channels", b"channels", "embedding_dim", b"embedding_dim", "hop_seconds", b"hop_seconds", "max_input_frames", b"max_input_frames", "max_signals", b"max_signals", "model", b"model", "sample_rate", b"sample_rate", "window_seconds", b"window_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AudioEncoderInfo: _TypeAlias = AudioEncoderInfo  # noqa: Y015
 
 @_typing.final
+class EmbedOptions(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNALS_FIELD_NUMBER: _builtins.int
+    INPUT_FRAMES_FIELD_NUMBER: _builtins.int
+    TIMESTAMPS_FIELD_NUMBER: _builtins.int
+    signals: _builtins.int
+    """Independent signals in this call; 0 = 1."""
+    input_frames: _builtins.int
+    """Audio frames each signal will have at sample_rate (progress totals); 0 = unknown."""
+    timestamps: _builtins.bool
+    """Also send each frame's timestamp."""
+    def __init__(
+        self,
+        *,
+        signals: _builtins.int = ...,
+        input_frames: _builtins.int = ...,
+        timestamps: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_frames", b"input_frames", "signals", b"signals", "timestamps", b"timestamps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbedOptions: _TypeAlias = EmbedOptions  # noqa: Y015
+
+@_typing.final
 class EmbedRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AUDIO_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    signal: _builtins.int
+    """0 .. signals-1."""
     @_builtins.property
     def audio(self) -> _tensor_pb2.AudioChunk:
-        """Consecutive frames; rate and channels fixed by the first chunk."""
+        """The next consecutive frames of signal `signal`; rate and channels fixed by its first chunk."""
+
+    @_builtins.property
+    def options(self) -> Global___EmbedOptions:
+        """In the first request only."""
 
     def __init__(
         self,
         *,
         audio: _tensor_pb2.AudioChunk | None = ...,
+        signal: _builtins.int = ...,
+        options: Global___EmbedOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "options", b"options", "signal", b"signal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EmbedRequest: _TypeAlias = EmbedRequest  # noqa: Y015
 
 @_typing.final
-class EmbedHeader(_message.Message):
+class EmbedFrames(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    FRAMES_FIELD_NUMBER: _builtins.int
-    EMBEDDING_DIM_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    FIRST_FIELD_NUMBER: _builtins.int
+    EMBEDDINGS_FIELD_NUMBER: _builtins.int
     TIMESTAMPS_FIELD_NUMBER: _builtins.int
-    frames: _builtins.int
-    """T."""
-    embedding_dim: _builtins.int
-    """D."""
+    DONE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    signal: _builtins.int
+    """Which signal these frames belong to."""
+    first: _builtins.int
+    """Index of the first frame here within its signal."""
+    done: _builtins.int
+    """Frames embedded so far in this call, all signals."""
+    total: _builtins.int
+    """Frames this call will embed, all signals (0 = not known yet)."""
+    @_builtins.property
+    def embeddings(self) -> _tensor_pb2.Tensor:
+        """[n, D] FLOAT32."""
+
     @_builtins.property
     def timestamps(self) -> _tensor_pb2.Tensor:
-        """[T] FLOAT64, seconds: centre of each frame's window."""
+        """[n] FLOAT64 seconds, centre of each frame's window (when asked for)."""
 
     def __init__(
         self,
         *,
-        frames: _builtins.int = ...,
-        embedding_dim: _builtins.int = ...,
+        signal: _builtins.int = ...,
+        first: _builtins.int = ...,
+        embeddings: _tensor_pb2.Tensor | None = ...,
         timestamps: _tensor_pb2.Tensor | None = ...,
+        done: _builtins.int = ...,
+        total: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamps", b"timestamps"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["embeddings", b"embeddings", "timestamps", b"timestamps"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_dim", b"embedding_dim", "frames", b"frames", "timestamps", b"timestamps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "embeddings", b"embeddings", "first", b"first", "signal", b"signal", "timestamps", b"timestamps", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___EmbedHeader: _TypeAlias = EmbedHeader  # noqa: Y015
+Global___EmbedFrames: _TypeAlias = EmbedFrames  # noqa: Y015
+
+@_typing.final
+class EmbedEnd(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FRAMES_FIELD_NUMBER: _builtins.int
+    EMBEDDING_DIM_FIELD_NUMBER: _builtins.int
+    embedding_dim: _builtins.int
+    """D."""
+    @_builtins.property
+    def frames(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """T of each signal."""
+
+    def __init__(
+        self,
+        *,
+        frames: _abc.Iterable[_builtins.int] | None = ...,
+        embedding_dim: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_dim", b"embedding_dim", "frames", b"frames"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbedEnd: _TypeAlias = EmbedEnd  # noqa: Y015
 
 @_typing.final
 class EmbedResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    HEADER_FIELD_NUMBER: _builtins.int
-    EMBEDDINGS_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    FRAMES_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def header(self) -> Global___EmbedHeader:
-        """First message."""
+    def queued(self) -> _common_pb2.QueueStatus:
+        """While waiting for a model slot."""
 
     @_builtins.property
-    def embeddings(self) -> _tensor_pb2.TensorChunk:
-        """[T, D] FLOAT32, in order."""
+    def frames(self) -> Global___EmbedFrames:
+        """As windows are embedded."""
+
+    @_builtins.property
+    def end(self) -> Global___EmbedEnd:
+        """Last."""
 
     def __init__(
         self,
         *,
-        header: Global___EmbedHeader | None = ...,
-        embeddings: _tensor_pb2.TensorChunk | None = ...,
+        queued: _common_pb2.QueueStatus | None = ...,
+        frames: Global___EmbedFrames | None = ...,
+        end: Global___EmbedEnd | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["embeddings", b"embeddings", "header", b"header", "item", b"item"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "frames", b"frames", "item", b"item", "queued", b"queued"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embeddings", b"embeddings", "header", b"header", "item", b"item"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "frames", b"frames", "item", b"item", "queued", b"queued"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["header", "embeddings"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["queued", "frames", "end"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 

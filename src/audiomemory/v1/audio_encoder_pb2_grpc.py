@@ -58,8 +58,10 @@ class AudioEncoderServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Embed(self, request_iterator, context):
-        """Stream in: AudioChunks of one signal. Stream out: an EmbedHeader, then the
-        frame embeddings [T, D] as TensorChunks.
+        """Stream in: EmbedOptions first (optional), then the AudioChunks of one or more independent
+        signals (e.g. the four stems of a song), each chunk tagged with its signal; chunks of different
+        signals may interleave. Stream out: QueueStatus while the call waits for a model slot, then
+        EmbedFrames as windows are embedded (the frames of one signal in order), then one EmbedEnd.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

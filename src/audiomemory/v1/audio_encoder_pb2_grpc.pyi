@@ -35,8 +35,10 @@ class AudioEncoderStub:
     Describe: _grpc.UnaryUnaryMultiCallable[_common_pb2.DescribeRequest, _audio_encoder_pb2.AudioEncoderInfo]
     """Identity and I/O facts (expected rate and channels, embedding dim, hop)."""
     Embed: _grpc.StreamStreamMultiCallable[_audio_encoder_pb2.EmbedRequest, _audio_encoder_pb2.EmbedResponse]
-    """Stream in: AudioChunks of one signal. Stream out: an EmbedHeader, then the
-    frame embeddings [T, D] as TensorChunks.
+    """Stream in: EmbedOptions first (optional), then the AudioChunks of one or more independent
+    signals (e.g. the four stems of a song), each chunk tagged with its signal; chunks of different
+    signals may interleave. Stream out: QueueStatus while the call waits for a model slot, then
+    EmbedFrames as windows are embedded (the frames of one signal in order), then one EmbedEnd.
     """
 
 @_typing.type_check_only
@@ -45,8 +47,10 @@ class AudioEncoderAsyncStub(AudioEncoderStub):
     Describe: _aio.UnaryUnaryMultiCallable[_common_pb2.DescribeRequest, _audio_encoder_pb2.AudioEncoderInfo]  # type: ignore[assignment]
     """Identity and I/O facts (expected rate and channels, embedding dim, hop)."""
     Embed: _aio.StreamStreamMultiCallable[_audio_encoder_pb2.EmbedRequest, _audio_encoder_pb2.EmbedResponse]  # type: ignore[assignment]
-    """Stream in: AudioChunks of one signal. Stream out: an EmbedHeader, then the
-    frame embeddings [T, D] as TensorChunks.
+    """Stream in: EmbedOptions first (optional), then the AudioChunks of one or more independent
+    signals (e.g. the four stems of a song), each chunk tagged with its signal; chunks of different
+    signals may interleave. Stream out: QueueStatus while the call waits for a model slot, then
+    EmbedFrames as windows are embedded (the frames of one signal in order), then one EmbedEnd.
     """
 
 class AudioEncoderServicer(metaclass=_abc_1.ABCMeta):
@@ -64,8 +68,10 @@ class AudioEncoderServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_audio_encoder_pb2.EmbedRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_audio_encoder_pb2.EmbedResponse], _abc.AsyncIterator[_audio_encoder_pb2.EmbedResponse]]:
-        """Stream in: AudioChunks of one signal. Stream out: an EmbedHeader, then the
-        frame embeddings [T, D] as TensorChunks.
+        """Stream in: EmbedOptions first (optional), then the AudioChunks of one or more independent
+        signals (e.g. the four stems of a song), each chunk tagged with its signal; chunks of different
+        signals may interleave. Stream out: QueueStatus while the call waits for a model slot, then
+        EmbedFrames as windows are embedded (the frames of one signal in order), then one EmbedEnd.
         """
 
 def add_AudioEncoderServicer_to_server(servicer: AudioEncoderServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

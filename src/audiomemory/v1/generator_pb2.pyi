@@ -54,7 +54,7 @@ class GeneratorInfo(_message.Message):
     max_steps: _builtins.int
     """Most denoising steps accepted (150)."""
     default_guidance: _builtins.float
-    """Guidance when GenerateRequest.guidance_set is false."""
+    """Guidance when GenerateRequest.guidance is unset."""
     min_guidance: _builtins.float
     """Lowest guidance accepted (0)."""
     max_guidance: _builtins.float
@@ -109,7 +109,6 @@ class GenerateRequest(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
     GUIDANCE_FIELD_NUMBER: _builtins.int
-    GUIDANCE_SET_FIELD_NUMBER: _builtins.int
     WIDTH_FIELD_NUMBER: _builtins.int
     HEIGHT_FIELD_NUMBER: _builtins.int
     SCHEDULER_FIELD_NUMBER: _builtins.int
@@ -118,9 +117,7 @@ class GenerateRequest(_message.Message):
     steps: _builtins.int
     """Denoising steps, min_steps..max_steps; 0 = default_steps."""
     guidance: _builtins.float
-    """Classifier-free guidance, min_guidance..max_guidance, finite."""
-    guidance_set: _builtins.bool
-    """True when `guidance` was given (0 is a valid value)."""
+    """Classifier-free guidance, min_guidance..max_guidance, finite; unset = default_guidance."""
     width: _builtins.int
     """Pixels: multiple of size_multiple, min_size..max_size; 0 = default_size."""
     height: _builtins.int
@@ -142,17 +139,18 @@ class GenerateRequest(_message.Message):
         negative_prompt_embeds: _tensor_pb2.Tensor | None = ...,
         seed: _builtins.int = ...,
         steps: _builtins.int = ...,
-        guidance: _builtins.float = ...,
-        guidance_set: _builtins.bool = ...,
+        guidance: _builtins.float | None = ...,
         width: _builtins.int = ...,
         height: _builtins.int = ...,
         scheduler: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["negative_prompt_embeds", b"negative_prompt_embeds", "prompt_embeds", b"prompt_embeds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "guidance", b"guidance", "negative_prompt_embeds", b"negative_prompt_embeds", "prompt_embeds", b"prompt_embeds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["guidance", b"guidance", "guidance_set", b"guidance_set", "height", b"height", "negative_prompt_embeds", b"negative_prompt_embeds", "prompt_embeds", b"prompt_embeds", "scheduler", b"scheduler", "seed", b"seed", "steps", b"steps", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "guidance", b"guidance", "height", b"height", "negative_prompt_embeds", b"negative_prompt_embeds", "prompt_embeds", b"prompt_embeds", "scheduler", b"scheduler", "seed", b"seed", "steps", b"steps", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__guidance: _TypeAlias = _typing.Literal["guidance"]  # noqa: Y015
+    _WhichOneofArgType__guidance: _TypeAlias = _typing.Literal["_guidance", b"_guidance"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__guidance) -> _WhichOneofReturnType__guidance | None: ...
 
 Global___GenerateRequest: _TypeAlias = GenerateRequest  # noqa: Y015
 
@@ -222,21 +220,27 @@ class GenerateResponse(_message.Message):
 
     PROGRESS_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def progress(self) -> Global___StepProgress: ...
     @_builtins.property
     def image(self) -> Global___ImageChunk: ...
+    @_builtins.property
+    def queued(self) -> _common_pb2.QueueStatus:
+        """Before the first step, while waiting for a model slot."""
+
     def __init__(
         self,
         *,
         progress: Global___StepProgress | None = ...,
         image: Global___ImageChunk | None = ...,
+        queued: _common_pb2.QueueStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "item", b"item", "progress", b"progress"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "item", b"item", "progress", b"progress", "queued", b"queued"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "item", b"item", "progress", b"progress"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "item", b"item", "progress", b"progress", "queued", b"queued"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["progress", "image"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["progress", "image", "queued"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 

@@ -58,7 +58,8 @@ class GeneratorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Generate(self, request, context):
-        """Stream out: one StepProgress per denoising step, then the PNG in ImageChunks.
+        """Stream out: QueueStatus while the call waits for a model slot, one StepProgress per denoising
+        step, then the PNG in ImageChunks.
         Cancelling the call stops the denoising loop within one step.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

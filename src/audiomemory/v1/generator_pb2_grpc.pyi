@@ -35,7 +35,8 @@ class GeneratorStub:
     Describe: _grpc.UnaryUnaryMultiCallable[_common_pb2.DescribeRequest, _generator_pb2.GeneratorInfo]
     """Identity and I/O facts (cross-attention dim, native size, schedulers) and the request limits."""
     Generate: _grpc.UnaryStreamMultiCallable[_generator_pb2.GenerateRequest, _generator_pb2.GenerateResponse]
-    """Stream out: one StepProgress per denoising step, then the PNG in ImageChunks.
+    """Stream out: QueueStatus while the call waits for a model slot, one StepProgress per denoising
+    step, then the PNG in ImageChunks.
     Cancelling the call stops the denoising loop within one step.
     """
 
@@ -45,7 +46,8 @@ class GeneratorAsyncStub(GeneratorStub):
     Describe: _aio.UnaryUnaryMultiCallable[_common_pb2.DescribeRequest, _generator_pb2.GeneratorInfo]  # type: ignore[assignment]
     """Identity and I/O facts (cross-attention dim, native size, schedulers) and the request limits."""
     Generate: _aio.UnaryStreamMultiCallable[_generator_pb2.GenerateRequest, _generator_pb2.GenerateResponse]  # type: ignore[assignment]
-    """Stream out: one StepProgress per denoising step, then the PNG in ImageChunks.
+    """Stream out: QueueStatus while the call waits for a model slot, one StepProgress per denoising
+    step, then the PNG in ImageChunks.
     Cancelling the call stops the denoising loop within one step.
     """
 
@@ -64,7 +66,8 @@ class GeneratorServicer(metaclass=_abc_1.ABCMeta):
         request: _generator_pb2.GenerateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_generator_pb2.GenerateResponse], _abc.AsyncIterator[_generator_pb2.GenerateResponse]]:
-        """Stream out: one StepProgress per denoising step, then the PNG in ImageChunks.
+        """Stream out: QueueStatus while the call waits for a model slot, one StepProgress per denoising
+        step, then the PNG in ImageChunks.
         Cancelling the call stops the denoising loop within one step.
         """
 

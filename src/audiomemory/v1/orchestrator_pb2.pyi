@@ -40,6 +40,8 @@ class _StageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Stage.ValueType
     STAGE_FUSING: _Stage.ValueType  # 6
     STAGE_GENERATING: _Stage.ValueType  # 7
     STAGE_DONE: _Stage.ValueType  # 8
+    STAGE_QUEUED: _Stage.ValueType  # 9
+    """Waiting for a downstream model slot (current = place in line)."""
 
 class Stage(_Stage, metaclass=_StageEnumTypeWrapper):
     """Stages, in the order a job passes them."""
@@ -53,6 +55,8 @@ STAGE_ENCODING_TEXT: Stage.ValueType  # 5
 STAGE_FUSING: Stage.ValueType  # 6
 STAGE_GENERATING: Stage.ValueType  # 7
 STAGE_DONE: Stage.ValueType  # 8
+STAGE_QUEUED: Stage.ValueType  # 9
+"""Waiting for a downstream model slot (current = place in line)."""
 Global___Stage: _TypeAlias = Stage  # noqa: Y015
 
 @_typing.final
@@ -93,17 +97,17 @@ Global___OrchestratorInfo: _TypeAlias = OrchestratorInfo  # noqa: Y015
 
 @_typing.final
 class CreateImageOptions(_message.Message):
+    """Options whose zero is a meaningful value are `optional`: unset means the server's default."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LYRICS_FIELD_NUMBER: _builtins.int
     LYRICS_WINDOW_FIELD_NUMBER: _builtins.int
     NEGATIVE_PROMPT_FIELD_NUMBER: _builtins.int
     STRENGTH_FIELD_NUMBER: _builtins.int
-    STRENGTH_SET_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
     GUIDANCE_FIELD_NUMBER: _builtins.int
-    GUIDANCE_SET_FIELD_NUMBER: _builtins.int
     WIDTH_FIELD_NUMBER: _builtins.int
     HEIGHT_FIELD_NUMBER: _builtins.int
     SCHEDULER_FIELD_NUMBER: _builtins.int
@@ -117,16 +121,13 @@ class CreateImageOptions(_message.Message):
     negative_prompt: _builtins.str
     """Default ""."""
     strength: _builtins.float
-    """Fusion alpha, 0..1."""
-    strength_set: _builtins.bool
-    """True when `strength` was given; else the default (0.1)."""
+    """Fusion alpha, 0..1; unset = the orchestrator's default (0.1)."""
     seed: _builtins.int
     """Generator seed."""
     steps: _builtins.int
     """0 = the generator's default."""
     guidance: _builtins.float
-    """Used when guidance_set."""
-    guidance_set: _builtins.bool
+    """Classifier-free guidance; unset = the generator's default."""
     width: _builtins.int
     """0 = default."""
     height: _builtins.int
@@ -134,7 +135,7 @@ class CreateImageOptions(_message.Message):
     scheduler: _builtins.str
     """"" = the generator's default."""
     projection_seed: _builtins.int
-    """Seed of the fusion's random orthonormal projection."""
+    """Seed of the fusion's random projection; unset = the orchestrator's default."""
     keep_bos: _builtins.bool
     """Leave the BOS token's embedding untouched."""
     filename: _builtins.str
@@ -145,24 +146,33 @@ class CreateImageOptions(_message.Message):
         lyrics: _builtins.str = ...,
         lyrics_window: _builtins.str = ...,
         negative_prompt: _builtins.str = ...,
-        strength: _builtins.float = ...,
-        strength_set: _builtins.bool = ...,
+        strength: _builtins.float | None = ...,
         seed: _builtins.int = ...,
         steps: _builtins.int = ...,
-        guidance: _builtins.float = ...,
-        guidance_set: _builtins.bool = ...,
+        guidance: _builtins.float | None = ...,
         width: _builtins.int = ...,
         height: _builtins.int = ...,
         scheduler: _builtins.str = ...,
-        projection_seed: _builtins.int = ...,
+        projection_seed: _builtins.int | None = ...,
         keep_bos: _builtins.bool = ...,
         filename: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "_projection_seed", b"_projection_seed", "_strength", b"_strength", "guidance", b"guidance", "projection_seed", b"projection_seed", "strength", b"strength"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filename", b"filename", "guidance", b"guidance", "guidance_set", b"guidance_set", "height", b"height", "keep_bos", b"keep_bos", "lyrics", b"lyrics", "lyrics_window", b"lyrics_window", "negative_prompt", b"negative_prompt", "projection_seed", b"projection_seed", "scheduler", b"scheduler", "seed", b"seed", "steps", b"steps", "strength", b"strength", "strength_set", b"strength_set", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "_projection_seed", b"_projection_seed", "_strength", b"_strength", "filename", b"filename", "guidance", b"guidance", "height", b"height", "keep_bos", b"keep_bos", "lyrics", b"lyrics", "lyrics_window", b"lyrics_window", "negative_prompt", b"negative_prompt", "projection_seed", b"projection_seed", "scheduler", b"scheduler", "seed", b"seed", "steps", b"steps", "strength", b"strength", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__guidance: _TypeAlias = _typing.Literal["guidance"]  # noqa: Y015
+    _WhichOneofArgType__guidance: _TypeAlias = _typing.Literal["_guidance", b"_guidance"]  # noqa: Y015
+    _WhichOneofReturnType__projection_seed: _TypeAlias = _typing.Literal["projection_seed"]  # noqa: Y015
+    _WhichOneofArgType__projection_seed: _TypeAlias = _typing.Literal["_projection_seed", b"_projection_seed"]  # noqa: Y015
+    _WhichOneofReturnType__strength: _TypeAlias = _typing.Literal["strength"]  # noqa: Y015
+    _WhichOneofArgType__strength: _TypeAlias = _typing.Literal["_strength", b"_strength"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__guidance) -> _WhichOneofReturnType__guidance | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__projection_seed) -> _WhichOneofReturnType__projection_seed | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__strength) -> _WhichOneofReturnType__strength | None: ...
 
 Global___CreateImageOptions: _TypeAlias = CreateImageOptions  # noqa: Y015
 
@@ -205,9 +215,11 @@ class StageEvent(_message.Message):
     CACHE_HIT_FIELD_NUMBER: _builtins.int
     stage: Global___Stage.ValueType
     current: _builtins.int
-    """Progress within the stage (stems embedded, steps done)."""
+    """Progress within the stage: seconds of audio separated, frames"""
     total: _builtins.int
-    """Units in the stage, 0 if not counted."""
+    """embedded (all stems), denoising steps done, place in line.
+    Units in the stage, 0 if not counted.
+    """
     message: _builtins.str
     """Human-readable note, e.g. "cache hit"."""
     cache_hit: _builtins.bool

@@ -37,7 +37,7 @@ class SeparatorInfo(_message.Message):
     max_input_frames: _builtins.int
     """Longest input accepted, in frames at the model rate."""
     max_input_bytes: _builtins.int
-    """Largest upload accepted, in bytes on the wire."""
+    """Largest upload accepted, in bytes on the wire (max_input_frames, stereo float32)."""
     @_builtins.property
     def model(self) -> _common_pb2.ModelInfo: ...
     @_builtins.property
@@ -67,18 +67,24 @@ class SeparateOptions(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     OUTPUT_FIELD_NUMBER: _builtins.int
+    STEMS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def output(self) -> _tensor_pb2.AudioFormat:
         """Format to deliver stems in (rate, channels, wire dtype)."""
+
+    @_builtins.property
+    def stems(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these stems, in this order; empty = every stem, in the model's order."""
 
     def __init__(
         self,
         *,
         output: _tensor_pb2.AudioFormat | None = ...,
+        stems: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "stems", b"stems"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -162,7 +168,7 @@ class StemChunk(_message.Message):
     """Index into StemsHeader.stems."""
     @_builtins.property
     def audio(self) -> _tensor_pb2.AudioChunk:
-        """Consecutive frames of that stem."""
+        """The next consecutive frames of that stem."""
 
     def __init__(
         self,
@@ -184,25 +190,31 @@ class SeparateResponse(_message.Message):
 
     HEADER_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> Global___StemsHeader:
-        """First message."""
+        """Once, before the first chunk."""
 
     @_builtins.property
     def chunk(self) -> Global___StemChunk:
-        """Then every stem, chunk by chunk."""
+        """Then the stems, block by block."""
+
+    @_builtins.property
+    def queued(self) -> _common_pb2.QueueStatus:
+        """Before the header, while waiting for a model slot."""
 
     def __init__(
         self,
         *,
         header: Global___StemsHeader | None = ...,
         chunk: Global___StemChunk | None = ...,
+        queued: _common_pb2.QueueStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "item", b"item"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "item", b"item", "queued", b"queued"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "item", b"item"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "item", b"item", "queued", b"queued"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["header", "chunk", "queued"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 

@@ -59,7 +59,9 @@ class SeparatorServicer:
 
     def Separate(self, request_iterator, context):
         """Stream in: optional SeparateOptions first, then AudioChunks.
-        Stream out: one StemsHeader, then each stem's chunks in the header's order.
+        Stream out: QueueStatus while the call waits for a model slot, one StemsHeader once the audio is
+        read, then the stems block by block in time order: each block is one StemChunk per stem (header
+        order) covering the same frames, sent as soon as that stretch of the song is separated.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

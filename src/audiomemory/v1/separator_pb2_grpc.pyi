@@ -36,7 +36,9 @@ class SeparatorStub:
     """Identity and I/O facts of the loaded model (stem names, model rate)."""
     Separate: _grpc.StreamStreamMultiCallable[_separator_pb2.SeparateRequest, _separator_pb2.SeparateResponse]
     """Stream in: optional SeparateOptions first, then AudioChunks.
-    Stream out: one StemsHeader, then each stem's chunks in the header's order.
+    Stream out: QueueStatus while the call waits for a model slot, one StemsHeader once the audio is
+    read, then the stems block by block in time order: each block is one StemChunk per stem (header
+    order) covering the same frames, sent as soon as that stretch of the song is separated.
     """
 
 @_typing.type_check_only
@@ -46,7 +48,9 @@ class SeparatorAsyncStub(SeparatorStub):
     """Identity and I/O facts of the loaded model (stem names, model rate)."""
     Separate: _aio.StreamStreamMultiCallable[_separator_pb2.SeparateRequest, _separator_pb2.SeparateResponse]  # type: ignore[assignment]
     """Stream in: optional SeparateOptions first, then AudioChunks.
-    Stream out: one StemsHeader, then each stem's chunks in the header's order.
+    Stream out: QueueStatus while the call waits for a model slot, one StemsHeader once the audio is
+    read, then the stems block by block in time order: each block is one StemChunk per stem (header
+    order) covering the same frames, sent as soon as that stretch of the song is separated.
     """
 
 class SeparatorServicer(metaclass=_abc_1.ABCMeta):
@@ -65,7 +69,9 @@ class SeparatorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_separator_pb2.SeparateResponse], _abc.AsyncIterator[_separator_pb2.SeparateResponse]]:
         """Stream in: optional SeparateOptions first, then AudioChunks.
-        Stream out: one StemsHeader, then each stem's chunks in the header's order.
+        Stream out: QueueStatus while the call waits for a model slot, one StemsHeader once the audio is
+        read, then the stems block by block in time order: each block is one StemChunk per stem (header
+        order) covering the same frames, sent as soon as that stretch of the song is separated.
         """
 
 def add_SeparatorServicer_to_server(servicer: SeparatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,143 @@
+"""The ``Gate`` in front of a service's model: readiness, a bounded first-come-first-served queue.
+
+``concurrency`` calls hold a slot at once, ``max_queue`` more wait in arrival order, the next one is
+refused with RESOURCE_EXHAUSTED saying how busy the service is. Two ways to take a slot:
+
+- ``with gate.slot(context):`` blocks until the slot is free (unary RPCs, short work);
+- a streaming RPC that should say it is waiting (and so prove it is alive while it waits)::
+
+      with gate.admit(context) as turn:            # refused here when the queue is full
+          for position in turn.waiting(every=5.0):
+              yield Response(queued=QueueStatus(position=position, ...))
+          ...                                      # the slot is held from here to the end of the block
+
+A caller that goes away while waiting is dropped from the queue (``Cancelled``); the slot is always
+given back, whatever ends the block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+
+from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ResourceExhausted, Unavailable
+
+_POLL_S = 0.05  # how often a waiter checks that its caller is still there
+
+
+class Turn:
+    """One admitted call's place in the gate: waiting until ``waiting()`` ends, then holding a slot."""
+
+    def __init__(self, gate: Gate, ticket: int, context: grpc.ServicerContext | None) -> None:
+        self._gate = gate
+        self.ticket = ticket
+        self._context = context
+        self.holding = False
+
+    @property
+    def position(self) -> int:
+        """1 = the next call to run; 0 once this call holds a slot."""
+        return 0 if self.holding else self._gate._position(self.ticket)
+
+    def waiting(self, every: float) -> Iterator[int]:
+        """Block until this call holds a slot, yielding its queue position at first and every ``every`` s."""
+        last = time.monotonic()
+        first = True
+        while not self.holding:
+            if self._gate._try_take(self.ticket):
+                self.holding = True
+                return
+            if self._context is not None and not self._context.is_active():
+                raise Cancelled("the caller went away while waiting for the model")
+            now = time.monotonic()
+            if first or now - last >= every:
+                first, last = False, now
+                yield self.position
+            self._gate._wait(_POLL_S)
+
+    def take(self) -> None:
+        """Wait for the slot without reporting (``waiting`` with no one to tell)."""
+        for _ in self.waiting(every=float("inf")):
+            pass
+
+
+class Gate:
+    """Readiness plus a bounded, first-come-first-served queue in front of the model."""
+
+    def __init__(self, concurrency: int = 1, max_queue: int = 8) -> None:
+        self.concurrency = concurrency
+        self.max_queue = max_queue
+        self.ready = threading.Event()
+        self.load_error: str | None = None
+        self._cond = threading.Condition()
+        self._tickets = itertools.count()
+        self._waiting: list[int] = []  # tickets in arrival order
+        self._running = 0
+
+    def check_ready(self) -> None:
+        if self.load_error is not None:
+            raise FailedPrecondition(f"the model failed to load: {self.load_error}")
+        if not self.ready.is_set():
+            raise Unavailable("the model is still loading; retry when health reports SERVING")
+
+    @property
+    def waiting_count(self) -> int:
+        with self._cond:
+            return len(self._waiting)
+
+    @property
+    def running_count(self) -> int:
+        with self._cond:
+            return self._running
+
+    @contextlib.contextmanager
+    def admit(self, context: grpc.ServicerContext | None = None) -> Iterator[Turn]:
+        """A place in the queue (RESOURCE_EXHAUSTED when it is full); the slot, once taken, is freed on exit."""
+        self.check_ready()
+        with self._cond:
+            if self._running + len(self._waiting) >= self.concurrency + self.max_queue:
+                raise ResourceExhausted(
+                    f"server busy: {self._running} model call(s) running and {len(self._waiting)} waiting "
+                    f"(limit max_queue={self.max_queue}); retry later or add replicas"
+                )
+            ticket = next(self._tickets)
+            self._waiting.append(ticket)
+        turn = Turn(self, ticket, context)
+        try:
+            yield turn
+        finally:
+            with self._cond:
+                if turn.holding:
+                    self._running -= 1
+                elif ticket in self._waiting:
+                    self._waiting.remove(ticket)
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def slot(self, context: grpc.ServicerContext | None = None) -> Iterator[None]:
+        """Hold one of ``concurrency`` model slots; give up if the caller goes away while waiting."""
+        with self.admit(context) as turn:
+            turn.take()
+            yield
+
+    # -- for Turn ---------------------------------------------------------------------------------
+    def _position(self, ticket: int) -> int:
+        with self._cond:
+            return self._waiting.index(ticket) + 1 if ticket in self._waiting else 0
+
+    def _try_take(self, ticket: int) -> bool:
+        with self._cond:
+            if self._running < self.concurrency and self._waiting and self._waiting[0] == ticket:
+                self._waiting.pop(0)
+                self._running += 1
+                return True
+            return False
+
+    def _wait(self, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait(timeout)
