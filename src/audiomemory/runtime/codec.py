@@ -354,12 +354,12 @@ class AudioAssembler:
 
 class AudioStreamReader:
     """A service's reading of one streamed audio input: an ``AudioAssembler`` created on the first
-    chunk, whose frame cap is ``max_seconds`` at that chunk's rate (validated by the assembler)."""
+    chunk, whose caps follow from ``max_seconds`` at that chunk's rate — the frame cap, and a byte cap
+    of those frames as stereo float32 (so a byte limit can never disagree with the length limit)."""
 
-    def __init__(self, field: str, *, max_seconds: float, max_bytes: int) -> None:
+    def __init__(self, field: str, *, max_seconds: float) -> None:
         self.field = field
         self.max_seconds = max_seconds
-        self.max_bytes = max_bytes
         self._assembler: AudioAssembler | None = None
 
     @property
@@ -369,12 +369,8 @@ class AudioStreamReader:
 
     def add(self, chunk: tensor_pb2.AudioChunk) -> None:
         if self._assembler is None:
-            rate = chunk.sample_rate
-            self._assembler = AudioAssembler(
-                self.field,
-                max_frames=frames_limit(self.max_seconds, rate) if rate > 0 else 0,
-                max_bytes=self.max_bytes,
-            )
+            frames = frames_limit(self.max_seconds, chunk.sample_rate) if chunk.sample_rate > 0 else 0
+            self._assembler = AudioAssembler(self.field, max_frames=frames, max_bytes=max_audio_bytes(frames))
         self._assembler.add(chunk)
 
     def result(self) -> tuple[np.ndarray, int]:
@@ -382,6 +378,11 @@ class AudioStreamReader:
         if self._assembler is None:
             raise InvalidInput(f"{self.field}: empty, the stream held no audio chunks")
         return self._assembler.result()
+
+
+def max_audio_bytes(frames: int) -> int:
+    """Bytes of ``frames`` frames of the widest audio the wire carries (stereo float32)."""
+    return frames * 2 * 4
 
 
 def iter_pieces(data: bytes, size: int = CHUNK_BYTES) -> Iterator[tuple[bytes, bool]]:

@@ -7,8 +7,8 @@ refused with RESOURCE_EXHAUSTED saying how busy the service is. Two ways to take
 - a streaming RPC that should say it is waiting (and so prove it is alive while it waits)::
 
       with gate.admit(context) as turn:            # refused here when the queue is full
-          for position in turn.waiting(every=5.0):
-              yield Response(queued=QueueStatus(position=position, ...))
+          for position in turn.waiting():        # at first, then every HEARTBEAT_SECONDS
+              yield Response(queued=QueueStatus(position=position, running=gate.running_count))
           ...                                      # the slot is held from here to the end of the block
 
 A caller that goes away while waiting is dropped from the queue (``Cancelled``); the slot is always
@@ -28,6 +28,9 @@ import grpc
 from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ResourceExhausted, Unavailable
 
 _POLL_S = 0.05  # how often a waiter checks that its caller is still there
+#: How often a waiting streaming call reports its place in line (``QueueStatus``): well under the
+#: orchestrator's stall limit, so a queued call is never taken for a dead one.
+HEARTBEAT_SECONDS = 5.0
 
 
 class Turn:
@@ -44,7 +47,7 @@ class Turn:
         """1 = the next call to run; 0 once this call holds a slot."""
         return 0 if self.holding else self._gate._position(self.ticket)
 
-    def waiting(self, every: float) -> Iterator[int]:
+    def waiting(self, every: float = HEARTBEAT_SECONDS) -> Iterator[int]:
         """Block until this call holds a slot, yielding its queue position at first and every ``every`` s."""
         last = time.monotonic()
         first = True

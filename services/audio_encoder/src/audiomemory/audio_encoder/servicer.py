@@ -54,7 +54,7 @@ class AudioEncoderServicer(audio_encoder_pb2_grpc.AudioEncoderServicer):
         )
 
     def _read(self, requests: Iterator[audio_encoder_pb2.EmbedRequest]) -> tuple[np.ndarray, int]:
-        audio = AudioStreamReader("audio", max_seconds=self.config.max_seconds, max_bytes=self.config.max_input_bytes)
+        audio = AudioStreamReader("audio", max_seconds=self.config.max_seconds)
         for i, request in enumerate(requests):
             if not request.HasField("audio"):
                 raise InvalidInput(f"requests[{i}].audio: missing, every request carries an audio chunk")

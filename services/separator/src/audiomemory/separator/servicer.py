@@ -87,7 +87,7 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
         self, requests: Iterator[separator_pb2.SeparateRequest]
     ) -> tuple[OutputFormat, np.ndarray, int]:
         fmt: OutputFormat | None = None
-        audio = AudioStreamReader("audio", max_seconds=self.config.max_seconds, max_bytes=self.config.max_input_bytes)
+        audio = AudioStreamReader("audio", max_seconds=self.config.max_seconds)
         for i, request in enumerate(requests):
             item = request.WhichOneof("item")
             if item == "options":
