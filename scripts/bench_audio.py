@@ -40,7 +40,8 @@ from audiomemory.audio_encoder.backends.openl3 import OpenL3Backend
 from audiomemory.audio_encoder.config import AudioEncoderConfig
 from audiomemory.audio_encoder.service import DEFINITION as AUDIO_ENCODER
 from audiomemory.runtime.allocator import heap_allocator
-from audiomemory.runtime.codec import AudioAssembler, TensorAssembler, iter_audio_chunks
+from audiomemory.runtime.audio import AudioAssembler, iter_audio_chunks
+from audiomemory.runtime.codec import TensorAssembler
 from audiomemory.runtime.service import start_service
 from audiomemory.separator.backends.demucs import HTDEMUCS_KWARGS, DemucsBackend, write_repo
 from audiomemory.separator.config import SeparatorConfig

@@ -118,7 +118,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--megabytes", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--chunk-bytes", type=int, default=codec.DEFAULT_CHUNK_BYTES)
+    parser.add_argument("--chunk-bytes", type=int, default=codec.CHUNK_BYTES)
     args = parser.parse_args()
     arr = np.random.default_rng(0).standard_normal(args.megabytes * 1_000_000 // 4, dtype=np.float32)
     size = arr.nbytes

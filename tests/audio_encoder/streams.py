@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from audiomemory.runtime.codec import TensorAssembler, from_tensor, iter_audio_chunks
+from audiomemory.runtime.audio import iter_audio_chunks
+from audiomemory.runtime.codec import TensorAssembler, from_tensor
 from audiomemory.v1 import audio_encoder_pb2
 
 

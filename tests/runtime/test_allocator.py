@@ -63,6 +63,29 @@ def test_a_process_reports_the_allocator_it_was_started_with() -> None:
     assert run_reporting({**env, "LD_PRELOAD": str(TCMALLOC)}) == "tcmalloc"
 
 
+@pytest.mark.parametrize(
+    ("name", "device", "warned"),
+    [("glibc", "cpu", True), ("tcmalloc", "cpu", False), ("jemalloc", "cpu", False), ("glibc", "cuda:0", False)],
+)
+def test_the_fix_is_advised_once_and_only_for_a_cpu_model_under_glibc(
+    name: str, device: str, warned: bool, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both branches on any host: the allocator this process runs on is replaced by each case's.
+    monkeypatch.setattr(allocator, "_advised", False)
+    monkeypatch.setattr(allocator, "heap_allocator", lambda: name)
+    with caplog.at_level(logging.INFO, logger="audiomemory.allocator"):
+        allocator.advise("separator", device)
+        allocator.advise("generator", device)
+    first, second = (r for r in caplog.records if r.name == "audiomemory.allocator")
+    assert (first.levelno == logging.WARNING) is warned
+    if warned:
+        message = first.getMessage()
+        assert "LD_PRELOAD=libtcmalloc_minimal.so.4" in message and "libtcmalloc-minimal4" in message
+    else:
+        assert first.getMessage() == f"separator: heap allocator {name}"
+    assert second.levelno == logging.INFO and second.getMessage() == f"generator: heap allocator {name}"
+
+
 def test_a_model_service_on_cpu_logs_its_allocator_and_the_fix_under_glibc(
     tiny: Callable[[str], dict[str, Any]], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from audiomemory.runtime import codec
+from audiomemory.runtime import audio, codec
 from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
 from audiomemory.v1 import tensor_pb2
 
@@ -54,7 +54,7 @@ def test_non_contiguous_inputs_encode_as_their_logical_values(arr: np.ndarray, s
 def test_torch_round_trip_keeps_dtype_and_values(dtype: torch.dtype) -> None:
     x = (torch.randn(3, 0 if dtype == torch.int32 else 4, 5) * 10).to(dtype)
     x = x.transpose(0, 2)  # non-contiguous
-    y = codec.from_tensor_torch(codec.to_tensor(x), field="t")
+    y = codec.numpy_to_torch(codec.from_tensor(codec.to_tensor(x), field="t"))
     assert y.dtype == dtype and y.shape == x.shape and torch.equal(y, x)
 
 
@@ -91,15 +91,15 @@ def test_chunked_round_trip_reassembles_any_split(arr: np.ndarray, chunk_bytes: 
 
 def test_audio_chunks_round_trip_in_float16_within_half_precision() -> None:
     rng = np.random.default_rng(0)
-    audio = rng.uniform(-1, 1, (2, 10_000)).astype(np.float32)
-    chunks = list(codec.iter_audio_chunks(audio, 22050, dtype="float16", chunk_bytes=4096))
+    signal = rng.uniform(-1, 1, (2, 10_000)).astype(np.float32)
+    chunks = list(audio.iter_audio_chunks(signal, 22050, dtype="float16", chunk_bytes=4096))
     assert len(chunks) > 1 and all(len(c.samples.data) <= 4096 for c in chunks)
-    asm = codec.AudioAssembler("audio", max_frames=10_000, max_bytes=1 << 20)
+    asm = audio.AudioAssembler("audio", max_frames=10_000, max_bytes=1 << 20)
     for c in chunks:
         asm.add(c)
     out, rate = asm.result()
-    assert rate == 22050 and out.dtype == np.float32 and out.shape == audio.shape
-    assert np.abs(out - audio).max() < 1e-3
+    assert rate == 22050 and out.dtype == np.float32 and out.shape == signal.shape
+    assert np.abs(out - signal).max() < 1e-3
 
 
 def _tensor(
@@ -168,7 +168,7 @@ def test_truncated_and_empty_and_overlong_streams_are_refused() -> None:
 
 
 def _audio(rate: int = 16000, channels: int = 1, frames: int = 100, dtype: str = "float32") -> tensor_pb2.AudioChunk:
-    return next(codec.iter_audio_chunks(np.zeros((channels, frames), np.float32), rate, dtype=dtype))
+    return next(audio.iter_audio_chunks(np.zeros((channels, frames), np.float32), rate, dtype=dtype))
 
 
 @pytest.mark.parametrize(
@@ -192,7 +192,7 @@ def _audio(rate: int = 16000, channels: int = 1, frames: int = 100, dtype: str =
     ],
 )
 def test_malformed_audio_stream_is_refused_clearly(chunks: list, error: type, needle: str) -> None:
-    asm = codec.AudioAssembler("audio", max_frames=500, max_bytes=2400)
+    asm = audio.AudioAssembler("audio", max_frames=500, max_bytes=2400)
     with pytest.raises(error) as err:
         for c in chunks:
             asm.add(c)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audiomemory.runtime import codec
+from audiomemory.runtime import audio, codec
 from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
 from audiomemory.v1 import tensor_pb2
 
 
 def _audio(rate: int, frames: int, channels: int = 1, fill: float = 0.0) -> tensor_pb2.AudioChunk:
     samples = np.full((channels, frames), fill, np.float32)
-    return next(codec.iter_audio_chunks(samples, rate))
+    return next(audio.iter_audio_chunks(samples, rate))
 
 
 def test_chunk_size_leaves_room_for_the_message_fields_under_one_mebibyte() -> None:
@@ -21,44 +21,47 @@ def test_chunk_size_leaves_room_for_the_message_fields_under_one_mebibyte() -> N
     arr = np.zeros(codec.CHUNK_BYTES // 4 + 1, np.float32)
     pieces = list(codec.iter_tensor_chunks(arr))
     assert [len(p.data) for p in pieces] == [codec.CHUNK_BYTES, 4]
-    audio = list(codec.iter_audio_chunks(np.zeros((1, codec.CHUNK_BYTES // 4 + 1), np.float32), 8000))
-    assert [len(c.samples.data) for c in audio] == [codec.CHUNK_BYTES, 4]
+    chunks = list(audio.iter_audio_chunks(np.zeros((1, codec.CHUNK_BYTES // 4 + 1), np.float32), 8000))
+    assert [len(c.samples.data) for c in chunks] == [codec.CHUNK_BYTES, 4]
 
 
 def test_reader_joins_the_chunks_at_the_streams_rate() -> None:
-    reader = codec.AudioStreamReader("audio", max_seconds=1.0, max_bytes=1 << 20)
+    reader = audio.AudioStreamReader("audio", max_seconds=1.0)
     assert not reader.started
     reader.add(_audio(8000, 300, channels=2, fill=0.25))
     assert reader.started
     reader.add(_audio(8000, 200, channels=2, fill=-0.5))
-    audio, rate = reader.result()
-    assert rate == 8000 and audio.shape == (2, 500) and audio.dtype == np.float32
-    assert (audio[:, :300] == 0.25).all() and (audio[:, 300:] == -0.5).all()
+    samples, rate = reader.result()
+    assert rate == 8000 and samples.shape == (2, 500) and samples.dtype == np.float32
+    assert (samples[:, :300] == 0.25).all() and (samples[:, 300:] == -0.5).all()
 
 
 def test_reader_caps_seconds_at_the_first_chunks_rate() -> None:
     # 0.1 s: 800 frames at 8 kHz, 1600 at 16 kHz — the cap follows the stream's own rate.
-    at_8k = codec.AudioStreamReader("audio", max_seconds=0.1, max_bytes=1 << 20)
+    at_8k = audio.AudioStreamReader("audio", max_seconds=0.1)
     at_8k.add(_audio(8000, 800))
     with pytest.raises(ResourceExhausted, match="limit of 800 frames"):
         at_8k.add(_audio(8000, 1))
-    at_16k = codec.AudioStreamReader("audio", max_seconds=0.1, max_bytes=1 << 20)
+    at_16k = audio.AudioStreamReader("audio", max_seconds=0.1)
     at_16k.add(_audio(16000, 1600))
     assert at_16k.result()[0].shape == (1, 1600)
 
 
-def test_reader_caps_bytes() -> None:
-    reader = codec.AudioStreamReader("audio", max_seconds=60.0, max_bytes=4000)
-    reader.add(_audio(8000, 1000))  # 4000 bytes: at the cap
-    with pytest.raises(ResourceExhausted, match="limit of 4000 bytes"):
-        reader.add(_audio(8000, 1))
+def test_reader_has_one_limit_its_length_so_the_widest_audio_fits_exactly() -> None:
+    # The byte cap follows from the length cap (stereo float32), so it can never refuse a stream the
+    # length limit accepts: 0.1 s of stereo float32 at 8 kHz is accepted whole, one frame more is not.
+    assert audio.max_audio_bytes(800) == 800 * 2 * 4
+    reader = audio.AudioStreamReader("audio", max_seconds=0.1)
+    reader.add(_audio(8000, 800, channels=2))
+    with pytest.raises(ResourceExhausted, match="limit of 800 frames"):
+        reader.add(_audio(8000, 1, channels=2))
 
 
 def test_reader_refuses_an_empty_stream_and_a_bad_rate_with_the_services_messages() -> None:
     with pytest.raises(InvalidInput) as err:
-        codec.AudioStreamReader("audio", max_seconds=1.0, max_bytes=1 << 20).result()
+        audio.AudioStreamReader("audio", max_seconds=1.0).result()
     assert str(err.value) == "audio: empty, the stream held no audio chunks"
-    bad = codec.AudioStreamReader("audio", max_seconds=1.0, max_bytes=1 << 20)
+    bad = audio.AudioStreamReader("audio", max_seconds=1.0)
     with pytest.raises(InvalidInput, match=r"audio\[0\].sample_rate: expected 1..384000 Hz, got 0"):
         bad.add(_audio(0, 10))
 

@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from audiomemory.generator.backends.stable_diffusion import StableDiffusionBackend
 from audiomemory.generator.config import GeneratorConfig
-from audiomemory.runtime import codec
+from audiomemory.runtime import audio, codec
 from audiomemory.runtime.errors import UnknownBackend
 from audiomemory.runtime.registry import load_backend
 from audiomemory.runtime.service import Gate, RunningService, start_service
@@ -155,8 +155,8 @@ def test_bad_generate_requests_get_clear_statuses_and_the_server_keeps_serving(g
 
 
 def _audio_chunks(frames: int = 4410, rate: int = 44100, channels: int = 2) -> list[tensor_pb2.AudioChunk]:
-    audio = np.random.default_rng(1).uniform(-0.5, 0.5, (channels, frames)).astype(np.float32)
-    return list(codec.iter_audio_chunks(audio, rate, chunk_bytes=8192))
+    samples = np.random.default_rng(1).uniform(-0.5, 0.5, (channels, frames)).astype(np.float32)
+    return list(audio.iter_audio_chunks(samples, rate, chunk_bytes=8192))
 
 
 def _separate(address: str, chunks: list[tensor_pb2.AudioChunk]) -> list[separator_pb2.SeparateResponse]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audiomemory.runtime.codec import AudioAssembler, iter_audio_chunks
+from audiomemory.runtime.audio import AudioAssembler, iter_audio_chunks
 from audiomemory.v1 import separator_pb2, tensor_pb2
 
 

@@ -65,13 +65,26 @@ class ModelInfo:
         )
 
 
-class Backend(ABC):
-    """Base of every backend. Subclasses set ``name`` and implement their service's verb."""
+class Loadable(ABC):
+    """What a service must have loaded before it reports SERVING: a model ``Backend``, or — for the
+    orchestrator, which has no model — its connections to the model services (``Downstream``)."""
+
+    #: Load under the process-wide model-loading lock (see ``service._LOAD_LOCK``): True for whatever
+    #: builds torch modules; the orchestrator's connections wait on other services and build none.
+    exclusive_load: ClassVar[bool] = True
+
+    @abstractmethod
+    def load(self) -> None:
+        """Get ready (read weights, connect); raise a project error when that cannot be done."""
+
+    def close(self) -> None:  # noqa: B027 - an optional hook: most hold nothing but memory
+        """Release what is held besides memory (channels, files); called when the service stops."""
+
+
+class Backend(Loadable):
+    """Base of every model backend. Subclasses set ``name`` and implement their service's verb."""
 
     name: ClassVar[str] = ""
-    #: Load under the process-wide model-loading lock (see ``service._LOAD_LOCK``). A backend whose
-    #: ``load`` builds no torch modules and may wait on other services (the orchestrator) says False.
-    exclusive_load: ClassVar[bool] = True
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
@@ -83,9 +96,6 @@ class Backend(ABC):
     @abstractmethod
     def describe(self) -> ModelInfo:
         """Identity of the loaded model (called after ``load``)."""
-
-    def close(self) -> None:  # noqa: B027 - an optional hook: most backends hold nothing else
-        """Release what the backend holds besides its model (the orchestrator's channels); called on stop."""
 
     @classmethod
     def write_tiny(cls, root: Path) -> dict[str, Any]:

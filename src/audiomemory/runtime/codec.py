@@ -8,8 +8,7 @@ Everything that crosses the wire as numbers goes through here:
   bytes with ``numpy.frombuffer`` (no copy; the array is read-only).
 - ``iter_tensor_chunks`` / ``TensorAssembler`` for tensors streamed as ``TensorChunk`` pieces: every piece
   repeats the header, offsets must follow each other, and the total is capped before any allocation.
-- ``iter_audio_chunks`` / ``AudioAssembler`` for audio streamed as ``AudioChunk`` runs of frames;
-  ``AudioStreamReader`` is the services' reading of such a stream (caps in seconds and bytes).
+- audio streamed as ``AudioChunk`` runs of frames: ``runtime/audio.py``.
 - ``iter_pieces`` for plain bytes (a PNG) split into ``(piece, is_last)`` pairs.
 
 Every streamed message carries at most ``CHUNK_BYTES`` of payload.
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import ml_dtypes
 import numpy as np
 
-from audiomemory.runtime.errors import InvalidInput, ResourceExhausted, describe
+from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
 from audiomemory.v1 import tensor_pb2
 
 if TYPE_CHECKING:
@@ -38,8 +37,6 @@ if TYPE_CHECKING:
 # Payload bytes per streamed message: 1 MiB less room for the message's own fields, well under
 # gRPC's 4 MiB default message limit.
 CHUNK_BYTES = (1 << 20) - 1024
-DEFAULT_CHUNK_BYTES = CHUNK_BYTES  # the former name (scripts/bench_codec.py still reads it)
-MAX_SAMPLE_RATE = 384_000
 
 
 @dataclass(frozen=True)
@@ -183,11 +180,6 @@ def numpy_to_torch(arr: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(arr)
 
 
-def from_tensor_torch(msg: tensor_pb2.Tensor, **kwargs: Any) -> torch.Tensor:
-    """``from_tensor`` returning a torch tensor sharing the message's memory. Do not write to it."""
-    return numpy_to_torch(from_tensor(msg, **kwargs))
-
-
 def iter_tensor_chunks(
     x: np.ndarray | torch.Tensor, chunk_bytes: int = CHUNK_BYTES, dtype: str | None = None
 ) -> Iterator[tensor_pb2.TensorChunk]:
@@ -282,109 +274,6 @@ def assemble_tensor(chunks: Iterator[tensor_pb2.TensorChunk], field: str, **kwar
     return assembler.result()
 
 
-def iter_audio_chunks(
-    samples: np.ndarray | torch.Tensor,
-    sample_rate: int,
-    dtype: str = "float32",
-    chunk_bytes: int = CHUNK_BYTES,
-) -> Iterator[tensor_pb2.AudioChunk]:
-    """Split ``[channels, frames]`` audio into ``AudioChunk`` runs of at most ``chunk_bytes`` of samples."""
-    arr = as_numpy(samples, contiguous=False)
-    if arr.ndim != 2:
-        raise ValueError(f"audio must be [channels, frames], got shape {arr.shape}")
-    if _name_of(arr.dtype) != dtype:
-        arr = arr.astype(_BY_NAME[dtype].numpy)  # once, not per chunk
-    channels, frames = arr.shape
-    step = max(1, chunk_bytes // (channels * _BY_NAME[dtype].numpy.itemsize))
-    for start in range(0, frames, step):
-        yield tensor_pb2.AudioChunk(
-            sample_rate=sample_rate, channels=channels, samples=to_tensor(arr[:, start : start + step], dtype)
-        )
-
-
-class AudioAssembler:
-    """Reassembles streamed audio into float32 ``[channels, frames]``, validating every chunk."""
-
-    def __init__(self, field: str, *, max_frames: int, max_bytes: int) -> None:
-        self.field = field
-        self.max_frames = max_frames
-        self.max_bytes = max_bytes
-        self.sample_rate = 0
-        self.channels = 0
-        self.frames = 0
-        self.nbytes = 0
-        self._parts: list[np.ndarray] = []
-
-    def add(self, chunk: tensor_pb2.AudioChunk) -> None:
-        where = f"{self.field}[{len(self._parts)}]"
-        if not 1 <= chunk.sample_rate <= MAX_SAMPLE_RATE:
-            raise InvalidInput(f"{where}.sample_rate: expected 1..{MAX_SAMPLE_RATE} Hz, got {chunk.sample_rate}")
-        if chunk.channels not in (1, 2):
-            raise InvalidInput(f"{where}.channels: expected 1 or 2, got {chunk.channels}")
-        if self._parts and (chunk.sample_rate, chunk.channels) != (self.sample_rate, self.channels):
-            raise InvalidInput(
-                f"{where}: format changed mid-stream from {self.sample_rate} Hz x{self.channels} "
-                f"to {chunk.sample_rate} Hz x{chunk.channels}"
-            )
-        self.nbytes += len(chunk.samples.data)
-        if self.nbytes > self.max_bytes:
-            raise ResourceExhausted(f"{self.field}: more than the limit of {self.max_bytes} bytes of audio")
-        part = from_tensor(
-            chunk.samples,
-            field=f"{where}.samples",
-            shape=(chunk.channels, None),
-            dtypes=("float32", "float16"),
-            finite=True,
-        )
-        self.frames += part.shape[1]
-        if self.frames > self.max_frames:
-            seconds = self.max_frames / chunk.sample_rate
-            raise ResourceExhausted(
-                f"{self.field}: more than the limit of {self.max_frames} frames "
-                f"({seconds:.0f} s at {chunk.sample_rate} Hz)"
-            )
-        self.sample_rate, self.channels = chunk.sample_rate, chunk.channels
-        self._parts.append(part)
-
-    def result(self) -> tuple[np.ndarray, int]:
-        if self.frames == 0:
-            raise InvalidInput(f"{self.field}: empty audio, the stream held no frames")
-        return np.concatenate(self._parts, axis=1, dtype=np.float32), self.sample_rate
-
-
-class AudioStreamReader:
-    """A service's reading of one streamed audio input: an ``AudioAssembler`` created on the first
-    chunk, whose caps follow from ``max_seconds`` at that chunk's rate — the frame cap, and a byte cap
-    of those frames as stereo float32 (so a byte limit can never disagree with the length limit)."""
-
-    def __init__(self, field: str, *, max_seconds: float) -> None:
-        self.field = field
-        self.max_seconds = max_seconds
-        self._assembler: AudioAssembler | None = None
-
-    @property
-    def started(self) -> bool:
-        """True once an audio chunk has arrived."""
-        return self._assembler is not None
-
-    def add(self, chunk: tensor_pb2.AudioChunk) -> None:
-        if self._assembler is None:
-            frames = frames_limit(self.max_seconds, chunk.sample_rate) if chunk.sample_rate > 0 else 0
-            self._assembler = AudioAssembler(self.field, max_frames=frames, max_bytes=max_audio_bytes(frames))
-        self._assembler.add(chunk)
-
-    def result(self) -> tuple[np.ndarray, int]:
-        """The float32 ``[channels, frames]`` audio and its rate."""
-        if self._assembler is None:
-            raise InvalidInput(f"{self.field}: empty, the stream held no audio chunks")
-        return self._assembler.result()
-
-
-def max_audio_bytes(frames: int) -> int:
-    """Bytes of ``frames`` frames of the widest audio the wire carries (stereo float32)."""
-    return frames * 2 * 4
-
-
 def iter_pieces(data: bytes, size: int = CHUNK_BYTES) -> Iterator[tuple[bytes, bool]]:
     """Split ``data`` into ``(piece, is_last)`` pairs of at most ``size`` bytes, in order; empty
     ``data`` gives one empty last piece."""
@@ -398,24 +287,3 @@ def iter_pieces(data: bytes, size: int = CHUNK_BYTES) -> Iterator[tuple[bytes, b
         offset = end
         if offset >= total:
             return
-
-
-def check_audio(audio: np.ndarray, sample_rate: int) -> None:
-    """A backend's input check: float32 ``[channels, frames]``, 1-2 channels, frames, a sane rate, finite."""
-    if not isinstance(audio, np.ndarray) or audio.ndim != 2:
-        raise InvalidInput(f"audio: expected a [channels, frames] array, got {describe(audio)}")
-    if audio.shape[0] not in (1, 2):
-        raise InvalidInput(f"audio: expected 1 or 2 channels, got {audio.shape[0]}")
-    if audio.shape[1] == 0:
-        raise InvalidInput("audio: empty, no frames")
-    if audio.dtype != np.float32:
-        raise InvalidInput(f"audio: expected float32 samples, got {audio.dtype}")
-    if not 1 <= sample_rate <= MAX_SAMPLE_RATE:
-        raise InvalidInput(f"sample_rate: expected 1..{MAX_SAMPLE_RATE} Hz, got {sample_rate}")
-    if not np.isfinite(audio).all():
-        raise InvalidInput("audio: samples must be finite, found NaN or inf")
-
-
-def frames_limit(seconds: float, sample_rate: int) -> int:
-    """Frames in ``seconds`` of audio at ``sample_rate`` (for caps stated in seconds)."""
-    return math.ceil(seconds * sample_rate)

@@ -30,7 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from audiomemory.runtime import allocator
-from audiomemory.runtime.backend import Backend
+from audiomemory.runtime.backend import Backend, Loadable
 from audiomemory.runtime.config import ServiceConfig
 from audiomemory.runtime.errors import FailedPrecondition
 from audiomemory.runtime.gate import Gate
@@ -57,10 +57,12 @@ class ServiceDefinition:
     grpc_service_name: str         # full name, e.g. "audiomemory.v1.Separator"
     config_class: type[ServiceConfig]
     add_servicer: AddServicer      # (server, backend, gate, config) -> None
-    # Builds the backend; default: the registered backend named by ``config.backend``.
-    create_backend: Callable[[Any], Backend] | None = None
+    # Builds what the service loads before it serves; default: the registered model backend named by
+    # ``config.backend`` (entry point group ``audiomemory.<kind>``; ``runtime/registry.py``). The
+    # orchestrator has no model: its ``Downstream`` (connections to the model services) is loaded instead.
+    create_backend: Callable[[Any], Loadable] | None = None
 
-    def make_backend(self, config: ServiceConfig) -> Backend:
+    def make_backend(self, config: ServiceConfig) -> Loadable:
         if self.create_backend is not None:
             return self.create_backend(config)
         return self.make_backend_class(config.backend)(config)
@@ -74,7 +76,7 @@ class RunningService:
     """A started server. ``stop()`` drains; ``wait_ready()`` blocks until the model has loaded."""
 
     def __init__(
-        self, definition: ServiceDefinition, config: ServiceConfig, backend: Backend, server: grpc.Server,
+        self, definition: ServiceDefinition, config: ServiceConfig, backend: Loadable, server: grpc.Server,
         port: int, gate: Gate, health_servicer: health.HealthServicer, interceptor: ServiceInterceptor,
     ) -> None:
         self.definition = definition
@@ -110,11 +112,11 @@ class RunningService:
                 self.backend.load()
         except Exception as exc:
             self.gate.load_error = str(exc) or type(exc).__name__
-            log.error("%s: backend %r failed to load: %s", self.definition.kind, self.config.backend, exc)
+            log.error("%s: %s failed to load: %s", self.definition.kind, type(self.backend).__name__, exc)
             return
         if self._stopped.is_set():
             return
-        if self.backend.exclusive_load:  # it built torch modules (the orchestrator's backend does not)
+        if isinstance(self.backend, Backend):  # a model was loaded: say which heap allocator it runs under
             allocator.advise(self.definition.kind, self.backend.describe().device)
         self.gate.ready.set()
         self.metrics.ready.labels(self.definition.kind).set(1)
@@ -174,7 +176,7 @@ def _server_options(config: ServiceConfig) -> list[tuple[str, int]]:
 def start_service(
     definition: ServiceDefinition,
     config: ServiceConfig,
-    backend: Backend | None = None,
+    backend: Loadable | None = None,
     *,
     wait: bool = False,
     wait_timeout: float | None = 600.0,

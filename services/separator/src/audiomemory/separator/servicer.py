@@ -15,15 +15,8 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from audiomemory.runtime.codec import (
-    CHUNK_BYTES,
-    MAX_SAMPLE_RATE,
-    AudioStreamReader,
-    dtype_enum,
-    dtype_name_safe,
-    frames_limit,
-    iter_audio_chunks,
-)
+from audiomemory.runtime.audio import MAX_SAMPLE_RATE, AudioStreamReader, frames_limit, iter_audio_chunks
+from audiomemory.runtime.codec import CHUNK_BYTES, dtype_enum, dtype_name_safe
 from audiomemory.runtime.errors import InvalidInput
 from audiomemory.runtime.service import Gate
 from audiomemory.separator.audio import expected_frames, to_output_format

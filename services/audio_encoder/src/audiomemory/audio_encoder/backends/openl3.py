@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from audiomemory.audio_encoder.backends import AudioEncoderBackend, CancelCheck
+from audiomemory.runtime.audio import check_audio
 from audiomemory.runtime.backend import HOW_TO_GET, ModelInfo, download_blocked, offline, resolve_device
-from audiomemory.runtime.codec import check_audio
 from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ModelUnavailable, shorten
 from audiomemory.runtime.weights import WeightHash, revision
 

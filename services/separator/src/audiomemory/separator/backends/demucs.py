@@ -30,8 +30,9 @@ import numpy as np
 import torch
 import yaml
 
+from audiomemory.runtime.audio import check_audio
 from audiomemory.runtime.backend import HOW_TO_GET, ModelInfo, download_blocked, hf_endpoint, offline, resolve_device
-from audiomemory.runtime.codec import check_audio, numpy_to_torch
+from audiomemory.runtime.codec import numpy_to_torch
 from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ModelUnavailable, shorten
 from audiomemory.runtime.weights import WeightHash
 from audiomemory.separator.audio import resample, to_channels
