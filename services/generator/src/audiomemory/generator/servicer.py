@@ -113,7 +113,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
             negative_prompt_embeds=negative,
             seed=int(msg.seed),
             steps=msg.steps or self.config.default_steps,
-            guidance=float(msg.guidance) if msg.guidance_set else self.config.default_guidance,
+            guidance=float(msg.guidance) if msg.HasField("guidance") else self.config.default_guidance,
             width=msg.width or self.config.default_size,
             height=msg.height or self.config.default_size,
             scheduler=msg.scheduler or self.backend.default_scheduler,
@@ -147,7 +147,11 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
             except BaseException as exc:  # handed to the RPC thread, which raises it
                 events.put(_Done(None, exc))
 
-        with self.gate.slot(context):
+        with self.gate.admit(context) as turn:
+            for position in turn.waiting():
+                yield generator_pb2.GenerateResponse(
+                    queued=common_pb2.QueueStatus(position=position, running=self.gate.running_count)
+                )
             # copy_context: the worker logs under this call's request id.
             worker = threading.Thread(
                 target=contextvars.copy_context().run, args=(work,), name="am-generator-denoise", daemon=True
