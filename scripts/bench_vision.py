@@ -147,7 +147,6 @@ def bench_generate(service: RunningService, embeds: np.ndarray, size: int, steps
         seed=0,
         steps=steps,
         guidance=7.5,
-        guidance_set=True,
         width=size,
         height=size,
         scheduler="ddim",

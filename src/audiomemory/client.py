@@ -19,9 +19,9 @@ from typing import Any
 
 import grpc
 
+from audiomemory.runtime.codec import iter_pieces
 from audiomemory.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 
-CHUNK_BYTES = 1 << 20
 METADATA_KEY = "audiomemory"  # the PNG text chunk holding everything needed to reproduce an image
 
 
@@ -41,14 +41,9 @@ class ImageResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def build_options(lyrics: str = "", *, filename: str = "", strength: float | None = None,
-                  guidance: float | None = None, **kwargs: Any) -> orchestrator_pb2.CreateImageOptions:
-    """``CreateImageOptions`` from keyword arguments; ``None`` means the server's default."""
+def build_options(lyrics: str = "", *, filename: str = "", **kwargs: Any) -> orchestrator_pb2.CreateImageOptions:
+    """``CreateImageOptions`` from keyword arguments; ``None`` (or leaving one out) means the server's default."""
     options = orchestrator_pb2.CreateImageOptions(lyrics=lyrics, filename=filename)
-    if strength is not None:
-        options.strength, options.strength_set = strength, True
-    if guidance is not None:
-        options.guidance, options.guidance_set = guidance, True
     for key, value in kwargs.items():
         if value is not None:
             setattr(options, key, value)
@@ -85,9 +80,8 @@ class Client:
 
         def requests() -> Iterator[orchestrator_pb2.CreateImageRequest]:
             yield orchestrator_pb2.CreateImageRequest(options=opts)
-            view = memoryview(data)
-            for start in range(0, len(view), CHUNK_BYTES):
-                yield orchestrator_pb2.CreateImageRequest(file_chunk=bytes(view[start : start + CHUNK_BYTES]))
+            for piece, _ in iter_pieces(data):
+                yield orchestrator_pb2.CreateImageRequest(file_chunk=piece)
 
         png = bytearray()
         call = self._stub.CreateImage(requests(), timeout=self.timeout)

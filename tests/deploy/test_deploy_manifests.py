@@ -268,10 +268,35 @@ def test_hpa_scales_the_generator_and_owns_its_replica_count(docs: list[Obj]) ->
     assert "replicas" not in one(docs, "Deployment", "generator")["spec"]
 
 
+def pdb_protects_and_lets_a_node_drain(spec: dict[str, Any], min_replicas: int) -> bool:
+    """A budget that lets a node drain (at least one pod may be evicted at the HPA's minimum) and protects
+    something (evictions leave a replica serving; with a single replica, one at a time is all it can say)."""
+    if "maxUnavailable" in spec:
+        allowed = spec["maxUnavailable"]
+        if not isinstance(allowed, int):
+            return False  # a percentage of one or two replicas rounds unpredictably: say a number
+        return allowed == 1 or 1 <= allowed < min_replicas
+    if "minAvailable" in spec:
+        kept = int(spec["minAvailable"])
+        return 1 <= kept < min_replicas
+    return False
+
+
+@pytest.mark.parametrize(
+    ("spec", "ok"),
+    [({"maxUnavailable": 1}, True), ({"minAvailable": 1}, True), ({"minAvailable": 0}, False),
+     ({"maxUnavailable": 0}, False), ({"minAvailable": 2}, False), ({"maxUnavailable": 2}, False), ({}, False),
+     ({"maxUnavailable": "50%"}, False)],
+)
+def test_the_pdb_rule_refuses_budgets_that_protect_nothing_or_block_drains(spec: dict[str, Any], ok: bool) -> None:
+    assert pdb_protects_and_lets_a_node_drain(spec, min_replicas=2) is ok
+
+
 def test_pdb_covers_the_generator_pods_and_still_lets_a_node_drain(docs: list[Obj]) -> None:
     (pdb,) = objects(docs, "PodDisruptionBudget").values()
     assert selector_matches(pdb["spec"]["selector"], pod_labels(docs, "Deployment", "generator"))
-    assert pdb["spec"].get("maxUnavailable", 0) >= 1 or pdb["spec"].get("minAvailable") is not None
+    (hpa,) = objects(docs, "HorizontalPodAutoscaler").values()
+    assert pdb_protects_and_lets_a_node_drain(pdb["spec"], hpa["spec"]["minReplicas"])
 
 
 # ---------------------------------------------------------------- containers

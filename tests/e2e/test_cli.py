@@ -59,7 +59,8 @@ def test_generate_then_reproduce_gives_identical_pixels(profile: Path, song: Pat
                                  str(profile), "--steps", "2", "--size", "64x64", "--seed", "5", "--strength",
                                  "0.3", "--sidecar"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "[separating]" in result.output and "[embedding] 4/4" in result.output
+    assert "[separating]" in result.output and "[embedding]" in result.output
+    assert "song: 100%" in result.output  # one bar through the whole song: separated and embedded
     image = Image.open(out)
     assert image.size == (64, 64)
     meta = json.loads(image.text["audiomemory"])  # type: ignore[attr-defined]
@@ -74,6 +75,30 @@ def test_generate_then_reproduce_gives_identical_pixels(profile: Path, song: Pat
     assert result.exit_code == 0, result.output
     assert "pixels match: max difference 0/255" in result.output
     assert np.array_equal(_pixels(out), _pixels(again))
+
+
+def test_reproduce_with_the_default_strength_and_the_recorded_profile_is_exact(
+    profile: Path, tmp_path: Path
+) -> None:
+    # A mono 22.05 kHz WAV, no --strength (the orchestrator's default, recorded as the float32 it was),
+    # and reproduce without --models: the profile the image records is used, and the pixels are equal.
+    import soundfile
+
+    wav = tmp_path / "mono.wav"
+    t = np.arange(int(22050 * 1.5)) / 22050
+    soundfile.write(wav, (0.4 * np.sin(2 * np.pi * 330 * t) * np.sin(2 * np.pi * 2 * t)).astype(np.float32), 22050)
+    out = tmp_path / "default.png"
+    runner = CliRunner()
+    made = runner.invoke(cli, ["generate", str(wav), "-o", str(out), "--models", str(profile), "--steps", "2",
+                               "--size", "64x64", "--seed", "8"], catch_exceptions=False)
+    assert made.exit_code == 0, made.output
+    meta = json.loads(Image.open(out).text["audiomemory"])  # type: ignore[attr-defined]
+    assert meta["profile"] == str(profile) and meta["fusion"]["steered"]
+    assert meta["fusion"]["strength"] == float(np.float32(0.1))
+    result = runner.invoke(cli, ["reproduce", str(out), "--song", str(wav)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"using the model profile the image records: {profile}" in result.output
+    assert "pixels match: max difference 0/255" in result.output
 
 
 def test_reproduce_reports_a_mismatch_when_the_song_differs(profile: Path, song: Path, tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ def orchestrator(models: dict[str, RunningService], tmp_path_factory: pytest.Tem
     svc = start_service(DEFINITION, config, wait=True, wait_timeout=60)
     yield svc
     svc.stop(0)
-    svc.backend.close()  # type: ignore[attr-defined]
+    svc.backend.close()
 
 
 @dataclass

@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from audiomemory.orchestrator.downstream import Infos, check_compatibility, rpc_error
+from audiomemory.orchestrator.compatibility import Infos, check_compatibility, rpc_error
 from audiomemory.orchestrator.fusion import Projection, ReferenceStats
 from audiomemory.runtime.errors import Cancelled, DeadlineExceeded, FailedPrecondition, InvalidInput, Unavailable
 from audiomemory.v1 import (

@@ -29,7 +29,7 @@ def test_in_process_pipeline_matches_the_service_path(
     generator_config = models["generator"].config
     data = encode_song("flac", 44100, 2, seconds=1.5, seed=5)
     orch = start_orchestrator(models)
-    served = run_job(orch.address, data, lyrics=LYRICS, seed=4, steps=2, strength=0.0, strength_set=True)
+    served = run_job(orch.address, data, lyrics=LYRICS, seed=4, steps=2, strength=0.0)
     local = pipeline.run(
         data, lyrics=LYRICS, seed=4, steps=2, strength=0.0,
         guidance=generator_config.default_guidance,  # type: ignore[attr-defined]

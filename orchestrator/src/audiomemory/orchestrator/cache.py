@@ -1,12 +1,16 @@
-"""Content-addressed on-disk cache of a song's pooled audio vector and frame embeddings.
+"""Content-addressed on-disk cache of a song's pooled audio vector.
 
 The separator and the four encoder calls are the expensive front half of a job; their result depends
 only on the audio bytes and on which models (and parameters) ran. ``cache_key`` hashes exactly those:
 the song's SHA-256, the separator's and the audio encoder's ``Describe`` identities, and the request
 parameters that change the output (stem format). A hit skips both services.
 
+It stores what a hit reads — the pooled vector ``a`` (16 KB for 4 × 2 × 512 float32), which is also all
+the image's metadata needs of the audio — not the frame embeddings it was pooled from (a 4-minute song's
+``[T, 512]`` arrays were ~20 MB an entry, written and fsynced for no reader).
+
 Layout: ``<root>/<key[:2]>/<key>.amc``. An entry is a 32-byte SHA-256 of the payload followed by the
-payload, an ``.npz`` (no pickles) with ``pooled`` and ``frames/<stem>``/``timestamps/<stem>`` arrays.
+payload, an ``.npz`` (no pickles) with the ``pooled`` array.
 Writes go to a temporary file in the same folder, are fsynced and ``os.replace``d into place, so a
 reader sees a whole entry or none. On read the checksum is verified; an entry that fails (partial,
 bit-rot, hand-edited) is deleted and reported as a miss — never served. LRU by file mtime (touched
@@ -23,8 +27,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +48,9 @@ def cache_key(audio_sha256: str, **identity: Any) -> str:
 
 @dataclass(frozen=True)
 class CachedAudio:
-    """What the front half of a job produces."""
+    """What the front half of a job produces and a hit reads."""
 
     pooled: np.ndarray  # float32 [4096]
-    frames: Mapping[str, np.ndarray] = field(default_factory=dict)  # stem → float32 [T, D]
-    timestamps: Mapping[str, np.ndarray] = field(default_factory=dict)  # stem → float64 [T]
 
 
 @dataclass
@@ -163,13 +164,8 @@ class AudioCache:
 
 
 def _encode_entry(value: CachedAudio) -> bytes:
-    arrays: dict[str, np.ndarray] = {"pooled": np.asarray(value.pooled, dtype=np.float32)}
-    for stem, frames in value.frames.items():
-        arrays[f"frames/{stem}"] = np.asarray(frames, dtype=np.float32)
-    for stem, stamps in value.timestamps.items():
-        arrays[f"timestamps/{stem}"] = np.asarray(stamps, dtype=np.float64)
     buf = io.BytesIO()
-    np.savez(buf, allow_pickle=False, **arrays)
+    np.savez(buf, allow_pickle=False, pooled=np.asarray(value.pooled, dtype=np.float32))
     payload = buf.getvalue()
     return hashlib.sha256(payload).digest() + payload
 
@@ -185,9 +181,7 @@ def _decode_entry(blob: bytes) -> CachedAudio | None:
             arrays = {name: npz[name] for name in npz.files}
     except (ValueError, OSError, KeyError, EOFError):
         return None
-    pooled = arrays.pop("pooled", None)
+    pooled = arrays.get("pooled")
     if pooled is None or pooled.ndim != 1 or not np.isfinite(pooled).all():
         return None
-    frames = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("frames/")}
-    stamps = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("timestamps/")}
-    return CachedAudio(pooled=pooled, frames=frames, timestamps=stamps)
+    return CachedAudio(pooled=pooled)

@@ -61,8 +61,6 @@ class OrchestratorConfig(ServiceConfig):
 
     model_config = SettingsConfigDict(env_prefix="AUDIOMEMORY_ORCHESTRATOR_", extra="forbid", validate_default=True)
 
-
-    backend: str = Field("orchestrator", description="Not a model backend; kept for the shared runtime.")
     concurrency: int = Field(4, ge=1, description="Jobs running at once (each waits mostly on services).")
 
     separator_target: str = Field("127.0.0.1:50052", description="gRPC target of the separator.")
@@ -71,6 +69,11 @@ class OrchestratorConfig(ServiceConfig):
     generator_target: str = Field("127.0.0.1:50055", description="gRPC target of the generator.")
     service_config: str = Field(
         DEFAULT_SERVICE_CONFIG, description="JSON gRPC service config for the downstream channels."
+    )
+
+    profile: str = Field(
+        "", description="The model profile the services were started with (tiny, default, a YAML path), when "
+        "one process started them all; recorded in each image's metadata so `reproduce` can use the same."
     )
 
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="Audio cache folder.")
@@ -87,10 +90,11 @@ class OrchestratorConfig(ServiceConfig):
         600.0, gt=0, description="How long start-up waits for every downstream service to answer Describe."
     )
     describe_timeout_seconds: float = Field(10.0, gt=0, description="Deadline of each downstream Describe.")
-    separate_timeout_seconds: float = Field(900.0, gt=0, description="Deadline of a Separate call.")
-    embed_timeout_seconds: float = Field(900.0, gt=0, description="Deadline of an Embed call.")
-    encode_timeout_seconds: float = Field(60.0, gt=0, description="Deadline of the Encode call.")
-    generate_timeout_seconds: float = Field(1800.0, gt=0, description="Deadline of a Generate call.")
+    stall_seconds: float = Field(
+        300.0, gt=0, description="A downstream call that sends nothing (no progress, no place in line) for this "
+        "long is given up as stalled (DEADLINE_EXCEEDED). Calls have no fixed deadline of their own: the "
+        "job's deadline is the caller's.",
+    )
     generate_attempts: int = Field(
         3, ge=1, le=10, description="Whole-Generate attempts when a replica dies mid-stream (deterministic)."
     )

@@ -80,49 +80,18 @@ def decode_audio(
             f"({exc.strerror or type(exc).__name__})"
         ) from None
     with container:
-        if not container.streams.audio:
-            kinds: list[str] = sorted({s.type for s in container.streams}) or ["nothing"]
-            raise InvalidInput(
-                f"file: {what} has no audio stream (format {container.format.name!r} holds {', '.join(kinds)})"
-            )
-        stream = container.streams.audio[0]
+        stream = _audio_stream(container, what)
         ctx = stream.codec_context
-        rate = int(ctx.sample_rate or 0)
-        source_channels = int(ctx.layout.nb_channels) if ctx.layout else 0
-        if rate <= 0 or source_channels <= 0:
-            raise InvalidInput(f"file: {what} declares no sample rate or channel layout")
+        rate = int(ctx.sample_rate)
         declared = _declared_seconds(container, stream)
         if declared is not None and declared > max_seconds * 1.01:
             raise ResourceExhausted(
                 f"file: {what} is {declared:.1f} s long, over the limit of {max_seconds:.0f} s"
             )
-        channels = 1 if source_channels == 1 else 2
-        resampler = av.AudioResampler(format="fltp", layout="mono" if channels == 1 else "stereo", rate=rate)
-        max_frames = int(max_seconds * rate) + 1
-        pieces: list[np.ndarray] = []
-        total = 0
-        try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    pieces.append(out.to_ndarray())
-                    total += out.samples
-                if total > max_frames:
-                    raise ResourceExhausted(
-                        f"file: {what} decodes to more than {max_seconds:.0f} s of audio, over the limit"
-                    )
-            for out in resampler.resample(None):
-                pieces.append(out.to_ndarray())
-                total += out.samples
-        except av.error.FFmpegError as exc:
-            raise InvalidInput(
-                f"file: {what} is corrupt or truncated: decoding stopped after {total / rate:.2f} s "
-                f"({exc.strerror or type(exc).__name__})"
-            ) from None
-        codec_name = ctx.name
-        container_name = container.format.name
-    if total == 0:
-        raise InvalidInput(f"file: {what} holds an audio stream with no decodable samples")
-    samples = np.ascontiguousarray(np.concatenate(pieces, axis=1), dtype=np.float32)
+        source_channels = int(ctx.layout.nb_channels)
+        samples = _decode_samples(container, stream, 1 if source_channels == 1 else 2, what, max_seconds)
+        codec_name, container_name = ctx.name, container.format.name
+    total = samples.shape[1]
     if declared is not None and total / rate < declared * _TRUNCATED_FRACTION - _TRUNCATED_SLACK_S:
         raise InvalidInput(
             f"file: {what} is truncated: its header declares {declared:.2f} s but only "
@@ -130,13 +99,55 @@ def decode_audio(
         )
     if not np.isfinite(samples).all():
         raise InvalidInput(f"file: {what} decodes to non-finite samples")
-    return DecodedAudio(
-        samples=samples,
-        sample_rate=rate,
-        container=container_name,
-        codec=codec_name,
-        source_channels=source_channels,
-    )
+    return DecodedAudio(samples=samples, sample_rate=rate, container=container_name, codec=codec_name,
+                        source_channels=source_channels)
+
+
+def _audio_stream(container: av.container.InputContainer, what: str) -> av.audio.stream.AudioStream:
+    """The first audio stream, with a sample rate and a channel layout."""
+    if not container.streams.audio:
+        kinds: list[str] = sorted({s.type for s in container.streams}) or ["nothing"]
+        raise InvalidInput(
+            f"file: {what} has no audio stream (format {container.format.name!r} holds {', '.join(kinds)})"
+        )
+    stream = container.streams.audio[0]
+    ctx = stream.codec_context
+    if int(ctx.sample_rate or 0) <= 0 or not ctx.layout or int(ctx.layout.nb_channels) <= 0:
+        raise InvalidInput(f"file: {what} declares no sample rate or channel layout")
+    return stream
+
+
+def _decode_samples(
+    container: av.container.InputContainer, stream: av.audio.stream.AudioStream, channels: int, what: str,
+    max_seconds: float,
+) -> np.ndarray:
+    """float32 ``[channels, frames]``: more than two channels downmixed by FFmpeg's resampler; the length
+    checked while decoding, so a lying header cannot make us decode an hour of audio."""
+    rate = int(stream.codec_context.sample_rate)
+    resampler = av.AudioResampler(format="fltp", layout="mono" if channels == 1 else "stereo", rate=rate)
+    max_frames = int(max_seconds * rate) + 1
+    pieces: list[np.ndarray] = []
+    total = 0
+    try:
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                pieces.append(out.to_ndarray())
+                total += out.samples
+            if total > max_frames:
+                raise ResourceExhausted(
+                    f"file: {what} decodes to more than {max_seconds:.0f} s of audio, over the limit"
+                )
+        for out in resampler.resample(None):
+            pieces.append(out.to_ndarray())
+            total += out.samples
+    except av.error.FFmpegError as exc:
+        raise InvalidInput(
+            f"file: {what} is corrupt or truncated: decoding stopped after {total / rate:.2f} s "
+            f"({exc.strerror or type(exc).__name__})"
+        ) from None
+    if total == 0:
+        raise InvalidInput(f"file: {what} holds an audio stream with no decodable samples")
+    return np.ascontiguousarray(np.concatenate(pieces, axis=1), dtype=np.float32)
 
 
 def _declared_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:

@@ -1,13 +1,21 @@
-"""The orchestrator's view of the four model services: channels, ``Describe``, compatibility.
+"""The orchestrator's typed client of the four model services; protobuf stays in here.
 
-The orchestrator has no model of its own; what the shared runtime calls its *backend* is this
-``Downstream``: ``load()`` opens a channel per service (round-robin + retry service config), waits
-until each answers ``Describe`` and checks that they fit together (``check_compatibility``), so
-the orchestrator reports SERVING only once the whole pipeline can run. Jobs re-read ``Describe``
-(``describe_all``) because services are redeployed independently.
+``Downstream`` is what the orchestrator loads before it serves (``runtime.backend.Loadable``): ``load()``
+opens a channel per service (round-robin + retry service config), waits until each answers
+``Describe`` and checks that they fit together, so the orchestrator reports SERVING only once the whole
+pipeline can run. Its domain methods are the pipeline's downstream steps:
 
-``rpc_error(kind, target, exc)`` turns a downstream ``grpc.RpcError`` into the project error that
-names the service: a service that is down → ``Unavailable`` naming it and its target.
+- ``describe_all(job)`` → ``Infos`` (services are redeployed independently: each job asks again);
+- ``separate(job, audio, rate, fmt, stems)`` → ``Queued`` while the separator is busy, ``StemsStarted``,
+  then ``StemPiece``s block by block as the song is separated;
+- ``embed(job, signals, input_frames, pieces)`` → ``Queued``, then ``Frames`` as windows are embedded,
+  then ``Embedded`` (all stems in one call, their pieces interleaved as they come from the separator);
+- ``encode(job, texts)`` → ``Encoded`` (embeddings and which texts were truncated);
+- ``generate(job, request)`` → ``Queued``, ``Step`` per denoising step, then ``Painted``; a replica
+  that dies mid-stream is retried with the whole (deterministic) call.
+
+Every call gets the caller's remaining time as its deadline, the request id, and is watched for
+progress and cancelled with the job (``job.Job``).
 """
 
 from __future__ import annotations
@@ -15,23 +23,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import numpy as np
 
+from audiomemory.orchestrator.compatibility import NAMES, Infos, check_compatibility, rpc_error
 from audiomemory.orchestrator.config import OrchestratorConfig
-from audiomemory.orchestrator.fusion import STEM_ORDER, Projection, ReferenceStats
-from audiomemory.runtime.backend import Backend, ModelInfo, package_version
-from audiomemory.runtime.errors import (
-    AudioMemoryError,
-    Cancelled,
-    DeadlineExceeded,
-    FailedPrecondition,
-    InvalidInput,
-    ResourceExhausted,
-    Unavailable,
-)
+from audiomemory.orchestrator.fusion import STEM_ORDER, Fusion
+from audiomemory.orchestrator.job import Job
+from audiomemory.runtime import codec
+from audiomemory.runtime.audio import iter_audio_chunks
+from audiomemory.runtime.backend import Loadable
+from audiomemory.runtime.errors import AudioMemoryError, DeadlineExceeded, Unavailable
 from audiomemory.stack import MODEL_KINDS
 from audiomemory.v1 import (
     audio_encoder_pb2,
@@ -41,117 +47,101 @@ from audiomemory.v1 import (
     generator_pb2_grpc,
     separator_pb2,
     separator_pb2_grpc,
+    tensor_pb2,
     text_encoder_pb2,
     text_encoder_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
 
-KINDS = MODEL_KINDS  # the services called downstream, in pipeline order
-NAMES = {
-    "separator": "separator",
-    "audio_encoder": "audio encoder",
-    "text_encoder": "text encoder",
-    "generator": "generator",
-}
+MAX_PNG_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
-class Infos:
-    """One ``Describe`` answer per service."""
+class StemFormat:
+    """The format the separator delivers stems in: the audio encoder's own (rate, channels), float16 on
+    the wire when it accepts it."""
 
-    separator: separator_pb2.SeparatorInfo
-    audio_encoder: audio_encoder_pb2.AudioEncoderInfo
-    text_encoder: text_encoder_pb2.TextEncoderInfo
-    generator: generator_pb2.GeneratorInfo
-
-
-def _who(kind: str, info: Any) -> str:
-    model = info.model
-    ident = f"{model.backend}/{model.model_id}" if model.backend else model.model_id or "unknown model"
-    return f"the {NAMES[kind]} ({ident})"
+    sample_rate: int
+    channels: int
+    dtype: str  # "float16" | "float32"
 
 
-def check_compatibility(
-    infos: Infos, projection: Projection | None = None, stats: ReferenceStats | None = None
-) -> None:
-    """Raise ``FailedPrecondition`` with a sentence naming both services and their numbers."""
-    sep, enc, text, gen = infos.separator, infos.audio_encoder, infos.text_encoder, infos.generator
-    missing = [s for s in STEM_ORDER if s not in sep.stems]
-    if missing:
-        raise FailedPrecondition(
-            f"{_who('separator', sep)} delivers the stems {list(sep.stems)}, but the orchestrator pools "
-            f"{list(STEM_ORDER)} for {_who('audio_encoder', enc)}; missing {missing}"
-        )
-    if enc.embedding_dim <= 0:
-        raise FailedPrecondition(f"{_who('audio_encoder', enc)} reports embedding_dim {enc.embedding_dim}")
-    if enc.channels not in (0, 1, 2) or enc.sample_rate < 0:
-        raise FailedPrecondition(
-            f"{_who('audio_encoder', enc)} asks for {enc.channels} channel(s) at {enc.sample_rate} Hz, which "
-            f"{_who('separator', sep)} cannot deliver (1 or 2 channels)"
-        )
-    pooled = 2 * len(STEM_ORDER) * enc.embedding_dim
-    if text.hidden_size != gen.cross_attention_dim:
-        raise FailedPrecondition(
-            f"{_who('text_encoder', text)} produces {text.hidden_size}-d token embeddings but "
-            f"{_who('generator', gen)} needs {gen.cross_attention_dim}-d prompt embeddings "
-            f"(its cross-attention dim); use a matching pair of models"
-        )
-    if text.max_length and gen.max_length and text.max_length != gen.max_length:
-        raise FailedPrecondition(
-            f"{_who('text_encoder', text)} gives {text.max_length} tokens per text but "
-            f"{_who('generator', gen)} was trained with {gen.max_length}"
-        )
-    if 0 < text.max_texts < 2:
-        raise FailedPrecondition(
-            f"{_who('text_encoder', text)} accepts {text.max_texts} text per call; the orchestrator encodes "
-            f"the lyrics and the negative prompt in one call (2 texts) for {_who('generator', gen)}"
-        )
-    if projection is not None and (projection.in_dim != pooled or projection.out_dim != text.hidden_size):
-        raise FailedPrecondition(
-            f"the projection file maps {projection.in_dim} → {projection.out_dim} values, but "
-            f"{_who('audio_encoder', enc)} gives a {pooled}-d pooled audio vector "
-            f"({enc.embedding_dim}-d x 4 stems x mean,std) and {_who('text_encoder', text)} "
-            f"{text.hidden_size}-d token embeddings"
-        )
-    if stats is not None and stats.mean.size != pooled:
-        raise FailedPrecondition(
-            f"the reference statistics have {stats.mean.size} dimensions, but {_who('audio_encoder', enc)} "
-            f"gives a {pooled}-d pooled audio vector"
-        )
+@dataclass(frozen=True)
+class Queued:
+    """A service's reply while the call waits for its model: its place in line (1 = next)."""
+
+    position: int
 
 
-def rpc_error(kind: str, target: str, exc: grpc.RpcError, context: grpc.ServicerContext | None = None) -> Exception:
-    """The project error for a failed downstream call (the caller raises it ``from None``)."""
-    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (exc.details() if isinstance(exc, grpc.Call) else str(exc)) or code.name
-    name = NAMES[kind]
-    if code is grpc.StatusCode.CANCELLED and (context is None or not context.is_active()):
-        return Cancelled(f"the job was cancelled while the {name} was working")
-    if code is grpc.StatusCode.UNAVAILABLE:
-        return Unavailable(f"the {name} service at {target!r} is unavailable: {details}")
-    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceeded(f"the {name} service at {target!r} did not finish before the deadline")
-    if code is grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidInput(f"the {name} refused the request: {details}")
-    if code is grpc.StatusCode.FAILED_PRECONDITION:
-        return FailedPrecondition(f"the {name} cannot run: {details}")
-    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return ResourceExhausted(f"the {name} is over a limit or busy: {details}")
-    if code is grpc.StatusCode.CANCELLED:
-        return Unavailable(f"the {name} service at {target!r} cancelled the call: {details}")
-    return AudioMemoryError(f"the {name} service at {target!r} failed with {code.name}: {details}")
+@dataclass(frozen=True)
+class StemsStarted:
+    stems: tuple[str, ...]
+    frames: int  # per stem, at the stem format's rate
 
 
-class Downstream(Backend):
-    """Channels and stubs to the four services; ``load`` waits for them and checks compatibility."""
+@dataclass(frozen=True)
+class StemPiece:
+    stem: int  # index into StemsStarted.stems
+    frames: int
+    audio: tensor_pb2.AudioChunk  # passed on to the audio encoder as it came
 
-    name = "orchestrator"
-    exclusive_load = False  # waits on the other services (maybe in this process) and builds no torch modules
+
+@dataclass(frozen=True)
+class Frames:
+    signal: int
+    embeddings: np.ndarray  # [n, D] float32, the signal's next frames
+    done: int  # frames embedded so far, all signals
+    total: int  # all signals (0 = unknown)
+
+
+@dataclass(frozen=True)
+class Embedded:
+    frames: tuple[int, ...]  # T per signal
+
+
+@dataclass(frozen=True)
+class Encoded:
+    embeddings: np.ndarray  # [B, L, D] float32
+    truncated: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class Painting:
+    """What the generator is asked to paint (0 / None = its default)."""
+
+    prompt_embeds: np.ndarray
+    negative_prompt_embeds: np.ndarray
+    seed: int
+    steps: int
+    guidance: float | None
+    width: int
+    height: int
+    scheduler: str
+
+
+@dataclass(frozen=True)
+class Step:
+    step: int
+    total: int
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Painted:
+    png: bytes
+    width: int
+    height: int
+    scheduler: str
+
+
+class Downstream(Loadable):
+    """Channels and stubs to the four model services, and the pipeline's calls to them."""
+
+    exclusive_load = False  # waits on the model services (maybe in this process) and builds no torch modules
 
     def __init__(self, config: OrchestratorConfig) -> None:
-        super().__init__(config)
-        self.config: OrchestratorConfig = config
+        self.config = config
         self.targets = config.targets()
         options = [
             ("grpc.service_config", config.service_config),
@@ -162,40 +152,18 @@ class Downstream(Backend):
             # (two [1, 77, 768] float32 tensors, 473 KB) would then never be retried on another replica.
             ("grpc.per_rpc_retry_buffer_size", config.max_message_bytes),
         ]
-        self.channels = {kind: grpc.insecure_channel(self.targets[kind], options=options) for kind in KINDS}
+        self.channels = {kind: grpc.insecure_channel(self.targets[kind], options=options) for kind in MODEL_KINDS}
         self.separator = separator_pb2_grpc.SeparatorStub(self.channels["separator"])
         self.audio_encoder = audio_encoder_pb2_grpc.AudioEncoderStub(self.channels["audio_encoder"])
         self.text_encoder = text_encoder_pb2_grpc.TextEncoderStub(self.channels["text_encoder"])
         self.generator = generator_pb2_grpc.GeneratorStub(self.channels["generator"])
-        self.projection = Projection.from_file(config.projection_file) if config.projection_file else None
-        self.stats = ReferenceStats.from_file(config.reference_stats) if config.reference_stats else None
+        self.fusion = Fusion.from_files(
+            config.projection_file, config.reference_stats, default_strength=config.strength,
+            default_projection_seed=config.projection_seed,
+        )
         self._closed = threading.Event()
 
-    def _stub(self, kind: str) -> Any:
-        return getattr(self, kind)
-
-    def describe_all(
-        self, timeout: float | None = None, *, wait_for_ready: bool = False, metadata: Any = None
-    ) -> Infos:
-        """Every service's ``Describe``, concurrently; the first failure names its service."""
-        timeout = self.config.describe_timeout_seconds if timeout is None else timeout
-        calls = {
-            kind: self._stub(kind).Describe.future(
-                common_pb2.DescribeRequest(),
-                timeout=timeout,
-                wait_for_ready=wait_for_ready,
-                metadata=metadata,
-            )
-            for kind in KINDS
-        }
-        answers: dict[str, Any] = {}
-        for kind in KINDS:
-            try:
-                answers[kind] = calls[kind].result()
-            except grpc.RpcError as exc:
-                raise rpc_error(kind, self.targets[kind], exc) from None
-        return Infos(**answers)
-
+    # -- readiness --------------------------------------------------------------------------------
     def load(self) -> None:
         """Wait until every service answers, then check they fit together (the readiness gate)."""
         deadline = time.monotonic() + self.config.connect_timeout_seconds
@@ -211,34 +179,188 @@ class Downstream(Backend):
                     ) from None
                 log.info("orchestrator: waiting for the model services: %s", exc)
                 time.sleep(1.0)
-        check_compatibility(infos, self.projection, self.stats)
-        if self.projection is None:
-            # build (and cache) the default seeded projection now rather than in the first job
-            pooled = 2 * len(STEM_ORDER) * infos.audio_encoder.embedding_dim
-            Projection.from_seed(infos.text_encoder.hidden_size, self.config.projection_seed, pooled)
-        log.info(
-            "orchestrator: pipeline ready (%s)",
-            ", ".join(f"{k}={getattr(infos, k).model.model_id}" for k in KINDS),
-        )
+        self.check(infos)
+        if self.fusion.projection is None:  # build (and cache) the default seeded projection now
+            self.fusion.projection_for(infos.text_encoder.hidden_size, self.fusion.default_projection_seed,
+                                       2 * len(STEM_ORDER) * infos.audio_encoder.embedding_dim)
+        log.info("orchestrator: pipeline ready (%s)",
+                 ", ".join(f"{k}={getattr(infos, k).model.model_id}" for k in MODEL_KINDS))
 
-    def describe(self) -> ModelInfo:
-        extra = {
-            "default_strength": str(self.config.strength),
-            "default_projection_seed": str(self.config.projection_seed),
-            "projection": self.projection.identity if self.projection else "seeded",
-            "reference_stats": self.stats.identity if self.stats else "none",
-            "stems": ",".join(STEM_ORDER),
-        }
-        return ModelInfo(
-            backend="orchestrator",
-            model_id="audiomemory-orchestrator",
-            revision=package_version("audiomemory-orchestrator"),
-            device="cpu",
-            dtype="float32",
-            extra=extra,
-        )
+    def check(self, infos: Infos) -> None:
+        """``check_compatibility`` with this orchestrator's projection, statistics and length limit."""
+        check_compatibility(infos, self.fusion.projection, self.fusion.stats, self.config.max_seconds)
 
     def close(self) -> None:
         self._closed.set()
         for channel in self.channels.values():
             channel.close()
+
+    def describe_all(self, job: Job | None = None, *, wait_for_ready: bool = False) -> Infos:
+        """Every service's ``Describe``, concurrently; the first failure names its service."""
+        calls = {
+            kind: getattr(self, kind).Describe.future(
+                common_pb2.DescribeRequest(), timeout=self.config.describe_timeout_seconds,
+                wait_for_ready=wait_for_ready, metadata=job.metadata if job else None,
+            )
+            for kind in MODEL_KINDS
+        }
+        answers: dict[str, Any] = {}
+        for kind in MODEL_KINDS:
+            try:
+                answers[kind] = calls[kind].result()
+            except grpc.RpcError as exc:
+                raise rpc_error(kind, self.targets[kind], exc) from None
+        return Infos(**answers)
+
+    # -- the pipeline's calls -----------------------------------------------------------------------
+    def _stream(self, job: Job, kind: str, call: Any) -> Iterator[Any]:
+        return job.stream(call, lambda exc: rpc_error(kind, self.targets[kind], exc, job.context), NAMES[kind])
+
+    @staticmethod
+    def stem_format(infos: Infos) -> StemFormat:
+        enc = infos.audio_encoder
+        half = tensor_pb2.DTYPE_FLOAT16 in enc.accepted_dtypes
+        return StemFormat(enc.sample_rate, enc.channels, "float16" if half else "float32")
+
+    def separate(
+        self, job: Job, audio: np.ndarray, sample_rate: int, fmt: StemFormat, stems: tuple[str, ...]
+    ) -> Iterator[Queued | StemsStarted | StemPiece]:
+        """The song to the separator, asking for ``stems``; its stems back in pieces, block by block, as
+        they are separated (``StemPiece.stem`` indexes the names ``StemsStarted`` gives)."""
+        output = tensor_pb2.AudioFormat(sample_rate=fmt.sample_rate, channels=fmt.channels,
+                                        dtype=codec.dtype_enum(fmt.dtype))
+
+        def requests() -> Iterator[separator_pb2.SeparateRequest]:
+            yield separator_pb2.SeparateRequest(options=separator_pb2.SeparateOptions(output=output, stems=stems))
+            for chunk in iter_audio_chunks(audio, sample_rate):
+                if job.cancelled.is_set():
+                    return
+                yield separator_pb2.SeparateRequest(audio=chunk)
+
+        call = self.separator.Separate(requests(), timeout=job.timeout(), metadata=job.metadata)
+        names: tuple[str, ...] = ()
+        for reply in self._stream(job, "separator", call):
+            item = reply.WhichOneof("item")
+            if item == "queued":
+                yield Queued(reply.queued.position)
+            elif item == "header":
+                names = tuple(reply.header.stems)
+                missing = [name for name in stems if name not in names]
+                if missing:  # (a separator may send more stems, or its own order, if it ignores the option)
+                    raise AudioMemoryError(f"the separator sent the stems {list(names)}, without {missing}")
+                yield StemsStarted(names, int(reply.header.frames))
+            elif item == "chunk" and names and 0 <= reply.chunk.stem < len(names):
+                samples = reply.chunk.audio.samples
+                yield StemPiece(reply.chunk.stem, int(samples.shape[1]) if len(samples.shape) == 2 else 0,
+                                reply.chunk.audio)
+            else:
+                raise AudioMemoryError(f"the separator sent an unexpected {item or 'empty'} message")
+
+    def embed(
+        self, job: Job, signals: int, input_frames: int, pieces: Iterator[tuple[int, tensor_pb2.AudioChunk]],
+        dim: int,
+    ) -> Iterator[Queued | Frames | Embedded]:
+        """``signals`` streams of audio (``pieces``: (signal, chunk), interleaved) to the audio encoder in one
+        call; frame embeddings back as windows are embedded."""
+
+        def requests() -> Iterator[audio_encoder_pb2.EmbedRequest]:
+            options = audio_encoder_pb2.EmbedOptions(signals=signals, input_frames=input_frames)
+            yield audio_encoder_pb2.EmbedRequest(options=options)
+            for signal, chunk in pieces:
+                yield audio_encoder_pb2.EmbedRequest(audio=chunk, signal=signal)
+
+        call = self.audio_encoder.Embed(requests(), timeout=job.timeout(), metadata=job.metadata)
+        next_frame = [0] * signals
+        ended = False
+        for reply in self._stream(job, "audio_encoder", call):
+            item = reply.WhichOneof("item")
+            if item == "queued":
+                yield Queued(reply.queued.position)
+            elif item == "frames":
+                msg = reply.frames
+                if not 0 <= msg.signal < signals or msg.first != next_frame[msg.signal]:
+                    raise AudioMemoryError(
+                        f"the audio encoder sent frames {msg.first}.. of signal {msg.signal}, expected "
+                        f"signal 0..{signals - 1} from frame {next_frame[min(max(msg.signal, 0), signals - 1)]}"
+                    )
+                frames = codec.from_tensor(msg.embeddings, field=f"audio_encoder.frames[{msg.signal}]",
+                                           shape=(None, dim), dtypes=("float32",), finite=True)
+                next_frame[msg.signal] += frames.shape[0]
+                yield Frames(msg.signal, frames, int(msg.done), int(msg.total))
+            elif item == "end" and not ended:
+                if list(reply.end.frames) != next_frame:
+                    raise AudioMemoryError(
+                        f"the audio encoder ended with {list(reply.end.frames)} frames, sent {next_frame}")
+                ended = True
+            else:
+                raise AudioMemoryError(f"the audio encoder sent an unexpected {item or 'empty'} message")
+        if not ended:
+            raise AudioMemoryError("the audio encoder's stream ended without its EmbedEnd")
+        yield Embedded(tuple(next_frame))
+
+    def encode(self, job: Job, texts: list[str], dims: tuple[int, int]) -> Encoded:
+        """The texts' token embeddings ``[B, L, D]`` (``dims`` = (L, D) from its Describe) in one call."""
+        length, hidden = dims
+        call = self.text_encoder.Encode(text_encoder_pb2.EncodeRequest(texts=texts), timeout=job.timeout(),
+                                        metadata=job.metadata)
+        replies = self._stream(job, "text_encoder", call)
+        first = next(replies, None)
+        if first is None or first.WhichOneof("item") != "header":
+            raise AudioMemoryError("the text encoder's stream did not start with a header")
+        embeddings = codec.assemble_tensor(
+            (r.embeddings for r in replies), "text_encoder.embeddings",
+            max_bytes=len(texts) * max(length, 1) * hidden * 4 + 1,
+            shape=(len(texts), length or None, hidden), dtypes=("float32", "float16"), finite=True,
+        )
+        return Encoded(np.asarray(embeddings, dtype=np.float32), tuple(first.header.truncated))
+
+    def generate(self, job: Job, painting: Painting) -> Iterator[Queued | Step | Painted]:
+        """Steps then the PNG; the whole call again (it is deterministic) if a replica dies mid-stream."""
+        request = generator_pb2.GenerateRequest(
+            prompt_embeds=codec.to_tensor(np.ascontiguousarray(painting.prompt_embeds, dtype=np.float32)),
+            negative_prompt_embeds=codec.to_tensor(
+                np.ascontiguousarray(painting.negative_prompt_embeds, dtype=np.float32)),
+            seed=painting.seed, steps=painting.steps, guidance=painting.guidance, width=painting.width,
+            height=painting.height, scheduler=painting.scheduler,
+        )
+        attempts = self.config.generate_attempts
+        for attempt in range(1, attempts + 1):
+            started = False
+            try:
+                for event in self._generate_once(job, request, attempt):
+                    started = started or isinstance(event, Step)
+                    yield event
+                return
+            except Unavailable as err:
+                # A replica that dies mid-stream shows as UNAVAILABLE (or CANCELLED by a server shutting down,
+                # also UNAVAILABLE here). gRPC's retries cannot help once replies have started: call again.
+                retry = started and attempt < attempts and job.context.is_active() and not job.cancelled.is_set()
+                if not retry:
+                    raise
+                log.warning("generator failed mid-stream (%s); retrying the whole Generate", err)
+                time.sleep(0.2 * attempt)
+
+    def _generate_once(
+        self, job: Job, request: generator_pb2.GenerateRequest, attempt: int
+    ) -> Iterator[Queued | Step | Painted]:
+        call = self.generator.Generate(request, timeout=job.timeout(), metadata=job.metadata)
+        png = bytearray()
+        painted: Painted | None = None
+        # Read to the end of the stream (its status), so the generator sees the call end OK, not cancelled.
+        for reply in self._stream(job, "generator", call):
+            item = reply.WhichOneof("item")
+            if item == "queued":
+                yield Queued(reply.queued.position)
+            elif item == "progress":
+                yield Step(reply.progress.step, reply.progress.total, attempt)
+            elif item == "image" and painted is None:
+                png += reply.image.png
+                if len(png) > MAX_PNG_BYTES:
+                    raise AudioMemoryError(f"the generator's PNG passed {MAX_PNG_BYTES} bytes")
+                if reply.image.last:
+                    painted = Painted(bytes(png), reply.image.width, reply.image.height, reply.image.scheduler)
+            else:
+                raise AudioMemoryError(f"the generator sent an unexpected {item or 'empty'} message")
+        if painted is None:
+            raise AudioMemoryError("the generator's stream ended without the last image piece")
+        yield painted

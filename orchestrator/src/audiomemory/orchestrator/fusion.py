@@ -1,8 +1,7 @@
 """Fusion of the song's audio vector into the lyrics' text embeddings (DESIGN.md §2, exact).
 
 Public API:
-- ``STEM_ORDER``                  — the fixed stem order of the pooled vector: vocals, drums, bass, other.
-- ``pool_stems(frames_by_stem)``  — per stem mean and population std over time, concatenated → ``a``.
+- ``STEM_ORDER``, ``pool_stems``  — the pooled vector's stem order and the pool step (``pooling.py``).
 - ``Projection``                  — ``P [D, N]`` (+ optional bias): ``from_seed`` (QR of a Gaussian) or
                                     ``from_file`` (``.npz`` / ``.safetensors`` with ``weight``, ``bias``).
 - ``ReferenceStats``              — per-dimension μ/σ for centring, ``from_file`` (``.npz`` / ``.safetensors``
@@ -10,6 +9,10 @@ Public API:
 - ``centre(a, stats)``            — step 1.
 - ``audio_direction(a, P, stats)`` — steps 1–3: the unit vector ``û`` or ``None`` when ``‖u‖ < 1e-8``.
 - ``fuse(E, a, alpha, ...)``      — steps 1–4: ``E'_i = E_i + α‖E_i‖û`` for every token i.
+- ``Fusion``                      — the orchestrator's fusion settings (projection file or seed, reference
+                                    statistics, default strength) and ``apply``, which also says whether
+                                    the audio steered (``Fused.steered``).
+- ``resolve_strength(value)``     — α as the wire carries it (float32), whoever chose it.
 
 Everything here is pure: numpy in, numpy out (torch tensors are accepted by ``fuse`` and returned as
 torch tensors of the same dtype and device). Arithmetic is float64 and the result is cast back to the
@@ -26,44 +29,24 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
+from audiomemory.orchestrator.pooling import STEM_ORDER, pool_stems
 from audiomemory.runtime.errors import FailedPrecondition, InvalidInput
 
-STEM_ORDER: tuple[str, ...] = ("vocals", "drums", "bass", "other")
+__all__ = [
+    "STEM_ORDER", "Fused", "Fusion", "Projection", "ReferenceStats", "audio_direction", "centre", "fuse",
+    "pool_stems", "resolve_strength",
+]
+
 NORM_EPS = 1e-8  # ‖u‖ below this → no perturbation (§2 step 3)
 _SIGMA_EPS = 1e-12  # a σ this small means "constant": the centred value is 0, never inf/NaN
 
 T = TypeVar("T")
-
-
-def pool_stems(frames_by_stem: Mapping[str, np.ndarray], order: tuple[str, ...] = STEM_ORDER) -> np.ndarray:
-    """``a = concat_s [mean_s, std_s]`` over time, stems in ``order``; float32 ``[len(order) * 2 * D]``.
-
-    ``frames_by_stem[name]`` is ``[T, D]`` frame embeddings. The std is the population std (ddof=0).
-    """
-    missing = [name for name in order if name not in frames_by_stem]
-    if missing:
-        raise FailedPrecondition(
-            f"pooling needs the stems {list(order)}; missing {missing} (got {sorted(frames_by_stem)})"
-        )
-    parts: list[np.ndarray] = []
-    dim: int | None = None
-    for name in order:
-        frames = np.asarray(frames_by_stem[name], dtype=np.float64)
-        if frames.ndim != 2 or frames.shape[0] == 0:
-            raise InvalidInput(f"stem {name!r}: frame embeddings must be [T>0, D], got shape {frames.shape}")
-        if dim is not None and frames.shape[1] != dim:
-            raise InvalidInput(f"stem {name!r}: embedding dim {frames.shape[1]} differs from {dim}")
-        dim = frames.shape[1]
-        parts.append(frames.mean(axis=0))
-        parts.append(frames.std(axis=0, ddof=0))
-    return np.concatenate(parts).astype(np.float32)
 
 
 def _load_arrays(path: Path, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
@@ -244,11 +227,19 @@ def fuse(
     alpha = validate_strength(alpha)
     if _is_torch(embeddings):
         return _fuse_torch(embeddings, a, alpha, projection, projection_seed, stats, keep_bos)
-    e = np.asarray(embeddings)
+    fused, _ = _fuse_numpy(np.asarray(embeddings), a, alpha, projection, projection_seed, stats, keep_bos)
+    return fused  # type: ignore[return-value]
+
+
+def _fuse_numpy(
+    e: np.ndarray, a: Any, alpha: float, projection: Projection | None, projection_seed: int,
+    stats: ReferenceStats | None, keep_bos: bool,
+) -> tuple[np.ndarray, bool]:
+    """``fuse`` on numpy; also whether the audio steered (False for α = 0 or ``‖u‖ < 1e-8``)."""
     if e.ndim < 2 or e.shape[-1] == 0:
         raise InvalidInput(f"text embeddings must be [..., L, D], got shape {e.shape}")
     if alpha == 0.0:
-        return e.copy()  # type: ignore[return-value]  # bit-identical by construction
+        return e.copy(), False  # bit-identical by construction
     if projection is None:
         projection = Projection.from_seed(e.shape[-1], projection_seed, int(np.asarray(a).size))
     if projection.out_dim != e.shape[-1]:
@@ -258,13 +249,13 @@ def fuse(
         )
     u_hat = audio_direction(a, projection, stats)
     if u_hat is None:
-        return e.copy()  # type: ignore[return-value]
+        return e.copy(), False
     e64 = e.astype(np.float64)
     norms = np.linalg.norm(e64, axis=-1, keepdims=True)
     fused = (e64 + alpha * norms * u_hat).astype(e.dtype)
     if keep_bos:
         fused[..., 0, :] = e[..., 0, :]
-    return fused
+    return fused, True
 
 
 def _is_torch(x: Any) -> bool:
@@ -293,3 +284,55 @@ def _fuse_torch(
     if keep_bos:
         out[..., 0, :] = tensor[..., 0, :]
     return out
+
+
+def resolve_strength(value: float) -> float:
+    """α rounded to float32, as the wire carries it: a default from configuration and a value a caller
+    sent (and the one an image's metadata records and ``reproduce`` sends back) are the same number."""
+    return float(np.float32(validate_strength(value)))
+
+
+@dataclass(frozen=True)
+class Fused:
+    """The lyrics' embeddings with the audio fused in, and whether the audio moved them at all."""
+
+    embeddings: np.ndarray
+    steered: bool
+    projection: str  # the projection's identity (metadata)
+
+
+@dataclass(frozen=True, eq=False)
+class Fusion:
+    """The orchestrator's fusion settings: a projection file (else one seeded per job), reference
+    statistics for centring (else the vector's own), and the defaults a request may leave out."""
+
+    projection: Projection | None = None
+    stats: ReferenceStats | None = None
+    default_strength: float = 0.1
+    default_projection_seed: int = 0
+
+    @classmethod
+    def from_files(
+        cls, projection_file: Path | None, reference_stats: Path | None, *, default_strength: float,
+        default_projection_seed: int,
+    ) -> Fusion:
+        return cls(
+            projection=Projection.from_file(projection_file) if projection_file else None,
+            stats=ReferenceStats.from_file(reference_stats) if reference_stats else None,
+            default_strength=resolve_strength(default_strength),
+            default_projection_seed=default_projection_seed,
+        )
+
+    def projection_for(self, dim: int, seed: int, in_dim: int) -> Projection:
+        """The projection a job uses: the file's, or the seeded one for (dim, seed, in_dim)."""
+        return self.projection or Projection.from_seed(dim, seed, in_dim)
+
+    def apply(
+        self, embeddings: np.ndarray, a: np.ndarray, strength: float, *, projection_seed: int, keep_bos: bool
+    ) -> Fused:
+        """§2 on ``embeddings [1, L, D]`` with the pooled audio vector ``a``."""
+        projection = self.projection_for(embeddings.shape[-1], projection_seed, int(a.size))
+        fused, steered = _fuse_numpy(
+            np.asarray(embeddings), a, validate_strength(strength), projection, projection_seed, self.stats, keep_bos
+        )
+        return Fused(fused, steered, projection.identity)

@@ -1,5 +1,8 @@
 """The result image's metadata: PNG text chunks that say how to make the image again.
 
+``build_metadata(...)`` assembles the record of one job (schema ``SCHEMA_VERSION``): the song, the lyrics
+window, the fusion, the generation as it ran, the model profile and every service's ``Describe``.
+
 ``embed_metadata(png, metadata)`` re-saves the generator's PNG with Pillow, adding two text chunks
 and leaving the pixels as they were (PNG is lossless and the mode is kept):
 
@@ -13,21 +16,34 @@ returns the JSON back (``None`` when the image has none).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from google.protobuf import json_format
 from PIL import Image, PngImagePlugin
 
 from audiomemory.client import METADATA_KEY
+from audiomemory.orchestrator.pooling import STEM_ORDER
 from audiomemory.runtime.errors import AudioMemoryError
+
+if TYPE_CHECKING:
+    from audiomemory.orchestrator.compatibility import Infos
+    from audiomemory.orchestrator.decode import DecodedAudio
+    from audiomemory.orchestrator.downstream import Painted, StemFormat
+    from audiomemory.orchestrator.fusion import Fused, Fusion
+    from audiomemory.orchestrator.options import JobOptions
+    from audiomemory.v1 import common_pb2
 
 PARAMETERS_KEY = "parameters"
 SCHEMA_VERSION = 1
 
 
 def a1111_parameters(metadata: dict[str, Any]) -> str:
-    """The A1111-style ``parameters`` text for ``metadata`` (see ``servicer._metadata``)."""
+    """The A1111-style ``parameters`` text for ``metadata`` (see ``build_metadata``)."""
     gen = metadata["generation"]
     fusion = metadata["fusion"]
     lyrics = metadata["lyrics"]
@@ -35,7 +51,7 @@ def a1111_parameters(metadata: dict[str, Any]) -> str:
     fields = [
         ("Steps", gen["steps"]),
         ("Sampler", gen["scheduler"]),
-        ("CFG scale", gen["guidance"] if gen["guidance_set"] else "default"),
+        ("CFG scale", gen["guidance"]),
         ("Seed", gen["seed"]),
         ("Size", f"{gen['width']}x{gen['height']}"),
         ("Model", models["generator"]["model"].get("modelId", "")),
@@ -72,3 +88,55 @@ def embed_metadata(png: bytes, metadata: dict[str, Any]) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG", pnginfo=info)
     return out.getvalue()
+
+
+def _as_dict(msg: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(msg, always_print_fields_with_no_presence=True)
+
+
+def build_metadata(
+    *, opts: JobOptions, infos: Infos, orchestrator: common_pb2.ModelInfo, profile: str, song: DecodedAudio,
+    sha256: str, upload_bytes: int, window: str, truncated: tuple[bool, ...], fusion: Fusion, fused: Fused,
+    pooled: np.ndarray, painted: Painted, denoising_steps: int, cache_hit: bool, stem_format: StemFormat,
+    request: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything needed to make the image again, and what each service was."""
+    gen = infos.generator
+    return {
+        "schema": SCHEMA_VERSION,
+        "song": {
+            "sha256": sha256, "filename": opts.filename, "bytes": upload_bytes, "container": song.container,
+            "codec": song.codec, "sample_rate": song.sample_rate, "channels": song.source_channels,
+            "seconds": round(song.seconds, 3),
+        },
+        "lyrics": {
+            "window": opts.window, "text": window, "negative_prompt": opts.negative_prompt,
+            "truncated": list(truncated), "full": opts.lyrics,
+        },
+        "fusion": {
+            "strength": opts.strength, "projection_seed": opts.projection_seed, "projection": fused.projection,
+            "keep_bos": opts.keep_bos, "reference_stats": fusion.stats.identity if fusion.stats else None,
+            "steered": fused.steered, "stems": list(STEM_ORDER),
+            "audio_vector_sha256": hashlib.sha256(np.ascontiguousarray(pooled, np.float32).tobytes()).hexdigest(),
+        },
+        "generation": {
+            "seed": opts.seed, "steps": opts.steps or gen.default_steps, "denoising_steps": denoising_steps,
+            "guidance": opts.guidance if opts.guidance is not None else gen.default_guidance,
+            "guidance_set": opts.guidance is not None, "width": painted.width, "height": painted.height,
+            "scheduler": painted.scheduler, "requested_scheduler": opts.scheduler,
+            "requested_width": opts.width, "requested_height": opts.height, "native_size": gen.native_size,
+        },
+        "cache_hit": cache_hit,
+        "stem_format": {"sampleRate": stem_format.sample_rate, "channels": stem_format.channels,
+                        "dtype": stem_format.dtype},
+        "profile": profile,
+        "request": request,
+        "services": {
+            "orchestrator": {"model": _as_dict(orchestrator)},
+            "separator": _as_dict(infos.separator),
+            "audio_encoder": _as_dict(infos.audio_encoder),
+            "text_encoder": _as_dict(infos.text_encoder),
+            "generator": _as_dict(infos.generator),
+        },
+        "created_unix": int(time.time()),
+    }

@@ -1,8 +1,8 @@
 """The orchestrator as a hosted service: ``DEFINITION`` for the shared runtime.
 
-There is no model backend: the runtime's load step is ``Downstream.load`` (connect to the four
-services, wait until they answer ``Describe`` and check they fit together), so health reports
-SERVING only when the whole pipeline can run.
+There is no model backend: what the runtime loads before serving is ``Downstream`` (a
+``runtime.backend.Loadable``: connect to the four services, wait until they answer ``Describe`` and
+check they fit together), so health reports SERVING only when the whole pipeline can run.
 
     audiomemory serve orchestrator --port 0 --generator-target dns:///generator:50051
 """

@@ -1,0 +1,125 @@
+"""A job's options: checked before anything is uploaded or called, with every default resolved once.
+
+- ``parse_options(msg, fusion)`` — the request's own limits (text lengths, window name, strength) and
+  the orchestrator's defaults (strength as float32, projection seed) → ``JobOptions``.
+- ``check_with_services(opts, infos)`` — what only the services know: the generator's limits and
+  defaults from its ``Describe`` (steps, guidance, size, schedulers; stated there once, enforced by the
+  generator, checked here before the upload so a bad job costs nothing) and the text encoder's
+  ``max_chars``; returns the lyrics window the text encoder will read.
+- ``resolved_request(sent, opts)`` — the options as sent with the orchestrator's defaults filled in:
+  what an image's metadata records, so that sending it again with the same song reproduces the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import json_format
+
+from audiomemory.orchestrator.compatibility import Infos
+from audiomemory.orchestrator.fusion import Fusion, resolve_strength
+from audiomemory.orchestrator.lyrics import WINDOWS, lyrics_window
+from audiomemory.runtime.errors import InvalidInput
+from audiomemory.v1 import generator_pb2, orchestrator_pb2
+
+MAX_LYRICS_CHARS = 100_000
+MAX_NEGATIVE_CHARS = 10_000
+MAX_FILENAME_CHARS = 512
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Validated ``CreateImageOptions`` with the orchestrator's defaults resolved (generation defaults
+    stay 0/None: the generator resolves those, and reports what it ran)."""
+
+    lyrics: str
+    window: str
+    negative_prompt: str
+    strength: float  # a float32 value, whoever chose it
+    seed: int
+    steps: int  # 0 = the generator's default
+    guidance: float | None  # None = the generator's default
+    width: int  # 0 = the generator's default
+    height: int
+    scheduler: str  # "" = the generator's default
+    projection_seed: int
+    keep_bos: bool
+    filename: str
+
+
+def parse_options(msg: orchestrator_pb2.CreateImageOptions, fusion: Fusion) -> JobOptions:
+    """Absurd options → INVALID_ARGUMENT naming the field, the limit and what came."""
+    for name, limit in (("lyrics", MAX_LYRICS_CHARS), ("negative_prompt", MAX_NEGATIVE_CHARS),
+                        ("filename", MAX_FILENAME_CHARS)):
+        value = getattr(msg, name)
+        if len(value) > limit:
+            raise InvalidInput(f"options.{name}: at most {limit} characters, got {len(value)}")
+    if msg.lyrics_window not in ("", *WINDOWS):
+        raise InvalidInput(f"options.lyrics_window: one of {list(WINDOWS)}, got {msg.lyrics_window!r}")
+    strength = msg.strength if msg.HasField("strength") else fusion.default_strength
+    try:
+        strength = resolve_strength(strength)
+    except InvalidInput:
+        raise InvalidInput(f"options.strength: must be in [0, 1], got {msg.strength!r}") from None
+    return JobOptions(
+        lyrics=msg.lyrics,
+        window=msg.lyrics_window or WINDOWS[0],
+        negative_prompt=msg.negative_prompt,
+        strength=strength,
+        seed=int(msg.seed),
+        steps=int(msg.steps),
+        guidance=float(msg.guidance) if msg.HasField("guidance") else None,
+        width=int(msg.width),
+        height=int(msg.height),
+        scheduler=msg.scheduler,
+        projection_seed=int(msg.projection_seed) if msg.HasField("projection_seed")
+        else fusion.default_projection_seed,
+        keep_bos=bool(msg.keep_bos),
+        filename=msg.filename,
+    )
+
+
+def check_with_services(opts: JobOptions, infos: Infos) -> str:
+    """The generator's and text encoder's limits (from their ``Describe``); returns the lyrics window."""
+    _check_generation(opts, infos.generator)
+    max_chars = infos.text_encoder.max_chars
+    if max_chars and len(opts.negative_prompt) > max_chars:
+        raise InvalidInput(
+            f"options.negative_prompt: the text encoder takes at most {max_chars} characters, "
+            f"got {len(opts.negative_prompt)}"
+        )
+    window = lyrics_window(opts.lyrics, opts.window)
+    return window[:max_chars] if max_chars else window  # the tokenizer keeps ~77 tokens anyway
+
+
+def _check_generation(opts: JobOptions, gen: generator_pb2.GeneratorInfo) -> None:
+    if opts.steps and not gen.min_steps <= opts.steps <= gen.max_steps:
+        raise InvalidInput(
+            f"options.steps: {gen.min_steps}..{gen.max_steps} (0 = the generator's default, "
+            f"{gen.default_steps}), got {opts.steps}"
+        )
+    if opts.guidance is not None and not gen.min_guidance <= opts.guidance <= gen.max_guidance:
+        raise InvalidInput(
+            f"options.guidance: must be in [{gen.min_guidance:g}, {gen.max_guidance:g}], got {opts.guidance!r}"
+        )
+    for name in ("width", "height"):
+        value = getattr(opts, name)
+        if value and not (gen.min_size <= value <= gen.max_size and value % max(gen.size_multiple, 1) == 0):
+            raise InvalidInput(
+                f"options.{name}: a multiple of {gen.size_multiple} in {gen.min_size}..{gen.max_size} "
+                f"(0 = the generator's default, {gen.default_size}), got {value}"
+            )
+    if opts.scheduler and opts.scheduler not in gen.schedulers:
+        raise InvalidInput(f"options.scheduler: one of {list(gen.schedulers)}, got {opts.scheduler!r}")
+
+
+def resolved_request(sent: orchestrator_pb2.CreateImageOptions, opts: JobOptions) -> dict[str, Any]:
+    """The options as sent, with the orchestrator's defaults that applied filled in: to reproduce the
+    image, ``json_format.ParseDict(metadata["request"], CreateImageOptions())`` and send the same song."""
+    resolved = orchestrator_pb2.CreateImageOptions()
+    resolved.CopyFrom(sent)
+    resolved.lyrics_window = opts.window
+    resolved.strength = opts.strength
+    resolved.projection_seed = opts.projection_seed
+    return json_format.MessageToDict(resolved)
