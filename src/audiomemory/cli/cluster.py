@@ -101,7 +101,7 @@ def summarize(deployments: Iterable[Any], pods: Iterable[Any]) -> list[ServiceSt
 def describe_pods(services: list[ServiceStatus], describer: Describer | None = None) -> None:
     """Fill each ready pod's ``describe`` from its gRPC ``Describe`` (errors are kept, not raised)."""
     if describer is None:
-        from audiomemory.cli.main import describe_address
+        from audiomemory.cli.describe import describe_address
 
         def describer(address: str) -> tuple[str, dict[str, Any]]:
             return describe_address(address, timeout=5.0)

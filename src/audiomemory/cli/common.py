@@ -1,0 +1,143 @@
+"""What the commands share: the embedded stack (with its model profile), running a job, writing its result."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import grpc
+from tqdm import tqdm
+
+from audiomemory import profiles
+from audiomemory.client import Client, ImageResult
+from audiomemory.runtime.backend import download_blocked, hf_endpoint
+from audiomemory.runtime.errors import FailedPrecondition
+from audiomemory.stack import LocalStack
+from audiomemory.v1 import orchestrator_pb2
+
+TINY_BANNER = (
+    "NOTE: --models tiny uses small RANDOM-WEIGHT models. The pipeline runs for real, "
+    "but the image means nothing."
+)
+MODELS_HELP = "default (real weights), tiny (random weights, offline), auto (default, else tiny), or PROFILE.yaml."
+_STAGE_NAMES = {v: k.removeprefix("STAGE_").lower().replace("_", " ") for k, v in orchestrator_pb2.Stage.items()}
+
+
+def profile_name(models: str) -> str:
+    """The name the orchestrator records for a profile: ``default``, ``tiny``, or the YAML file's absolute path."""
+    return models if models in ("default", "tiny") else str(Path(models).resolve())
+
+
+def stack_overrides(models: str) -> profiles.Overrides:
+    """``profiles.resolve(models)`` plus the orchestrator's ``profile`` (written into each image's metadata)."""
+    overrides = {kind: dict(settings) for kind, settings in profiles.resolve(models).items()}
+    overrides.setdefault("orchestrator", {})["profile"] = profile_name(models)
+    return overrides
+
+
+@contextmanager
+def orchestrator_address(models: str, address: str | None) -> Iterator[str]:
+    """An orchestrator address: the given one, or an embedded stack for the duration."""
+    if address:
+        yield address
+        return
+    if models in ("auto", "default") and download_blocked(hf_endpoint(), 3.0) is not None:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # no network: let every loader fail fast from its cache
+    stack: LocalStack | None = None
+    if models == "auto":
+        try:
+            stack = LocalStack(stack_overrides("default")).start()
+        except FailedPrecondition as exc:
+            click.secho(f"The default models are not available: {exc}", fg="yellow", err=True)
+            click.secho("Falling back to --models tiny (run `audiomemory models pull` with network access to "
+                        "get the real ones).", fg="yellow", err=True)
+            models = "tiny"
+    if stack is None:
+        if models == "tiny":
+            click.secho(TINY_BANNER, fg="yellow", err=True)
+        click.echo(f"starting services ({models} models)...", err=True)
+        try:
+            stack = LocalStack(stack_overrides(models)).start()
+        except FailedPrecondition as exc:
+            raise click.ClickException(f"{exc}\nWays out: `audiomemory models pull` (with network access), "
+                                       "or `--models tiny` to run offline with random weights.") from None
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--models") from None
+    try:
+        yield stack.address
+    finally:
+        stack.stop()
+
+
+class JobProgress:
+    """A job's events on stderr: a line per stage, one bar that moves through the whole song (separated
+    and embedded: the two run together, each half the bar) and one over the denoising steps."""
+
+    def __init__(self) -> None:
+        self.song_bar: tqdm | None = None
+        self.steps_bar: tqdm | None = None
+        self.stage: int | None = None
+        self.parts = {orchestrator_pb2.STAGE_SEPARATING: 0.0, orchestrator_pb2.STAGE_EMBEDDING: 0.0}
+        self.note = ""
+
+    def show(self, event: orchestrator_pb2.StageEvent) -> None:
+        if event.stage == orchestrator_pb2.STAGE_QUEUED:
+            if event.message != self.note:
+                self.note = event.message
+                tqdm.write(f"[queued] {event.message}", file=sys.stderr)
+            return
+        if event.stage != self.stage:
+            self.stage = event.stage
+            detail = f" ({event.message})" if event.message else ""
+            tqdm.write(f"[{_STAGE_NAMES.get(event.stage, '?')}]{detail}", file=sys.stderr)
+        if event.stage in self.parts and (event.total or event.cache_hit):
+            self.parts[event.stage] = 1.0 if event.cache_hit else min(1.0, event.current / event.total)
+            if self.song_bar is None:
+                self.song_bar = tqdm(total=100, desc="song", unit="%", file=sys.stderr,
+                                     bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+            self.song_bar.n = round(50 * sum(self.parts.values()))
+            self.song_bar.refresh()
+        elif event.stage == orchestrator_pb2.STAGE_GENERATING and event.total:
+            if self.steps_bar is None:
+                self.steps_bar = tqdm(total=event.total, desc="generating", unit="step", file=sys.stderr)
+            self.steps_bar.total = max(event.total, event.current)  # a scheduler may add a warm-up step
+            self.steps_bar.n = event.current
+            self.steps_bar.refresh()
+
+    def close(self) -> None:
+        for bar in (self.song_bar, self.steps_bar):
+            if bar is not None:
+                bar.close()
+
+
+def run_job(address: str, song: Path, lyrics: str, options: dict[str, Any],
+            request: orchestrator_pb2.CreateImageOptions | None = None) -> ImageResult:
+    """One ``CreateImage`` with its progress on stderr (``JobProgress``); the finished image."""
+    progress = JobProgress()
+    with Client(address) as client:
+        try:
+            for event in client.create_image(song, lyrics=lyrics, request=request, **options):
+                if isinstance(event, ImageResult):
+                    return event
+                progress.show(event)
+        except grpc.RpcError as err:
+            raise click.ClickException(f"{err.code().name}: {err.details()}") from None
+        finally:
+            progress.close()
+    raise click.ClickException("the orchestrator ended the job without an image")
+
+
+def write_result(result: ImageResult, out: Path, sidecar: bool) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(result.png)
+    click.echo(f"wrote {out}", err=True)
+    if sidecar:
+        side = out.with_suffix(".json")
+        side.write_text(json.dumps(result.metadata, indent=2, sort_keys=True))
+        click.echo(f"wrote {side}", err=True)

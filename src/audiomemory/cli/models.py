@@ -1,0 +1,55 @@
+"""``audiomemory models pull | make-tiny | list``: fetch, fake or list model weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from audiomemory import profiles
+from audiomemory.stack import MODEL_KINDS, definition
+
+
+@click.group()
+def models() -> None:
+    """Fetch, fake or list model weights."""
+
+
+@models.command("pull")
+@click.option("--models", "profile", default="default", show_default=True, help="default or PROFILE.yaml.")
+@click.option("--only", type=click.Choice(MODEL_KINDS), multiple=True, help="Only these services.")
+def models_pull(profile: str, only: tuple[str, ...]) -> None:
+    """Download the real weights into the standard caches (HF_HOME, TORCH_HOME) ahead of time."""
+    overrides = profiles.resolve(profile)
+    for kind in only or MODEL_KINDS:
+        d = definition(kind)
+        config = d.config_class(**overrides.get(kind, {}))
+        click.echo(f"{kind}: pulling {config.backend} weights...", err=True)
+        d.make_backend_class(config.backend).pull(config)
+    click.echo("done", err=True)
+
+
+@models.command("make-tiny")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path),
+              help="Where (default $AUDIOMEMORY_HOME/tiny).")
+@click.option("--force", is_flag=True, help="Rewrite even if present.")
+def models_make_tiny(root: Path | None, force: bool) -> None:
+    """Write small random-weight models loadable by the real code paths."""
+    overrides = profiles.make_tiny(root, force=force)
+    click.echo(f"tiny models in {root or profiles.tiny_root()}")
+    click.echo(json.dumps(overrides, indent=2, sort_keys=True, default=str))
+
+
+@models.command("list")
+def models_list() -> None:
+    """Installed backends per service and their default settings."""
+    from audiomemory.runtime.registry import installed_backends
+
+    for kind in MODEL_KINDS:
+        config = definition(kind).config_class()
+        fields = {k: v for k, v in config.model_dump().items() if k in ("backend", "model", "content_type",
+                                                                        "input_repr", "embedding_size")}
+        click.echo(f"{kind:14} installed: {', '.join(installed_backends(kind)) or 'none'}; default: {fields}")
+    tiny = profiles.tiny_root()
+    click.echo(f"tiny profile: {tiny} ({'present' if profiles.tiny_present(tiny) else 'absent'})")

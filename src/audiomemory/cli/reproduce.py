@@ -1,0 +1,80 @@
+"""``audiomemory reproduce IMAGE.png --song SONG``: re-run the job an image's metadata records, compare pixels."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from google.protobuf import json_format
+
+from audiomemory.cli.common import MODELS_HELP, orchestrator_address, run_job, write_result
+from audiomemory.client import read_metadata
+from audiomemory.v1 import orchestrator_pb2
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+
+def recorded_request(metadata: dict[str, Any]) -> orchestrator_pb2.CreateImageOptions:
+    """The options an image's metadata records (images made before strength/guidance had presence
+    recorded ``strengthSet``/``guidanceSet`` and left a 0 out: read those as the 0 they were)."""
+    recorded = dict(metadata["request"])
+    for name in ("strength", "guidance"):
+        if recorded.pop(f"{name}Set", False):
+            recorded.setdefault(name, 0.0)
+    return json_format.ParseDict(recorded, orchestrator_pb2.CreateImageOptions(), ignore_unknown_fields=True)
+
+
+def recorded_models(metadata: dict[str, Any], models: str | None) -> str:
+    """``--models`` when given, else the profile the image was made with (``auto`` when it says none)."""
+    if models:
+        return models
+    profile = metadata.get("profile") or "auto"
+    if profile not in ("tiny", "default", "auto") and not Path(profile).exists():
+        raise click.ClickException(
+            f"the image was made with the model profile {profile!r}, which is not here; pass --models"
+        )
+    click.echo(f"using the model profile the image records: {profile}", err=True)
+    return str(profile)
+
+
+@click.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--song", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The song the image was made from (its hash is checked against the metadata).")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the new image.")
+@click.option("--models", default=None, help=f"{MODELS_HELP} Default: the profile the image records.")
+@click.option("--orchestrator", help="HOST:PORT of a running orchestrator (default: start everything here).")
+def reproduce(image: Path, song: Path, out: Path | None, models: str | None, orchestrator: str | None) -> None:
+    """Re-run the job recorded in IMAGE's metadata and report whether the pixels match."""
+    original = image.read_bytes()
+    metadata = read_metadata(original)
+    if metadata is None or "request" not in metadata:
+        raise click.ClickException(f"{image}: no Audio Memory metadata (the 'audiomemory' PNG text chunk)")
+    digest = hashlib.sha256(song.read_bytes()).hexdigest()
+    if digest != metadata.get("song", {}).get("sha256"):
+        click.secho(f"warning: {song} is not the song the image was made from (sha256 differs)", fg="yellow",
+                    err=True)
+    request = recorded_request(metadata)
+    models = models if orchestrator else recorded_models(metadata, models)
+    with orchestrator_address(models or "auto", orchestrator) as address:
+        result = run_job(address, song, "", {}, request=request)
+    if out is not None:
+        write_result(result, out, sidecar=False)
+    before, after = _pixels(original), _pixels(result.png)
+    if before.shape != after.shape:
+        raise click.ClickException(f"pixels differ: size {before.shape[1]}x{before.shape[0]} became "
+                                   f"{after.shape[1]}x{after.shape[0]}")
+    diff = int(np.abs(before - after).max()) if before.size else 0
+    same = diff == 0
+    click.echo(f"pixels {'match' if same else 'differ'}: max difference {diff}/255 over {before.size} values")
+    if not same:
+        sys.exit(1)
