@@ -103,3 +103,24 @@ class _Error(grpc.RpcError, grpc.Call):
 def test_downstream_errors_name_the_service(code: grpc.StatusCode, kind: type, words: str) -> None:
     err = rpc_error("generator", "gen:1", _Error(code, "boom"))
     assert isinstance(err, kind) and words in str(err)
+
+
+def test_a_service_that_takes_shorter_songs_than_the_orchestrator_accepts_is_refused_naming_both_numbers() -> None:
+    # The orchestrator's max_seconds is the system's one length limit: 20 minutes by default.
+    fits = _infos(separator__max_input_frames=44100 * 1200, audio_encoder__max_input_frames=48000 * 1200,
+                  audio_encoder__max_signals=8)
+    check_compatibility(fits, max_seconds=1200)
+    short = _infos(separator__max_input_frames=44100 * 600, audio_encoder__max_input_frames=48000 * 1200)
+    with pytest.raises(FailedPrecondition) as info:
+        check_compatibility(short, max_seconds=1200)
+    message = str(info.value)
+    assert "1200 s" in message and "separator (demucs/demucs-model) takes at most 600 s" in message
+    assert "26460000 frames at 44100 Hz" in message
+    encoder_short = _infos(audio_encoder__max_input_frames=48000 * 60)
+    with pytest.raises(FailedPrecondition, match=r"audio encoder .* takes at most 60 s"):
+        check_compatibility(encoder_short, max_seconds=1200)
+
+
+def test_an_encoder_that_takes_fewer_signals_than_the_four_stems_is_refused() -> None:
+    with pytest.raises(FailedPrecondition, match=r"at most 2 signal\(s\) per call; the orchestrator sends the 4 stems"):
+        check_compatibility(_infos(audio_encoder__max_signals=2), max_seconds=60)

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import math
+import threading
 import time
 from typing import Any
 
@@ -333,6 +334,36 @@ def test_bad_uploads_get_clear_statuses_and_the_orchestrator_keeps_serving(
     assert info.value.code() is code
     assert words in info.value.details()
     assert run_job(orchestrator.address, encode_song("wav", 16000, 1, seconds=1.0), seed=1).png
+
+
+@pytest.mark.parametrize(("ext", "seconds"), [("wav", 60.0), ("flac", 60.0), ("mp3", 300.0)])
+def test_a_song_over_the_length_limit_is_refused_before_its_upload_ends(
+    orchestrator: RunningService, ext: str, seconds: float
+) -> None:
+    # Against the fixture's 8 s limit: the sender stops after ~384 KiB and waits; the refusal must come
+    # from what arrived (the server cannot be waiting for the rest, which would never come).
+    data = encode_song(ext, 16000, 1, seconds=seconds)
+    refused = threading.Event()
+    sent: list[int] = []
+
+    def upload() -> Any:
+        yield orchestrator_pb2.CreateImageRequest(options=orchestrator_pb2.CreateImageOptions(seed=1, filename="x"))
+        for start in range(0, len(data), 64 * 1024):
+            if sum(sent) >= 384 * 1024 and not refused.wait(20):
+                return
+            sent.append(len(data[start : start + 64 * 1024]))
+            yield orchestrator_pb2.CreateImageRequest(file_chunk=data[start : start + 64 * 1024])
+
+    assert len(data) > 2 * 384 * 1024
+    with grpc.insecure_channel(orchestrator.address) as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            for _ in stub.CreateImage(upload(), timeout=15):
+                pass
+        refused.set()
+    assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
+    assert "over the limit of 8 s" in info.value.details()
+    assert sum(sent) < len(data)
 
 
 BAD_OPTIONS: list[tuple[dict[str, Any], str]] = [

@@ -150,6 +150,25 @@ def _decode_samples(
     return np.ascontiguousarray(np.concatenate(pieces, axis=1), dtype=np.float32)
 
 
+def check_declared_length(head: bytes | bytearray, *, filename: str, max_seconds: float) -> None:
+    """Refuse an upload from the bytes received so far when they already declare more than ``max_seconds``
+    — the header's length (FLAC, MP4, MP3 with a Xing header) or FFmpeg's estimate from the bytes so far,
+    which only grows as more arrive and is the one ``decode_audio`` applies to the whole file — so that
+    a caller learns it before sending the rest. Says nothing when the bytes cannot be read yet."""
+    try:
+        with av.open(io.BytesIO(head), mode="r") as container:
+            if not container.streams.audio:
+                return
+            declared = _declared_seconds(container, container.streams.audio[0])
+    except (av.error.FFmpegError, ValueError, IndexError):
+        return
+    if declared is not None and declared > max_seconds * 1.01:
+        what = repr(filename) if filename else "the upload"
+        raise ResourceExhausted(
+            f"file: {what} is at least {declared:.1f} s long, over the limit of {max_seconds:.0f} s"
+        )
+
+
 def _declared_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
     """The duration the file's header claims, if it claims one."""
     if stream.duration is not None and stream.time_base is not None and stream.duration > 0:

@@ -29,7 +29,7 @@ import grpc
 
 from audiomemory.orchestrator.cache import AudioCache
 from audiomemory.orchestrator.config import OrchestratorConfig
-from audiomemory.orchestrator.decode import decode_audio
+from audiomemory.orchestrator.decode import check_declared_length, decode_audio
 from audiomemory.orchestrator.downstream import Downstream, Painted, Painting, Queued, Step
 from audiomemory.orchestrator.front import Event, FrontHalf, queued
 from audiomemory.orchestrator.job import Job
@@ -44,6 +44,7 @@ from audiomemory.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 
 Stage = orchestrator_pb2.Stage
 PACKAGE = "audiomemory-orchestrator"
+PROBE_BYTES = 256 * 1024  # the first look at an upload's length; then at every doubling
 T = TypeVar("T")
 
 
@@ -113,7 +114,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self.downstream.check(infos)
         window = check_with_services(opts, infos)
         yield _event(Event(Stage.STAGE_UPLOADING, message="receiving the song file"))  # 3
-        data, sha256 = self._receive(job, requests)
+        data, sha256 = self._receive(job, requests, opts.filename)
         yield _event(Event(Stage.STAGE_DECODING, message=f"decoding {len(data)} bytes"))
         song = decode_audio(data, filename=opts.filename, max_bytes=self.config.max_upload_bytes,
                             max_seconds=self.config.max_seconds)
@@ -142,11 +143,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         )
         yield from _result(embed_metadata(painted.png, metadata), metadata, painted)
 
-    def _receive(self, job: Job, requests: Iterator[orchestrator_pb2.CreateImageRequest]) -> tuple[bytearray, str]:
-        """The song file's bytes (capped at ``max_upload_bytes``) and their SHA-256."""
+    def _receive(
+        self, job: Job, requests: Iterator[orchestrator_pb2.CreateImageRequest], filename: str
+    ) -> tuple[bytearray, str]:
+        """The song file's bytes (capped at ``max_upload_bytes``) and their SHA-256. A song that shows it
+        is longer than ``max_seconds`` is refused while it is still coming (probed as the bytes double)."""
         limit = self.config.max_upload_bytes
         buf = bytearray()
         digest = hashlib.sha256()
+        probe_at = PROBE_BYTES
         for i, req in enumerate(requests, start=1):
             if req.WhichOneof("item") != "file_chunk":
                 raise InvalidInput(f"requests[{i}]: options come only once, first; then file_chunk messages")
@@ -154,6 +159,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                 raise ResourceExhausted(f"file: more than the upload limit of {limit} bytes")
             buf += req.file_chunk
             digest.update(req.file_chunk)
+            if len(buf) >= probe_at:
+                check_declared_length(buf, filename=filename, max_seconds=self.config.max_seconds)
+                probe_at *= 2
         job.check()
         return buf, digest.hexdigest()  # decode_audio reads a bytearray as it is: no copy
 
