@@ -23,7 +23,7 @@ PRELOAD := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
 CHECKOV := .venv-checkov/.installed
 
 .PHONY: venv dev protos check-protos lint typecheck test demo clean \
-	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc
+	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc bench-song
 
 $(STAMP): pyproject.toml services/*/pyproject.toml orchestrator/pyproject.toml bench/pyproject.toml \
 		requirements-dev.txt
@@ -77,6 +77,11 @@ bench-vision: $(STAMP)
 
 bench-e2e: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_e2e.py
+
+# A whole real song (Debian's asc-music, fetched by the script) through the five services, each in its own
+# process: the new defaults against the reference settings, with fidelity figures (~30 min on 2 cores).
+bench-song: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_song.py $(BENCH_SONG_ARGS)
 
 bench-scale: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_scale.py
