@@ -17,12 +17,13 @@ STAMP := $(VENV)/.installed
 # runs models: under glibc malloc PyTorch re-faults its freed activations on each call (SD 1.5 UNet
 # calls ~30 % slower on CPU; BENCHMARKS.md "Heap allocator"). `make demo TCMALLOC=` runs with glibc malloc.
 # The places searched are audiomemory.runtime.allocator.TCMALLOC_GLOBS.
-TCMALLOC ?= $(firstword $(wildcard /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4 \
-	/usr/local/lib/libtcmalloc_minimal.so.4))
-PRELOAD := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
+# Looked up when a recipe runs (after `system` may have installed it), not when make starts.
+TCMALLOC ?= $(firstword $(shell ls /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4 \
+	/usr/local/lib/libtcmalloc_minimal.so.4 2>/dev/null))
+PRELOAD = $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
 CHECKOV := .venv-checkov/.installed
 
-.PHONY: venv dev protos check-protos lint typecheck test demo clean \
+.PHONY: system venv dev protos check-protos lint typecheck test demo clean \
 	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc bench-song
 
 $(STAMP): pyproject.toml services/*/pyproject.toml orchestrator/pyproject.toml bench/pyproject.toml \
@@ -35,6 +36,10 @@ $(STAMP): pyproject.toml services/*/pyproject.toml orchestrator/pyproject.toml b
 	touch $@
 
 venv dev: $(STAMP)
+
+# System packages (tcmalloc) installed where the platform allows: scripts/install_system_packages.sh.
+system:
+	@sh scripts/install_system_packages.sh
 
 # checkov pins many packages of its own: it gets a virtualenv of its own.
 $(CHECKOV):
@@ -60,7 +65,7 @@ test: $(STAMP) $(CHECKOV) check-protos lint typecheck
 	HF_HUB_OFFLINE=1 $(BIN)/pytest
 
 # MODELS=auto uses the real weights when they are cached or downloadable, else the tiny profile (it says so).
-demo: $(STAMP)
+demo: $(STAMP) system
 	$(PRELOAD) $(BIN)/audiomemory generate examples/song.mp3 --lyrics examples/lyrics.txt --models "$(MODELS)" \
 		--seed 7 -o "$(OUT)/demo.png" --sidecar
 
@@ -69,21 +74,21 @@ bench-codec: $(STAMP)
 	MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=536870912 \
 		$(BIN)/python scripts/bench_codec.py
 
-bench-audio: $(STAMP)
+bench-audio: $(STAMP) system
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_audio.py
 
-bench-vision: $(STAMP)
+bench-vision: $(STAMP) system
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_vision.py
 
-bench-e2e: $(STAMP)
+bench-e2e: $(STAMP) system
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_e2e.py
 
 # A whole real song (Debian's asc-music, fetched by the script) through the five services, each in its own
 # process: the new defaults against the reference settings, with fidelity figures (~30 min on 2 cores).
-bench-song: $(STAMP)
+bench-song: $(STAMP) system
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_song.py $(BENCH_SONG_ARGS)
 
-bench-scale: $(STAMP)
+bench-scale: $(STAMP) system
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_scale.py
 
 # glibc malloc vs tcmalloc under SD 1.5 UNet calls; the script preloads tcmalloc into one of its workers.

@@ -145,3 +145,14 @@ def test_default_models_offline_fail_fast_naming_the_model_and_the_ways_out(song
     assert "htdemucs" in result.output
     assert "models pull" in result.output and "--models tiny" in result.output
     assert not (tmp_path / "x.png").exists()
+
+
+def test_models_pull_without_network_says_one_line_per_model_and_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = CliRunner().invoke(cli, ["models", "pull"])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == len(MODEL_KINDS), result.output
+    for kind, line in zip(MODEL_KINDS, lines, strict=True):
+        assert line.startswith(f"{kind}: ") and "not fetched: offline mode is set" in line and "--models tiny" in line
+    assert "Traceback" not in result.output

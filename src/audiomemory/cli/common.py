@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -42,6 +43,18 @@ def stack_overrides(models: str) -> profiles.Overrides:
 
 
 @contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Silence ``logger`` for the block (an attempt whose failure the caller reports itself)."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+@contextmanager
 def orchestrator_address(models: str, address: str | None) -> Iterator[str]:
     """An orchestrator address: the given one, or an embedded stack for the duration."""
     if address:
@@ -52,7 +65,8 @@ def orchestrator_address(models: str, address: str | None) -> Iterator[str]:
     stack: LocalStack | None = None
     if models == "auto":
         try:
-            stack = LocalStack(stack_overrides("default")).start()
+            with _quiet("audiomemory.service"):  # each service's "failed to load": said once, below
+                stack = LocalStack(stack_overrides("default")).start()
         except FailedPrecondition as exc:
             click.secho(f"The default models are not available: {exc}", fg="yellow", err=True)
             click.secho("Falling back to --models tiny (run `audiomemory models pull` with network access to "
@@ -104,11 +118,10 @@ class JobProgress:
             self.song_bar.n = round(50 * sum(self.parts.values()))
             self.song_bar.refresh()
         elif event.stage == orchestrator_pb2.STAGE_GENERATING and event.total:
-            if self.steps_bar is None:
+            if self.steps_bar is None:  # made at the stage's 0/total event: the rate starts from the first step
                 self.steps_bar = tqdm(total=event.total, desc="generating", unit="step", file=sys.stderr)
-            self.steps_bar.total = max(event.total, event.current)  # a scheduler may add a warm-up step
-            self.steps_bar.n = event.current
-            self.steps_bar.refresh()
+            if event.current > self.steps_bar.n:
+                self.steps_bar.update(event.current - self.steps_bar.n)
 
     def close(self) -> None:
         for bar in (self.song_bar, self.steps_bar):

@@ -8,7 +8,11 @@ from pathlib import Path
 import click
 
 from audiomemory import profiles
+from audiomemory.runtime.backend import download_blocked, hf_endpoint
+from audiomemory.runtime.errors import shorten
 from audiomemory.stack import MODEL_KINDS, definition
+
+WAYS_OUT = "Run it where the network is reachable (or mount the caches: HF_HOME, TORCH_HOME), or use --models tiny."
 
 
 @click.group()
@@ -20,13 +24,29 @@ def models() -> None:
 @click.option("--models", "profile", default="default", show_default=True, help="default or PROFILE.yaml.")
 @click.option("--only", type=click.Choice(MODEL_KINDS), multiple=True, help="Only these services.")
 def models_pull(profile: str, only: tuple[str, ...]) -> None:
-    """Download the real weights into the standard caches (HF_HOME, TORCH_HOME) ahead of time."""
+    """Download the real weights into the standard caches (HF_HOME, TORCH_HOME) ahead of time.
+
+    One line per model; a model that cannot be fetched says from where and why, and the command exits 1.
+    """
     overrides = profiles.resolve(profile)
+    blocked = download_blocked(hf_endpoint(), 3.0)  # no network: say so at once instead of retrying each
+    failed = []
     for kind in only or MODEL_KINDS:
         d = definition(kind)
         config = d.config_class(**overrides.get(kind, {}))
-        click.echo(f"{kind}: pulling {config.backend} weights...", err=True)
-        d.make_backend_class(config.backend).pull(config)
+        what = f"{config.backend} model {getattr(config, 'model', None) or config.backend}"
+        if blocked is not None:
+            click.echo(f"{kind}: {what} not fetched: {blocked}. {WAYS_OUT}", err=True)
+            failed.append(kind)
+            continue
+        click.echo(f"{kind}: pulling {what}...", err=True)
+        try:
+            d.make_backend_class(config.backend).pull(config)
+        except Exception as exc:  # a download's many failure types: one line each, no traceback
+            click.echo(f"{kind}: {what} not fetched: {type(exc).__name__}: {shorten(exc)}. {WAYS_OUT}", err=True)
+            failed.append(kind)
+    if failed:
+        raise SystemExit(1)
     click.echo("done", err=True)
 
 

@@ -133,7 +133,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                                   projection_seed=opts.projection_seed, keep_bos=opts.keep_bos)
         painting = Painting(fused.embeddings, encoded.embeddings[1:2], opts.seed, opts.steps, opts.guidance,
                             opts.width, opts.height, opts.scheduler)
-        painted, denoising_steps = yield from self._paint(job, painting)                # 7
+        asked = opts.steps or infos.generator.default_steps
+        painted, denoising_steps = yield from self._paint(job, painting, asked)         # 7
         metadata = build_metadata(                                                     # 8
             opts=opts, infos=infos, orchestrator=self.identity(), profile=self.config.profile, song=song,
             sha256=sha256, upload_bytes=upload_bytes, window=window, truncated=encoded.truncated,
@@ -166,20 +167,21 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         return buf, digest.hexdigest()  # decode_audio reads a bytearray as it is: no copy
 
     def _paint(
-        self, job: Job, painting: Painting
+        self, job: Job, painting: Painting, asked: int
     ) -> Generator[orchestrator_pb2.CreateImageResponse, None, tuple[Painted, int]]:
-        """Relay the generator's steps; return the image and the denoising steps it ran."""
-        yield _event(Event(Stage.STAGE_GENERATING, 0, painting.steps, "generating"))
+        """Relay the generator's steps as steps of the ``asked`` (a scheduler may run an extra warm-up
+        call: PNDM runs 31 for 30); return the image and the denoising calls it ran."""
+        yield _event(Event(Stage.STAGE_GENERATING, 0, asked, "generating"))
         total = 0
         for event in self.downstream.generate(job, painting):
             if isinstance(event, Queued):
                 yield _event(queued("generator", event.position))
             elif isinstance(event, Step):
                 total = event.total
+                step = min(asked, round(event.step * asked / max(event.total, 1)))
                 attempts = self.config.generate_attempts
                 note = "" if event.attempt == 1 else f" (replica lost; retrying (attempt {event.attempt}/{attempts}))"
-                yield _event(Event(Stage.STAGE_GENERATING, event.step, event.total,
-                                   f"step {event.step}/{event.total}{note}"))
+                yield _event(Event(Stage.STAGE_GENERATING, step, asked, f"step {step}/{asked}{note}"))
             elif isinstance(event, Painted):
                 return event, total
         raise AssertionError("the generator's stream ended without an image")  # downstream raises first
