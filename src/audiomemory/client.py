@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from audiomemory.runtime.codec import iter_pieces
+from audiomemory.runtime.security import open_channel
 from audiomemory.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 
 METADATA_KEY = "audiomemory"  # the PNG text chunk holding everything needed to reproduce an image
@@ -53,11 +54,19 @@ def build_options(lyrics: str = "", *, filename: str = "", **kwargs: Any) -> orc
 class Client:
     """Talks to one orchestrator address (host:port or any gRPC target)."""
 
-    def __init__(self, address: str, *, timeout: float | None = None) -> None:
+    def __init__(self, address: str, *, timeout: float | None = None, tls_ca: Path | None = None,
+                 tls_cert: Path | None = None, tls_key: Path | None = None, token: str | None = None) -> None:
+        """``tls_ca`` (and ``tls_cert``/``tls_key`` for mTLS) for a TLS front door; ``token`` is sent as
+        ``authorization: Bearer`` on every call (TLS only)."""
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address)
+        self._channel = open_channel(address, ca=tls_ca, cert=tls_cert, key=tls_key, token=token)
         self._stub = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
+
+    @property
+    def channel(self) -> grpc.Channel:
+        """The channel (with this client's TLS and token) for other stubs, e.g. health or a service's Describe."""
+        return self._channel
 
     def describe(self) -> orchestrator_pb2.OrchestratorInfo:
         return self._stub.Describe(common_pb2.DescribeRequest(), timeout=self.timeout or 30)

@@ -156,3 +156,41 @@ def test_models_pull_without_network_says_one_line_per_model_and_fails(monkeypat
     for kind, line in zip(MODEL_KINDS, lines, strict=True):
         assert line.startswith(f"{kind}: ") and "not fetched: offline mode is set" in line and "--models tiny" in line
     assert "Traceback" not in result.output
+
+
+def test_a_secured_stack_refuses_plaintext_and_tokenless_callers_and_serves_a_token_holder(
+    profile: Path, song: Path, tmp_path: Path
+) -> None:
+    # What `audiomemory up --tls-cert --tls-key --tls-ca --auth-tokens` runs: TLS everywhere, mTLS inside.
+    import grpc
+    from helpers import health
+    from security_certs import make_certs
+
+    from audiomemory.cli.serve import secured
+    from audiomemory.client import Client
+    from audiomemory.v1 import common_pb2, orchestrator_pb2_grpc
+
+    certs = make_certs(tmp_path / "certs")
+    tokens = tmp_path / "tokens"
+    tokens.write_text("t0ken-for-ci ci\n")
+    overrides = secured(yaml.safe_load(profile.read_text()), certs.cert, certs.key, certs.ca, tokens)
+    with LocalStack(overrides) as stack:
+        with grpc.insecure_channel(stack.address) as plaintext, pytest.raises(grpc.RpcError) as refused:
+            orchestrator_pb2_grpc.OrchestratorStub(plaintext).Describe(common_pb2.DescribeRequest(), timeout=10)
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE  # no TLS handshake, no call
+        with Client(stack.address, tls_ca=certs.ca) as anonymous:
+            assert health(anonymous.channel, "audiomemory.v1.Orchestrator") == 1
+            for attempt in (anonymous.describe, lambda: anonymous.generate(song, seed=1, steps=1)):
+                with pytest.raises(grpc.RpcError) as denied:
+                    attempt()
+                assert denied.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        runner = CliRunner()
+        secure = ["--tls-ca", str(certs.ca), "--token", "t0ken-for-ci"]
+        described = runner.invoke(cli, ["describe", stack.address, *secure], catch_exceptions=False)
+        assert described.exit_code == 0, described.output
+        assert json.loads(described.output)["service"] == "orchestrator"
+        out = tmp_path / "secure.png"
+        made = runner.invoke(cli, ["generate", str(song), "--orchestrator", stack.address, *secure, "-o", str(out),
+                                   "--steps", "1", "--size", "64x64"], catch_exceptions=False)
+        assert made.exit_code == 0, made.output
+        assert Image.open(out).size == (64, 64)

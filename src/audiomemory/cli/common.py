@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -129,11 +131,48 @@ class JobProgress:
                 bar.close()
 
 
+@dataclass(frozen=True)
+class Connection:
+    """How to reach a running front door: its CA (TLS), a client certificate (mTLS), a token."""
+
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token: str | None = None
+
+    def client(self, address: str) -> Client:
+        try:
+            return Client(address, tls_ca=self.tls_ca, tls_cert=self.tls_cert, tls_key=self.tls_key, token=self.token)
+        except FailedPrecondition as exc:
+            raise click.UsageError(str(exc)) from None
+
+
+PLAINTEXT = Connection()
+
+
+def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--tls-ca``, ``--tls-cert``, ``--tls-key`` and ``--token`` (or AUDIOMEMORY_TOKEN), given to the
+    command as ``connection``."""
+    path = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+    @click.option("--tls-ca", type=path, help="CA certificate (PEM) of a TLS front door.")
+    @click.option("--tls-cert", type=path, help="Client certificate (PEM) where the server requires one (mTLS).")
+    @click.option("--tls-key", type=path, help="Key (PEM) of --tls-cert.")
+    @click.option("--token", envvar="AUDIOMEMORY_TOKEN", help="Bearer token (or AUDIOMEMORY_TOKEN); TLS only.")
+    @functools.wraps(command)
+    def wrapped(*args: Any, tls_ca: Path | None, tls_cert: Path | None, tls_key: Path | None, token: str | None,
+                **kwargs: Any) -> Any:
+        return command(*args, connection=Connection(tls_ca, tls_cert, tls_key, token), **kwargs)
+
+    return wrapped
+
+
 def run_job(address: str, song: Path, lyrics: str, options: dict[str, Any],
-            request: orchestrator_pb2.CreateImageOptions | None = None) -> ImageResult:
+            request: orchestrator_pb2.CreateImageOptions | None = None,
+            connection: Connection = PLAINTEXT) -> ImageResult:
     """One ``CreateImage`` with its progress on stderr (``JobProgress``); the finished image."""
     progress = JobProgress()
-    with Client(address) as client:
+    with connection.client(address) as client:
         try:
             for event in client.create_image(song, lyrics=lyrics, request=request, **options):
                 if isinstance(event, ImageResult):

@@ -10,6 +10,7 @@ import click
 import grpc
 from google.protobuf.json_format import MessageToDict
 
+from audiomemory.cli.common import PLAINTEXT, Connection, connection_options
 from audiomemory.v1 import (
     audio_encoder_pb2_grpc,
     common_pb2,
@@ -28,9 +29,11 @@ _STUBS: list[tuple[str, Callable[[grpc.Channel], Any]]] = [
 ]
 
 
-def describe_address(address: str, timeout: float = 10.0) -> tuple[str, dict[str, Any]]:
+def describe_address(address: str, timeout: float = 10.0, connection: Connection = PLAINTEXT
+                     ) -> tuple[str, dict[str, Any]]:
     """(kind, Describe as a dict) of whichever Audio Memory service answers at ``address``."""
-    with grpc.insecure_channel(address) as channel:
+    with connection.client(address) as client:
+        channel = client.channel
         for kind, stub in _STUBS:
             try:
                 info = stub(channel).Describe(common_pb2.DescribeRequest(), timeout=timeout)
@@ -44,10 +47,11 @@ def describe_address(address: str, timeout: float = 10.0) -> tuple[str, dict[str
 
 @click.command()
 @click.argument("addresses", nargs=-1, required=True)
-def describe(addresses: tuple[str, ...]) -> None:
+@connection_options
+def describe(addresses: tuple[str, ...], connection: Connection) -> None:
     """Print the Describe of the service(s) at HOST:PORT as JSON."""
     out = {}
     for address in addresses:
-        kind, info = describe_address(address)
+        kind, info = describe_address(address, connection=connection)
         out[address] = {"service": kind, **info}
     click.echo(json.dumps(out if len(out) > 1 else next(iter(out.values())), indent=2, sort_keys=True))

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from audiomemory.cli.common import MODELS_HELP, orchestrator_address, run_job, write_result
+from audiomemory.cli.common import (
+    MODELS_HELP,
+    PLAINTEXT,
+    Connection,
+    connection_options,
+    orchestrator_address,
+    run_job,
+    write_result,
+)
 
 
 def _parse_size(size: str | None) -> tuple[int | None, int | None]:
@@ -44,15 +52,18 @@ def _read_lyrics(lyrics: str | None) -> str:
 @click.option("--projection-seed", type=int, default=0, show_default=True)
 @click.option("--models", default="auto", show_default=True, help=MODELS_HELP)
 @click.option("--orchestrator", help="HOST:PORT of a running orchestrator (default: start everything here).")
+@connection_options
 @click.option("--sidecar", is_flag=True, help="Also write the metadata as OUT.json.")
 def generate(song: Path, lyrics_path: str | None, out: Path, seed: int, strength: float | None, steps: int | None,
              guidance: float | None, size: str | None, scheduler: str | None, lyrics_window: str, negative: str,
-             projection_seed: int, models: str, orchestrator: str | None, sidecar: bool) -> None:
+             projection_seed: int, models: str, orchestrator: str | None, sidecar: bool,
+             connection: Connection) -> None:
     """Turn SONG (wav, flac, mp3, ogg, opus, m4a) and its lyrics into an image."""
     width, height = _parse_size(size)
     options = {"seed": seed, "strength": strength, "steps": steps, "guidance": guidance, "width": width,
                "height": height, "scheduler": scheduler, "lyrics_window": lyrics_window,
                "negative_prompt": negative, "projection_seed": projection_seed}
     with orchestrator_address(models, orchestrator) as address:
-        result = run_job(address, song, _read_lyrics(lyrics_path), options)
+        result = run_job(address, song, _read_lyrics(lyrics_path), options,
+                         connection=connection if orchestrator else PLAINTEXT)
     write_result(result, out, sidecar)

@@ -12,7 +12,15 @@ import click
 import numpy as np
 from google.protobuf import json_format
 
-from audiomemory.cli.common import MODELS_HELP, orchestrator_address, run_job, write_result
+from audiomemory.cli.common import (
+    MODELS_HELP,
+    PLAINTEXT,
+    Connection,
+    connection_options,
+    orchestrator_address,
+    run_job,
+    write_result,
+)
 from audiomemory.client import read_metadata
 from audiomemory.v1 import orchestrator_pb2
 
@@ -53,7 +61,9 @@ def recorded_models(metadata: dict[str, Any], models: str | None) -> str:
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the new image.")
 @click.option("--models", default=None, help=f"{MODELS_HELP} Default: the profile the image records.")
 @click.option("--orchestrator", help="HOST:PORT of a running orchestrator (default: start everything here).")
-def reproduce(image: Path, song: Path, out: Path | None, models: str | None, orchestrator: str | None) -> None:
+@connection_options
+def reproduce(image: Path, song: Path, out: Path | None, models: str | None, orchestrator: str | None,
+              connection: Connection) -> None:
     """Re-run the job recorded in IMAGE's metadata and report whether the pixels match."""
     original = image.read_bytes()
     metadata = read_metadata(original)
@@ -66,7 +76,8 @@ def reproduce(image: Path, song: Path, out: Path | None, models: str | None, orc
     request = recorded_request(metadata)
     models = models if orchestrator else recorded_models(metadata, models)
     with orchestrator_address(models or "auto", orchestrator) as address:
-        result = run_job(address, song, "", {}, request=request)
+        result = run_job(address, song, "", {}, request=request,
+                         connection=connection if orchestrator else PLAINTEXT)
     if out is not None:
         write_result(result, out, sidecar=False)
     before, after = _pixels(original), _pixels(result.png)

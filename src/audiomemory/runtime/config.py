@@ -7,9 +7,10 @@ and model fields. Precedence: flags > keyword arguments > environment > defaults
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 MiB = 1 << 20
@@ -39,6 +40,24 @@ class ServiceConfig(BaseSettings):
         "so clients re-resolve DNS and find replicas added by a scale-up; None = never.",
     )
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = torch default).")
+    tls_cert: Path | None = Field(None, description="TLS certificate chain (PEM); with tls_key the port speaks TLS.")
+    tls_key: Path | None = Field(None, description="TLS private key (PEM) of tls_cert.")
+    tls_client_ca: Path | None = Field(
+        None, description="CA (PEM) whose client certificates are required (mTLS); None = any client may connect."
+    )
+    auth_tokens: Path | None = Field(
+        None, description="File of accepted bearer tokens (one per line, optional name after a space; re-read "
+        "when it changes); every call but health then needs 'authorization: Bearer TOKEN' (TLS only).",
+    )
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both, or neither")
+        if self.tls_cert is None and (self.tls_client_ca is not None or self.auth_tokens is not None):
+            raise ValueError("tls_client_ca and auth_tokens need TLS (tls_cert and tls_key): "
+                             "neither a client certificate nor a token is ever checked in the clear")
+        return self
 
     @classmethod
     def from_args(cls, argv: Sequence[str] | None = None, **overrides: Any) -> Self:

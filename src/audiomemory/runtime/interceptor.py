@@ -1,4 +1,7 @@
-"""One server interceptor: request ids, metrics, and project errors → gRPC status codes.
+"""One server interceptor: tokens, request ids, metrics, and project errors → gRPC status codes.
+
+With ``auth_tokens`` configured, every call but ``grpc.health.v1`` (probes) must carry an accepted
+``authorization: Bearer`` token, else it ends UNAUTHENTICATED with one line (the token is never logged).
 
 Servicers and backends raise ``errors.AudioMemoryError`` subclasses; this maps each to its status
 code and logs it once with the request id. A ``grpc.RpcError`` from a downstream call keeps its
@@ -20,6 +23,7 @@ import grpc
 
 from audiomemory.runtime.errors import AudioMemoryError
 from audiomemory.runtime.metrics import Metrics
+from audiomemory.runtime.security import AUTHORIZATION, TokenFile
 
 log = logging.getLogger("audiomemory.rpc")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("audiomemory_request_id", default="-")
@@ -39,13 +43,39 @@ def _request_id(context: grpc.ServicerContext) -> str:
 
 
 _INFRASTRUCTURE = ("/grpc.health.", "/grpc.reflection.")
+_OPEN = "/grpc.health."  # probes answer without a token
+
+
+def _refuse(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    """A handler of ``handler``'s shape that ends the call with UNAUTHENTICATED."""
+
+    def abort(request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    kwargs = {"request_deserializer": handler.request_deserializer,
+              "response_serializer": handler.response_serializer}
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(abort, **kwargs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(abort, **kwargs)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(abort, **kwargs)
+    return grpc.stream_stream_rpc_method_handler(abort, **kwargs)
+
+
+def _bearer(metadata: Any) -> str | None:
+    for key, value in metadata or ():
+        if key == AUTHORIZATION and isinstance(value, str) and value.startswith("Bearer "):
+            return value[len("Bearer "):].strip()
+    return None
 
 
 class ServiceInterceptor(grpc.ServerInterceptor):
     """Also tracks the service's own calls in flight, so a shutdown can drain them (see ``drain``)."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, tokens: TokenFile | None = None) -> None:
         self.metrics = metrics
+        self.tokens = tokens
         self._active = 0
         self._draining = False
         self._idle = threading.Condition()
@@ -64,6 +94,10 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         full_method: str = handler_call_details.method
+        if self.tokens is not None and not full_method.startswith(_OPEN):
+            refusal = self._unauthenticated(handler_call_details)
+            if refusal is not None:
+                return _refuse(handler, refusal)
         if full_method.startswith(_INFRASTRUCTURE):
             return handler  # health and reflection: always answered, never drained or counted
         method = full_method.rsplit("/", 1)[-1]
@@ -80,6 +114,19 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(self._wrap_stream(method, handler.stream_stream), **kwargs)
         return handler
+
+    def _unauthenticated(self, details: grpc.HandlerCallDetails) -> str | None:
+        """Why the call may not proceed (one line, never the token), or None when its token is accepted."""
+        assert self.tokens is not None
+        token = _bearer(details.invocation_metadata)
+        if token is None:
+            return "missing token: send 'authorization: Bearer TOKEN' (audiomemory --token or AUDIOMEMORY_TOKEN)"
+        name = self.tokens.who(token)
+        if name is None:
+            log.info("%s refused: a token that is not in %s", details.method, self.tokens.path)
+            return "unknown token: it is not (or no longer) among this server's accepted tokens"
+        log.debug("%s by %s", details.method, name)
+        return None
 
     def _wrap_unary(self, method: str, fn: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:

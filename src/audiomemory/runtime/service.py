@@ -37,6 +37,7 @@ from audiomemory.runtime.gate import Gate
 from audiomemory.runtime.interceptor import ServiceInterceptor
 from audiomemory.runtime.metrics import Metrics
 from audiomemory.runtime.registry import load_backend
+from audiomemory.runtime.security import TokenFile, server_credentials
 
 log = logging.getLogger("audiomemory.service")
 
@@ -190,7 +191,7 @@ def start_service(
         backend = definition.make_backend(config)
     metrics = Metrics(definition.kind)
     gate = Gate(config.concurrency, config.max_queue)
-    interceptor = ServiceInterceptor(metrics)
+    interceptor = ServiceInterceptor(metrics, TokenFile(config.auth_tokens) if config.auth_tokens else None)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix=f"am-{definition.kind}"),
         interceptors=[interceptor],
@@ -203,7 +204,12 @@ def start_service(
     reflection.enable_server_reflection(
         (definition.grpc_service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(config.address())
+    if config.tls_cert is not None and config.tls_key is not None:
+        port = server.add_secure_port(
+            config.address(), server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+        )
+    else:
+        port = server.add_insecure_port(config.address())
     if port == 0:
         raise OSError(f"{definition.kind}: could not bind {config.address()}")
     running = RunningService(definition, config, backend, server, port, gate, health_servicer, interceptor)

@@ -71,6 +71,12 @@ class OrchestratorConfig(ServiceConfig):
         DEFAULT_SERVICE_CONFIG, description="JSON gRPC service config for the downstream channels."
     )
 
+    downstream_tls_ca: Path | None = Field(
+        None, description="CA (PEM) of the model services' certificates: their channels speak TLS when set."
+    )
+    downstream_tls_cert: Path | None = Field(None, description="Client certificate for the model services (mTLS).")
+    downstream_tls_key: Path | None = Field(None, description="Key of downstream_tls_cert.")
+
     profile: str = Field(
         "", description="The model profile the services were started with (tiny, default, a YAML path), when "
         "one process started them all; recorded in each image's metadata so `reproduce` can use the same."

@@ -38,6 +38,7 @@ from audiomemory.runtime import codec
 from audiomemory.runtime.audio import iter_audio_chunks
 from audiomemory.runtime.backend import Loadable
 from audiomemory.runtime.errors import AudioMemoryError, DeadlineExceeded, Unavailable
+from audiomemory.runtime.security import open_channel
 from audiomemory.stack import MODEL_KINDS
 from audiomemory.v1 import (
     audio_encoder_pb2,
@@ -152,7 +153,11 @@ class Downstream(Loadable):
             # (two [1, 77, 768] float32 tensors, 473 KB) would then never be retried on another replica.
             ("grpc.per_rpc_retry_buffer_size", config.max_message_bytes),
         ]
-        self.channels = {kind: grpc.insecure_channel(self.targets[kind], options=options) for kind in MODEL_KINDS}
+        self.channels = {
+            kind: open_channel(self.targets[kind], ca=config.downstream_tls_ca, cert=config.downstream_tls_cert,
+                               key=config.downstream_tls_key, options=options)
+            for kind in MODEL_KINDS
+        }
         self.separator = separator_pb2_grpc.SeparatorStub(self.channels["separator"])
         self.audio_encoder = audio_encoder_pb2_grpc.AudioEncoderStub(self.channels["audio_encoder"])
         self.text_encoder = text_encoder_pb2_grpc.TextEncoderStub(self.channels["text_encoder"])
