@@ -56,6 +56,7 @@ from audiomemory.v1 import (
 log = logging.getLogger(__name__)
 
 MAX_PNG_BYTES = 64 * 1024 * 1024
+STEMS = "stems"  # the separator and audio encoder calls of a job: one pipeline, alive while either speaks
 
 
 @dataclass(frozen=True)
@@ -218,8 +219,8 @@ class Downstream(Loadable):
         return Infos(**answers)
 
     # -- the pipeline's calls -----------------------------------------------------------------------
-    def _stream(self, job: Job, kind: str, call: Any) -> Iterator[Any]:
-        return job.stream(call, lambda exc: rpc_error(kind, self.targets[kind], exc, job.context), NAMES[kind])
+    def _stream(self, job: Job, kind: str, call: Any, group: str | None = None) -> Iterator[Any]:
+        return job.stream(call, lambda exc: rpc_error(kind, self.targets[kind], exc, job.context), NAMES[kind], group)
 
     @staticmethod
     def stem_format(infos: Infos) -> StemFormat:
@@ -244,7 +245,7 @@ class Downstream(Loadable):
 
         call = self.separator.Separate(requests(), timeout=job.timeout(), metadata=job.metadata)
         names: tuple[str, ...] = ()
-        for reply in self._stream(job, "separator", call):
+        for reply in self._stream(job, "separator", call, group=STEMS):
             item = reply.WhichOneof("item")
             if item == "queued":
                 yield Queued(reply.queued.position)
@@ -277,7 +278,7 @@ class Downstream(Loadable):
         call = self.audio_encoder.Embed(requests(), timeout=job.timeout(), metadata=job.metadata)
         next_frame = [0] * signals
         ended = False
-        for reply in self._stream(job, "audio_encoder", call):
+        for reply in self._stream(job, "audio_encoder", call, group=STEMS):
             item = reply.WhichOneof("item")
             if item == "queued":
                 yield Queued(reply.queued.position)

@@ -27,10 +27,17 @@ _WATCH_EVERY_S = 0.5
 _NO_DEADLINE_S = 10 * 365 * 86400.0
 
 
-class _Watched:
-    def __init__(self, call: Any) -> None:
-        self.call = call
+class _Clock:
+    """When a call (or any call of its group) last sent something."""
+
+    def __init__(self) -> None:
         self.last = time.monotonic()
+
+
+class _Watched:
+    def __init__(self, call: Any, clock: _Clock) -> None:
+        self.call = call
+        self.clock = clock
         self.stalled = False
 
 
@@ -44,6 +51,7 @@ class Job:
         self.metadata = ((REQUEST_ID_KEY, current_request_id()),)
         self._calls: list[Any] = []
         self._watched: set[_Watched] = set()
+        self._clocks: dict[str, _Clock] = {}
         self._lock = threading.Lock()
         self._watchdog: threading.Thread | None = None
 
@@ -75,13 +83,19 @@ class Job:
         if self.cancelled.is_set() or not self.context.is_active():
             raise Cancelled("the caller cancelled the job")
 
-    def stream(self, call: Any, failed: Callable[[grpc.RpcError], AudioMemoryError], name: str) -> Iterator[Any]:
+    def stream(
+        self, call: Any, failed: Callable[[grpc.RpcError], AudioMemoryError], name: str, group: str | None = None
+    ) -> Iterator[Any]:
         """The replies of a tracked streaming ``call``; it is cancelled when none comes for ``stall_seconds``.
 
-        A failure becomes ``failed(exc)`` (the project error naming the service), a stall
+        Calls of one ``group`` feed each other (the separator's stems are the audio encoder's input): a
+        reply from any of them keeps all of them alive, so a call waiting for its input is not taken for
+        a stalled one. A failure becomes ``failed(exc)`` (the project error naming the service), a stall
         DEADLINE_EXCEEDED saying that the ``name`` sent nothing for so long.
         """
-        watched = _Watched(self.track(call))
+        with self._lock:
+            clock = self._clocks.setdefault(group, _Clock()) if group else _Clock()
+        watched = _Watched(self.track(call), clock)
         with self._lock:
             self._watched.add(watched)
             if self._watchdog is None:
@@ -89,7 +103,7 @@ class Job:
                 self._watchdog.start()
         try:
             for reply in call:
-                watched.last = time.monotonic()
+                clock.last = time.monotonic()
                 yield reply
         except grpc.RpcError as exc:
             if watched.stalled:
@@ -106,7 +120,7 @@ class Job:
         while not self.cancelled.wait(_WATCH_EVERY_S):
             now = time.monotonic()
             with self._lock:
-                stalled = [w for w in self._watched if now - w.last > self.stall_seconds]
+                stalled = [w for w in self._watched if now - w.clock.last > self.stall_seconds]
             for w in stalled:
                 w.stalled = True
                 w.call.cancel()
