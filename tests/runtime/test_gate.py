@@ -77,3 +77,22 @@ def test_a_caller_that_leaves_while_waiting_is_dropped_from_the_line() -> None:
                 next(waiting)
         assert gate.waiting_count == 0
     assert (gate.running_count, gate.waiting_count) == (0, 0)
+
+
+def test_a_refused_call_carries_a_retry_hint_the_clients_retry_policy_honours(
+    tiny_clip: dict[str, Any], start_services: Any
+) -> None:
+    import grpc
+
+    from audiomemory.stack import definition
+    from audiomemory.v1 import text_encoder_pb2, text_encoder_pb2_grpc
+
+    d = definition("text_encoder")
+    svc = start_services(d, d.config_class(port=0, max_queue=0, **tiny_clip))
+    with svc.gate.slot(), grpc.insecure_channel(svc.address) as channel:
+        stub = text_encoder_pb2_grpc.TextEncoderStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.Encode(text_encoder_pb2.EncodeRequest(texts=["hi"]), timeout=10))
+    assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "retry in about 5 s" in info.value.details()
+    assert ("grpc-retry-pushback-ms", "5000") in tuple(info.value.trailing_metadata())

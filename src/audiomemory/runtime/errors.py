@@ -35,9 +35,14 @@ class ModelUnavailable(FailedPrecondition):
 
 
 class ResourceExhausted(AudioMemoryError):
-    """A size limit was passed or the server is full."""
+    """A size limit was passed or the server is full (``retry_after_ms``: when trying again makes sense,
+    sent as gRPC's ``grpc-retry-pushback-ms`` trailer, which a client's retry policy honours)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
 
 
 class Unavailable(AudioMemoryError):

@@ -31,6 +31,8 @@ _POLL_S = 0.05  # how often a waiter checks that its caller is still there
 #: How often a waiting streaming call reports its place in line (``QueueStatus``): well under the
 #: orchestrator's stall limit, so a queued call is never taken for a dead one.
 HEARTBEAT_SECONDS = 5.0
+#: The retry hint of a refusal, per call queued ahead of a slot (a client's retry policy waits this long).
+RETRY_AFTER_S = 5.0
 
 
 class Turn:
@@ -104,9 +106,11 @@ class Gate:
         self.check_ready()
         with self._cond:
             if self._running + len(self._waiting) >= self.concurrency + self.max_queue:
+                retry_s = RETRY_AFTER_S * (1 + len(self._waiting) // max(self.concurrency, 1))
                 raise ResourceExhausted(
                     f"server busy: {self._running} model call(s) running and {len(self._waiting)} waiting "
-                    f"(limit max_queue={self.max_queue}); retry later or add replicas"
+                    f"(limit max_queue={self.max_queue}); retry in about {retry_s:.0f} s or add replicas",
+                    retry_after_ms=int(retry_s * 1000),
                 )
             ticket = next(self._tickets)
             self._waiting.append(ticket)

@@ -28,6 +28,7 @@ from audiomemory.runtime.security import AUTHORIZATION, TokenFile
 log = logging.getLogger("audiomemory.rpc")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("audiomemory_request_id", default="-")
 REQUEST_ID_KEY = "x-request-id"
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"  # gRPC's own: a client's retry policy waits this long
 
 
 def current_request_id() -> str:
@@ -217,5 +218,9 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             message = f"a downstream call failed: {exc.details()}"
         else:
             message = f"internal error (request id {rid})"
-        context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
+        trailers: tuple[tuple[str, str], ...] = ((REQUEST_ID_KEY, rid),)
+        retry_after = getattr(exc, "retry_after_ms", None)
+        if retry_after is not None:
+            trailers += ((RETRY_PUSHBACK_KEY, str(retry_after)),)
+        context.set_trailing_metadata(trailers)
         context.abort(code, message)
