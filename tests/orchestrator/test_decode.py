@@ -94,3 +94,20 @@ def test_over_length_song_is_resource_exhausted() -> None:
     data = encode_song("mp3", 22050, 1, seconds=2.0)
     with pytest.raises(ResourceExhausted, match="over the limit of 1 s"):
         decode_audio(data, max_seconds=1.0)
+
+
+@pytest.mark.parametrize(("channels", "capacity"), [(2, 1000), (2, 640), (1, 1000), (2, 300), (2, 0)])
+def test_decoded_pieces_gather_into_one_contiguous_array_whatever_the_declared_length(
+    channels: int, capacity: int
+) -> None:
+    # The buffer is sized from the header: longer (rows moved together after), exact, or too short.
+    from audiomemory.orchestrator.decode import _Samples
+
+    rng = np.random.default_rng(channels + capacity)
+    pieces = [rng.standard_normal((channels, int(n))).astype(np.float32) for n in rng.integers(1, 90, 10)]
+    samples = _Samples(channels, capacity)
+    for piece in pieces:
+        samples.add(piece)
+    out = samples.result()
+    assert out.flags.c_contiguous and out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.concatenate(pieces, axis=1))
