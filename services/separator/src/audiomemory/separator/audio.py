@@ -1,6 +1,14 @@
-"""Audio format conversions the separator needs (soxr for rates; no hand-written resampler)."""
+"""Audio format conversions the separator needs (soxr for rates; no hand-written resampler).
+
+Whole-array helpers (``resample``, ``to_output_format``) and their streaming forms for whole songs:
+``assemble`` builds the model's input from the uploaded parts one part at a time, and ``StemConverter``
+turns blocks of stems into the caller's format with one ``soxr.ResampleStream`` per stem, continuous
+across blocks, so neither the song's input nor its stems is ever converted as one array.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 import soxr
@@ -47,3 +55,73 @@ def to_output_format(audio: np.ndarray, rate: int, to_rate: int, channels: int, 
     to float16's range when it travels as float16 (the receiver rejects the inf an overflow would make)."""
     out = fit_length(to_channels(resample(audio, rate, to_rate), channels), frames)
     return np.clip(out, -FLOAT16_MAX, FLOAT16_MAX) if float16 else out
+
+
+def _stream(from_rate: int, to_rate: int, channels: int) -> soxr.ResampleStream:
+    # "HQ": the quality soxr.resample (the whole-array path above) uses by default.
+    return soxr.ResampleStream(from_rate, to_rate, channels, dtype="float32", quality="HQ")
+
+
+def _resample_part(stream: soxr.ResampleStream | None, part: np.ndarray, last: bool = False) -> np.ndarray:
+    if stream is None:
+        return part
+    out = stream.resample_chunk(np.ascontiguousarray(part.T, dtype=np.float32), last=last)
+    return np.asarray(out, dtype=np.float32).T
+
+
+def assemble(parts: Iterable[np.ndarray], frames: int, from_rate: int, to_rate: int, channels: int) -> np.ndarray:
+    """Consecutive ``[c, n]`` parts of a ``frames``-long song → a new float32 ``[channels,
+    expected_frames(frames, from_rate, to_rate)]`` array, resampled and channel-mapped part by part
+    into the one array (no whole-song intermediate; a consuming ``parts`` frees each part as it goes)."""
+    total = expected_frames(frames, from_rate, to_rate)
+    out = np.zeros((channels, total), np.float32)
+    stream: soxr.ResampleStream | None = None
+    filled = channels_in = 0
+
+    def put(block: np.ndarray) -> None:
+        nonlocal filled
+        n = min(block.shape[1], total - filled)
+        out[:, filled : filled + n] = to_channels(block[:, :n], channels)
+        filled += n
+
+    for part in parts:
+        channels_in = part.shape[0]
+        if stream is None and from_rate != to_rate:
+            stream = _stream(from_rate, to_rate, channels_in)
+        put(_resample_part(stream, part))
+    if stream is not None:
+        put(_resample_part(stream, np.zeros((channels_in, 0), np.float32), last=True))
+    return out  # a resampler a frame short leaves zeros at the end, as fit_length pads
+
+
+class StemConverter:
+    """Blocks of stems at the model's rate → the caller's rate, channels and exactly ``frames`` frames,
+    as ``to_output_format`` converts a whole stem (resample, then channels, then float16 clipping)."""
+
+    def __init__(self, stems: int, channels_in: int, rate: int, to_rate: int, channels: int, frames: int, *,
+                 float16: bool) -> None:
+        self._streams = [_stream(rate, to_rate, channels_in) for _ in range(stems)] if rate != to_rate else None
+        self._stems = stems
+        self._channels_in = channels_in
+        self._channels = channels
+        self._frames = frames
+        self._float16 = float16
+        self.sent = 0
+
+    def convert(self, block: np.ndarray, *, last: bool = False) -> np.ndarray:
+        """``[stems, channels_in, n]`` → ``[stems, channels, m]``: the next frames of every stem (the same
+        frames for all; ``last=True`` flushes the resamplers and pads to ``frames``)."""
+        if self._streams is None:
+            rows = list(block)
+        else:
+            rows = [_resample_part(s, stem, last) for s, stem in zip(self._streams, block, strict=True)]
+        out = np.stack([to_channels(row, self._channels) for row in rows]).astype(np.float32, copy=False)
+        out = out[..., : self._frames - self.sent]
+        if last and self.sent + out.shape[-1] < self._frames:
+            out = fit_length(out, self._frames - self.sent)
+        self.sent += out.shape[-1]
+        return np.clip(out, -FLOAT16_MAX, FLOAT16_MAX) if self._float16 else out
+
+    def finish(self) -> np.ndarray:
+        """The stems' last frames: what the resamplers still hold, then zeros up to ``frames``."""
+        return self.convert(np.zeros((self._stems, self._channels_in, 0), np.float32), last=True)
