@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from audiomemory.runtime.config import MiB, ServiceConfig
+from audiomemory.runtime.config import ServiceConfig
 
 
 class SeparatorConfig(ServiceConfig):
@@ -15,12 +15,11 @@ class SeparatorConfig(ServiceConfig):
 
     model_config = SettingsConfigDict(env_prefix="AUDIOMEMORY_SEPARATOR_", extra="forbid", validate_default=True)
 
-
     backend: str = Field("demucs", description="Registered separator backend (entry point).")
     model: str = Field("htdemucs", description="Model (bag) name, e.g. htdemucs, htdemucs_ft, or a tiny repo's name.")
     repo: Path | None = Field(None, description="Local Demucs model repo (folder of .th/.yaml); None = pretrained.")
     segment: float | None = Field(None, gt=0, description="Seconds per model call; None = the model's own.")
     overlap: float = Field(0.25, ge=0, lt=1, description="Overlap between consecutive segments.")
     shifts: int = Field(0, ge=0, le=20, description="Random time shifts averaged (0 = off, deterministic).")
-    max_seconds: float = Field(1200.0, gt=0, description="Longest input accepted, in seconds.")
-    max_input_bytes: int = Field(256 * MiB, gt=0, description="Largest upload accepted, in bytes of samples.")
+    # The one length limit: the upload's byte cap follows from it (stereo float32 frames at its rate).
+    max_seconds: float = Field(1200.0, gt=0, description="Longest input accepted, in seconds (whole songs).")
