@@ -1,14 +1,12 @@
 """Audio format conversions the separator needs (soxr for rates; no hand-written resampler).
 
 Whole-array helpers (``resample``, ``to_output_format``) and their streaming forms for whole songs:
-``assemble`` builds the model's input from the uploaded parts one part at a time, and ``StemConverter``
+``SongBuffer`` builds the model's input from the uploaded parts as they arrive, and ``StemConverter``
 turns blocks of stems into the caller's format with one ``soxr.ResampleStream`` per stem, continuous
 across blocks, so neither the song's input nor its stems is ever converted as one array.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import numpy as np
 import soxr
@@ -69,29 +67,46 @@ def _resample_part(stream: soxr.ResampleStream | None, part: np.ndarray, last: b
     return np.asarray(out, dtype=np.float32).T
 
 
-def assemble(parts: Iterable[np.ndarray], frames: int, from_rate: int, to_rate: int, channels: int) -> np.ndarray:
-    """Consecutive ``[c, n]`` parts of a ``frames``-long song → a new float32 ``[channels,
-    expected_frames(frames, from_rate, to_rate)]`` array, resampled and channel-mapped part by part
-    into the one array (no whole-song intermediate; a consuming ``parts`` frees each part as it goes)."""
-    total = expected_frames(frames, from_rate, to_rate)
-    out = np.zeros((channels, total), np.float32)
-    stream: soxr.ResampleStream | None = None
-    filled = channels_in = 0
+class SongBuffer:
+    """A song at ``to_rate`` and ``channels``, converted part by part as the parts arrive, into one
+    float32 array reserved for the longest song allowed (``max_frames`` at ``from_rate``). The
+    reservation is virtual: the OS commits pages only as they are written, so a short song costs its
+    own length; no part outlives its conversion and no whole-song intermediate is ever made."""
 
-    def put(block: np.ndarray) -> None:
-        nonlocal filled
-        n = min(block.shape[1], total - filled)
-        out[:, filled : filled + n] = to_channels(block[:, :n], channels)
-        filled += n
+    def __init__(self, from_rate: int, to_rate: int, channels: int, max_frames: int) -> None:
+        self._rates = (from_rate, to_rate)
+        self._out = np.zeros((channels, expected_frames(max_frames, from_rate, to_rate)), np.float32)
+        self._stream: soxr.ResampleStream | None = None
+        self._channels_in = 0
+        self.frames_in = 0
+        self._filled = 0
 
-    for part in parts:
-        channels_in = part.shape[0]
-        if stream is None and from_rate != to_rate:
-            stream = _stream(from_rate, to_rate, channels_in)
-        put(_resample_part(stream, part))
-    if stream is not None:
-        put(_resample_part(stream, np.zeros((channels_in, 0), np.float32), last=True))
-    return out  # a resampler a frame short leaves zeros at the end, as fit_length pads
+    def _put(self, block: np.ndarray) -> None:
+        n = min(block.shape[1], self._out.shape[1] - self._filled)
+        self._out[:, self._filled : self._filled + n] = to_channels(block[:, :n], self._out.shape[0])
+        self._filled += n
+
+    def add(self, part: np.ndarray) -> None:
+        """The next ``[c, n]`` frames at ``from_rate`` (float32 or float16)."""
+        self._channels_in, self.frames_in = part.shape[0], self.frames_in + part.shape[1]
+        if self._stream is None and self._rates[0] != self._rates[1]:
+            self._stream = _stream(*self._rates, self._channels_in)
+        self._put(_resample_part(self._stream, part))
+
+    def result(self) -> np.ndarray:
+        """The song: ``[channels, expected_frames(frames_in, from_rate, to_rate)]``, a view of the one array
+        (zeros where a resampler came out a frame short, as ``fit_length`` pads)."""
+        if self._stream is not None:
+            self._put(_resample_part(self._stream, np.zeros((self._channels_in, 0), np.float32), last=True))
+            self._stream = None
+        return self._out[:, : expected_frames(self.frames_in, *self._rates)]
+
+
+def assemble(audio: np.ndarray, from_rate: int, to_rate: int, channels: int) -> np.ndarray:
+    """A whole ``[c, n]`` array as a new float32 ``[channels, expected_frames(n, from_rate, to_rate)]`` one."""
+    song = SongBuffer(from_rate, to_rate, channels, audio.shape[1])
+    song.add(audio)
+    return song.result()
 
 
 class StemConverter:

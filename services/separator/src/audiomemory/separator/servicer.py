@@ -31,7 +31,7 @@ from audiomemory.runtime.codec import (
 )
 from audiomemory.runtime.errors import InvalidInput
 from audiomemory.runtime.gate import Gate
-from audiomemory.separator.audio import StemConverter, assemble, expected_frames
+from audiomemory.separator.audio import SongBuffer, StemConverter, expected_frames
 from audiomemory.separator.backends import SeparatorBackend
 from audiomemory.separator.config import SeparatorConfig
 from audiomemory.v1 import common_pb2, separator_pb2, separator_pb2_grpc, tensor_pb2
@@ -52,23 +52,33 @@ class OutputFormat:
     stems: tuple[int, ...]  # indices into the backend's stems, in the order asked
 
 
+_TAKEN = np.zeros((0, 0), np.float32)
+
+
 class SongAssembler(AudioAssembler):
-    """``AudioAssembler`` whose parts can be handed over one by one, each dropped as it goes, so the
-    upload and the model's copy of the song are never both whole in memory."""
+    """``AudioAssembler``'s checks and caps (from ``max_seconds`` at the first chunk's rate, bytes derived
+    from frames, as ``AudioStreamReader``), but each part goes straight into a ``SongBuffer`` at the
+    model's rate and channels instead of being kept: the upload is never held beside the song."""
 
-    def take_parts(self) -> Iterator[np.ndarray]:
-        if self.frames == 0:
+    def __init__(self, field: str, first: tensor_pb2.AudioChunk, max_seconds: float, rate: int, channels: int
+                 ) -> None:
+        frames = frames_limit(max_seconds, first.sample_rate) if first.sample_rate > 0 else 0
+        super().__init__(field, max_frames=frames, max_bytes=max_audio_bytes(frames))
+        self._model = (rate, channels)
+        self.song: SongBuffer | None = None
+
+    def add(self, chunk: tensor_pb2.AudioChunk) -> None:
+        super().add(chunk)  # validates, then keeps the part: swapped for a placeholder at once (the base
+        part = self._parts[-1]  # counts parts for its messages and mid-stream format checks)
+        self._parts[-1] = _TAKEN
+        if self.song is None:
+            self.song = SongBuffer(self.sample_rate, *self._model, self.max_frames)
+        self.song.add(part)
+
+    def song_result(self) -> np.ndarray:
+        if self.song is None or self.frames == 0:
             raise InvalidInput(f"{self.field}: empty audio, the stream held no frames")
-        parts = self._parts
-        parts.reverse()  # pop() from the end is O(1)
-        while parts:
-            yield parts.pop()
-
-
-def song_reader(field: str, chunk: tensor_pb2.AudioChunk, max_seconds: float) -> SongAssembler:
-    """As ``AudioStreamReader``: caps from ``max_seconds`` at the first chunk's rate, bytes derived from frames."""
-    frames = frames_limit(max_seconds, chunk.sample_rate) if chunk.sample_rate > 0 else 0
-    return SongAssembler(field, max_frames=frames, max_bytes=max_audio_bytes(frames))
+        return self.song.result()
 
 
 class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
@@ -129,6 +139,7 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
         input's length and rate (the stems' length follows from them)."""
         fmt: OutputFormat | None = None
         song: SongAssembler | None = None
+        model = (self.backend.sample_rate, self.backend.channels)
         for i, request in enumerate(requests):
             item = request.WhichOneof("item")
             if item == "options":
@@ -136,15 +147,14 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
                     raise InvalidInput(f"requests[{i}].options: options come at most once, before any audio")
                 fmt = self._output_format(request.options)
             elif item == "audio":
-                song = song or song_reader("audio", request.audio, self.config.max_seconds)
+                song = song or SongAssembler("audio", request.audio, self.config.max_seconds, *model)
                 song.add(request.audio)
             else:
                 raise InvalidInput(f"requests[{i}]: empty request, expected options or audio")
         if song is None:
             raise InvalidInput("audio: empty, the stream held no audio chunks")
-        frames, rate = song.frames, song.sample_rate
-        audio = assemble(song.take_parts(), frames, rate, self.backend.sample_rate, self.backend.channels)
-        return fmt or self._output_format(separator_pb2.SeparateOptions()), audio, frames, rate
+        audio = song.song_result()
+        return fmt or self._output_format(separator_pb2.SeparateOptions()), audio, song.frames, song.sample_rate
 
     def Separate(
         self, request_iterator: Iterator[separator_pb2.SeparateRequest], context: grpc.ServicerContext

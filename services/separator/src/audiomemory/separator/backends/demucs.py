@@ -314,10 +314,9 @@ class DemucsBackend(SeparatorBackend):
         """float32 ``[channels, frames]`` at the model's rate in memory of our own (the caller's array
         itself when donated and already in that form), ready to normalise in place."""
         rate, channels = self.sample_rate, self.channels
-        own = donate and audio.flags.writeable and audio.flags.c_contiguous
-        if own and sample_rate == rate and audio.shape[0] == channels:
+        if donate and audio.flags.writeable and sample_rate == rate and audio.shape[0] == channels:
             return numpy_to_torch(audio)
-        return numpy_to_torch(assemble([audio], audio.shape[1], sample_rate, rate, channels))
+        return numpy_to_torch(assemble(audio, sample_rate, rate, channels))
 
     def separate_blocks(
         self, audio: np.ndarray, sample_rate: int, *, cancelled: CancelCheck | None = None, donate: bool = False
