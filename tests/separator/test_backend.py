@@ -170,3 +170,10 @@ def test_auto_precision_is_bfloat16_only_on_a_cpu_with_native_bf16(monkeypatch: 
     monkeypatch.setattr(numerics, "cpu_has_native_bf16", lambda: False)
     assert resolve_precision("auto", torch.device("cpu")) == "float32"
     assert resolve_precision("bfloat16", torch.device("cpu")) == "bfloat16"
+
+
+def test_random_shifts_fall_back_to_one_whole_song_block(tiny_separator: dict[str, Any]) -> None:
+    backend = DemucsBackend(SeparatorConfig(shifts=1, **tiny_separator))
+    backend.load()
+    blocks = list(backend.separate_blocks(tone(44100, 2, 0.6), 44100))
+    assert [(b.start, b.audio.shape) for b in blocks] == [(0, (4, 2, 26460))]
