@@ -39,36 +39,45 @@ class Separated:
     stems: dict[str, np.ndarray]       # name -> float32 [channels, frames]
     wire_dtypes: set[int]              # dtypes seen on the wire
     largest_message: int               # bytes of the largest response message
+    rounds: list[int]                  # frames of each round (one chunk per stem over the same frames)
+    queued: list[separator_pb2.SeparateResponse]  # QueueStatus answers before the header
 
 
 def collect(responses: Iterator[separator_pb2.SeparateResponse]) -> Separated:
-    """Read a Separate answer: header first, then each stem's chunks in header order."""
+    """Read a Separate answer: any QueueStatus, the header, then rounds of one chunk per stem (header
+    order, same frames), checking that order as it goes."""
+    queued = []
     first = next(responses)
+    while first.WhichOneof("item") == "queued":
+        queued.append(first)
+        first = next(responses)
     assert first.WhichOneof("item") == "header"
     header = first.header
     largest = first.ByteSize()
-    assemblers: list[AudioAssembler] = []
+    assemblers = [AudioAssembler(f"stem{i}", max_frames=1 << 40, max_bytes=1 << 40) for i in range(len(header.stems))]
     dtypes: set[int] = set()
-    for response in responses:
+    rounds: list[int] = []
+    for i, response in enumerate(responses):
+        assert response.WhichOneof("item") == "chunk", "only chunks after the header"
         largest = max(largest, response.ByteSize())
         chunk = response.chunk
-        assert chunk.stem == len(assemblers) - 1 or chunk.stem == len(assemblers), "stems arrive in order"
-        if chunk.stem == len(assemblers):
-            assemblers.append(AudioAssembler(f"stem{chunk.stem}", max_frames=1 << 40, max_bytes=1 << 40))
+        frames = chunk.audio.samples.shape[1]
+        assert chunk.stem == i % len(header.stems), "each round has one chunk per stem, in header order"
+        if chunk.stem == 0:
+            rounds.append(frames)
+        assert frames == rounds[-1], "a round's chunks cover the same frames"
         dtypes.add(chunk.audio.samples.dtype)
         assert chunk.audio.sample_rate == header.sample_rate
         assert chunk.audio.channels == header.channels
         assemblers[chunk.stem].add(chunk.audio)
-    stems = {}
-    for name, assembler in zip(header.stems, assemblers, strict=True):
-        audio, _ = assembler.result()
-        stems[name] = audio
-    return Separated(header, stems, dtypes, largest)
+    stems = {name: assembler.result()[0] for name, assembler in zip(header.stems, assemblers, strict=True)}
+    return Separated(header, stems, dtypes, largest, rounds, queued)
 
 
 def output(
-    rate: int = 0, channels: int = 0, dtype: tensor_pb2.DType.ValueType = tensor_pb2.DTYPE_UNSPECIFIED
+    rate: int = 0, channels: int = 0, dtype: tensor_pb2.DType.ValueType = tensor_pb2.DTYPE_UNSPECIFIED,
+    stems: list[str] | None = None,
 ) -> separator_pb2.SeparateOptions:
     return separator_pb2.SeparateOptions(
-        output=tensor_pb2.AudioFormat(sample_rate=rate, channels=channels, dtype=dtype)
+        output=tensor_pb2.AudioFormat(sample_rate=rate, channels=channels, dtype=dtype), stems=stems or []
     )

@@ -16,6 +16,7 @@ from demucs.states import get_state
 
 from audiomemory.runtime.errors import Cancelled, FailedPrecondition, InvalidInput
 from audiomemory.separator.backends.demucs import TINY_KWARGS, DemucsBackend, write_repo
+from audiomemory.separator.backends.numerics import resolve_precision
 from audiomemory.separator.config import SeparatorConfig
 
 from .streams import tone
@@ -145,3 +146,34 @@ def test_pretrained_name_loads_offline_from_the_hugging_face_cache(empty_caches:
     backend.load()
     assert backend.describe().extra["source"] == "the Hugging Face cache"
     assert backend.stems == ("drums", "bass", "other", "vocals")
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype", "reported"),
+    [("float32", "float32", "float32"), ("bfloat16", "bfloat16", "bfloat16-autocast")],
+)
+def test_describe_reports_the_arithmetic_precision_in_the_identity(
+    tiny_separator: dict[str, Any], precision: str, dtype: str, reported: str
+) -> None:
+    backend = DemucsBackend(SeparatorConfig(precision=precision, **tiny_separator))
+    backend.load()
+    info = backend.describe()
+    assert (info.dtype, info.extra["precision"]) == (dtype, reported)
+
+
+def test_auto_precision_is_bfloat16_only_on_a_cpu_with_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    from audiomemory.separator.backends import numerics
+
+    assert resolve_precision("auto", torch.device("cuda")) == "float32"
+    monkeypatch.setattr(numerics, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", torch.device("cpu")) == "bfloat16"
+    monkeypatch.setattr(numerics, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("auto", torch.device("cpu")) == "float32"
+    assert resolve_precision("bfloat16", torch.device("cpu")) == "bfloat16"
+
+
+def test_random_shifts_fall_back_to_one_whole_song_block(tiny_separator: dict[str, Any]) -> None:
+    backend = DemucsBackend(SeparatorConfig(shifts=1, **tiny_separator))
+    backend.load()
+    blocks = list(backend.separate_blocks(tone(44100, 2, 0.6), 44100))
+    assert [(b.start, b.audio.shape) for b in blocks] == [(0, (4, 2, 26460))]

@@ -92,26 +92,27 @@ def test_server_keeps_serving_after_bad_requests(stub: separator_pb2_grpc.Separa
 def capped(
     start_separator: Callable[..., RunningService], tiny_separator: dict[str, Any]
 ) -> Iterator[separator_pb2_grpc.SeparatorStub]:
-    svc = start_separator(SeparatorConfig(port=0, max_seconds=1.0, max_input_bytes=600_000, **tiny_separator))
+    svc = start_separator(SeparatorConfig(port=0, max_seconds=1.0, **tiny_separator))
     with grpc.insecure_channel(svc.address) as channel:
         yield separator_pb2_grpc.SeparatorStub(channel)
 
 
-def test_audio_over_the_duration_cap_is_resource_exhausted_naming_the_limit(
+def test_audio_over_max_seconds_is_resource_exhausted_naming_the_limit_and_server_keeps_serving(
     capped: separator_pb2_grpc.SeparatorStub,
 ) -> None:
-    # 1.5 s at 16 kHz mono: under the byte cap, over the 1 s cap (16000 frames at that rate).
+    # 1.5 s at 16 kHz mono: over the 1 s cap (16000 frames at that rate).
     error = answer(capped, list(requests(tone(16000, 1, 1.5), 16000, chunk_bytes=16_000)))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "16000 frames" in error.details()
-
-
-def test_audio_over_the_byte_cap_is_resource_exhausted_naming_the_limit(
-    capped: separator_pb2_grpc.SeparatorStub,
-) -> None:
-    # 0.9 s of stereo at 96 kHz is under the duration cap but 691 200 bytes > 600 000.
-    error = answer(capped, list(requests(tone(96000, 2, 0.9), 96000, chunk_bytes=100_000)))
-    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "600000 bytes" in error.details()
+    assert "audio: more than the limit of 16000 frames (1 s at 16000 Hz)" in error.details()
     ok = collect(capped.Separate(requests(tone(44100, 1, 0.5), 44100)))
     assert ok.header.frames == 22050
+
+
+def test_unknown_stem_name_is_invalid_argument_naming_the_known_stems_and_what_came(
+    stub: separator_pb2_grpc.SeparatorStub,
+) -> None:
+    error = answer(stub, list(requests(GOOD, 44100, output=output(stems=["vocals", "piano"]))))
+    assert error.code() == INVALID
+    assert "options.stems: expected distinct names among drums, bass, other, vocals, got vocals, piano" in (
+        error.details()
+    )

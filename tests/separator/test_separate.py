@@ -86,7 +86,7 @@ def test_describe_reports_the_loaded_model(
     assert list(info.stems) == STEMS
     assert (info.sample_rate, info.channels) == (44100, 2)
     assert info.max_input_frames == 1200 * 44100
-    assert info.max_input_bytes == 256 << 20
+    assert info.max_input_bytes == 1200 * 44100 * 2 * 4  # derived: those frames as stereo float32
     model = info.model
     assert (model.service, model.backend, model.model_id, model.device) == ("separator", "demucs", "tiny", "cpu")
     assert model.revision.startswith("sha256:") and len(model.revision) == len("sha256:") + 16

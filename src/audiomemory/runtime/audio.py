@@ -52,8 +52,12 @@ def iter_audio_chunks(
 class AudioAssembler:
     """Reassembles streamed audio into float32 ``[channels, frames]``, validating every chunk."""
 
-    def __init__(self, field: str, *, max_frames: int, max_bytes: int) -> None:
+    def __init__(self, field: str, *, max_frames: int, max_bytes: int, keep: bool = True) -> None:
+        """``keep=False``: ``add`` checks and returns each part without keeping it (the caller stores it
+        its own way; ``result`` is then not available)."""
         self.field = field
+        self.keep = keep
+        self.chunks = 0
         self.max_frames = max_frames
         self.max_bytes = max_bytes
         self.sample_rate = 0
@@ -62,13 +66,14 @@ class AudioAssembler:
         self.nbytes = 0
         self._parts: list[np.ndarray] = []
 
-    def add(self, chunk: tensor_pb2.AudioChunk) -> None:
-        where = f"{self.field}[{len(self._parts)}]"
+    def add(self, chunk: tensor_pb2.AudioChunk) -> np.ndarray:
+        """Check ``chunk`` against the stream so far and the caps; return its samples ``[channels, n]``."""
+        where = f"{self.field}[{self.chunks}]"
         if not 1 <= chunk.sample_rate <= MAX_SAMPLE_RATE:
             raise InvalidInput(f"{where}.sample_rate: expected 1..{MAX_SAMPLE_RATE} Hz, got {chunk.sample_rate}")
         if chunk.channels not in (1, 2):
             raise InvalidInput(f"{where}.channels: expected 1 or 2, got {chunk.channels}")
-        if self._parts and (chunk.sample_rate, chunk.channels) != (self.sample_rate, self.channels):
+        if self.chunks and (chunk.sample_rate, chunk.channels) != (self.sample_rate, self.channels):
             raise InvalidInput(
                 f"{where}: format changed mid-stream from {self.sample_rate} Hz x{self.channels} "
                 f"to {chunk.sample_rate} Hz x{chunk.channels}"
@@ -93,9 +98,14 @@ class AudioAssembler:
         )
         self.frames += part.shape[1]
         self.sample_rate, self.channels = chunk.sample_rate, chunk.channels
-        self._parts.append(part)
+        self.chunks += 1
+        if self.keep:
+            self._parts.append(part)
+        return part
 
     def result(self) -> tuple[np.ndarray, int]:
+        if not self.keep:
+            raise ValueError("an AudioAssembler made with keep=False keeps no parts to put together")
         if self.frames == 0:
             raise InvalidInput(f"{self.field}: empty audio, the stream held no frames")
         return np.concatenate(self._parts, axis=1, dtype=np.float32), self.sample_rate

@@ -1,10 +1,14 @@
-"""The gRPC ``Separator`` service: validate, call the backend under the gate, stream stems back.
+"""The gRPC ``Separator`` service: take a model slot, read the song, stream the stems block by block.
 
-``Separate`` reads an optional ``SeparateOptions`` then ``AudioChunk``s (any rate 1..384 kHz,
-1 or 2 channels, float32/float16, capped by ``max_seconds`` and ``max_input_bytes``), separates,
-and answers one ``StemsHeader`` then every stem, in order, as ``StemChunk``s in the format the
-caller asked for (rate, channels, wire dtype). Each stem is exactly as long as the input, at the
-output rate. Each response message carries at most ~1 MiB of samples.
+``Separate`` first waits for a model slot (``Gate.admit``), answering ``QueueStatus`` while it waits,
+so a queued caller's audio is not held here; then reads an optional ``SeparateOptions`` and the
+``AudioChunk``s (any rate 1..384 kHz, 1 or 2 channels, float32/float16, at most ``max_seconds``),
+building the model's input from them part by part; answers one ``StemsHeader`` (the asked stems, in
+the asked order); then streams the stems in time order as the backend separates them: per block,
+one ``StemChunk`` per stem over the same frames (several rounds when a block is over ~1 MiB a
+stem), converted to the caller's format with streaming resamplers. Each stem totals exactly the
+header's ``frames`` (the input's duration at the output rate). Memory: the song once at the model
+rate, plus about one segment of stems, whatever the song's length.
 """
 
 from __future__ import annotations
@@ -15,11 +19,17 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from audiomemory.runtime.audio import MAX_SAMPLE_RATE, AudioStreamReader, frames_limit, iter_audio_chunks
+from audiomemory.runtime.audio import (
+    MAX_SAMPLE_RATE,
+    AudioAssembler,
+    frames_limit,
+    iter_audio_chunks,
+    max_audio_bytes,
+)
 from audiomemory.runtime.codec import CHUNK_BYTES, dtype_enum, dtype_name_safe
 from audiomemory.runtime.errors import InvalidInput
-from audiomemory.runtime.service import Gate
-from audiomemory.separator.audio import expected_frames, to_output_format
+from audiomemory.runtime.gate import Gate
+from audiomemory.separator.audio import SongBuffer, StemConverter, expected_frames
 from audiomemory.separator.backends import SeparatorBackend
 from audiomemory.separator.config import SeparatorConfig
 from audiomemory.v1 import common_pb2, separator_pb2, separator_pb2_grpc, tensor_pb2
@@ -37,6 +47,32 @@ class OutputFormat:
     sample_rate: int
     channels: int
     dtype: str  # "float32" | "float16"
+    stems: tuple[int, ...]  # indices into the backend's stems, in the order asked
+
+
+class SongAssembler(AudioAssembler):
+    """``AudioAssembler``'s checks and caps (from ``max_seconds`` at the first chunk's rate, bytes derived
+    from frames, as ``AudioStreamReader``), but each part goes straight into a ``SongBuffer`` at the
+    model's rate and channels instead of being kept: the upload is never held beside the song."""
+
+    def __init__(self, field: str, first: tensor_pb2.AudioChunk, max_seconds: float, rate: int, channels: int
+                 ) -> None:
+        frames = frames_limit(max_seconds, first.sample_rate) if first.sample_rate > 0 else 0
+        super().__init__(field, max_frames=frames, max_bytes=max_audio_bytes(frames), keep=False)
+        self._model = (rate, channels)
+        self.song: SongBuffer | None = None
+
+    def add(self, chunk: tensor_pb2.AudioChunk) -> np.ndarray:
+        part = super().add(chunk)  # checked, not kept
+        if self.song is None:
+            self.song = SongBuffer(self.sample_rate, *self._model, self.max_frames)
+        self.song.add(part)
+        return part
+
+    def song_result(self) -> np.ndarray:
+        if self.song is None or self.frames == 0:
+            raise InvalidInput(f"{self.field}: empty audio, the stream held no frames")
+        return self.song.result()
 
 
 class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
@@ -56,9 +92,23 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
             stems=list(self.backend.stems),
             sample_rate=self.backend.sample_rate,
             channels=self.backend.channels,
-            max_input_frames=frames_limit(self.config.max_seconds, self.backend.sample_rate),
-            max_input_bytes=self.config.max_input_bytes,
+            max_input_frames=self._max_frames(),
+            max_input_bytes=max_audio_bytes(self._max_frames()),
         )
+
+    def _max_frames(self) -> int:
+        return frames_limit(self.config.max_seconds, self.backend.sample_rate)
+
+    def _stems(self, asked: list[str]) -> tuple[int, ...]:
+        known = list(self.backend.stems)
+        if not asked:
+            return tuple(range(len(known)))
+        unknown = [name for name in asked if name not in known]
+        if unknown or len(set(asked)) != len(asked):
+            raise InvalidInput(
+                f"options.stems: expected distinct names among {', '.join(known)}, got {', '.join(asked)[:200]}"
+            )
+        return tuple(known.index(name) for name in asked)
 
     def _output_format(self, options: separator_pb2.SeparateOptions) -> OutputFormat:
         out = options.output
@@ -74,48 +124,67 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
             raise InvalidInput(
                 f"options.output.dtype: expected FLOAT32 or FLOAT16, got {dtype_name_safe(out.dtype)}"
             )
-        return OutputFormat(rate, channels, WIRE_DTYPES[out.dtype])
+        return OutputFormat(rate, channels, WIRE_DTYPES[out.dtype], self._stems(list(options.stems)))
 
     def _read(
         self, requests: Iterator[separator_pb2.SeparateRequest]
-    ) -> tuple[OutputFormat, np.ndarray, int]:
+    ) -> tuple[OutputFormat, np.ndarray, int, int]:
+        """The options, and the song at the model's rate and channels in an array of our own, with the
+        input's length and rate (the stems' length follows from them)."""
         fmt: OutputFormat | None = None
-        audio = AudioStreamReader("audio", max_seconds=self.config.max_seconds)
+        song: SongAssembler | None = None
+        model = (self.backend.sample_rate, self.backend.channels)
         for i, request in enumerate(requests):
             item = request.WhichOneof("item")
             if item == "options":
-                if fmt is not None or audio.started:
+                if fmt is not None or song is not None:
                     raise InvalidInput(f"requests[{i}].options: options come at most once, before any audio")
                 fmt = self._output_format(request.options)
             elif item == "audio":
-                audio.add(request.audio)
+                song = song or SongAssembler("audio", request.audio, self.config.max_seconds, *model)
+                song.add(request.audio)
             else:
                 raise InvalidInput(f"requests[{i}]: empty request, expected options or audio")
-        samples, rate = audio.result()
-        return fmt or self._output_format(separator_pb2.SeparateOptions()), samples, rate
+        if song is None:
+            raise InvalidInput("audio: empty, the stream held no audio chunks")
+        audio = song.song_result()
+        return fmt or self._output_format(separator_pb2.SeparateOptions()), audio, song.frames, song.sample_rate
 
     def Separate(
         self, request_iterator: Iterator[separator_pb2.SeparateRequest], context: grpc.ServicerContext
     ) -> Iterator[separator_pb2.SeparateResponse]:
-        self.gate.check_ready()
-        fmt, audio, rate = self._read(request_iterator)
-        with self.gate.slot(context):
-            stems = self.backend.separate(audio, rate, cancelled=lambda: not context.is_active())
-        frames = expected_frames(audio.shape[1], rate, fmt.sample_rate)
-        yield separator_pb2.SeparateResponse(
-            header=separator_pb2.StemsHeader(
-                stems=list(stems.names),
-                sample_rate=fmt.sample_rate,
-                channels=fmt.channels,
-                dtype=dtype_enum(fmt.dtype),
-                frames=frames,
+        # The slot first: a caller waiting in line has not sent its song into this process yet.
+        with self.gate.admit(context) as turn:
+            for position in turn.waiting():
+                yield separator_pb2.SeparateResponse(
+                    queued=common_pb2.QueueStatus(position=position, running=self.gate.running_count)
+                )
+            fmt, audio, frames_in, rate = self._read(request_iterator)
+            frames = expected_frames(frames_in, rate, fmt.sample_rate)
+            names = self.backend.stems
+            yield separator_pb2.SeparateResponse(
+                header=separator_pb2.StemsHeader(
+                    stems=[names[i] for i in fmt.stems], sample_rate=fmt.sample_rate, channels=fmt.channels,
+                    dtype=dtype_enum(fmt.dtype), frames=frames,
+                )
             )
-        )
-        for index in range(len(stems.names)):
-            # One stem at a time, so the converted copy is never more than one stem.
-            stem = to_output_format(stems.audio[index], stems.sample_rate, fmt.sample_rate, fmt.channels, frames,
-                                    float16=fmt.dtype == "float16")
-            for chunk in iter_audio_chunks(stem, fmt.sample_rate, dtype=fmt.dtype, chunk_bytes=CHUNK_BYTES):
+            converter = StemConverter(len(fmt.stems), self.backend.channels, self.backend.sample_rate,
+                                      fmt.sample_rate, fmt.channels, frames, float16=fmt.dtype == "float16")
+            # Donated: the backend normalises the song in place rather than copying it.
+            blocks = self.backend.separate_blocks(audio, self.backend.sample_rate, donate=True,
+                                                  cancelled=lambda: not context.is_active())
+            del audio
+            for block in blocks:
+                yield from self._rounds(converter.convert(block.audio[list(fmt.stems)]), fmt)
+            yield from self._rounds(converter.finish(), fmt)
+
+    @staticmethod
+    def _rounds(stems: np.ndarray, fmt: OutputFormat) -> Iterator[separator_pb2.SeparateResponse]:
+        """``[stems, channels, n]`` as rounds of one ``StemChunk`` per stem over the same frames, each
+        at most ``CHUNK_BYTES`` of samples."""
+        per_stem = [iter_audio_chunks(s, fmt.sample_rate, dtype=fmt.dtype, chunk_bytes=CHUNK_BYTES) for s in stems]
+        for chunks in zip(*per_stem, strict=True):
+            for index, chunk in enumerate(chunks):
                 yield separator_pb2.SeparateResponse(chunk=separator_pb2.StemChunk(stem=index, audio=chunk))
 
 

@@ -9,7 +9,9 @@ Loading goes through Demucs' own loaders, wrapped where they misbehave for a ser
   the weights are absent do we go to the network, and only after a 2-second reachability probe,
   so offline failure is quick and names the model and the two ways out.
 - ``separate_tensor`` normalises the caller's tensor in place and divides by zero on silence; we
-  call ``apply_model`` on our own normalised copy instead, so the caller's array is never touched.
+  normalise our own copy at the model's rate (or an array the caller donated) safely, in place.
+- ``apply_model`` holds the whole song's output until the end; ``separate_blocks`` runs the same
+  segments through ``overlap.bag_stretches`` and yields each stretch as soon as it is final.
 - Demucs checks inputs with ``assert``; we validate before calling it and raise ``InvalidInput``.
 
 Resampling to the model's rate uses soxr; mono is duplicated to stereo (the model's channels).
@@ -21,7 +23,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -35,8 +37,10 @@ from audiomemory.runtime.backend import HOW_TO_GET, ModelInfo, download_blocked,
 from audiomemory.runtime.codec import numpy_to_torch
 from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ModelUnavailable, shorten
 from audiomemory.runtime.weights import WeightHash
-from audiomemory.separator.audio import resample, to_channels
-from audiomemory.separator.backends import CancelCheck, SeparatorBackend, Stems
+from audiomemory.separator.audio import assemble
+from audiomemory.separator.backends import CancelCheck, SeparatorBackend, StemBlock
+from audiomemory.separator.backends.numerics import normalise_, resolve_precision
+from audiomemory.separator.backends.overlap import bag_stretches
 
 if TYPE_CHECKING:
     from demucs.apply import BagOfModels
@@ -183,6 +187,7 @@ class DemucsBackend(SeparatorBackend):
         self._device = torch.device("cpu")
         self._revision = ""
         self._source = ""
+        self._precision_name = "float32"
 
     # -- loading -------------------------------------------------------------------------------
     def load(self) -> None:
@@ -198,6 +203,7 @@ class DemucsBackend(SeparatorBackend):
                 f"segment: {segment} s is longer than model {name!r} allows ({float(bag.max_allowed_segment)} s)"
             )
         self._device = resolve_device(self.config.device)
+        self._precision_name = resolve_precision(self.config.precision, self._device)
         # Keep the whole bag on the device: apply_model moves each sub-model to the device and back
         # to where it was, which would be a copy per call otherwise.
         bag.to(self._device).eval()
@@ -293,7 +299,9 @@ class DemucsBackend(SeparatorBackend):
             model_id=self.config.model,
             revision=self._revision,
             device=str(self._device),
-            dtype=str(next(first.parameters()).dtype).removeprefix("torch."),
+            # The arithmetic, not the stored weights: bfloat16 autocast changes the numbers (cache key).
+            dtype=self._precision_name if self._precision_name != "float32"
+            else str(next(first.parameters()).dtype).removeprefix("torch."),
             extra={
                 "class": type(first).__name__,
                 "models_in_bag": str(len(bag.models)),
@@ -303,43 +311,80 @@ class DemucsBackend(SeparatorBackend):
                 "segment": f"{float(segment):g}",
                 "overlap": f"{self.config.overlap:g}",
                 "shifts": str(self.config.shifts),
+                "precision": self._precision_name if self._precision_name == "float32" else "bfloat16-autocast",
                 "source": self._source,
             },
         )
 
     # -- the verb ------------------------------------------------------------------------------
-    def separate(
-        self, audio: np.ndarray, sample_rate: int, *, cancelled: CancelCheck | None = None
-    ) -> Stems:
+    def _model_input(self, audio: np.ndarray, sample_rate: int, donate: bool) -> torch.Tensor:
+        """float32 ``[channels, frames]`` at the model's rate in memory of our own (the caller's array
+        itself when donated and already in that form), ready to normalise in place."""
+        rate, channels = self.sample_rate, self.channels
+        if donate and audio.flags.writeable and sample_rate == rate and audio.shape[0] == channels:
+            return numpy_to_torch(audio)
+        return numpy_to_torch(assemble(audio, sample_rate, rate, channels))
+
+    def separate_blocks(
+        self, audio: np.ndarray, sample_rate: int, *, cancelled: CancelCheck | None = None, donate: bool = False
+    ) -> Iterator[StemBlock]:
+        """Demucs' ``apply_model(bag, mix, split=True, shifts=0, overlap, segment)`` block by block (see
+        ``overlap.py``): the same numbers, with ~one segment of output held instead of the whole song's.
+        With ``shifts > 0`` (random time shifts over the whole song) it falls back to the whole-song
+        ``apply_model`` and yields one block. Cancellation is checked before every model call."""
         from demucs.apply import apply_model
 
         bag = self._loaded()
         check_audio(audio, sample_rate)
-        rate = int(bag.samplerate)
-        wav = to_channels(resample(audio, sample_rate, rate), int(bag.audio_channels))
-        # Shares the caller's (possibly read-only, zero-copy) memory, which is only read: the
-        # normalisation below is out of place, so what reaches Demucs is a tensor of our own.
-        mix = numpy_to_torch(np.asarray(wav, dtype=np.float32))
-        # Demucs' normalisation (by the mono mix), safe on silence, where separate_tensor would divide
-        # by a zero std and return NaN.
-        ref = mix.mean(0)
-        mean = ref.mean()
-        std = ref.std() if mix.shape[1] > 1 else torch.tensor(0.0)
-        scale = std if torch.isfinite(std) and std > 1e-8 else torch.tensor(1.0)
-        mix = (mix - mean) / scale
+        mix = self._model_input(audio, sample_rate, donate)
+        mean, scale = normalise_(mix)
 
-        callback = None
-        if cancelled is not None:
+        def run(model: Any, chunk: Any) -> torch.Tensor:
+            if cancelled is not None and cancelled():
+                raise Cancelled("separate: the caller cancelled the request")
+            with self._precision():
+                out: torch.Tensor = apply_model(model, chunk, shifts=0, split=False, overlap=self.config.overlap,
+                                                progress=False, device=self._device, segment=self.config.segment)
+            return out
 
-            def callback(_: dict[str, Any]) -> None:
-                if cancelled():
-                    raise Cancelled("separate: the caller cancelled the request")
+        if self.config.shifts:
+            stretches = self._whole(bag, mix, cancelled)
+        else:
+            stretches = bag_stretches(bag, mix[None], run, segment=self.config.segment,
+                                      overlap=self.config.overlap, device=self._device)
+        while True:
+            # Inference mode around the work only, never across a yield (it is the consumer's thread state).
+            with torch.inference_mode():
+                item = next(stretches, None)
+                if item is None:
+                    return
+                start, out = item
+                out = out[0].mul_(scale).add_(mean)  # undo the normalisation
+                block = out.to("cpu", torch.float32).numpy()
+            yield StemBlock(start=start, audio=block)
 
-        with torch.inference_mode():
-            out = apply_model(
-                bag, mix[None], shifts=self.config.shifts, split=True, overlap=self.config.overlap,
-                progress=False, device=self._device, segment=self.config.segment, callback=callback,
-            )[0]
-            out.mul_(scale).add_(mean)  # undo the normalisation in place (inference tensors: inside the mode)
-        stems = out.to("cpu", torch.float32).numpy()
-        return Stems(names=tuple(bag.sources), sample_rate=rate, audio=stems)
+    def _whole(self, bag: BagOfModels, mix: torch.Tensor, cancelled: CancelCheck | None
+               ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Random shifts move every segment boundary per shift: the whole-song ``apply_model``, one block."""
+        from demucs.apply import apply_model
+
+        with self._precision():
+            yield 0, apply_model(bag, mix[None], shifts=self.config.shifts, split=True, overlap=self.config.overlap,
+                                 progress=False, device=self._device, segment=self.config.segment,
+                                 callback=self._callback(cancelled))
+
+    @staticmethod
+    def _callback(cancelled: CancelCheck | None) -> Callable[[dict[str, Any]], None] | None:
+        if cancelled is None:
+            return None
+
+        def callback(_: dict[str, Any]) -> None:
+            if cancelled():
+                raise Cancelled("separate: the caller cancelled the request")
+
+        return callback
+
+    def _precision(self) -> contextlib.AbstractContextManager[Any]:
+        if self._precision_name == "bfloat16":
+            return torch.autocast(self._device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()

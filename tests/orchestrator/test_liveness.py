@@ -1,0 +1,116 @@
+"""Liveness by progress, not wall time: a silent service fails the job, a busy one only delays it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from audiomemory.runtime.service import RunningService
+from audiomemory.separator.backends.demucs import DemucsBackend
+from audiomemory.stack import definition
+from audiomemory.v1 import orchestrator_pb2
+
+from .conftest import StartOrchestrator, run_job
+from .songs import encode_song
+
+Stage = orchestrator_pb2.Stage
+
+
+class SilentDemucs(DemucsBackend):
+    """Demucs that reads the song and then goes quiet (a hung model) until the test lets it go."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = threading.Event()
+
+    def separate_blocks(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        self.release.wait(30)
+        yield from super().separate_blocks(*args, **kwargs)
+
+
+def test_a_service_that_sends_nothing_for_stall_seconds_fails_the_job_naming_it(
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], tiny: Any,
+    start_services: Any,
+) -> None:
+    d = definition("separator")
+    config = d.config_class(port=0, device="cpu", torch_threads=1, **tiny("separator"))
+    silent = SilentDemucs(config)
+    separator = start_services(d, config, silent)
+    orch = start_orchestrator({**models, "separator": separator}, stall_seconds=1.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            run_job(orch.address, encode_song("wav", 16000, 1, seconds=1.0, seed=31), seed=1, steps=1)
+    finally:
+        silent.release.set()
+    assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "the separator sent nothing for 2 s" in info.value.details()
+    assert time.monotonic() - started < 20
+
+
+def test_a_job_waiting_behind_a_busy_service_hears_its_place_in_line_and_is_not_taken_for_stalled(
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
+) -> None:
+    # The separator's only slot is held for longer than the stall limit; its heartbeats (every 5 s)
+    # keep the job alive, and the job reports its place in line.
+    orch = start_orchestrator(models, stall_seconds=6.0)
+    gate = models["separator"].gate
+    holding = threading.Event()
+    done = threading.Event()
+
+    def hold() -> None:
+        with gate.slot():
+            holding.set()
+            done.wait(8.0)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        result = run_job(orch.address, encode_song("wav", 16000, 1, seconds=1.0, seed=32), seed=1, steps=1)
+    finally:
+        done.set()
+        holder.join()
+    queued = [e for e in result.events if e.stage == Stage.STAGE_QUEUED]
+    assert queued and queued[0].current == 1 and "separator" in queued[0].message
+    assert result.png
+
+
+def test_a_twenty_minute_song_is_accepted_and_separated_and_embedded_as_it_streams(
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
+) -> None:
+    # Every service takes the orchestrator's 20 minutes (checked from Describe at start-up); this one
+    # goes as far as the first separated seconds and embedded frames of a 20-minute upload, then cancels.
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    orch = start_orchestrator(models)  # the default max_seconds: 1200
+    rate, seconds = 8000, 1200
+    t = np.arange(rate * seconds, dtype=np.float32) / rate
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), rate, subtype="PCM_16", format="WAV")
+    seen: dict[int, orchestrator_pb2.StageEvent] = {}
+    with grpc.insecure_channel(orch.address) as channel:
+        from audiomemory.v1 import orchestrator_pb2_grpc
+
+        from .conftest import requests
+
+        call = orchestrator_pb2_grpc.OrchestratorStub(channel).CreateImage(
+            requests(buf.getvalue(), seed=1, steps=1, filename="long.wav"), timeout=120)
+        for response in call:
+            event = response.event
+            seen.setdefault(event.stage, event)
+            if event.stage == Stage.STAGE_EMBEDDING and event.current > 0:
+                call.cancel()
+                break
+    separating = seen[Stage.STAGE_SEPARATING]
+    assert separating.total == seconds
+    embedding = seen[Stage.STAGE_EMBEDDING]
+    assert 0 < embedding.current < embedding.total
