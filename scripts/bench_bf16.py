@@ -138,6 +138,24 @@ def render(unet: Any, vae: Any, dtype: torch.dtype, ac: bool, size: int, steps: 
     return np.asarray(pil)
 
 
+def time_pipeline(table: dict[str, Any], vae: Any, size: int, steps: int, embeds: torch.Tensor,
+                  repeat: int) -> dict[str, Any]:
+    """The whole pipeline (PNDM steps + float32 decode) per variant, interleaved: median seconds and
+    the median over rounds of fp32's time / the variant's (checks the UNet gain survives the loop)."""
+    names = ("fp32", "bf16")
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    for rep in range(repeat):
+        for name in names:
+            unet, dtype, ac, _cl = table[name]
+            start = time.perf_counter()
+            render(unet, vae, dtype, ac, size, steps, embeds)
+            wall[name].append(time.perf_counter() - start)
+        print(f"  {size}² pipeline round {rep}: " + ", ".join(f"{n} {v[-1]:.2f}s" for n, v in wall.items()), flush=True)
+    return {name: {"wall_s": statistics.median(wall[name]),
+                   "speedup_wall": statistics.median(f / v for f, v in zip(wall["fp32"], wall[name], strict=True))}
+            for name in names}
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
@@ -166,6 +184,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[512])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--speed", action="store_true", help="time UNet calls and VAE decodes")
+    parser.add_argument("--pipeline", type=int, default=0, help="steps for whole-pipeline timing (0: none)")
     parser.add_argument("--fidelity", type=int, nargs="*", default=[], help="steps for fidelity runs")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -173,7 +192,8 @@ def main() -> None:
     table = variants(unet32)
     embeds = torch.randn(2, 77, 768, generator=torch.Generator("cpu").manual_seed(SEED))
     summary: dict[str, Any] = {"bench": "bf16", "allocator": heap_allocator(), "threads": torch.get_num_threads(),
-                               "torch": torch.__version__, "unet_s": {}, "vae_s": {}, "fidelity": []}
+                               "torch": torch.__version__, "unet_s": {}, "vae_s": {}, "pipeline_s": {},
+                               "fidelity": []}
     for size in args.sizes:
         if args.speed:
             unet_s = time_unet(table, size, embeds, args.repeat)
@@ -183,6 +203,9 @@ def main() -> None:
                 print(f"{size}² UNet call {n}: {r['wall_s']:.3f} s wall (x{r['speedup_wall']:.2f}), "
                       f"{r['cpu_s']:.3f} s CPU (x{r['speedup_cpu']:.2f})", flush=True)
             print(f"{size}² VAE decode s: fp32 {vae_s['fp32']:.3f}, bf16 {vae_s['bf16']:.3f}", flush=True)
+        if args.pipeline:
+            summary["pipeline_s"][size] = time_pipeline(table, vae, size, args.pipeline, embeds, args.repeat)
+            print(f"{size}² pipeline: {json.dumps(summary['pipeline_s'][size])}", flush=True)
         for steps in args.fidelity:
             result = fidelity(table, vae, size, steps, embeds)
             summary["fidelity"].append(result)
