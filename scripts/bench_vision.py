@@ -261,7 +261,8 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
             "load_average_1m_at_end": os.getloadavg()[0],  # shared machine: others' work competes
             "device": "cpu",
-            "dtype": "float32",
+            # What the generator resolved (precision "auto" is bfloat16 on a CPU with avx512_bf16).
+            "dtype": generator.backend.describe().dtype,
             "scheduler": "ddim",
             "unet": runs,
             "clip_l_encode": encode,

@@ -18,7 +18,9 @@ from audiomemory.v1 import generator_pb2_grpc, text_encoder_pb2_grpc
 
 @pytest.fixture(scope="module")
 def generator_service(tiny_sd: dict[str, Any]) -> Iterator[RunningService]:
-    config = GeneratorConfig(port=0, device="cpu", torch_threads=2, **tiny_sd)
+    # float32 pinned: these tests compare served images with diffusers' own float32 pipeline to 1/255,
+    # and "auto" would pick bfloat16 on a CPU with avx512_bf16 (test_generator_precision covers that).
+    config = GeneratorConfig(port=0, device="cpu", torch_threads=2, precision="float32", **tiny_sd)
     service = start_service(GENERATOR, config, wait=True, wait_timeout=120)
     yield service
     service.stop(grace=2)

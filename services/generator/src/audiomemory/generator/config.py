@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -18,6 +20,9 @@ from audiomemory.runtime.config import ServiceConfig
 
 #: Stable Diffusion 1.5 on the Hugging Face hub (diffusers layout).
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+#: The UNet's compute precision setting (``backends.stable_diffusion.compute_dtype`` resolves it).
+Precision = Literal["auto", "float32", "bfloat16"]
 
 
 class GeneratorConfig(ServiceConfig):
@@ -38,6 +43,12 @@ class GeneratorConfig(ServiceConfig):
     )
     default_size: int = Field(
         512, ge=MIN_SIZE, le=MAX_SIZE, multiple_of=SIZE_MULTIPLE, description="Width/height when a request says 0."
+    )
+    precision: Precision = Field(
+        "auto",
+        description="UNet compute dtype (the VAE decodes in float32 always). auto: float16 on CUDA; on CPU "
+        "bfloat16 where the CPU has native bf16 instructions (avx512_bf16/amx_bf16), else float32. "
+        "float16 exists for CUDA only and is what auto picks there; CPUs lack fast float16 kernels.",
     )
     default_scheduler: str = Field("", description='Scheduler when a request says ""; "" = the pipeline\'s own.')
     safety_checker: bool = Field(
