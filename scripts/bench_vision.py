@@ -26,7 +26,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import numpy as np
@@ -38,6 +38,7 @@ from audiomemory.generator.backends.stable_diffusion import StableDiffusionBacke
 from audiomemory.generator.config import GeneratorConfig
 from audiomemory.generator.service import DEFINITION as GENERATOR
 from audiomemory.runtime.allocator import heap_allocator
+from audiomemory.runtime.backend import Backend
 from audiomemory.runtime.codec import to_tensor
 from audiomemory.runtime.service import RunningService, start_service
 from audiomemory.text_encoder.backends.clip import ClipBackend, write_clip_tokenizer
@@ -262,7 +263,7 @@ def main() -> None:
             "load_average_1m_at_end": os.getloadavg()[0],  # shared machine: others' work competes
             "device": "cpu",
             # What the generator resolved (precision "auto" is bfloat16 on a CPU with avx512_bf16).
-            "dtype": generator.backend.describe().dtype,
+            "dtype": cast(Backend, generator.backend).describe().dtype,
             "scheduler": "ddim",
             "unet": runs,
             "clip_l_encode": encode,
