@@ -6,9 +6,10 @@ OpenL3's ``center=True``, as torchopenl3 does it); this backend states its facts
 
 Precision (``precision``): ``float32``, or the CNN under ``torch.autocast(bfloat16)`` with the
 spectrogram front end kept in float32 (its dB scale and per-window max normalisation are where
-bf16's 8-bit mantissa would hurt; it is ~10 % of the time). ``auto`` picks bf16 on a CPU with
-native bf16 instructions (``avx512_bf16`` or AMX), where it is about twice as fast at a per-frame
-cosine above 0.9999 to float32, and float32 elsewhere (emulated bf16 is slower) and on CUDA.
+bf16's 8-bit mantissa would hurt; it is 6–10 % of the time). ``auto`` picks bf16 on a CPU with
+native bf16 instructions (``avx512_bf16`` or AMX): on a 2-core AVX512-BF16 EPYC the CNN ran 1.8–1.9×
+as fast, with every frame at cosine ≥ 0.99998 to float32 (scripts/fidelity_openl3.py). Elsewhere
+bf16 would be emulated, so float32; CUDA keeps float32 too (not measured here).
 The precision and the hop are part of ``describe()``, so their vectors never share a cache entry.
 
 Weights load the way torchopenl3 loads them — ``torch.hub.load_state_dict_from_url`` of
