@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -179,3 +180,18 @@ def test_missing_weights_offline_fail_within_five_seconds_naming_them_and_the_fi
     assert "audiomemory models pull" in message and "--models tiny" in message
     with grpc.insecure_channel(svc.address) as channel:
         assert health(channel, SERVICE) == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@pytest.mark.parametrize("input_repr", ["mel256", "mel128", "linear"])
+def test_fft_spectrogram_equals_torchopenl3s_dft_convolution(input_repr: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # librosa: empty mel filters at 256 bands, as OpenL3 was trained
+        from torchopenl3.models import PytorchOpenl3
+
+        layer = PytorchOpenl3(content_type="music", input_repr=input_repr, embedding_size=512).speclayer
+    x = torch.from_numpy(tone(48000, 1, 1.0, seed=8)[None])
+    with torch.inference_mode():
+        ours, theirs = openl3.spectrogram(layer, x), layer(x)
+    assert ours.shape == theirs.shape
+    # dB on an 80-dB scale: float32 rounding of two ways to sum 2048 products, largest in quiet bins.
+    assert (ours - theirs).abs().max() <= 0.02 and (ours - theirs).abs().mean() <= 1e-4
