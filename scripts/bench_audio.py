@@ -41,7 +41,6 @@ from audiomemory.audio_encoder.config import AudioEncoderConfig
 from audiomemory.audio_encoder.service import DEFINITION as AUDIO_ENCODER
 from audiomemory.runtime.allocator import heap_allocator
 from audiomemory.runtime.audio import AudioAssembler, iter_audio_chunks
-from audiomemory.runtime.codec import TensorAssembler
 from audiomemory.runtime.service import start_service
 from audiomemory.separator.backends.demucs import HTDEMUCS_KWARGS, DemucsBackend, write_repo
 from audiomemory.separator.config import SeparatorConfig
@@ -131,12 +130,11 @@ def bench_demucs(root: Path, seconds: float, repeat: int, device: str) -> dict[s
 
 def embed_over_grpc(stub: audio_encoder_pb2_grpc.AudioEncoderStub, audio: np.ndarray, rate: int) -> int:
     chunks = (audio_encoder_pb2.EmbedRequest(audio=c) for c in iter_audio_chunks(audio, rate))
-    responses = stub.Embed(chunks, timeout=600)
-    header = next(responses).header
-    assembler = TensorAssembler("embeddings", max_bytes=1 << 30, shape=(header.frames, header.embedding_dim))
-    for response in responses:
-        assembler.add(response.embeddings)
-    return int(assembler.result().shape[0])
+    frames = 0
+    for response in stub.Embed(chunks, timeout=600):
+        if response.WhichOneof("item") == "frames":
+            frames += int(response.frames.embeddings.shape[0])
+    return frames
 
 
 def bench_openl3(root: Path, frames: int, batches: list[int], device: str) -> dict[str, Any]:
@@ -144,7 +142,7 @@ def bench_openl3(root: Path, frames: int, batches: list[int], device: str) -> di
     # Audio that makes exactly `frames` frames at hop 0.1 s (4800 samples): (frames − 1)·hop + 0.5 s.
     audio = music(48000, 1, ((frames - 1) * 4800 + 24000) / 48000)
     out: dict[str, Any] = {"openl3_frames": frames}
-    backend = OpenL3Backend(AudioEncoderConfig(device=device, **overrides))
+    backend = OpenL3Backend(AudioEncoderConfig(device=device, hop_seconds=0.1, **overrides))
     backend.load()
     backend.embed(audio[:, :24000], 48000)  # warm-up (one frame)
     for batch in batches:
@@ -155,7 +153,7 @@ def bench_openl3(root: Path, frames: int, batches: list[int], device: str) -> di
         elapsed = time.perf_counter() - start
         assert embeddings.shape[0] == frames
         out[f"openl3_fps_batch{batch}"] = round(frames / elapsed, 3)
-    config = AudioEncoderConfig(port=0, device=device, **overrides)
+    config = AudioEncoderConfig(port=0, device=device, hop_seconds=0.1, **overrides)
     backend.config = config
     svc = start_service(AUDIO_ENCODER, config, backend, wait=True)
     try:

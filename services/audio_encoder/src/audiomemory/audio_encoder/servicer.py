@@ -1,33 +1,185 @@
-"""The gRPC ``AudioEncoder`` service: validate, call the backend under the gate, stream embeddings.
+"""The gRPC ``AudioEncoder`` service: validate, frame as audio arrives, stream embeddings with progress.
 
-``Embed`` reads ``AudioChunk``s (any rate 1..384 kHz, 1 or 2 channels, float32/float16, capped by
-``max_seconds`` and ``max_input_bytes``) and answers one ``EmbedHeader`` (T, D, the [T] float64
-timestamps: each window's centre) then the ``[T, D]`` float32 embeddings as ``TensorChunk``s of
-at most ~1 MiB.
+``Embed`` takes a model slot first (answering ``queued`` with its place in line while it waits),
+then reads ``EmbedOptions`` (first request only) and the ``AudioChunk``s of ``signals``
+independent signals, interleaved in any order (any rate 1..384 kHz, 1 or 2 channels,
+float32/float16, each signal at most ``max_seconds``). Windows are embedded as soon as they are
+whole, the ready windows of all signals batched into one model call (``stream.EmbedStream``), and
+answered as ``frames`` (``EmbedFrames``: ≤ ``CHUNK_BYTES`` of payload each, with ``done``/``total``
+progress over the whole call), then one ``end`` (``EmbedEnd``: T per signal, D).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
 
 from audiomemory.audio_encoder.backends import AudioEncoderBackend
 from audiomemory.audio_encoder.config import AudioEncoderConfig
-from audiomemory.runtime.audio import AudioStreamReader, frames_limit
-from audiomemory.runtime.codec import CHUNK_BYTES, to_tensor
-from audiomemory.runtime.errors import InvalidInput
-from audiomemory.runtime.service import Gate
+from audiomemory.audio_encoder.stream import EmbedStream, Frames, frame_count
+from audiomemory.runtime.audio import MAX_SAMPLE_RATE, frames_limit
+from audiomemory.runtime.codec import CHUNK_BYTES, from_tensor, to_tensor
+from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
+from audiomemory.runtime.gate import Gate
 from audiomemory.v1 import audio_encoder_pb2, audio_encoder_pb2_grpc, common_pb2, tensor_pb2
 
 SERVICE = "audio_encoder"
 ACCEPTED_DTYPES = [tensor_pb2.DTYPE_FLOAT32, tensor_pb2.DTYPE_FLOAT16]
-MAX_SIGNALS = 8
+
+
+@dataclass
+class _Signal:
+    """What one signal's chunks so far have fixed: format, and frames received (at its own rate)."""
+
+    rate: int = 0
+    channels: int = 0
+    frames: int = 0
+
+
+class _EmbedCall:
+    """One Embed call after it holds the slot: request checks, the stream, and the answers."""
+
+    def __init__(self, backend: AudioEncoderBackend, config: AudioEncoderConfig, context: grpc.ServicerContext):
+        self.backend = backend
+        self.config = config
+        self.context = context
+        self.stream: EmbedStream | None = None
+        self.signals: list[_Signal] = []
+        self.input_frames = 0
+        self.timestamps = False
+        self.sent = 0  # frames answered so far, all signals
+
+    # -- requests ---------------------------------------------------------------------------------
+    def _options(self, options: audio_encoder_pb2.EmbedOptions) -> None:
+        field = "requests[0].options"
+        count = options.signals or 1
+        if count < 0:
+            raise InvalidInput(f"{field}.signals: expected 0..{self.config.max_signals} (0 = 1), got {count}")
+        if count > self.config.max_signals:
+            raise ResourceExhausted(
+                f"{field}.signals: {count} is over the limit of max_signals={self.config.max_signals}"
+            )
+        limit = frames_limit(self.config.max_seconds, self.backend.sample_rate)
+        if options.input_frames < 0:
+            raise InvalidInput(f"{field}.input_frames: expected 0 (unknown) or more, got {options.input_frames}")
+        if options.input_frames > limit:
+            raise ResourceExhausted(
+                f"{field}.input_frames: {options.input_frames} is over the limit of {limit} frames "
+                f"({self.config.max_seconds:g} s at {self.backend.sample_rate} Hz)"
+            )
+        self.input_frames = options.input_frames
+        self.timestamps = options.timestamps
+        self._start(count)
+
+    def _start(self, count: int) -> None:
+        self.signals = [_Signal() for _ in range(count)]
+        self.stream = EmbedStream(self.backend, count, cancelled=lambda: not self.context.is_active())
+
+    def add(self, i: int, request: audio_encoder_pb2.EmbedRequest) -> Iterator[audio_encoder_pb2.EmbedResponse]:
+        """Check request ``i`` and feed its audio; answer the frames that became ready."""
+        if request.HasField("options"):
+            if i > 0:
+                raise InvalidInput(
+                    f"requests[{i}].options: expected in the first request only, got it in request {i}"
+                )
+            self._options(request.options)
+        elif i == 0:
+            self._start(1)
+        if not request.HasField("audio"):
+            if i == 0 and request.HasField("options"):
+                return
+            raise InvalidInput(f"requests[{i}].audio: missing, every request after the options carries audio")
+        assert self.stream is not None
+        count = len(self.signals)
+        if not 0 <= request.signal < count:
+            raise InvalidInput(f"requests[{i}].signal: expected 0..{count - 1}, got {request.signal}")
+        audio, rate = self._audio(f"requests[{i}].audio", self.signals[request.signal], request)
+        for frames in self.stream.add(request.signal, audio, rate):
+            yield from self._answer(frames)
+
+    def _audio(
+        self, field: str, signal: _Signal, request: audio_encoder_pb2.EmbedRequest
+    ) -> tuple[np.ndarray, int]:
+        chunk = request.audio
+        if not 1 <= chunk.sample_rate <= MAX_SAMPLE_RATE:
+            raise InvalidInput(f"{field}.sample_rate: expected 1..{MAX_SAMPLE_RATE} Hz, got {chunk.sample_rate}")
+        if chunk.channels not in (1, 2):
+            raise InvalidInput(f"{field}.channels: expected 1 or 2, got {chunk.channels}")
+        if signal.rate and (chunk.sample_rate, chunk.channels) != (signal.rate, signal.channels):
+            raise InvalidInput(
+                f"{field}: format of signal {request.signal} changed mid-signal from {signal.rate} Hz "
+                f"x{signal.channels} to {chunk.sample_rate} Hz x{chunk.channels}"
+            )
+        samples = from_tensor(
+            chunk.samples, field=f"{field}.samples", shape=(chunk.channels, None), dtypes=("float32", "float16"),
+            finite=True,
+        )
+        limit = frames_limit(self.config.max_seconds, chunk.sample_rate)
+        if signal.frames + samples.shape[1] > limit:
+            raise ResourceExhausted(
+                f"{field}: signal {request.signal} is longer than the limit of {limit} frames "
+                f"({self.config.max_seconds:g} s at {chunk.sample_rate} Hz)"
+            )
+        signal.rate, signal.channels = chunk.sample_rate, chunk.channels
+        signal.frames += samples.shape[1]
+        return samples, chunk.sample_rate
+
+    def finish(self, requests: int) -> Iterator[audio_encoder_pb2.EmbedResponse]:
+        """All requests read: check every signal had audio, embed the rest, answer ``end``."""
+        if self.stream is None:
+            self._start(1)
+        assert self.stream is not None
+        count = len(self.signals)
+        for index, signal in enumerate(self.signals):
+            if signal.frames == 0:
+                raise InvalidInput(
+                    f"requests: signal {index} got no audio frames in {requests} request(s); "
+                    f"expected audio for every signal 0..{count - 1}"
+                )
+        for frames in self.stream.finish():
+            yield from self._answer(frames)
+        yield audio_encoder_pb2.EmbedResponse(
+            end=audio_encoder_pb2.EmbedEnd(
+                frames=[f.frames for f in self.stream.framers], embedding_dim=self.backend.embedding_dim
+            )
+        )
+
+    # -- answers ----------------------------------------------------------------------------------
+    def total(self) -> int:
+        """Frames the call will embed: exact for finished signals, from ``input_frames`` for the others."""
+        if self.input_frames == 0 or self.stream is None:
+            return 0
+        hop, window = self.backend.hop, self.backend.window
+        return sum(
+            f.frames if f.finished else frame_count(self.input_frames, hop, window) for f in self.stream.framers
+        )
+
+    def _answer(self, frames: Frames) -> Iterator[audio_encoder_pb2.EmbedResponse]:
+        """``frames`` as EmbedFrames messages of at most ``CHUNK_BYTES`` payload each."""
+        dim = frames.embeddings.shape[1]
+        rows = max(1, CHUNK_BYTES // (dim * 4 + (8 if self.timestamps else 0)))
+        stamps = frames.timestamps(self.backend.hop_seconds) if self.timestamps else None
+        total = self.total()
+        for start in range(0, frames.embeddings.shape[0], rows):
+            part = frames.embeddings[start : start + rows]
+            self.sent += part.shape[0]
+            yield audio_encoder_pb2.EmbedResponse(
+                frames=audio_encoder_pb2.EmbedFrames(
+                    signal=frames.signal,
+                    first=frames.first + start,
+                    embeddings=to_tensor(part, dtype="float32"),
+                    timestamps=None if stamps is None else to_tensor(stamps[start : start + rows], dtype="float64"),
+                    done=self.sent,
+                    total=total,
+                )
+            )
 
 
 class AudioEncoderServicer(audio_encoder_pb2_grpc.AudioEncoderServicer):
-    """Thin edge: protobuf ⇄ numpy; the backend does the work."""
+    """Thin edge: protobuf ⇄ numpy; ``stream`` frames, the backend embeds."""
 
     def __init__(self, backend: AudioEncoderBackend, gate: Gate, config: AudioEncoderConfig) -> None:
         self.backend = backend
@@ -47,67 +199,25 @@ class AudioEncoderServicer(audio_encoder_pb2_grpc.AudioEncoderServicer):
             hop_seconds=self.backend.hop_seconds,
             window_seconds=self.backend.window_seconds,
             max_input_frames=frames_limit(self.config.max_seconds, self.backend.sample_rate),
-            max_signals=MAX_SIGNALS,
+            max_signals=self.config.max_signals,
         )
-
-    def _read(self, requests: Iterator[audio_encoder_pb2.EmbedRequest]) -> tuple[list[np.ndarray], int, bool]:
-        """Every signal's audio (all of it, for now), its rate, and whether timestamps were asked for."""
-        options = audio_encoder_pb2.EmbedOptions()
-        readers: list[AudioStreamReader] = []
-        for i, request in enumerate(requests):
-            if request.HasField("options"):
-                if i:
-                    raise InvalidInput(f"requests[{i}].options: options come once, in the first request")
-                options = request.options
-            if not readers:
-                signals = options.signals or 1
-                if not 1 <= signals <= MAX_SIGNALS:
-                    raise InvalidInput(f"options.signals: expected 1..{MAX_SIGNALS}, got {options.signals}")
-                readers = [AudioStreamReader(f"signals[{k}]", max_seconds=self.config.max_seconds)
-                           for k in range(signals)]
-            if not request.HasField("audio"):
-                if i:
-                    raise InvalidInput(f"requests[{i}].audio: missing, every request after the first carries audio")
-                continue
-            if not 0 <= request.signal < len(readers):
-                raise InvalidInput(f"requests[{i}].signal: expected 0..{len(readers) - 1}, got {request.signal}")
-            readers[request.signal].add(request.audio)
-        if not readers:
-            raise InvalidInput("audio: empty, the stream held no audio chunks")
-        audio = [reader.result() for reader in readers]
-        rates = {rate for _, rate in audio}
-        if len(rates) > 1:
-            raise InvalidInput(f"signals: every signal must have one sample rate, got {sorted(rates)}")
-        return [samples for samples, _ in audio], rates.pop(), options.timestamps
 
     def Embed(
         self, request_iterator: Iterator[audio_encoder_pb2.EmbedRequest], context: grpc.ServicerContext
     ) -> Iterator[audio_encoder_pb2.EmbedResponse]:
         self.gate.check_ready()
+        # The slot first: audio is read (and held) only by a call that is running.
         with self.gate.admit(context) as turn:
             for position in turn.waiting():
                 yield audio_encoder_pb2.EmbedResponse(
                     queued=common_pb2.QueueStatus(position=position, running=self.gate.running_count)
                 )
-            signals, rate, timestamps = self._read(request_iterator)
-            results = [
-                self.backend.embed(audio, rate, cancelled=lambda: not context.is_active()) for audio in signals
-            ]
-        total = sum(len(frames) for frames, _ in results)
-        done = 0
-        for signal, (frames, stamps) in enumerate(results):
-            rows = max(1, CHUNK_BYTES // max(1, frames.shape[1] * 4))
-            for first in range(0, len(frames), rows):
-                part = frames[first : first + rows]
-                done += len(part)
-                yield audio_encoder_pb2.EmbedResponse(frames=audio_encoder_pb2.EmbedFrames(
-                    signal=signal, first=first, embeddings=to_tensor(part, dtype="float32"),
-                    timestamps=to_tensor(stamps[first : first + rows], dtype="float64") if timestamps else None,
-                    done=done, total=total,
-                ))
-        yield audio_encoder_pb2.EmbedResponse(end=audio_encoder_pb2.EmbedEnd(
-            frames=[len(frames) for frames, _ in results], embedding_dim=self.backend.embedding_dim,
-        ))
+            call = _EmbedCall(self.backend, self.config, context)
+            count = 0
+            for i, request in enumerate(request_iterator):
+                count = i + 1
+                yield from call.add(i, request)
+            yield from call.finish(count)
 
 
 def add_servicer(

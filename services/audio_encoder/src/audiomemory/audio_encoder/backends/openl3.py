@@ -1,19 +1,16 @@
 """The ``openl3`` audio encoder backend, on ``torchopenl3`` (1.0.1).
 
-Framing rule (OpenL3's ``center=True``, as torchopenl3 does it, but batched):
+Framing, resampling and batching are ``audiomemory.audio_encoder.stream``'s (the centre rule of
+OpenL3's ``center=True``, as torchopenl3 does it); this backend states its facts (48 kHz, 1-s windows,
+``hop_seconds``) and embeds batches of windows.
 
-- The input is resampled to 48 kHz with soxr and mixed to mono (mean of the channels).
-- One window is 1 s (48 000 samples); the hop is ``hop_seconds`` (``hop = int(hop_seconds·48000)``
-  samples).
-- The start is padded with 0.5 s of zeros, so window ``i`` covers ``[i·hop − 0.5 s, i·hop + 0.5 s)``
-  of the input and its timestamp, ``i·hop/48000`` s, is the window's *centre*.
-- The end is padded with zeros until the last window is whole. With ``L = N + 24000`` (``N`` input
-  samples at 48 kHz): ``T = 1`` if ``L ≤ 48000`` else ``T = 1 + ceil((L − 48000) / hop)``.
-  So a clip shorter than one window gives one frame (centred at 0 s); silence gives finite
-  embeddings (the dB spectrogram is clamped, as OpenL3 does).
-- Frames are strided *views* of the padded signal, fed to the model ``batch_size`` at a time, so
-  memory is the padded signal plus one batch — a 20-minute input does not build a
-  ``[12000, 48000]`` copy (2.3 GB) as ``torchopenl3.get_audio_embedding`` would.
+Precision (``precision``): ``float32``, or the CNN under ``torch.autocast(bfloat16)`` with the
+spectrogram front end kept in float32 (its dB scale and per-window max normalisation are where
+bf16's 8-bit mantissa would hurt; it is 6–10 % of the time). ``auto`` picks bf16 on a CPU with
+native bf16 instructions (``avx512_bf16`` or AMX): on a 2-core AVX512-BF16 EPYC the CNN ran 1.8–1.9×
+as fast, with every frame at cosine ≥ 0.99998 to float32 (scripts/fidelity_openl3.py). Elsewhere
+bf16 would be emulated, so float32; CUDA keeps float32 too (not measured here).
+The precision and the hop are part of ``describe()``, so their vectors never share a cache entry.
 
 Weights load the way torchopenl3 loads them — ``torch.hub.load_state_dict_from_url`` of
 ``torchopenl3_<repr>_<content>_<size>.pth.tar`` — but with ``model_dir`` passed explicitly
@@ -24,20 +21,17 @@ A missing file with no network fails at once, naming the file and the two ways o
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import soxr
 import torch
 import torch.nn.functional as F
 
-from audiomemory.audio_encoder.backends import AudioEncoderBackend, CancelCheck
-from audiomemory.runtime.audio import check_audio
+from audiomemory.audio_encoder.backends import AudioEncoderBackend
 from audiomemory.runtime.backend import HOW_TO_GET, ModelInfo, download_blocked, offline, resolve_device
-from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ModelUnavailable, shorten
+from audiomemory.runtime.errors import FailedPrecondition, ModelUnavailable, shorten
 from audiomemory.runtime.weights import WeightHash, revision
 
 if TYPE_CHECKING:
@@ -62,58 +56,86 @@ def checkpoints_dir(weights_dir: Path | None) -> Path:
     return Path(weights_dir) / "hub" / "checkpoints"
 
 
-def frame_count(samples: int, hop: int) -> int:
-    """T for ``samples`` samples at 48 kHz (see the module docstring)."""
-    padded = samples + WINDOW // 2
-    if padded <= WINDOW:
-        return 1
-    return 1 + math.ceil((padded - WINDOW) / hop)
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU runs bf16 matrix math natively (AVX512-BF16 or AMX), per /proc/cpuinfo."""
+    if torch.backends.cpu.get_cpu_capability().startswith("AMX"):
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
-def frame_view(mono: np.ndarray, hop: int) -> torch.Tensor:
-    """``[T, WINDOW]`` strided view over the centre- and end-padded signal.
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The CNN's compute dtype for the ``precision`` setting on ``device`` (see the module docstring)."""
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
 
-    One padded copy of the signal; the frames overlap in it, none is copied.
+
+def spectrogram(layer: Any, x: torch.Tensor) -> torch.Tensor:
+    """torchopenl3's ``speclayer(x)`` ([B, 1, samples] → [B, bins, frames, 1]) through ``torch.stft``.
+
+    torchopenl3 (after kapre 0.1.4) takes the STFT as a 1-D convolution with 2×1025 windowed DFT
+    kernels of 2048 taps: ~0.8 GFLOP a window, 3–5× the time of an FFT for the same numbers (to
+    float32 rounding: ~1e-5 dB on average, ≤ 0.01 dB in quiet bins, on its 80-dB scale). Everything
+    after the STFT — same padding, the mel matrix, the magnitude power, the dB scale with its
+    per-window max — is the layer's own.
     """
-    count = frame_count(mono.shape[0], hop)
-    padded = torch.zeros(WINDOW // 2 + (count - 1) * hop + WINDOW, dtype=torch.float32)
-    padded.numpy()[WINDOW // 2 : WINDOW // 2 + mono.shape[0]] = mono
-    return padded.as_strided((count, WINDOW), (hop, 1))
+    mel = hasattr(layer, "mel_basis")
+    if mel and layer.padding == "same":
+        x = layer.custom_pad(x)
+    # librosa's get_window("hann", fftbins=True), as the DFT kernels use, is the periodic Hann window.
+    window = torch.hann_window(layer.n_dft, periodic=True, device=x.device, dtype=x.dtype)
+    spec = torch.stft(
+        x.squeeze(1), n_fft=layer.n_dft, hop_length=layer.n_hop, window=window, center=False, return_complex=True
+    )
+    out = spec.real.square() + spec.imag.square()  # power, [B, n_dft/2 + 1, frames]
+    if mel:
+        out = torch.matmul(layer.mel_basis, out)
+    power, decibel = (
+        (layer.power_melgram, layer.return_decibel_melgram)
+        if mel
+        else (layer.power_spectrogram, layer.return_decibel_spectrogram)
+    )
+    if power != 2.0:
+        out = torch.pow(torch.sqrt(out), power)
+    out = out.unsqueeze(-1)
+    return layer.amplitude_to_decibel(out) if decibel else out
 
 
-def to_mono_48k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """``[channels, frames]`` → float32 ``[frames']`` mono at 48 kHz (channel mean, then soxr HQ)."""
-    mono = audio.mean(axis=0, dtype=np.float32) if audio.shape[0] > 1 else audio[0]
-    if sample_rate != SAMPLE_RATE:
-        mono = soxr.resample(np.ascontiguousarray(mono), sample_rate, SAMPLE_RATE)
-    return np.asarray(mono, dtype=np.float32)
-
-
-def lean_forward(model: Any, x: torch.Tensor) -> torch.Tensor:
+def lean_forward(model: Any, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``PytorchOpenl3.forward`` with the same layers in the same order, without its memory cost.
 
     torchopenl3's forward keeps every intermediate in a local variable until it returns: at batch
     128 that is ~13 GB alive at once (each early activation is [128, 64, 256, 199] float32, 1.7 GB).
     Here each intermediate is dropped as soon as the next exists, so the peak is about three of
-    them. Inference only (ReLU in place). Same embeddings: ``test_embeddings_equal_torchopenl3``.
+    them. Inference only (ReLU in place); the STFT by FFT (``spectrogram``). Same embeddings:
+    ``test_embeddings_equal_torchopenl3``.
+    The spectrogram front end always runs in float32; the CNN runs under autocast when ``dtype`` is
+    lower (see the module docstring). Returns float32 ``[B, D]``.
     """
-    x = model.batch_normalization_1(model.speclayer(x).squeeze(-1).unsqueeze(1))
-    for conv, norm, pool in (
-        ("conv2d_1", "batch_normalization_2", False),
-        ("conv2d_2", "batch_normalization_3", True),
-        ("conv2d_3", "batch_normalization_4", False),
-        ("conv2d_4", "batch_normalization_5", True),
-        ("conv2d_5", "batch_normalization_6", False),
-        ("conv2d_6", "batch_normalization_7", True),
-        ("conv2d_7", "batch_normalization_8", False),
-    ):
-        x = F.relu(getattr(model, norm)(getattr(model, conv)(F.pad(x, (1, 1, 1, 1)))), inplace=True)
-        if pool:
-            x = F.max_pool2d(x, kernel_size=(2, 2), stride=(2, 2))
-    x = model.audio_embedding_layer(F.pad(x, (1, 1, 1, 1)))
-    size = model.AUDIO_POOLING_SIZES[model.input_repr][model.embedding_size]
-    x = F.max_pool2d(x, kernel_size=size, stride=size)
-    return x.swapaxes(1, 2).swapaxes(2, 3).reshape(x.shape[0], -1)
+    x = model.batch_normalization_1(spectrogram(model.speclayer, x).squeeze(-1).unsqueeze(1))
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        for conv, norm, pool in (
+            ("conv2d_1", "batch_normalization_2", False),
+            ("conv2d_2", "batch_normalization_3", True),
+            ("conv2d_3", "batch_normalization_4", False),
+            ("conv2d_4", "batch_normalization_5", True),
+            ("conv2d_5", "batch_normalization_6", False),
+            ("conv2d_6", "batch_normalization_7", True),
+            ("conv2d_7", "batch_normalization_8", False),
+        ):
+            x = F.relu(getattr(model, norm)(getattr(model, conv)(F.pad(x, (1, 1, 1, 1)))), inplace=True)
+            if pool:
+                x = F.max_pool2d(x, kernel_size=(2, 2), stride=(2, 2))
+        x = model.audio_embedding_layer(F.pad(x, (1, 1, 1, 1)))
+        size = model.AUDIO_POOLING_SIZES[model.input_repr][model.embedding_size]
+        x = F.max_pool2d(x, kernel_size=size, stride=size)
+    return x.swapaxes(1, 2).swapaxes(2, 3).reshape(x.shape[0], -1).float()
 
 
 def _new_model(config: AudioEncoderConfig) -> torch.nn.Module:
@@ -137,6 +159,7 @@ class OpenL3Backend(AudioEncoderBackend):
         super().__init__(config)
         self._model: torch.nn.Module | None = None
         self._device = torch.device("cpu")
+        self._dtype = torch.float32
         self._dim = 0
         self._sha = ""
         self._file = Path()
@@ -165,16 +188,19 @@ class OpenL3Backend(AudioEncoderBackend):
             ) from exc
         self._device = resolve_device(self.config.device)
         model.to(self._device).eval()
+        self._dtype = resolve_precision(self.config.precision, self._device)
         # One window of silence proves the weights run and measures D from the model itself.
         with torch.inference_mode():
-            probe = lean_forward(model, torch.zeros(1, 1, WINDOW, device=self._device))
+            probe = lean_forward(model, torch.zeros(1, 1, WINDOW, device=self._device), self._dtype)
         if probe.ndim != 2 or not torch.isfinite(probe).all():
             raise ModelUnavailable(f"OpenL3 weights {str(path)!r} give no finite embedding of silence")
         self._dim = int(probe.shape[1])
         self._sha = WeightHash().add_file(path).hexdigest()  # full, for extra; revision() shortens it
         self._file = path
         self._model = model
-        log.info("OpenL3 %s loaded from %s (D=%d, %s)", path.name, path.parent, self._dim, self._device)
+        log.info(
+            "OpenL3 %s loaded from %s (D=%d, %s, %s)", path.name, path.parent, self._dim, self._device, self.precision
+        )
 
     @classmethod
     def pull(cls, config: AudioEncoderConfig) -> None:  # type: ignore[override]
@@ -239,21 +265,22 @@ class OpenL3Backend(AudioEncoderBackend):
         return self._dim
 
     @property
+    def window(self) -> int:
+        return WINDOW
+
+    @property
     def hop(self) -> int:
         """Hop in samples at 48 kHz (what the frames really use)."""
-        return max(1, int(self.config.hop_seconds * SAMPLE_RATE))
+        return max(1, round(self.config.hop_seconds * SAMPLE_RATE))
 
     @property
-    def hop_seconds(self) -> float:
-        return self.hop / SAMPLE_RATE
+    def batch_size(self) -> int:
+        return self.config.batch_size
 
     @property
-    def window_seconds(self) -> float:
-        return WINDOW / SAMPLE_RATE
-
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """[B, 1, 48000] → [B, D] (see ``lean_forward``)."""
-        return lean_forward(self._loaded(), batch)
+    def precision(self) -> str:
+        """The CNN's compute dtype: "float32" or "bfloat16" (valid after ``load``)."""
+        return str(self._dtype).removeprefix("torch.")
 
     def describe(self) -> ModelInfo:
         model = self._loaded()
@@ -263,10 +290,12 @@ class OpenL3Backend(AudioEncoderBackend):
             model_id=self.model_id,
             revision=revision(self._sha),
             device=str(self._device),
-            dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+            dtype=self.precision,
             extra={
                 "content_type": c.content_type,
                 "input_repr": c.input_repr,
+                "precision": self.precision,
+                "weights_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
                 "embedding_size": str(self._dim),
                 "hop_seconds": f"{self.hop_seconds:g}",
                 "window_seconds": f"{self.window_seconds:g}",
@@ -279,21 +308,9 @@ class OpenL3Backend(AudioEncoderBackend):
         )
 
     # -- the verb ------------------------------------------------------------------------------
-    def embed(
-        self, audio: np.ndarray, sample_rate: int, *, cancelled: CancelCheck | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        self._loaded()
-        check_audio(audio, sample_rate)
-        # The caller's array is only read: frame_view copies the mono signal into its padded buffer.
-        frames = frame_view(to_mono_48k(audio, sample_rate), self.hop)
-        count = frames.shape[0]
-        out = np.empty((count, self._dim), dtype=np.float32)
-        step = self.config.batch_size
+    def embed_windows(self, batch: np.ndarray) -> np.ndarray:
+        """float32 ``[B, 48000]`` → float32 ``[B, D]`` (see ``lean_forward``)."""
+        model = self._loaded()
         with torch.inference_mode():
-            for start in range(0, count, step):
-                if cancelled is not None and cancelled():
-                    raise Cancelled("embed: the caller cancelled the request")
-                batch = frames[start : start + step].to(self._device).unsqueeze(1)
-                out[start : start + step] = self._forward(batch).float().cpu().numpy()
-        timestamps = np.arange(count, dtype=np.float64) * (self.hop / SAMPLE_RATE)
-        return out, timestamps
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self._device).unsqueeze(1)
+            return lean_forward(model, x, self._dtype).cpu().numpy()
