@@ -13,8 +13,9 @@ ephemeral ports). On one synthetic song (WAV, 44.1 kHz stereo) it then measures,
   separate, embed the four stems, pool) cold (empty cache) vs on a second job with the same song
   (cache hit: the events say ``cache_hit``); ratio ``cache_hit_over_cold`` (target <= 0.05).
 
-The in-process side embeds the four stems one at a time (``--ungated``: all at once), as the
-audio encoder service's gate (concurrency 1) does for the gRPC side. Each path runs ``--repeat``
+The in-process side runs the services' streaming steps in one thread (separator blocks into one
+``EmbedStream`` of the four stems); the gRPC side runs them in their services, separation and
+embedding overlapping as the stems stream. Each path runs ``--repeat``
 times, interleaved (gRPC cold, gRPC hit, in-process; the next round in-process first) so drift
 in a shared machine's load hits all alike; the ratios use the minimum of each path (the run least
 disturbed by other work), medians are printed too. Two warm-up jobs (one step; in-process, then
@@ -34,7 +35,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -101,31 +101,6 @@ def write_models(root: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-class Serialized:
-    """A backend whose verb calls run one at a time, as behind its service's gate (concurrency=1).
-
-    ``InProcessPipeline`` embeds the four stems from four threads straight into one backend; the
-    audio encoder service admits one model call at a time. Without this, the in-process side runs
-    four torch calls at once (4 x torch threads on the cores), which is a different workload.
-    """
-
-    def __init__(self, backend: Any, verb: str) -> None:
-        self._backend = backend
-        self._verb = verb
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._backend, name)
-        if name != self._verb:
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                return attr(*args, **kwargs)
-
-        return call
-
-
 def clear_cache(cache_dir: Path) -> None:
     """Empty the orchestrator's audio cache, so the next job computes the front half (a miss)."""
     for child in cache_dir.glob("*"):
@@ -189,8 +164,6 @@ def main() -> None:
     parser.add_argument("--hop", type=float, default=0.5, help="OpenL3 hop in seconds (0.4 = the default)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each path (min and median)")
     parser.add_argument("--root", type=Path, default=None, help="where models go (kept; reused if written)")
-    parser.add_argument("--ungated", action="store_true",
-                        help="in-process: let the four stem embeddings run at once (the service runs one at a time)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
@@ -203,7 +176,7 @@ def main() -> None:
         "openl3_hop_s": args.hop, "width": args.size, "height": args.size, "steps": args.steps,
         "guidance": args.guidance, "scheduler": "generator default", "repeat": args.repeat,
         "torch_threads": torch.get_num_threads(), "device": "cpu", "allocator": heap_allocator(),
-        "inprocess_embed": "concurrent" if args.ungated else "one at a time, like the service's gate",
+        "inprocess_front": "separator blocks -> one EmbedStream of the four stems, one thread",
     }
     print(f"machine: {machine}, {os.cpu_count()} CPUs, load average {load_start[0]:.2f} at start")
     print("parameters: " + ", ".join(f"{k}={v}" for k, v in params.items()), flush=True)
@@ -227,10 +200,7 @@ def main() -> None:
         start = time.perf_counter()
         with LocalStack(overrides) as stack:
             progress(f"stack up in {time.perf_counter() - start:.0f} s at {stack.address}")
-            backends: list[Any] = [stack.services[kind].backend for kind in MODEL_KINDS]
-            if not args.ungated:
-                backends[1] = Serialized(backends[1], "embed")
-            pipeline = InProcessPipeline(*backends)
+            pipeline = InProcessPipeline(*(stack.services[kind].backend for kind in MODEL_KINDS))
             start = time.perf_counter()
             pipeline.run(song, lyrics=LYRICS, **{**options, "steps": 1})  # warm-up: pages every weight in
             progress(f"warm-up job (1 step, in-process) {time.perf_counter() - start:.1f} s")

@@ -19,8 +19,8 @@ In one run:
    comparison ``front_speedup`` (upload to text encoding: decode, separate, embed, pool; reference ÷
    new) and ``speedup`` (the whole job);
 3. **fidelity** (docs/DESIGN.md §9) on the compared input: the pooled vector's cosine new vs reference,
-   the fused direction û's cosine, and the control: û of the reference on another song (the same
-   length, generation at 64² and one step, which does not change û).
+   the fused direction û's cosine, and the control: û of the reference on another song (its first
+   ``--control-seconds``, default 30; generation at 64² and one step, which does not change û).
 
 Prints the parameters, a table, and last one JSON line.
 """
@@ -235,6 +235,8 @@ def main() -> None:
     parser.add_argument("--song-seconds", type=float, default=210.0)
     parser.add_argument("--compare-seconds", type=float, default=0.0,
                         help="compare new vs reference on this first stretch (0 = the whole song)")
+    parser.add_argument("--control-seconds", type=float, default=30.0,
+                        help="length of the other song's excerpt for the between-songs control")
     parser.add_argument("--root", type=Path, help="where the full-size random models are (written if absent)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "audiomemory-bench-song")
     parser.add_argument("--tiny", action="store_true", help="the tiny profile instead (a quick check of this script)")
@@ -246,7 +248,7 @@ def main() -> None:
     song_seconds = round(decode_audio(song.read_bytes()).seconds, 2)
     compare = song if not args.compare_seconds else cut(song_file, args.compare_seconds, args.work / "excerpt.wav")
     compared = song_seconds if not args.compare_seconds else round(decode_audio(compare.read_bytes()).seconds, 2)
-    control = cut(control_file or song_file, compared, args.work / "control.wav")
+    control = cut(control_file or song_file, min(compared, args.control_seconds), args.work / "control.wav")
     print(json.dumps({"cpu": cpu_model(), "cores": os.cpu_count(), "allocator": heap_allocator(),
                       "song": song_file.name, "song_seconds": song_seconds, "compared_on_seconds": compared,
                       "size": "512x512 (default)", "steps": "30 (default)"}), flush=True)

@@ -1,11 +1,11 @@
 """The same pipeline with the four backends called in this process: no gRPC, no services.
 
 For benchmarks (gRPC overhead = service path / this path) and for debugging a backend. It runs
-exactly the orchestrator's own pieces — ``decode_audio``, ``pool_stems``, ``lyrics_window``,
-``fuse`` — and mirrors the service path's data handling: stems converted to the audio encoder's
-rate, channels and length by the separator service's own ``to_output_format``, rounded through
-float16 when the encoder accepts it (as on the wire),
-the four stems embedded concurrently, the text encoded in one batched call.
+exactly the orchestrator's own pieces — ``decode_audio``, ``StemPool``, ``lyrics_window``, ``fuse``
+— and the services' own streaming steps: the separator's blocks converted to the audio encoder's rate,
+channels and length by the separator's ``StemConverter``, rounded through float16 when the encoder
+accepts it (as on the wire), the four stems embedded in one ``EmbedStream`` (windows of all four
+batched together), the text encoded in one batched call.
 
     pipeline = InProcessPipeline(separator, audio_encoder, text_encoder, generator)  # loaded backends
     result = pipeline.run(song_bytes, lyrics="...", seed=7, steps=4, width=256, height=256)
@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import io
 import time
-from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from audiomemory.orchestrator.decode import DecodedAudio, decode_audio
-from audiomemory.orchestrator.fusion import STEM_ORDER, Projection, fuse, pool_stems
+from audiomemory.orchestrator.fusion import Projection, fuse
 from audiomemory.orchestrator.lyrics import lyrics_window
+from audiomemory.orchestrator.pooling import STEM_ORDER, StemPool
 
 
 @dataclass
@@ -52,31 +52,48 @@ class InProcessPipeline:
         self.text_encoder = text_encoder
         self.generator = generator
         self.wire_float16 = wire_float16
-        self._pool = futures.ThreadPoolExecutor(max_workers=len(STEM_ORDER), thread_name_prefix="am-inproc")
 
     def front_half(self, decoded: DecodedAudio) -> tuple[np.ndarray, dict[str, float]]:
-        """Separate, convert, embed the four stems concurrently, pool → ``(a, timings)``."""
-        # The separator service's own conversion (it converts the stems for the encoder on that path).
-        from audiomemory.separator.audio import expected_frames, to_output_format
+        """Separate block by block, convert each block as the separator service does, embed the four stems
+        as the audio encoder service does (one stream, windows batched across stems), pool → ``(a, timings)``.
 
-        t0 = time.perf_counter()
-        stems = self.separator.separate(decoded.samples, decoded.sample_rate)
-        t1 = time.perf_counter()
-        enc = self.audio_encoder
-        rate, channels = enc.sample_rate, enc.channels or stems.audio.shape[1]
-        length = expected_frames(decoded.samples.shape[1], decoded.sample_rate, rate)
+        The same steps as the services, in one thread: the separator's ``separate_blocks`` and
+        ``StemConverter`` (rate, channels, length, float16 range), the wire's float16 rounding, the
+        encoder's ``EmbedStream``, the orchestrator's ``StemPool``.
+        """
+        from audiomemory.audio_encoder.stream import EmbedStream
+        from audiomemory.separator.audio import StemConverter, expected_frames
 
-        def embed(name: str) -> tuple[str, np.ndarray]:
-            audio = to_output_format(stems.audio[stems.names.index(name)], stems.sample_rate, rate, channels, length,
-                                     float16=self.wire_float16)
+        sep, enc = self.separator, self.audio_encoder
+        rate, channels = enc.sample_rate, enc.channels or sep.channels
+        order = [sep.stems.index(name) for name in STEM_ORDER]
+        converter = StemConverter(len(order), sep.channels, sep.sample_rate, rate, channels,
+                                  expected_frames(decoded.frames, decoded.sample_rate, rate),
+                                  float16=self.wire_float16)
+        stream = EmbedStream(enc, len(STEM_ORDER))
+        pool = StemPool(STEM_ORDER)
+        timings = {"separate": 0.0, "embed": 0.0}
+
+        def embed(stems: np.ndarray) -> None:
+            start = time.perf_counter()
             if self.wire_float16:
-                audio = audio.astype(np.float16).astype(np.float32)  # the wire's rounding
-            frames, _ = enc.embed(audio, rate)
-            return name, frames
+                stems = stems.astype(np.float16).astype(np.float32)  # the wire's rounding
+            for signal, audio in enumerate(stems):
+                for frames in stream.add(signal, audio, rate):
+                    pool.add(frames.signal, frames.embeddings)
+            timings["embed"] += time.perf_counter() - start
 
-        frames = dict(self._pool.map(embed, STEM_ORDER))
-        pooled = pool_stems(frames)
-        return pooled, {"separate": t1 - t0, "embed": time.perf_counter() - t1}
+        start = time.perf_counter()
+        for block in sep.separate_blocks(decoded.samples, decoded.sample_rate):
+            timings["separate"] += time.perf_counter() - start
+            embed(converter.convert(block.audio[order]))
+            start = time.perf_counter()
+        embed(converter.finish())
+        start = time.perf_counter()
+        for frames in stream.finish():
+            pool.add(frames.signal, frames.embeddings)
+        timings["embed"] += time.perf_counter() - start
+        return pool.result(), timings
 
     def run(self, data: bytes, *, lyrics: str = "", window: str = "salient", negative_prompt: str = "",
             strength: float = 0.1, projection_seed: int = 0, keep_bos: bool = False, seed: int = 0,
