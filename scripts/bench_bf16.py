@@ -32,28 +32,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from bench_vision import sd15_unet  # a sibling script (scripts/ is on sys.path when run)
+from bench_vision import sd15_unet, sd15_vae  # a sibling script (scripts/ is on sys.path when run)
 
 from audiomemory.generator.backends.stable_diffusion import embeds_pipeline
 from audiomemory.runtime.allocator import heap_allocator
 
 SEED = 1234
-
-
-def sd15_vae() -> Any:
-    """SD 1.5's VAE as published, random weights from torch's current seed."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        layers_per_block=2,
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        sample_size=512,
-    )
 
 
 def variants(unet32: Any) -> dict[str, tuple[Any, torch.dtype, bool, bool]]:

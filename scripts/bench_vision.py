@@ -66,14 +66,11 @@ def sd15_unet() -> Any:
     )
 
 
-def write_full_size(root: Path) -> tuple[Path, Path]:
-    """SD 1.5's UNet/VAE/scheduler and CLIP ViT-L/14's text tower, shapes as published, random weights."""
+def sd15_vae() -> Any:
+    """SD 1.5's VAE as published, random weights from torch's current seed."""
     from diffusers import AutoencoderKL
-    from transformers import CLIPTextConfig, CLIPTextModel
 
-    torch.manual_seed(0)
-    unet = sd15_unet()
-    vae = AutoencoderKL(
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         latent_channels=4,
@@ -83,6 +80,15 @@ def write_full_size(root: Path) -> tuple[Path, Path]:
         up_block_types=("UpDecoderBlock2D",) * 4,
         sample_size=512,
     )
+
+
+def write_full_size(root: Path) -> tuple[Path, Path]:
+    """SD 1.5's UNet/VAE/scheduler and CLIP ViT-L/14's text tower, shapes as published, random weights."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = sd15_unet()
+    vae = sd15_vae()
     sd = root / "sd15-random"
     save_pipeline(sd, unet, vae)
     del unet, vae
