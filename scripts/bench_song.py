@@ -240,6 +240,9 @@ def main() -> None:
     parser.add_argument("--root", type=Path, help="where the full-size random models are (written if absent)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "audiomemory-bench-song")
     parser.add_argument("--tiny", action="store_true", help="the tiny profile instead (a quick check of this script)")
+    parser.add_argument("--candidates", action="store_true",
+                        help="fidelity and front half only (64², one step) of the reference and of candidate "
+                        "settings against the new defaults: which modes keep the fidelity rule")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     models = profiles.make_tiny(args.work / "tiny") if args.tiny else write_models(args.root or args.work / "models")
@@ -254,6 +257,8 @@ def main() -> None:
                       "size": "512x512 (default)", "steps": "30 (default)"}), flush=True)
 
     control_job = {"steps": 1, "width": 64, "height": 64, "seed": 1}
+    if args.candidates:
+        return candidates(models, args.work, compare, control, control_job, compared)
     new_jobs = [("whole", song, {"seed": 1})]
     if compare is not song:
         new_jobs.append(("compare", compare, {"seed": 1}))
@@ -293,6 +298,37 @@ def main() -> None:
         "openl3_frames_per_s_reference": ref["compare"]["openl3_frames_per_s"],
         "peak_rss_mb": new_peaks, "peak_rss_mb_reference": ref_peaks, "allocator": heap_allocator(),
     }), flush=True)
+
+
+#: Settings tried against the fidelity rule by ``--candidates`` (on top of the services' defaults).
+CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
+    "separator_float32": {"separator": {"precision": "float32"}},
+    "hop_0.2": {"audio_encoder": {"hop_seconds": 0.2}},
+    "separator_float32_hop_0.2": {"separator": {"precision": "float32"}, "audio_encoder": {"hop_seconds": 0.2}},
+}
+
+
+def candidates(models: dict[str, dict[str, Any]], work: Path, compare: Path, control: Path,
+               job: dict[str, Any], compared: float) -> None:
+    """The reference's û on the compared input and the control, then each candidate's: the rule per candidate."""
+    reference_settings = {k: {**models.get(k, {}), **REFERENCE.get(k, {})} for k in KINDS}
+    ref, _, ref_cache = phase("reference", reference_settings, work, [("compare", compare, job),
+                                                                      ("control", control, job)])
+    a_ref = pooled(ref_cache, ref["compare"]["metadata"]["fusion"]["audio_vector_sha256"])
+    a_other = pooled(ref_cache, ref["control"]["metadata"]["fusion"]["audio_vector_sha256"])
+    u_ref = direction(a_ref)
+    allowed = 0.1 * (1 - cos(u_ref, direction(a_other)))
+    for name, changes in CANDIDATES.items():
+        settings = {k: {**models.get(k, {}), **changes.get(k, {})} for k in KINDS}
+        new, _, cache = phase(name, settings, work, [("compare", compare, job)])
+        a_new = pooled(cache, new["compare"]["metadata"]["fusion"]["audio_vector_sha256"])
+        error = 1 - cos(direction(a_new), u_ref)
+        print(json.dumps({"candidate": name, "compared_on_seconds": compared, "pooled_cos": round(cos(a_new, a_ref), 6),
+                          "direction_error": float(f"{error:.3g}"), "allowed": float(f"{allowed:.3g}"),
+                          "rule_met": bool(cos(a_new, a_ref) >= 0.999 and error <= allowed),
+                          "front_s": new["compare"]["front_s"], "front_s_reference": ref["compare"]["front_s"],
+                          "front_speedup": round(ref["compare"]["front_s"] / new["compare"]["front_s"], 3)}),
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,11 @@ class AudioEncoderConfig(ServiceConfig):
     content_type: Literal["music", "env"] = Field("music", description="OpenL3 training content.")
     input_repr: Literal["mel256", "mel128", "linear"] = Field("mel256", description="OpenL3 input spectrogram.")
     embedding_size: Literal[512, 6144] = Field(512, description="Embedding dimension D.")
-    # 0.4 s (not OpenL3's usual 0.1): 4× fewer windows, and with bf16 the pooled song vector and fused
-    # direction stay within the fidelity rule of the hop-0.1 float32 reference on real music
-    # (scripts/fidelity_openl3.py); 0.5 s and 1 s did not.
-    hop_seconds: float = Field(0.4, ge=0.01, le=10, description="Seconds between consecutive frames.")
+    # 0.2 s (not OpenL3's usual 0.1): half the windows. Through the whole pipeline on real music
+    # (make bench-song --candidates: bf16 separator and OpenL3) 0.2 s keeps the fidelity rule against the
+    # float32 hop-0.1 reference (error 9.1e-5, allowed 1.12e-4); 0.4 s did not (3.65e-4), though on OpenL3
+    # alone and short excerpts it had (scripts/fidelity_openl3.py); 0.5 s and 1 s never did.
+    hop_seconds: float = Field(0.2, ge=0.01, le=10, description="Seconds between consecutive frames.")
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
         description="CNN compute dtype; auto = bfloat16 autocast on a CPU with native bf16 (AVX512-BF16/AMX), "
