@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="image width = height")
     parser.add_argument("--steps", type=int, default=3, help="denoising steps")
     parser.add_argument("--guidance", type=float, default=7.5)
-    parser.add_argument("--hop", type=float, default=0.5, help="OpenL3 hop in seconds (0.4 = the default)")
+    parser.add_argument("--hop", type=float, default=0.5, help="OpenL3 hop in seconds (the service default is 0.2)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each path (min and median)")
     parser.add_argument("--root", type=Path, default=None, help="where models go (kept; reused if written)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
