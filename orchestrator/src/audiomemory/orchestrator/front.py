@@ -26,7 +26,15 @@ import numpy as np
 from audiomemory.orchestrator.cache import AudioCache, CachedAudio, cache_key
 from audiomemory.orchestrator.compatibility import NAMES, Infos
 from audiomemory.orchestrator.decode import DecodedAudio
-from audiomemory.orchestrator.downstream import Downstream, Embedded, Frames, Queued, StemPiece, StemsStarted
+from audiomemory.orchestrator.downstream import (
+    Downstream,
+    Embedded,
+    Frames,
+    Queued,
+    StemFormat,
+    StemPiece,
+    StemsStarted,
+)
 from audiomemory.orchestrator.job import Job
 from audiomemory.orchestrator.pooling import STEM_ORDER, StemPool
 from audiomemory.v1 import common_pb2, orchestrator_pb2, tensor_pb2
@@ -77,15 +85,17 @@ class FrontHalf:
             yield Event(Stage.STAGE_EMBEDDING, stems, stems, "cache hit", cache_hit=True)
             return AudioVector(np.asarray(cached.pooled, np.float32), cache_hit=True)
         yield Event(Stage.STAGE_SEPARATING, 0, round(song.seconds), f"separating {song.seconds:.1f} s into stems")
-        pooled = yield from self._separate_and_embed(job, infos, song)
+        pooled = yield from self._separate_and_embed(job, infos, fmt, song)
         self.cache.put(key, CachedAudio(pooled))
         return AudioVector(pooled, cache_hit=False)
 
-    def _separate_and_embed(self, job: Job, infos: Infos, song: DecodedAudio) -> Generator[Event, None, np.ndarray]:
+    def _separate_and_embed(
+        self, job: Job, infos: Infos, fmt: StemFormat, song: DecodedAudio
+    ) -> Generator[Event, None, np.ndarray]:
         events: queue.Queue[Event] = queue.Queue()
         feed: queue.Queue[tuple[int, tensor_pb2.AudioChunk] | None] = queue.Queue(_FEED_PIECES)
-        separating = self.pool.submit(self._separate, job, infos, song, feed, events)
-        embedding = self.pool.submit(self._embed, job, infos, song, feed, events)
+        separating = self.pool.submit(self._separate, job, fmt, song, feed, events)
+        embedding = self.pool.submit(self._embed, job, infos, fmt, song, feed, events)
         while not embedding.done() or not events.empty():
             try:
                 yield events.get(timeout=_POLL_S)
@@ -97,11 +107,10 @@ class FrontHalf:
         return embedding.result()
 
     def _separate(
-        self, job: Job, infos: Infos, song: DecodedAudio,
+        self, job: Job, fmt: StemFormat, song: DecodedAudio,
         feed: queue.Queue[tuple[int, tensor_pb2.AudioChunk] | None], events: queue.Queue[Event],
     ) -> None:
         """Pump the separator's stems into ``feed``; report seconds separated (of the first stem)."""
-        fmt = self.downstream.stem_format(infos)
         total, frames, reported = round(song.seconds), 0, -1
         signal: dict[int, int] = {}  # the separator's stem index → the stem's place in STEM_ORDER
         try:
@@ -123,11 +132,10 @@ class FrontHalf:
             _put(job, feed, None)
 
     def _embed(
-        self, job: Job, infos: Infos, song: DecodedAudio,
+        self, job: Job, infos: Infos, fmt: StemFormat, song: DecodedAudio,
         feed: queue.Queue[tuple[int, tensor_pb2.AudioChunk] | None], events: queue.Queue[Event],
     ) -> np.ndarray:
         """The four stems in one ``Embed``; their frames pooled as they come."""
-        fmt = self.downstream.stem_format(infos)
         input_frames = max(1, round(song.frames * fmt.sample_rate / song.sample_rate))
         pool = StemPool(STEM_ORDER)
         pieces = _drain(job, feed)
