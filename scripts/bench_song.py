@@ -157,6 +157,7 @@ def run(address: str, song: Path, **options: Any) -> dict[str, Any]:
     start = time.perf_counter()
     marks: dict[str, float] = {}
     frames = 0
+    front_times: list[float] = []  # events from the first separation event to the last embedding event
     result: ImageResult | None = None
     with Client(address) as client:
         for event in client.create_image(song, lyrics=LYRICS, **options):
@@ -167,6 +168,8 @@ def run(address: str, song: Path, **options: Any) -> dict[str, Any]:
             name = orchestrator_pb2.Stage.Name(event.stage).removeprefix("STAGE_").lower()
             marks.setdefault(f"{name}_first", now)
             marks[f"{name}_last"] = now
+            if "separating_first" in marks and "encoding_text_first" not in marks:
+                front_times.append(now)
             if event.stage == Stage.STAGE_EMBEDDING:
                 frames = max(frames, event.total)
             if event.stage == Stage.STAGE_SEPARATING and event.total and event.current >= event.total:
@@ -180,6 +183,7 @@ def run(address: str, song: Path, **options: Any) -> dict[str, Any]:
         "separated_at_s": round(marks.get("separated", marks.get("separating_last", 0)), 2),
         "embedded_at_s": round(marks.get("embedding_last", 0), 2),
         "generate_s": round(marks.get("done_first", total) - marks.get("generating_first", 0), 2),
+        "max_event_gap_s": round(max(np.diff(front_times), default=0.0), 2),
         "openl3_frames": frames, "openl3_frames_per_s": round(frames / embed_s, 2) if embed_s > 0 else None,
         "metadata": result.metadata if result else {},
     }
@@ -279,6 +283,7 @@ def main() -> None:
             ("embedded at, new / ref (s)", f"{new_cmp['embedded_at_s']} / {ref['compare']['embedded_at_s']}"),
             ("generate new / ref (s)", f"{new_cmp['generate_s']} / {ref['compare']['generate_s']}"),
             ("whole job new / ref (s)", f"{new_cmp['total_s']} / {ref['compare']['total_s']}"),
+            ("longest wait for progress, separating and embedding (s)", new["whole"]["max_event_gap_s"]),
             ("OpenL3 frames/s new / ref",
              f"{new_cmp['openl3_frames_per_s']} / {ref['compare']['openl3_frames_per_s']}"),
             ("peak RSS new (MB)", new_peaks), ("peak RSS reference (MB)", ref_peaks)]
@@ -294,7 +299,7 @@ def main() -> None:
         "speedup": round(ref["compare"]["total_s"] / new_cmp["total_s"], 3),
         "pooled_cos": round(cos(a_new, a_ref), 6), "direction_cos": round(direction_cos, 6),
         "direction_cos_between_songs": round(between, 6), "direction_rule_met": rule,
-        "openl3_frames_per_s": new_cmp["openl3_frames_per_s"],
+        "openl3_frames_per_s": new_cmp["openl3_frames_per_s"], "max_event_gap_s": new["whole"]["max_event_gap_s"],
         "openl3_frames_per_s_reference": ref["compare"]["openl3_frames_per_s"],
         "peak_rss_mb": new_peaks, "peak_rss_mb_reference": ref_peaks, "allocator": heap_allocator(),
     }), flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -114,3 +115,42 @@ def test_a_twenty_minute_song_is_accepted_and_separated_and_embedded_as_it_strea
     assert separating.total == seconds
     embedding = seen[Stage.STAGE_EMBEDDING]
     assert 0 < embedding.current < embedding.total
+
+
+def test_progress_inside_separation_and_embedding_comes_at_least_every_30_s(
+    orchestrator_for_progress: RunningService, models: dict[str, RunningService]
+) -> None:
+    # A song several separator segments long: the separator's seconds and the encoder's frames are
+    # reported as they are done, a segment or a batch at a time, never 30 s of wall time without an
+    # event between the first separation event and the last embedding event.
+    segment = float(models["separator"].backend.describe().extra["segment"])
+    batch = int(models["audio_encoder"].backend.describe().extra["batch_size"])
+    seconds = 5 * segment
+    times: list[float] = []
+    events: list[orchestrator_pb2.StageEvent] = []
+    started = time.monotonic()
+    with grpc.insecure_channel(orchestrator_for_progress.address) as channel:
+        from audiomemory.v1 import orchestrator_pb2_grpc
+
+        from .conftest import requests
+
+        stub = orchestrator_pb2_grpc.OrchestratorStub(channel)
+        for response in stub.CreateImage(requests(encode_song("wav", 22050, 2, seconds), seed=1, steps=1), timeout=300):
+            if response.WhichOneof("item") == "event":
+                times.append(time.monotonic() - started)
+                events.append(response.event)
+    stages = [e.stage for e in events]
+    first, last = stages.index(Stage.STAGE_SEPARATING), len(stages) - 1 - stages[::-1].index(Stage.STAGE_EMBEDDING)
+    gaps = [b - a for a, b in itertools.pairwise(times[first : last + 1])]
+    assert max(gaps) <= 30, f"{max(gaps):.1f} s without progress"
+    separated = [e.current for e in events if e.stage == Stage.STAGE_SEPARATING]
+    embedded = [e.current for e in events if e.stage == Stage.STAGE_EMBEDDING]
+    assert separated[-1] == events[first].total == round(seconds)
+    assert len(set(separated)) >= 5 and max(b - a for a, b in itertools.pairwise(separated)) <= segment + 1
+    assert embedded[-1] == events[last].total and max(b - a for a, b in itertools.pairwise(embedded)) <= batch
+
+
+@pytest.fixture
+def orchestrator_for_progress(start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
+                              ) -> RunningService:
+    return start_orchestrator(models)
