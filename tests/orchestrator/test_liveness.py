@@ -123,8 +123,10 @@ def test_progress_inside_separation_and_embedding_comes_at_least_every_30_s(
     # A song several separator segments long: the separator's seconds and the encoder's frames are
     # reported as they are done, a segment or a batch at a time, never 30 s of wall time without an
     # event between the first separation event and the last embedding event.
-    segment = float(models["separator"].backend.describe().extra["segment"])
-    batch = int(models["audio_encoder"].backend.describe().extra["batch_size"])
+    separator: Any = models["separator"].backend
+    encoder: Any = models["audio_encoder"].backend
+    segment = float(separator.describe().extra["segment"])
+    batch = int(encoder.describe().extra["batch_size"])
     seconds = 5 * segment
     times: list[float] = []
     events: list[orchestrator_pb2.StageEvent] = []
