@@ -96,3 +96,33 @@ def test_a_refused_call_carries_a_retry_hint_the_clients_retry_policy_honours(
     assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "retry in about 5 s" in info.value.details()
     assert ("grpc-retry-pushback-ms", "5000") in tuple(info.value.trailing_metadata())
+
+
+def test_a_capacity_is_shared_by_weight_in_arrival_order_and_resize_gives_room_back() -> None:
+    gate = Gate(concurrency=4, max_queue=4, capacity=100)
+    gate.ready.set()
+    with gate.admit(weight=60) as first:
+        first.take()
+        with gate.admit(weight=50) as heavy, gate.admit(weight=10) as light:
+            assert not gate._try_take(heavy)  # 60 + 50 > 100
+            assert not gate._try_take(light)  # it would fit, but the heavier call came first
+            first.resize(80)  # only ever lowered
+            assert first.weight == 60
+            first.resize(40)
+            assert gate.used == 40
+            heavy.take()
+            light.take()
+            assert gate.used == 100 and gate.running_count == 3
+    assert (gate.used, gate.running_count, gate.waiting_count) == (0, 0, 0)
+
+
+def test_a_weight_over_the_capacity_runs_alone() -> None:
+    gate = Gate(concurrency=4, max_queue=4, capacity=100)
+    gate.ready.set()
+    with gate.admit(weight=10**9) as huge:
+        huge.take()
+        assert huge.weight == 100
+        with gate.admit(weight=1) as small:
+            assert not gate._try_take(small)
+    with gate.admit(weight=1) as small:
+        small.take()

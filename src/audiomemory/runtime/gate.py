@@ -13,6 +13,12 @@ refused with RESOURCE_EXHAUSTED saying how busy the service is. Two ways to take
 
 A caller that goes away while waiting is dropped from the queue (``Cancelled``); the slot is always
 given back, whatever ends the block.
+
+A gate may also have a ``capacity`` that admitted calls share by ``weight`` (the orchestrator's budget of
+decoded audio in bytes): a call takes its slot when a slot is free *and* its weight fits beside what the
+holders hold (a weight above the capacity counts as the whole capacity, so it runs alone); still first
+come, first served, so a heavy call is not starved by light ones behind it. ``Turn.resize`` lowers a
+holder's weight once it knows its real size.
 """
 
 from __future__ import annotations
@@ -38,10 +44,11 @@ RETRY_AFTER_S = 5.0
 class Turn:
     """One admitted call's place in the gate: waiting until ``waiting()`` ends, then holding a slot."""
 
-    def __init__(self, gate: Gate, ticket: int, context: grpc.ServicerContext | None) -> None:
+    def __init__(self, gate: Gate, ticket: int, context: grpc.ServicerContext | None, weight: int = 0) -> None:
         self._gate = gate
         self.ticket = ticket
         self._context = context
+        self.weight = gate._fit(weight)
         self.holding = False
 
     @property
@@ -54,7 +61,7 @@ class Turn:
         last = time.monotonic()
         first = True
         while not self.holding:
-            if self._gate._try_take(self.ticket):
+            if self._gate._try_take(self):
                 self.holding = True
                 return
             if self._context is not None and not self._context.is_active():
@@ -70,13 +77,19 @@ class Turn:
         for _ in self.waiting(every=float("inf")):
             pass
 
+    def resize(self, weight: int) -> None:
+        """Hold ``weight`` from now on, if that is less than held (what is given back may admit others)."""
+        self._gate._resize(self, weight)
+
 
 class Gate:
     """Readiness plus a bounded, first-come-first-served queue in front of the model."""
 
-    def __init__(self, concurrency: int = 1, max_queue: int = 8) -> None:
+    def __init__(self, concurrency: int = 1, max_queue: int = 8, capacity: int | None = None) -> None:
         self.concurrency = concurrency
         self.max_queue = max_queue
+        self.capacity = capacity
+        self.used = 0  # the holders' weights
         self.ready = threading.Event()
         self.load_error: str | None = None
         self._cond = threading.Condition()
@@ -101,8 +114,9 @@ class Gate:
             return self._running
 
     @contextlib.contextmanager
-    def admit(self, context: grpc.ServicerContext | None = None) -> Iterator[Turn]:
-        """A place in the queue (RESOURCE_EXHAUSTED when it is full); the slot, once taken, is freed on exit."""
+    def admit(self, context: grpc.ServicerContext | None = None, weight: int = 0) -> Iterator[Turn]:
+        """A place in the queue (RESOURCE_EXHAUSTED when it is full); the slot, once taken, is freed on exit.
+        ``weight``: the share of ``capacity`` the call holds with its slot."""
         self.check_ready()
         with self._cond:
             if self._running + len(self._waiting) >= self.concurrency + self.max_queue:
@@ -114,13 +128,14 @@ class Gate:
                 )
             ticket = next(self._tickets)
             self._waiting.append(ticket)
-        turn = Turn(self, ticket, context)
+        turn = Turn(self, ticket, context, weight)
         try:
             yield turn
         finally:
             with self._cond:
                 if turn.holding:
                     self._running -= 1
+                    self.used -= turn.weight
                 elif ticket in self._waiting:
                     self._waiting.remove(ticket)
                 self._cond.notify_all()
@@ -137,13 +152,26 @@ class Gate:
         with self._cond:
             return self._waiting.index(ticket) + 1 if ticket in self._waiting else 0
 
-    def _try_take(self, ticket: int) -> bool:
+    def _fit(self, weight: int) -> int:
+        return max(0, weight if self.capacity is None else min(weight, self.capacity))
+
+    def _try_take(self, turn: Turn) -> bool:
         with self._cond:
-            if self._running < self.concurrency and self._waiting and self._waiting[0] == ticket:
+            fits = self.capacity is None or self.used + turn.weight <= self.capacity
+            if self._running < self.concurrency and fits and self._waiting and self._waiting[0] == turn.ticket:
                 self._waiting.pop(0)
                 self._running += 1
+                self.used += turn.weight
                 return True
             return False
+
+    def _resize(self, turn: Turn, weight: int) -> None:
+        with self._cond:
+            weight = self._fit(weight)
+            if turn.holding and weight < turn.weight:
+                self.used -= turn.weight - weight
+                turn.weight = weight
+                self._cond.notify_all()
 
     def _wait(self, timeout: float) -> None:
         with self._cond:

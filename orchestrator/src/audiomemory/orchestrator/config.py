@@ -61,7 +61,14 @@ class OrchestratorConfig(ServiceConfig):
 
     model_config = SettingsConfigDict(env_prefix="AUDIOMEMORY_ORCHESTRATOR_", extra="forbid", validate_default=True)
 
-    concurrency: int = Field(4, ge=1, description="Jobs running at once (each waits mostly on services).")
+    concurrency: int = Field(
+        2, ge=1, description="Jobs running at once (each waits mostly on services; each holds its song)."
+    )
+    max_audio_bytes: int = Field(
+        1 << 30, ge=1, description="Decoded audio (float32) of the running jobs, in bytes: a job waits for room "
+        "for a song of max_seconds in its file's format before it reads the rest (default: two 20-minute "
+        "48 kHz stereo songs).",
+    )
 
     separator_target: str = Field("127.0.0.1:50052", description="gRPC target of the separator.")
     audio_encoder_target: str = Field("127.0.0.1:50053", description="gRPC target of the audio encoder.")

@@ -184,23 +184,42 @@ def _decode_samples(
     return samples.result()
 
 
-def check_declared_length(head: bytes | bytearray, *, filename: str, max_seconds: float) -> None:
-    """Refuse an upload from the bytes received so far when they already declare more than ``max_seconds``
-    — the header's length (FLAC, MP4, MP3 with a Xing header) or FFmpeg's estimate from the bytes so far,
-    which only grows as more arrive and is the one ``decode_audio`` applies to the whole file — so that
-    a caller learns it before sending the rest. Says nothing when the bytes cannot be read yet."""
+@dataclass(frozen=True)
+class Peek:
+    """What the first bytes of an upload say: its declared length (if any) and the decoded format."""
+
+    declared_seconds: float | None
+    sample_rate: int
+    channels: int  # as decoded: 1 or 2
+
+
+def peek(head: bytes | bytearray) -> Peek | None:
+    """Read the header of a partial upload; None while the bytes cannot be read as audio yet."""
     try:
         with av.open(io.BytesIO(head), mode="r") as container:
             if not container.streams.audio:
-                return
-            declared = _declared_seconds(container, container.streams.audio[0])
+                return None
+            stream = container.streams.audio[0]
+            ctx = stream.codec_context
+            return Peek(_declared_seconds(container, stream), int(ctx.sample_rate),
+                        1 if ctx.layout.nb_channels == 1 else 2)
     except (av.error.FFmpegError, ValueError, IndexError):
-        return
+        return None
+
+
+def check_declared_length(head: bytes | bytearray, *, filename: str, max_seconds: float) -> Peek | None:
+    """Refuse an upload from the bytes received so far when they already declare more than ``max_seconds``
+    — the header's length (FLAC, MP4, MP3 with a Xing header) or FFmpeg's estimate from the bytes so far,
+    which only grows as more arrive and is the one ``decode_audio`` applies to the whole file — so that
+    a caller learns it before sending the rest. Returns what the bytes say (None: nothing readable yet)."""
+    seen = peek(head)
+    declared = seen.declared_seconds if seen is not None else None
     if declared is not None and declared > max_seconds * 1.01:
         what = repr(filename) if filename else "the upload"
         raise ResourceExhausted(
             f"file: {what} is at least {declared:.1f} s long, over the limit of {max_seconds:.0f} s"
         )
+    return seen
 
 
 def _declared_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:

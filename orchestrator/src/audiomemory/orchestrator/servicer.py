@@ -19,6 +19,7 @@ are cancelled when the caller goes away or the job ends (``job.py``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Generator, Iterator
@@ -39,12 +40,13 @@ from audiomemory.orchestrator.pooling import STEM_ORDER
 from audiomemory.runtime.backend import ModelInfo, package_version
 from audiomemory.runtime.codec import iter_pieces
 from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
-from audiomemory.runtime.gate import Gate
+from audiomemory.runtime.gate import Gate, Turn
 from audiomemory.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 
 Stage = orchestrator_pb2.Stage
 PACKAGE = "audiomemory-orchestrator"
 PROBE_BYTES = 256 * 1024  # the first look at an upload's length; then at every doubling
+MB = 1_000_000
 T = TypeVar("T")
 
 
@@ -66,6 +68,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             max_workers=3 * (config.concurrency + config.max_queue), thread_name_prefix="am-orch-job"
         )
         self.front = FrontHalf(downstream, AudioCache(config.cache_dir, config.cache_max_bytes), self._pool)
+        # Decoded audio in flight, in bytes: only running jobs ask (so it never refuses), in arrival order.
+        self.memory = Gate(config.concurrency, config.concurrency, capacity=config.max_audio_bytes)
+        self.memory.ready.set()
 
     def identity(self) -> common_pb2.ModelInfo:
         """The orchestrator's own ``ModelInfo``: its version and the fusion settings that shape an image."""
@@ -97,16 +102,16 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         job = Job(context, self.config.stall_seconds)
         context.add_callback(job.cancel_all)  # the caller going away cancels every downstream call
         try:
-            with self.gate.admit(context) as turn:  # nothing of a queued job is read until it runs
-                for position in turn.waiting():
+            with self.gate.admit(context) as turn, contextlib.ExitStack() as held:
+                for position in turn.waiting():  # nothing of a queued job is read until it runs
                     yield _event(Event(Stage.STAGE_QUEUED, position, 0,
                                        f"waiting for a free job slot (place {position} in line)"))
-                yield from self._run(job, request_iterator)
+                yield from self._run(job, request_iterator, held)
         finally:
             job.cancel_all()  # a failed or finished job leaves nothing running
 
     def _run(
-        self, job: Job, requests: Iterator[orchestrator_pb2.CreateImageRequest]
+        self, job: Job, requests: Iterator[orchestrator_pb2.CreateImageRequest], held: contextlib.ExitStack
     ) -> Iterator[orchestrator_pb2.CreateImageResponse]:
         sent = _first_options(requests)
         opts = parse_options(sent, self.fusion)                                        # 1
@@ -114,10 +119,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self.downstream.check(infos)
         window = check_with_services(opts, infos)
         yield _event(Event(Stage.STAGE_UPLOADING, message="receiving the song file"))  # 3
-        data, sha256 = self._receive(job, requests, opts.filename)
+        data, sha256, room = yield from self._receive(job, requests, opts.filename, held)
         yield _event(Event(Stage.STAGE_DECODING, message=f"decoding {len(data)} bytes"))
         song = decode_audio(data, filename=opts.filename, max_bytes=self.config.max_upload_bytes,
                             max_seconds=self.config.max_seconds)
+        room.resize(song.samples.nbytes)
         upload_bytes = len(data)
         del data
         job.check()
@@ -145,14 +151,17 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         yield from _result(embed_metadata(painted.png, metadata), metadata, painted)
 
     def _receive(
-        self, job: Job, requests: Iterator[orchestrator_pb2.CreateImageRequest], filename: str
-    ) -> tuple[bytearray, str]:
-        """The song file's bytes (capped at ``max_upload_bytes``) and their SHA-256. A song that shows it
-        is longer than ``max_seconds`` is refused while it is still coming (probed as the bytes double)."""
+        self, job: Job, requests: Iterator[orchestrator_pb2.CreateImageRequest], filename: str,
+        held: contextlib.ExitStack,
+    ) -> Generator[orchestrator_pb2.CreateImageResponse, None, tuple[bytearray, str, Turn]]:
+        """The song file's bytes (capped at ``max_upload_bytes``), their SHA-256 and the job's room for its
+        decoded audio. A song that shows it is longer than ``max_seconds`` is refused while it is still
+        coming (probed as the bytes double); once the header tells the format, the job waits for room."""
         limit = self.config.max_upload_bytes
         buf = bytearray()
         digest = hashlib.sha256()
         probe_at = PROBE_BYTES
+        room: Turn | None = None
         for i, req in enumerate(requests, start=1):
             if req.WhichOneof("item") != "file_chunk":
                 raise InvalidInput(f"requests[{i}]: options come only once, first; then file_chunk messages")
@@ -161,10 +170,26 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             buf += req.file_chunk
             digest.update(req.file_chunk)
             if len(buf) >= probe_at:
-                check_declared_length(buf, filename=filename, max_seconds=self.config.max_seconds)
+                seen = check_declared_length(buf, filename=filename, max_seconds=self.config.max_seconds)
                 probe_at *= 2
+                if room is None and seen is not None:
+                    room = yield from self._room(job, held, seen.sample_rate * seen.channels)
+        if room is None:  # unreadable so far (decode_audio will say what it is): the widest format
+            room = yield from self._room(job, held, 48_000 * 2)
         job.check()
-        return buf, digest.hexdigest()  # decode_audio reads a bytearray as it is: no copy
+        return buf, digest.hexdigest(), room  # decode_audio reads a bytearray as it is: no copy
+
+    def _room(
+        self, job: Job, held: contextlib.ExitStack, samples_per_second: int
+    ) -> Generator[orchestrator_pb2.CreateImageResponse, None, Turn]:
+        """Wait for room for a song of ``max_seconds`` in this format (float32) in ``max_audio_bytes``;
+        held until the job ends (``Turn.resize`` gives back what the decoded song does not need)."""
+        room = held.enter_context(self.memory.admit(job.context, int(self.config.max_seconds * samples_per_second * 4)))
+        for position in room.waiting():
+            yield _event(Event(Stage.STAGE_QUEUED, position, 0, (
+                f"waiting for memory: {self.memory.used / MB:.0f} of max_audio_bytes "
+                f"{self.config.max_audio_bytes / MB:.0f} MB of decoded audio in flight (place {position} in line)")))
+        return room
 
     def _paint(
         self, job: Job, painting: Painting, asked: int

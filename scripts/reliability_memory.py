@@ -1,0 +1,143 @@
+"""Memory under many callers: peak RSS of ``audiomemory up`` with 2, then 8 clients uploading a long song at once.
+
+The job budget (docs/DESIGN.md §4) says memory must not grow with the number of waiting callers: a queued
+job is not read until it runs, and running jobs share ``max_audio_bytes`` of decoded audio. Here, for each
+client count, a fresh ``audiomemory up --models tiny`` (all five services in one process, as a new user
+runs it) gets that many clients at once, each uploading the same ``--song-minutes`` MP3 (a synthetic one,
+stereo 44.1 kHz, written with PyAV). A client whose job reaches its first embedded frames — the song is
+decoded, separated and streaming — cancels it (a whole 18-minute job on the tiny profile's full-size
+OpenL3 would take half an hour a job); every call's final status is recorded (OK, RESOURCE_EXHAUSTED, or
+CANCELLED by its client; anything else is a failure), health is checked while they run and after, and
+the process's peak RSS (VmHWM) is read at the end.
+
+    python scripts/reliability_memory.py --song-minutes 18 --clients 2 8
+
+Prints one JSON line per client count and a last one with the growth and whether it is within 512 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import av
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from audiomemory.client import Client, ImageResult
+from audiomemory.v1 import orchestrator_pb2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import progress  # a sibling script
+
+RATE = 44_100
+
+
+def write_mp3(path: Path, minutes: float) -> Path:
+    """A stereo chord with a little noise, ``minutes`` long, as a 128 kb/s MP3 (10 s at a time)."""
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", format="mp3") as container:
+        stream: Any = container.add_stream("libmp3lame", rate=RATE, layout="stereo")
+        stream.bit_rate = 128_000
+        for start in range(0, int(minutes * 60), 10):
+            t = (start * RATE + np.arange(10 * RATE)) / RATE
+            tone = 0.2 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 330 * t)
+            block = np.stack([tone, tone * 0.8]) + 0.01 * rng.standard_normal((2, t.size))
+            frame = av.AudioFrame.from_ndarray(block.astype(np.float32), format="fltp", layout="stereo")
+            frame.sample_rate = RATE
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def client(address: str, song: Path, seed: int, statuses: list[str]) -> None:
+    """One caller: upload, follow the events, cancel once frames are embedded; record how the call ended."""
+    try:
+        with Client(address) as c:
+            for event in c.create_image(song, lyrics="a long song", seed=seed, steps=1):
+                if isinstance(event, ImageResult):
+                    statuses.append("OK")
+                    return
+                if event.stage == orchestrator_pb2.Stage.STAGE_EMBEDDING and event.current > 0:
+                    statuses.append("CANCELLED")  # by this client: leaving the loop cancels the call
+                    return
+    except grpc.RpcError as exc:
+        statuses.append(exc.code().name)
+
+
+def serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def one_run(clients: int, song: Path) -> dict[str, Any]:
+    """A fresh ``up --models tiny``, ``clients`` callers at once; statuses, health and peak RSS."""
+    cmd = [sys.executable, "-m", "audiomemory.cli.main", "up", "--models", "tiny"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        address = next(m.group(1) for line in proc.stdout if (m := re.match(r"orchestrator\s+(\S+)", line)))
+        statuses: list[str] = []
+        threads = [threading.Thread(target=client, args=(address, song, seed, statuses))
+                   for seed in range(clients)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        healthy = True
+        while any(t.is_alive() for t in threads):
+            healthy &= serving(address)
+            time.sleep(5)
+        healthy &= serving(address)
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        peak = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+        return {"clients": clients, "peak_rss_mb": round(peak, 1), "statuses": dict(Counter(statuses)),
+                "health_serving_throughout": healthy, "wall_s": round(time.monotonic() - started, 1)}
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--song-minutes", type=float, default=18.0)
+    parser.add_argument("--clients", type=int, nargs="+", default=[2, 8])
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "audiomemory-reliability")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    song = args.work / f"song-{args.song_minutes:g}min.mp3"
+    if not song.exists():
+        progress(f"writing a {args.song_minutes:g}-minute MP3")
+        write_mp3(song, args.song_minutes)
+    runs = []
+    for count in args.clients:
+        progress(f"{count} clients")
+        runs.append(one_run(count, song))
+        print(json.dumps(runs[-1]), flush=True)
+    allowed = {"OK", "RESOURCE_EXHAUSTED", "CANCELLED"}
+    growth = runs[-1]["peak_rss_mb"] - runs[0]["peak_rss_mb"]
+    print(json.dumps({
+        "song_mb": round(song.stat().st_size / 1e6, 1), "song_minutes": args.song_minutes,
+        "growth_mb": round(growth, 1), "growth_within_512_mb": growth <= 512,
+        "only_ok_exhausted_or_cancelled": all(set(r["statuses"]) <= allowed for r in runs),
+        "health_serving_throughout": all(r["health_serving_throughout"] for r in runs),
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
