@@ -34,6 +34,8 @@ MODEL_SERVICES = {
 ALL_SERVICES = {**MODEL_SERVICES, "orchestrator": "orchestrator"}
 GRPC_PORT = 50051
 METRICS_PORT = 9090
+HEALTH_PORT = 8081  # plaintext grpc.health.v1 only, for kubelet's probes (the gRPC port speaks TLS)
+CERT_MANAGER = "cert-manager.io/v1"  # not in Kubernetes' own schema: checked by what they must say
 
 Obj = dict[str, Any]
 
@@ -172,6 +174,9 @@ def test_every_rendered_object_validates_strictly_against_current_kubernetes(doc
     assert (major, minor) >= (1, 33), f"kubernetes-validate only knows {version}; want a current release"
     assert len(docs) >= 20
     for doc in docs:
+        if doc["apiVersion"] == CERT_MANAGER:
+            assert doc["kind"] in ("Issuer", "Certificate") and doc["spec"], doc["metadata"]["name"]
+            continue
         # Raises ValidationError naming the field on any schema violation or unknown property.
         kubernetes_validate.validate(doc, version, strict=True)
 
@@ -302,7 +307,7 @@ def test_pdb_covers_the_generator_pods_and_still_lets_a_node_drain(docs: list[Ob
 # ---------------------------------------------------------------- containers
 
 
-def test_probes_are_native_grpc_on_the_port_the_service_binds(docs: list[Obj]) -> None:
+def test_probes_are_native_grpc_on_the_plaintext_health_port_the_service_binds(docs: list[Obj]) -> None:
     for name, kind in ALL_SERVICES.items():
         (container,) = one(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"]
         env = container_env(docs, container)
@@ -311,10 +316,11 @@ def test_probes_are_native_grpc_on_the_port_the_service_binds(docs: list[Obj]) -
         assert env[prefix + "HOST"] == "0.0.0.0", "a pod must listen beyond loopback"
         assert int(env[prefix + "PORT"]) == ports["grpc"] == GRPC_PORT
         assert int(env[prefix + "METRICS_PORT"]) == ports["metrics"] == METRICS_PORT
+        assert int(env[prefix + "HEALTH_PORT"]) == ports["health"] == HEALTH_PORT
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             spec = container[probe]
             assert set(spec) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"grpc"}, f"{name} {probe}"
-            assert spec["grpc"]["port"] == ports["grpc"], f"{name} {probe} must probe the gRPC port"
+            assert spec["grpc"]["port"] == ports["health"], f"{name} {probe} must probe the health port"
             assert isinstance(spec["grpc"]["port"], int)
 
 
@@ -404,6 +410,49 @@ def test_models_pull_job_runs_models_pull_in_every_model_image(docs: list[Obj]) 
         assert c["command"] == ["audiomemory", "models", "pull", "--only", kind]
         images.add(image)
     assert images == {f"audiomemory/{name}" for name in MODEL_SERVICES}
+
+
+def mounted_secret(pod: Obj, container: Obj, path: str) -> str:
+    """The Secret whose volume is mounted at the folder of ``path`` in ``container``."""
+    folder = str(Path(path).parent)
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == folder]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert mount.get("readOnly") is True, f"{folder} must be mounted read-only"
+    return str(volume["secret"]["secretName"])
+
+
+def test_tls_everywhere_mtls_inside_and_tokens_at_the_front_door(docs: list[Obj]) -> None:
+    certificates = {c["spec"]["secretName"]: c["spec"] for c in objects(docs, "Certificate").values()}
+    for name, kind in ALL_SERVICES.items():
+        pod = one(docs, "Deployment", name)["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = container_env(docs, container)
+        prefix = f"AUDIOMEMORY_{kind.upper()}_"
+        secret = mounted_secret(pod, container, env[prefix + "TLS_CERT"])
+        assert mounted_secret(pod, container, env[prefix + "TLS_KEY"]) == secret
+        assert "server auth" in certificates[secret]["usages"], f"{name}: {secret} must be a server certificate"
+        if name in MODEL_SERVICES:  # only a holder of a certificate from the internal CA gets in
+            assert mounted_secret(pod, container, env[prefix + "TLS_CLIENT_CA"]) == secret
+    orchestrator = one(docs, "Deployment", "orchestrator")["spec"]["template"]["spec"]
+    container = orchestrator["containers"][0]
+    env = container_env(docs, container)
+    assert mounted_secret(orchestrator, container, env["AUDIOMEMORY_ORCHESTRATOR_AUTH_TOKENS"]) == "orchestrator-tokens"
+    client = mounted_secret(orchestrator, container, env["AUDIOMEMORY_ORCHESTRATOR_DOWNSTREAM_TLS_CERT"])
+    assert "client auth" in certificates[client]["usages"]
+    model_secret = mounted_secret(orchestrator, container, env["AUDIOMEMORY_ORCHESTRATOR_DOWNSTREAM_TLS_CA"])
+    # Every target the orchestrator dials is a name on the certificate the model services present.
+    for key, value in env.items():
+        if key.endswith("_TARGET"):
+            host = value.removeprefix("dns:///").rsplit(":", 1)[0]
+            assert host in certificates[model_secret]["dnsNames"], f"{key}: {host} not on {model_secret}"
+
+
+def test_the_health_port_is_open_to_probes_and_the_grpc_port_still_only_to_the_orchestrator(
+    docs: list[Obj]
+) -> None:
+    node = {"app": "kubelet"}
+    for name in ALL_SERVICES:
+        assert traffic_allowed(docs, node, pod_labels(docs, "Deployment", name), HEALTH_PORT), name
 
 
 # ---------------------------------------------------------------- network

@@ -117,3 +117,17 @@ def test_a_token_is_never_sent_in_the_clear_and_half_a_tls_pair_is_refused(tiny_
         definition("text_encoder").config_class(tls_cert=certs.cert, **tiny_clip)
     with pytest.raises(ValueError, match="need TLS"):
         definition("text_encoder").config_class(auth_tokens=certs.ca, **tiny_clip)
+
+
+def test_a_plaintext_health_port_answers_probes_and_nothing_else_while_the_main_port_needs_mtls(
+    secure: Callable[..., RunningService], certs: Certs
+) -> None:
+    # kubelet's gRPC probes do not speak TLS: health_port serves grpc.health.v1 in the clear, alone.
+    svc = secure(tls_client_ca=certs.ca, health_port=0)
+    assert svc.health_port
+    with grpc.insecure_channel(f"127.0.0.1:{svc.health_port}") as plain:
+        assert health(plain, SERVICE) == 1
+        assert health(plain, "") == 1
+        assert describe(plain) is grpc.StatusCode.UNIMPLEMENTED
+    with grpc.insecure_channel(svc.address) as plain:
+        assert describe(plain) is grpc.StatusCode.UNAVAILABLE

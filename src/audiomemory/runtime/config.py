@@ -27,6 +27,10 @@ class ServiceConfig(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface to bind (0.0.0.0 in containers).")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus HTTP port; 0 = free one.")
+    health_port: int | None = Field(
+        None, ge=0, le=65535, description="A plaintext port serving only grpc.health.v1 (kubelet's gRPC probes "
+        "do not speak TLS); None = health only on the main port; 0 = a free one.",
+    )
     backend: str = Field("", description="Registered backend name (entry point).")
     device: str = Field("auto", description="auto (CUDA if present), cpu, cuda, cuda:N.")
     max_workers: int = Field(8, ge=1, description="gRPC handler threads.")

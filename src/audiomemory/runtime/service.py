@@ -90,6 +90,8 @@ class RunningService:
         self.interceptor = interceptor
         self.metrics = interceptor.metrics
         self.metrics_port: int | None = None
+        self.health_port: int | None = None
+        self._health_server: grpc.Server | None = None
         self._http: Any = None
         self._stopped = threading.Event()
         self._loader: threading.Thread | None = None
@@ -150,6 +152,8 @@ class RunningService:
             log.warning("%s: grace period over, cancelling the calls still in flight", self.definition.kind)
         # Handlers have returned; a short grace lets their last messages and statuses reach the callers.
         self.server.stop(5.0 if drained else 0).wait()
+        if self._health_server is not None:
+            self._health_server.stop(0).wait()
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
@@ -215,6 +219,8 @@ def start_service(
     running = RunningService(definition, config, backend, server, port, gate, health_servicer, interceptor)
     running._set_serving(False)
     server.start()
+    if config.health_port is not None:
+        running._health_server, running.health_port = _health_only(config, health_servicer)
     if config.metrics_port is not None:
         http, _ = start_http_server(config.metrics_port, addr=config.host, registry=metrics.registry)
         running._http = http
@@ -224,6 +230,17 @@ def start_service(
     if wait:
         running.wait_ready(wait_timeout)
     return running
+
+
+def _health_only(config: ServiceConfig, servicer: health.HealthServicer) -> tuple[grpc.Server, int]:
+    """A plaintext server on ``health_port`` with the service's health servicer and nothing else."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="am-health"))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port(f"{config.host}:{config.health_port}")
+    if port == 0:
+        raise OSError(f"could not bind the health port {config.host}:{config.health_port}")
+    server.start()
+    return server, port
 
 
 def serve_forever(definition: ServiceDefinition, config: ServiceConfig) -> None:
