@@ -24,7 +24,7 @@ PRELOAD = $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
 CHECKOV := .venv-checkov/.installed
 
 .PHONY: system venv dev protos check-protos lint typecheck test demo clean \
-	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc bench-song
+	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc bench-song reliability
 
 $(STAMP): pyproject.toml services/*/pyproject.toml orchestrator/pyproject.toml bench/pyproject.toml \
 		requirements-dev.txt
@@ -97,3 +97,10 @@ bench-alloc: $(STAMP)
 
 clean:
 	rm -rf $(OUT) .mypy_cache .ruff_cache .pytest_cache
+
+# Reliability figures (RELIABILITY.md): memory under 2 and 8 callers of an 18-minute song, a 200-job soak,
+# every refused credential, and the fuzz and bad-input catalogue at full size.
+reliability: $(STAMP) system
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/reliability_memory.py --song-minutes 18 --clients 2 8
+	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/reliability_soak.py --jobs 200
+	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/reliability_auth.py --repeat 50

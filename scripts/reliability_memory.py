@@ -1,14 +1,15 @@
 """Memory under many callers: peak RSS of ``audiomemory up`` with 2, then 8 clients uploading a long song at once.
 
 The job budget (docs/DESIGN.md §4) says memory must not grow with the number of waiting callers: a queued
-job is not read until it runs, and running jobs share ``max_audio_bytes`` of decoded audio. Here, for each
-client count, a fresh ``audiomemory up --models tiny`` (all five services in one process, as a new user
-runs it) gets that many clients at once, each uploading the same ``--song-minutes`` MP3 (a synthetic one,
-stereo 44.1 kHz, written with PyAV). A client whose job reaches its first embedded frames — the song is
-decoded, separated and streaming — cancels it (a whole 18-minute job on the tiny profile's full-size
-OpenL3 would take half an hour a job); every call's final status is recorded (OK, RESOURCE_EXHAUSTED, or
-CANCELLED by its client; anything else is a failure), health is checked while they run and after, and
-the process's peak RSS (VmHWM) is read at the end.
+job is not read until it runs, and running jobs share ``max_audio_bytes`` of decoded audio. One
+``audiomemory up --models tiny`` (all five services in one process, as a new user runs it; the command
+preloads tcmalloc itself when it is installed) gets, for each client count in turn, that many clients
+at once, each uploading the same ``--song-minutes`` MP3 (a synthetic one, stereo 44.1 kHz, written with
+PyAV); the process's peak RSS is reset in between (``/proc/PID/clear_refs``), so each count has its own
+peak. A client whose job reaches its first embedded frames — the song is decoded, separated and
+streaming — cancels it (a whole 18-minute job on the tiny profile's full-size OpenL3 would take half an
+hour a job); every call's final status is recorded (OK, RESOURCE_EXHAUSTED, or CANCELLED by its client;
+anything else is a failure), and health is checked every 2 s while they run and after.
 
     python scripts/reliability_memory.py --song-minutes 18 --clients 2 8
 
@@ -35,6 +36,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from audiomemory.client import Client, ImageResult
+from audiomemory.runtime.allocator import heap_allocator
 from audiomemory.v1 import orchestrator_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -77,40 +79,61 @@ def client(address: str, song: Path, seed: int, statuses: list[str]) -> None:
         statuses.append(exc.code().name)
 
 
-def serving(address: str) -> bool:
+def serving(address: str, problems: list[str]) -> bool:
+    """Whether health says SERVING now; what it said otherwise goes to ``problems``."""
     with grpc.insecure_channel(address) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-        except grpc.RpcError:
+        except grpc.RpcError as exc:
+            problems.append(f"{exc.code().name}: {exc.details()}")
             return False
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            problems.append(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def one_run(clients: int, song: Path) -> dict[str, Any]:
-    """A fresh ``up --models tiny``, ``clients`` callers at once; statuses, health and peak RSS."""
+def callers(address: str, clients: int, song: Path) -> dict[str, Any]:
+    """``clients`` callers at once; their statuses and whether health said SERVING throughout."""
+    statuses: list[str] = []
+    threads = [threading.Thread(target=client, args=(address, song, seed, statuses)) for seed in range(clients)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    healthy, problems = True, list[str]()
+    while any(t.is_alive() for t in threads):
+        healthy &= serving(address, problems)
+        time.sleep(2)
+    healthy &= serving(address, problems)
+    return {"clients": clients, "statuses": dict(Counter(statuses)), "health_serving_throughout": healthy,
+            "health_problems": problems[:3], "wall_s": round(time.monotonic() - started, 1)}
+
+
+def measure(counts: list[int], song: Path) -> list[dict[str, Any]]:
+    """One ``up --models tiny``; for each count, that many callers at once and the peak RSS while they ran
+    (the kernel's high-water mark, reset between counts through ``/proc/PID/clear_refs``)."""
     cmd = [sys.executable, "-m", "audiomemory.cli.main", "up", "--models", "tiny"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
         address = next(m.group(1) for line in proc.stdout if (m := re.match(r"orchestrator\s+(\S+)", line)))
-        statuses: list[str] = []
-        threads = [threading.Thread(target=client, args=(address, song, seed, statuses))
-                   for seed in range(clients)]
-        started = time.monotonic()
-        for thread in threads:
-            thread.start()
-        healthy = True
-        while any(t.is_alive() for t in threads):
-            healthy &= serving(address)
-            time.sleep(5)
-        healthy &= serving(address)
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        peak = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
-        return {"clients": clients, "peak_rss_mb": round(peak, 1), "statuses": dict(Counter(statuses)),
-                "health_serving_throughout": healthy, "wall_s": round(time.monotonic() - started, 1)}
+        status = Path(f"/proc/{proc.pid}/status")
+        runs = []
+        for count in counts:
+            Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS now
+            before = _kib(status.read_text(), "VmRSS")
+            run = callers(address, count, song)
+            runs.append({**run, "rss_before_mb": round(before / 1024, 1),
+                         "peak_rss_mb": round(_kib(status.read_text(), "VmHWM") / 1024, 1),
+                         "allocator": heap_allocator(Path(f"/proc/{proc.pid}/maps"))})
+            progress(json.dumps(runs[-1]))
+        return runs
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def _kib(status: str, field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
 
 
 def main() -> None:
@@ -124,11 +147,9 @@ def main() -> None:
     if not song.exists():
         progress(f"writing a {args.song_minutes:g}-minute MP3")
         write_mp3(song, args.song_minutes)
-    runs = []
-    for count in args.clients:
-        progress(f"{count} clients")
-        runs.append(one_run(count, song))
-        print(json.dumps(runs[-1]), flush=True)
+    runs = measure(args.clients, song)
+    for run in runs:
+        print(json.dumps(run), flush=True)
     allowed = {"OK", "RESOURCE_EXHAUSTED", "CANCELLED"}
     growth = runs[-1]["peak_rss_mb"] - runs[0]["peak_rss_mb"]
     print(json.dumps({

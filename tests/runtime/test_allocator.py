@@ -106,3 +106,24 @@ def test_a_model_service_on_cpu_logs_its_allocator_and_the_fix_under_glibc(
     else:
         assert records[0].levelno == logging.INFO
         assert message.endswith(f"heap allocator {heap_allocator()}")
+
+
+@pytest.mark.skipif(TCMALLOC is None or not GLIBC, reason="tcmalloc is not installed (make system installs it)")
+@pytest.mark.parametrize(("choice", "expected"), [("", "tcmalloc"), ("glibc", "glibc")])
+def test_a_model_command_starts_again_with_tcmalloc_unless_told_to_keep_glibc(
+    tiny_clip: dict[str, Any], choice: str, expected: str
+) -> None:
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in tiny_clip.items()]
+    env = {**os.environ, "AUDIOMEMORY_ALLOCATOR": choice}
+    env.pop("LD_PRELOAD", None)
+    env.pop(allocator.REEXEC_MARK, None)
+    proc = subprocess.Popen([sys.executable, "-m", "audiomemory.cli.main", "serve", "text_encoder", "--port=0",
+                             *flags], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        assert "listening on" in proc.stdout.readline()
+        # execve keeps the process id: the server that listens is the process started here.
+        assert heap_allocator(Path(f"/proc/{proc.pid}/maps")) == expected
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import click
 
@@ -25,6 +26,7 @@ from audiomemory.cli.generate import generate
 from audiomemory.cli.models import models
 from audiomemory.cli.reproduce import reproduce
 from audiomemory.cli.serve import serve, up
+from audiomemory.runtime.allocator import reexec_with_tcmalloc
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -64,7 +66,14 @@ def _register_optional_commands() -> None:
 _register_optional_commands()
 
 
+#: Commands that run models: they start again with tcmalloc preloaded when it is installed (allocator.py).
+MODEL_COMMANDS = frozenset({"serve", "up", "generate", "reproduce", "web"})
+
+
 def main() -> None:
+    args = sys.argv[1:]
+    if next((a for a in args if not a.startswith("-")), None) in MODEL_COMMANDS:
+        reexec_with_tcmalloc(args)
     cli()
 
 
