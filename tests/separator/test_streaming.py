@@ -111,3 +111,25 @@ def test_song_over_max_seconds_is_refused_naming_the_limit(stub: separator_pb2_g
         list(stub.Separate(requests(song, rate, dtype="float16"), timeout=60))
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "audio: more than the limit of 1200000 frames (1200 s at 1000 Hz)" in caught.value.details()
+
+
+def test_a_full_queue_holds_threads_but_health_and_describe_still_answer(
+    start_separator: Callable[..., RunningService], tiny_separator: dict[str, Any]
+) -> None:
+    # Every running or queued call keeps a handler thread: the pool has room for all of them and more.
+    from helpers import health
+
+    from audiomemory.v1 import common_pb2
+
+    config = SeparatorConfig(port=0, concurrency=1, max_queue=3, max_workers=1, **tiny_separator)
+    backend = HeldDemucs(config)
+    svc = start_separator(config, backend)
+    with grpc.insecure_channel(svc.address) as channel:
+        stub = separator_pb2_grpc.SeparatorStub(channel)
+        calls = [stub.Separate(requests(tone(44100, 2, 0.3), 44100), timeout=60) for _ in range(4)]
+        assert next(calls[0]).WhichOneof("item") == "header"
+        assert [next(c).WhichOneof("item") for c in calls[1:]] == ["queued"] * 3
+        assert health(channel, "") == 1
+        assert stub.Describe(common_pb2.DescribeRequest(), timeout=5).stems
+        backend.release.set()
+        assert all(sum(1 for _ in c) > 0 for c in calls)

@@ -33,7 +33,11 @@ class ServiceConfig(BaseSettings):
     )
     backend: str = Field("", description="Registered backend name (entry point).")
     device: str = Field("auto", description="auto (CUDA if present), cpu, cuda, cuda:N.")
-    max_workers: int = Field(8, ge=1, description="gRPC handler threads.")
+    max_workers: int = Field(
+        8, ge=1, description="gRPC handler threads beyond those the gate's calls hold: every running or queued "
+        "call keeps a thread, so the server has concurrency + max_queue + max_workers (health and Describe "
+        "are answered however busy it is).",
+    )
     max_concurrent_rpcs: int = Field(32, ge=1, description="RPCs in flight before RESOURCE_EXHAUSTED.")
     concurrency: int = Field(1, ge=1, description="Model calls running at once.")
     max_queue: int = Field(8, ge=0, description="Model calls waiting before RESOURCE_EXHAUSTED.")

@@ -197,7 +197,8 @@ def start_service(
     gate = Gate(config.concurrency, config.max_queue)
     interceptor = ServiceInterceptor(metrics, TokenFile(config.auth_tokens) if config.auth_tokens else None)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix=f"am-{definition.kind}"),
+        futures.ThreadPoolExecutor(max_workers=config.concurrency + config.max_queue + config.max_workers,
+                                   thread_name_prefix=f"am-{definition.kind}"),
         interceptors=[interceptor],
         options=_server_options(config),
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
