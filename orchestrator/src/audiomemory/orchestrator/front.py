@@ -42,6 +42,7 @@ from audiomemory.v1 import common_pb2, orchestrator_pb2, tensor_pb2
 Stage = orchestrator_pb2.Stage
 _FEED_PIECES = 32  # stem pieces (≤ 1 MiB each) waiting for the audio encoder at most
 _POLL_S = 0.2
+_JOIN_S = 30.0  # a cancelled pump ends at its next message; this bounds a stuck one
 
 
 @dataclass(frozen=True)
@@ -96,15 +97,23 @@ class FrontHalf:
         feed: queue.Queue[tuple[int, tensor_pb2.AudioChunk] | None] = queue.Queue(_FEED_PIECES)
         separating = self.pool.submit(self._separate, job, fmt, song, feed, events)
         embedding = self.pool.submit(self._embed, job, infos, fmt, song, feed, events)
-        while not embedding.done() or not events.empty():
-            try:
-                yield events.get(timeout=_POLL_S)
-            except queue.Empty:
-                job.check()
-            failure = separating.exception() if separating.done() else None
-            if failure is not None:
-                raise failure  # the root cause: the encoder's error would only say its input ended early
-        return embedding.result()
+        finished = False
+        try:
+            while not embedding.done() or not events.empty():
+                try:
+                    yield events.get(timeout=_POLL_S)
+                except queue.Empty:
+                    job.check()
+                failure = separating.exception() if separating.done() else None
+                if failure is not None:
+                    raise failure  # the root cause: the encoder's error would only say its input ended early
+            finished = True
+            return embedding.result()
+        finally:
+            if not finished:  # failed or cancelled: stop both pumps and let go of the song only once they have
+                job.cancel_all()
+                futures.wait([separating], timeout=_JOIN_S)
+                futures.wait([embedding], timeout=_JOIN_S)
 
     def _separate(
         self, job: Job, fmt: StemFormat, song: DecodedAudio,

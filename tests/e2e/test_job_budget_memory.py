@@ -1,0 +1,24 @@
+"""Memory does not grow with the number of callers: ``audiomemory up --models tiny`` with 2, then 8 callers
+of the same long song at once (``scripts/reliability_memory.py``, here with a 6-minute song; `make
+reliability` runs it with 18 minutes). Two jobs run at a time and share ``max_audio_bytes``; the others
+wait unread. Without that, six more running jobs would hold six more decoded songs (6 × 127 MB here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from reliability_memory import measure, write_mp3  # the script `make reliability` runs
+
+DECODED_MB = 6 * 60 * 44_100 * 2 * 4 / 1e6  # one decoded 6-minute 44.1 kHz stereo song, float32: 127 MB
+
+
+def test_eight_callers_of_a_long_song_cost_less_than_three_more_songs_of_memory_than_two(tmp_path: Path) -> None:
+    song = write_mp3(tmp_path / "song.mp3", 6.0)
+    two, eight = measure([2, 8], song)
+    for run in (two, eight):
+        assert set(run["statuses"]) <= {"OK", "RESOURCE_EXHAUSTED", "CANCELLED"}, run
+        assert sum(run["statuses"].values()) == run["clients"]
+        assert run["health_serving_throughout"], run["health_problems"]
+    assert eight["peak_rss_mb"] - two["peak_rss_mb"] < 3 * DECODED_MB, (two, eight)
