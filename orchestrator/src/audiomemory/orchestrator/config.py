@@ -65,9 +65,10 @@ class OrchestratorConfig(ServiceConfig):
         2, ge=1, description="Jobs running at once (each waits mostly on services; each holds its song)."
     )
     max_audio_bytes: int = Field(
-        1 << 30, ge=1, description="Decoded audio (float32) of the running jobs, in bytes: a job waits for room "
-        "for a song of max_seconds in its file's format before it reads the rest (default: two 20-minute "
-        "48 kHz stereo songs).",
+        512 << 20, ge=1, description="Decoded audio (float32) of the running jobs, in bytes: a job waits for room "
+        "for a song of max_seconds in its file's format before it reads the rest, and holds it until its audio "
+        "vector is made (default: one 20-minute 48 kHz stereo song; the separator and encoder take one song at "
+        "a time anyway, while another job's image is painted).",
     )
 
     separator_target: str = Field("127.0.0.1:50052", description="gRPC target of the separator.")

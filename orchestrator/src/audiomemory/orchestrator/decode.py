@@ -15,7 +15,7 @@ decode an hour of audio).
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import av
 import av.error
@@ -41,6 +41,12 @@ class DecodedAudio:
     container: str  # FFmpeg demuxer name, e.g. "mp3", "mov,mp4,m4a,3gp,3g2,mj2"
     codec: str  # FFmpeg decoder name, e.g. "aac"
     source_channels: int  # channels in the file (before any downmix)
+
+    def without_samples(self) -> DecodedAudio:
+        """The same facts (length, rate, channels, source) without holding the waveform: once the audio
+        vector is made, a job keeps only these for its metadata."""
+        empty = np.broadcast_to(np.zeros((1, 1), np.float32), self.samples.shape)  # no memory of its own
+        return replace(self, samples=empty)
 
     @property
     def channels(self) -> int:

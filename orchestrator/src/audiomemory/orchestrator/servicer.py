@@ -131,6 +131,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         encoding = self._pool.submit(self.downstream.encode, job, [window, opts.negative_prompt],
                                      (text.max_length, text.hidden_size))
         audio = yield from _relay(self.front.audio_vector(job, infos, song, sha256))   # 5
+        song = song.without_samples()  # the waveform's room goes to the next job while this one paints
+        room.resize(0)
         job.check()
         yield _event(Event(Stage.STAGE_ENCODING_TEXT, message="encoding lyrics and negative prompt"))
         encoded = encoding.result()
@@ -183,7 +185,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self, job: Job, held: contextlib.ExitStack, samples_per_second: int
     ) -> Generator[orchestrator_pb2.CreateImageResponse, None, Turn]:
         """Wait for room for a song of ``max_seconds`` in this format (float32) in ``max_audio_bytes``;
-        held until the job ends (``Turn.resize`` gives back what the decoded song does not need)."""
+        ``Turn.resize`` gives back what the decoded song does not need, and all of it once the audio
+        vector is made; what is left goes back when the job ends."""
         room = held.enter_context(self.memory.admit(job.context, int(self.config.max_seconds * samples_per_second * 4)))
         for position in room.waiting():
             yield _event(Event(Stage.STAGE_QUEUED, position, 0, (
