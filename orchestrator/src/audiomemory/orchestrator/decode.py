@@ -22,6 +22,7 @@ import av.error
 import numpy as np
 
 from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
+from audiomemory.runtime.memory import song_array
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_SECONDS = 20 * 60.0
@@ -130,7 +131,7 @@ class _Samples:
     doubling: a 20-minute song is 423 MB as stereo float32); pieces past it are gathered apart."""
 
     def __init__(self, channels: int, expected: int) -> None:
-        self.buf = np.empty((channels, expected), np.float32)
+        self.buf = song_array((channels, expected))  # its own pages: back to the OS when freed
         self.held = 0  # frames in buf
         self.frames = 0  # frames in all
         self.extra: list[np.ndarray] = []

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
+from audiomemory.runtime.memory import song_array
+
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -70,12 +72,13 @@ def _resample_part(stream: soxr.ResampleStream | None, part: np.ndarray, last: b
 class SongBuffer:
     """A song at ``to_rate`` and ``channels``, converted part by part as the parts arrive, into one
     float32 array reserved for the longest song allowed (``max_frames`` at ``from_rate``). The
-    reservation is virtual: the OS commits pages only as they are written, so a short song costs its
-    own length; no part outlives its conversion and no whole-song intermediate is ever made."""
+    reservation is virtual (``runtime.memory.song_array``, an mmap of its own): the OS commits pages only
+    as they are written, so a short song costs its own length, and all of them go back when it is freed;
+    no part outlives its conversion and no whole-song intermediate is ever made."""
 
     def __init__(self, from_rate: int, to_rate: int, channels: int, max_frames: int) -> None:
         self._rates = (from_rate, to_rate)
-        self._out = np.zeros((channels, expected_frames(max_frames, from_rate, to_rate)), np.float32)
+        self._out = song_array((channels, expected_frames(max_frames, from_rate, to_rate)))
         self._stream: soxr.ResampleStream | None = None
         self._channels_in = 0
         self.frames_in = 0
