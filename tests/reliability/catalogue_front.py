@@ -60,6 +60,14 @@ def _flipped(data: bytes, start: int) -> bytes:
     return data[:start] + bytes(b ^ 0xFF for b in data[start:])
 
 
+def _joined_mp3(first: tuple[int, int], second: tuple[int, int]) -> bytes:
+    """Two MP3 songs (rate, channels) back to back, the second's ID3 tag left out: one stream whose
+    format changes mid-way."""
+    tail = encode_song("mp3", *second, seconds=0.5)
+    tag = 10 + (tail[6] << 21 | tail[7] << 14 | tail[8] << 7 | tail[9])  # ID3v2: 10-byte header, syncsafe size
+    return encode_song("mp3", *first, seconds=0.5) + tail[tag:]
+
+
 def _painted(answer: list[Any]) -> bool:
     results = [r.result for r in answer if r.WhichOneof("item") == "result"]
     return bool(results) and results[-1].last and b"".join(r.png for r in results).startswith(b"\x89PNG")
@@ -97,6 +105,14 @@ ORCHESTRATOR = [
          upload(_flac_without_length(LONG_SILENT_FLAC)), EXHAUSTED, "file"),
     Case("orchestrator/zip-bomb MP3: 10 min of silence", "orchestrator",
          upload(encode_samples("mp3", _silence(600), 8000)), EXHAUSTED, "file"),
+    # These three crashed the decoder (ValueError from PyAV's resampler: INTERNAL) before decode.py checked
+    # every frame's format against the first one.
+    Case("orchestrator/MP3 turning from mono to stereo mid-stream", "orchestrator",
+         upload(_joined_mp3((8000, 1), (8000, 2))), INVALID, "file"),
+    Case("orchestrator/MP3 turning from stereo to mono mid-stream", "orchestrator",
+         upload(_joined_mp3((8000, 2), (8000, 1))), INVALID, "file"),
+    Case("orchestrator/MP3 changing its sample rate mid-stream", "orchestrator",
+         upload(_joined_mp3((16000, 1), (8000, 1))), INVALID, "file"),
     Case("orchestrator/steps negative", "orchestrator", upload(SHORT_WAV, steps=-1), INVALID, "options.steps"),
     Case("orchestrator/steps over the limit", "orchestrator", upload(SHORT_WAV, steps=151), INVALID,
          "options.steps"),

@@ -164,8 +164,18 @@ def _decode_samples(
     max_frames = int(max_seconds * rate) + 1
     expected = min(max_frames, int((declared or 0) * rate * 1.002) + rate)  # a second of slack
     samples = _Samples(channels, expected)
+    first: tuple[int, int, str] | None = None
     try:
         for frame in container.decode(stream):
+            # The resampler is set up by the first frame (or passes frames that match its output through):
+            # a frame of another rate, layout or sample format would fail it or slip through unconverted.
+            now = (int(frame.sample_rate), int(frame.layout.nb_channels), frame.format.name)
+            first = first or now
+            if now != first:
+                raise InvalidInput(
+                    f"file: {what} changes its audio format mid-stream, from {first[0]} Hz x{first[1]} "
+                    f"{first[2]} to {now[0]} Hz x{now[1]} {now[2]}, after {samples.frames / rate:.2f} s"
+                )
             for out in resampler.resample(frame):
                 samples.add(out.to_ndarray())
             if samples.frames > max_frames:
