@@ -68,6 +68,12 @@ def _joined_mp3(first: tuple[int, int], second: tuple[int, int]) -> bytes:
     return encode_song("mp3", *first, seconds=0.5) + tail[tag:]
 
 
+def _bad_tag(flac: bytes) -> bytes:
+    """The FLAC with its first Vorbis comment's first byte made invalid UTF-8 (0xE5 then ASCII)."""
+    at = flac.index(b"encoder=")
+    return flac[:at] + b"\xe5" + flac[at + 1 :]
+
+
 def _painted(answer: list[Any]) -> bool:
     results = [r.result for r in answer if r.WhichOneof("item") == "result"]
     return bool(results) and results[-1].last and b"".join(r.png for r in results).startswith(b"\x89PNG")
@@ -113,6 +119,10 @@ ORCHESTRATOR = [
          upload(_joined_mp3((8000, 2), (8000, 1))), INVALID, "file"),
     Case("orchestrator/MP3 changing its sample rate mid-stream", "orchestrator",
          upload(_joined_mp3((16000, 1), (8000, 1))), INVALID, "file"),
+    # Crashed the decoder (UnicodeDecodeError from PyAV reading tags: INTERNAL) before decode.py opened files
+    # with metadata_errors="replace"; the audio is fine, so the song makes an image.
+    Case("orchestrator/FLAC whose tags are not UTF-8 makes an image", "orchestrator",
+         upload(_bad_tag(encode_song("flac", 8000, 1, seconds=0.5))), OK, check=_painted),
     Case("orchestrator/steps negative", "orchestrator", upload(SHORT_WAV, steps=-1), INVALID, "options.steps"),
     Case("orchestrator/steps over the limit", "orchestrator", upload(SHORT_WAV, steps=151), INVALID,
          "options.steps"),

@@ -30,6 +30,10 @@ DEFAULT_MAX_SECONDS = 20 * 60.0
 _TRUNCATED_FRACTION = 0.9
 _TRUNCATED_SLACK_S = 0.25
 _MOVE = 1 << 20  # samples moved at a time when rows are compacted
+# Tags that are not UTF-8 (old Latin-1 Vorbis comments, a damaged header) are read with U+FFFD in place
+# of the bad bytes: PyAV decodes every tag as it opens a file, and "strict" made such a song unreadable
+# (UnicodeDecodeError, not an FFmpegError) although its audio is fine.
+METADATA_ERRORS = "replace"
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ def decode_audio(
     if size > max_bytes:
         raise ResourceExhausted(f"file: {size} bytes is over the upload limit of {max_bytes} bytes")
     try:
-        container = av.open(io.BytesIO(data), mode="r")
+        container = av.open(io.BytesIO(data), mode="r", metadata_errors=METADATA_ERRORS)
     except av.error.FFmpegError as exc:
         raise InvalidInput(
             f"file: {what} is not an audio file FFmpeg can read: not audio, corrupt or truncated "
@@ -206,7 +210,7 @@ class Peek:
 def peek(head: bytes | bytearray) -> Peek | None:
     """Read the header of a partial upload; None while the bytes cannot be read as audio yet."""
     try:
-        with av.open(io.BytesIO(head), mode="r") as container:
+        with av.open(io.BytesIO(head), mode="r", metadata_errors=METADATA_ERRORS) as container:
             if not container.streams.audio:
                 return None
             stream = container.streams.audio[0]
