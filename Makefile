@@ -24,7 +24,7 @@ PRELOAD = $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
 CHECKOV := .venv-checkov/.installed
 
 .PHONY: system venv dev protos check-protos lint typecheck test demo clean \
-	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc bench-song reliability
+	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc bench-song reliability reliability-tests
 
 $(STAMP): pyproject.toml services/*/pyproject.toml orchestrator/pyproject.toml bench/pyproject.toml \
 		requirements-dev.txt
@@ -63,6 +63,11 @@ typecheck: $(STAMP)
 
 test: $(STAMP) $(CHECKOV) check-protos lint typecheck
 	HF_HUB_OFFLINE=1 $(BIN)/pytest
+
+# The bad-input catalogue and the fuzzing at full strength: 1050 Hypothesis examples for each of the ten
+# fuzz targets (>= 10 000 in all; the suite runs 50 each); both print their figures as JSON lines.
+reliability-tests: $(STAMP)
+	AUDIOMEMORY_FUZZ_EXAMPLES=1050 HF_HUB_OFFLINE=1 $(BIN)/pytest tests/reliability -q -s -p no:cacheprovider
 
 # MODELS=auto uses the real weights when they are cached or downloadable, else the tiny profile (it says so).
 demo: $(STAMP) system
@@ -104,3 +109,4 @@ reliability: $(STAMP) system
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/reliability_memory.py --song-minutes 18 --clients 2 8
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/reliability_soak.py --jobs 200
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/reliability_auth.py --repeat 50
+	$(MAKE) reliability-tests

@@ -32,9 +32,13 @@ def tone(rate: int, channels: int, seconds: float, seed: int = 0) -> np.ndarray:
 
 def encode_song(ext: str, rate: int, channels: int, seconds: float = 1.0, seed: int = 0) -> bytes:
     """Encode ``tone(...)`` as a complete file of the named kind, in memory."""
+    return encode_samples(ext, tone(rate, channels, seconds, seed), rate)
+
+
+def encode_samples(ext: str, samples: np.ndarray, rate: int) -> bytes:
+    """Encode float32 ``[channels, frames]`` (1 or 2 channels) as a complete file of the named kind, in memory."""
     fmt, codec, options = FORMATS[ext]
-    layout = "mono" if channels == 1 else "stereo"
-    samples = tone(rate, channels, seconds, seed)
+    layout = "mono" if samples.shape[0] == 1 else "stereo"
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as container:
         stream: av.audio.stream.AudioStream = container.add_stream(codec, rate=rate, layout=layout)  # type: ignore[assignment]

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 # Payload bytes per streamed message: 1 MiB less room for the message's own fields, well under
 # gRPC's 4 MiB default message limit.
 CHUNK_BYTES = (1 << 20) - 1024
+# What numpy can represent: at most 64 dimensions, and a size in bytes that fits its index type.
+MAX_RANK = 64
+_MAX_INDEX = int(np.iinfo(np.intp).max)
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,8 @@ def _check_header(
         raise InvalidInput(f"{field}.dtype: expected one of {', '.join(DTYPE_NAMES)}, got wire value {dtype}")
     if dtypes is not None and spec.name not in dtypes:
         raise InvalidInput(f"{field}.dtype: expected {' or '.join(sorted(dtypes))}, got {spec.name}")
+    if len(shape) > MAX_RANK:
+        raise InvalidInput(f"{field}.shape: at most {MAX_RANK} dimensions, got {len(shape)}")
     dims = tuple(int(d) for d in shape)
     if any(d < 0 for d in dims):
         raise InvalidInput(f"{field}.shape: dimensions must be >= 0, got {list(dims)}")
@@ -130,6 +135,9 @@ def _check_header(
         for axis, (got, want_dim) in enumerate(zip(dims, expected_shape, strict=True)):
             if want_dim is not None and got != want_dim:
                 raise InvalidInput(f"{field}.shape[{axis}]: expected {want_dim}, got {got} (shape {list(dims)})")
+    # numpy refuses (ValueError) a shape whose non-zero dimensions overflow its index type, even holding 0 items.
+    if math.prod(d for d in dims if d) * spec.numpy.itemsize > _MAX_INDEX:
+        raise InvalidInput(f"{field}.shape: {list(dims)} is too large to address")
     nbytes = math.prod(dims) * spec.numpy.itemsize
     if max_bytes is not None and nbytes > max_bytes:
         raise ResourceExhausted(f"{field}: {nbytes} bytes (shape {list(dims)}) exceeds the limit of {max_bytes} bytes")

@@ -31,6 +31,10 @@ DEFAULT_MAX_SECONDS = 20 * 60.0
 _TRUNCATED_FRACTION = 0.9
 _TRUNCATED_SLACK_S = 0.25
 _MOVE = 1 << 20  # samples moved at a time when rows are compacted
+# Tags that are not UTF-8 (old Latin-1 Vorbis comments, a damaged header) are read with U+FFFD in place
+# of the bad bytes: PyAV decodes every tag as it opens a file, and "strict" made such a song unreadable
+# (UnicodeDecodeError, not an FFmpegError) although its audio is fine.
+METADATA_ERRORS = "replace"
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ def decode_audio(
     if size > max_bytes:
         raise ResourceExhausted(f"file: {size} bytes is over the upload limit of {max_bytes} bytes")
     try:
-        container = av.open(io.BytesIO(data), mode="r")
+        container = av.open(io.BytesIO(data), mode="r", metadata_errors=METADATA_ERRORS)
     except av.error.FFmpegError as exc:
         raise InvalidInput(
             f"file: {what} is not an audio file FFmpeg can read: not audio, corrupt or truncated "
@@ -171,8 +175,18 @@ def _decode_samples(
     max_frames = int(max_seconds * rate) + 1
     expected = min(max_frames, int((declared or 0) * rate * 1.002) + rate)  # a second of slack
     samples = _Samples(channels, expected)
+    first: tuple[int, int, str] | None = None
     try:
         for frame in container.decode(stream):
+            # The resampler is set up by the first frame (or passes frames that match its output through):
+            # a frame of another rate, layout or sample format would fail it or slip through unconverted.
+            now = (int(frame.sample_rate), int(frame.layout.nb_channels), frame.format.name)
+            first = first or now
+            if now != first:
+                raise InvalidInput(
+                    f"file: {what} changes its audio format mid-stream, from {first[0]} Hz x{first[1]} "
+                    f"{first[2]} to {now[0]} Hz x{now[1]} {now[2]}, after {samples.frames / rate:.2f} s"
+                )
             for out in resampler.resample(frame):
                 samples.add(out.to_ndarray())
             if samples.frames > max_frames:
@@ -203,7 +217,7 @@ class Peek:
 def peek(head: bytes | bytearray) -> Peek | None:
     """Read the header of a partial upload; None while the bytes cannot be read as audio yet."""
     try:
-        with av.open(io.BytesIO(head), mode="r") as container:
+        with av.open(io.BytesIO(head), mode="r", metadata_errors=METADATA_ERRORS) as container:
             if not container.streams.audio:
                 return None
             stream = container.streams.audio[0]
