@@ -60,12 +60,16 @@ def open_page(page: Any, server: WebServer) -> None:
     wait_status(page, "ready", 60_000)  # the form filled from the orchestrator's Describe
 
 
+def song_in_form(page: Any, name: str) -> Any:
+    return page.locator(f'#song td.filename[aria-label="{name}"]').first
+
+
 def upload(page: Any, path: Path) -> None:
     clear = page.locator('#song button[aria-label="Clear"]')
     if clear.count():  # a song is there: take it away first, as a person would
         clear.first.click()
     page.locator("#song input[type=file]").set_input_files(str(path))
-    page.locator("#song").get_by_text(path.name).first.wait_for()
+    song_in_form(page, path.name).wait_for()
 
 
 def small_job(page: Any) -> None:
@@ -111,16 +115,23 @@ def test_a_dropped_song_becomes_an_image_with_its_parameters_a_png_download_and_
     if os.environ.get("AUDIOMEMORY_WEB_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["AUDIOMEMORY_WEB_SCREENSHOT"])
 
-    # remix: the gallery image's settings come back into the form, with a new seed
+    # remix: the gallery image's settings and its song come back into the form, with a new seed
+    page.locator('#song button[aria-label="Clear"]').click()
     page.locator("#lyrics textarea").fill("")
     set_number(page, "steps", 7)
     page.locator("#gallery img").first.click()
     wait_status(page, "remix of")
+    song_in_form(page, "song.mp3").wait_for()
     assert page.locator("#lyrics textarea").input_value() == "[Chorus]\nla la la\nla la la\nthe night is young"
     assert page.locator("#steps input[type=number]").input_value() == "2"
-    assert page.locator("#seed input").input_value() != "11"
-    entry = read_entry(out_files[0])
-    assert entry is not None and entry.form()["seed"] == 11
+    seed = page.locator("#seed input").input_value()
+    assert seed != "11"
+    page.locator("#generate").click()
+    wait_status(page, "done in")
+    assert page.locator("#gallery img").count() == 2
+    remixed = read_entry(max((server.log.parent / "out").glob("*.png"), key=lambda p: p.stat().st_mtime))
+    assert remixed is not None and remixed.metadata["cache_hit"]  # the same song: the orchestrator's cache
+    assert remixed.metadata["generation"]["seed"] == int(seed) and remixed.form()["steps"] == 2
 
 
 def test_a_text_file_named_mp3_shows_the_decoders_message_and_the_next_song_works(
