@@ -1,6 +1,7 @@
 # Audio Memory — one file for setting up, testing, running and benchmarking.
 #   make demo    generate an image from the example song (MODELS=default|tiny|auto|PROFILE.yaml)
 #   make test    set up .venv if needed, check generated code, lint, type-check, run the tests
+#   make web     serve the web page (audiomemory web) on http://127.0.0.1:7860 (MODELS as for demo)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,8 @@ OUT ?= out
 TORCH ?= torch==2.13.0
 # bench/ (audiomemory-bench, the in-process pipeline of benchmarks and tests) is for development only:
 # it depends on every service distribution, and no image installs it.
-DISTS := -e . -e ./services/separator -e ./services/audio_encoder -e ./services/text_encoder \
+# The core with its `web` extra (Gradio: `audiomemory web`).
+DISTS := -e ".[web]" -e ./services/separator -e ./services/audio_encoder -e ./services/text_encoder \
 	-e ./services/generator -e ./orchestrator -e ./bench
 STAMP := $(VENV)/.installed
 # tcmalloc, when installed (Debian/Ubuntu: libtcmalloc-minimal4), is preloaded for every command that
@@ -23,7 +25,7 @@ TCMALLOC ?= $(firstword $(shell ls /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib6
 PRELOAD = $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
 CHECKOV := .venv-checkov/.installed
 
-.PHONY: system venv dev protos check-protos lint typecheck test demo clean \
+.PHONY: system venv dev protos check-protos lint typecheck test demo web clean \
 	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc bench-song reliability reliability-tests
 
 $(STAMP): pyproject.toml services/*/pyproject.toml orchestrator/pyproject.toml bench/pyproject.toml \
@@ -37,7 +39,8 @@ $(STAMP): pyproject.toml services/*/pyproject.toml orchestrator/pyproject.toml b
 
 venv dev: $(STAMP)
 
-# System packages (tcmalloc) installed where the platform allows: scripts/install_system_packages.sh.
+# System packages (tcmalloc; Chromium for the web page's browser tests) installed where the platform allows:
+# scripts/install_system_packages.sh.
 system:
 	@sh scripts/install_system_packages.sh
 
@@ -61,7 +64,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src/audiomemory services/*/src/audiomemory orchestrator/src/audiomemory bench/src/audiomemory scripts
 
-test: $(STAMP) $(CHECKOV) check-protos lint typecheck
+test: $(STAMP) $(CHECKOV) system check-protos lint typecheck
 	HF_HUB_OFFLINE=1 $(BIN)/pytest
 
 # The bad-input catalogue and the fuzzing at full strength: 1050 Hypothesis examples for each of the ten
@@ -73,6 +76,9 @@ reliability-tests: $(STAMP)
 demo: $(STAMP) system
 	$(PRELOAD) $(BIN)/audiomemory generate examples/song.mp3 --lyrics examples/lyrics.txt --models "$(MODELS)" \
 		--seed 7 -o "$(OUT)/demo.png" --sidecar
+
+web: $(STAMP) system
+	$(PRELOAD) $(BIN)/audiomemory web --models "$(MODELS)" $(WEB_ARGS)
 
 bench-codec: $(STAMP)
 	# glibc: keep freed large blocks instead of unmapping them, so 100 MB buffers are not re-faulted each time

@@ -6,6 +6,7 @@
         for event in client.create_image("song.mp3", lyrics=open("lyrics.txt").read(), seed=7):
             print(event)                      # StageEvent protos, then one ImageResult
         # or: result = client.generate("song.mp3", lyrics=..., seed=7); result.png, result.metadata
+        # or: job = client.start_image(...); iterate it in one thread, job.cancel() from another
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ def read_metadata(png: bytes) -> dict[str, Any] | None:
     return None if text is None else dict(json.loads(text))
 
 
+def status_text(err: grpc.RpcError) -> str:
+    """A failed call's status as a person reads it: ``CODE: details``."""
+    code = err.code() if hasattr(err, "code") else None
+    details = err.details() if hasattr(err, "details") else str(err)
+    return f"{code.name if code is not None else 'UNKNOWN'}: {details}"
+
+
 @dataclass
 class ImageResult:
     """The finished image: PNG bytes (with metadata text chunks) and the metadata as a dict."""
@@ -49,6 +57,29 @@ def build_options(lyrics: str = "", *, filename: str = "", **kwargs: Any) -> orc
         if value is not None:
             setattr(options, key, value)
     return options
+
+
+class ImageJob:
+    """One running ``CreateImage``: iterate it for ``StageEvent`` protos, then one ``ImageResult``.
+    ``cancel()`` (from any thread) cancels the call, which is how the orchestrator learns to stop the job:
+    the iteration then raises ``grpc.RpcError`` with ``CANCELLED``."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+    def __iter__(self) -> Iterator[orchestrator_pb2.StageEvent | ImageResult]:
+        png = bytearray()
+        for response in self._call:
+            if response.HasField("event"):
+                yield response.event
+            else:
+                png += response.result.png
+                if response.result.last:
+                    meta = json.loads(response.result.metadata_json) if response.result.metadata_json else {}
+                    yield ImageResult(bytes(png), meta)
 
 
 class Client:
@@ -79,6 +110,15 @@ class Client:
         Options are keyword arguments (see ``build_options``), or a whole ``request`` (e.g. the one an
         image's metadata recorded), which then stands alone.
         """
+        job = self.start_image(song, lyrics=lyrics, request=request, **options)
+        try:
+            yield from job
+        finally:
+            job.cancel()  # no-op when finished; stops the job if the caller stops iterating
+
+    def start_image(self, song: bytes | str | Path, *, lyrics: str = "",
+                    request: orchestrator_pb2.CreateImageOptions | None = None, **options: Any) -> ImageJob:
+        """Start a job (as ``create_image``) and return its handle, which another thread may cancel."""
         if isinstance(song, str | Path):
             path = Path(song)
             data = path.read_bytes()
@@ -92,19 +132,7 @@ class Client:
             for piece, _ in iter_pieces(data):
                 yield orchestrator_pb2.CreateImageRequest(file_chunk=piece)
 
-        png = bytearray()
-        call = self._stub.CreateImage(requests(), timeout=self.timeout)
-        try:
-            for response in call:
-                if response.HasField("event"):
-                    yield response.event
-                else:
-                    png += response.result.png
-                    if response.result.last:
-                        meta = json.loads(response.result.metadata_json) if response.result.metadata_json else {}
-                        yield ImageResult(bytes(png), meta)
-        finally:
-            call.cancel()  # no-op when finished; stops the job if the caller stops iterating
+        return ImageJob(self._stub.CreateImage(requests(), timeout=self.timeout))
 
     def generate(self, song: bytes | str | Path, *, lyrics: str = "", **options: Any) -> ImageResult:
         """Run a job to the end and return its image."""

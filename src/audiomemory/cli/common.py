@@ -18,7 +18,8 @@ import grpc
 from tqdm import tqdm
 
 from audiomemory import profiles
-from audiomemory.client import Client, ImageResult
+from audiomemory.client import Client, ImageResult, status_text
+from audiomemory.progress import JobState, stage_name
 from audiomemory.runtime.backend import download_blocked, hf_endpoint
 from audiomemory.runtime.errors import FailedPrecondition
 from audiomemory.stack import LocalStack
@@ -29,7 +30,6 @@ TINY_BANNER = (
     "but the image means nothing."
 )
 MODELS_HELP = "default (real weights), tiny (random weights, offline), auto (default, else tiny), or PROFILE.yaml."
-_STAGE_NAMES = {v: k.removeprefix("STAGE_").lower().replace("_", " ") for k, v in orchestrator_pb2.Stage.items()}
 
 
 def profile_name(models: str) -> str:
@@ -56,11 +56,31 @@ def _quiet(logger: str) -> Iterator[None]:
         log.setLevel(level)
 
 
+@dataclass(frozen=True)
+class Orchestrator:
+    """Where jobs go: an address, and the model profile when this process started the stack there."""
+
+    address: str
+    models: str | None = None  # tiny, default or a PROFILE.yaml; None for a running deployment
+
+    @property
+    def tiny(self) -> bool:
+        return self.models == "tiny"
+
+
 @contextmanager
 def orchestrator_address(models: str, address: str | None) -> Iterator[str]:
     """An orchestrator address: the given one, or an embedded stack for the duration."""
+    with open_orchestrator(models, address) as orchestrator:
+        yield orchestrator.address
+
+
+@contextmanager
+def open_orchestrator(models: str, address: str | None) -> Iterator[Orchestrator]:
+    """The given orchestrator, or an embedded stack of ``models`` (``auto`` falls back to ``tiny``,
+    saying so once) for the duration."""
     if address:
-        yield address
+        yield Orchestrator(address)
         return
     if models in ("auto", "default") and download_blocked(hf_endpoint(), 3.0) is not None:
         os.environ["HF_HUB_OFFLINE"] = "1"  # no network: let every loader fail fast from its cache
@@ -86,44 +106,42 @@ def orchestrator_address(models: str, address: str | None) -> Iterator[str]:
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--models") from None
     try:
-        yield stack.address
+        yield Orchestrator(stack.address, models)
     finally:
         stack.stop()
 
 
 class JobProgress:
-    """A job's events on stderr: a line per stage, one bar that moves through the whole song (separated
-    and embedded: the two run together, each half the bar) and one over the denoising steps."""
+    """A job's events on stderr (``progress.JobState``): a line per stage, one bar that moves through the
+    whole song (separated and embedded: the two run together, each half the bar) and one over the steps."""
 
     def __init__(self) -> None:
+        self.state = JobState()
         self.song_bar: tqdm | None = None
         self.steps_bar: tqdm | None = None
-        self.stage: int | None = None
-        self.parts = {orchestrator_pb2.STAGE_SEPARATING: 0.0, orchestrator_pb2.STAGE_EMBEDDING: 0.0}
         self.note = ""
 
     def show(self, event: orchestrator_pb2.StageEvent) -> None:
-        if event.stage == orchestrator_pb2.STAGE_QUEUED:
-            if event.message != self.note:
-                self.note = event.message
-                tqdm.write(f"[queued] {event.message}", file=sys.stderr)
-            return
-        if event.stage != self.stage:
-            self.stage = event.stage
+        state = self.state
+        if state.update(event):
             detail = f" ({event.message})" if event.message else ""
-            tqdm.write(f"[{_STAGE_NAMES.get(event.stage, '?')}]{detail}", file=sys.stderr)
-        if event.stage in self.parts and (event.total or event.cache_hit):
-            self.parts[event.stage] = 1.0 if event.cache_hit else min(1.0, event.current / event.total)
+            tqdm.write(f"[{stage_name(event.stage)}]{detail}", file=sys.stderr)
+        if state.queued:
+            if state.queued != self.note:
+                self.note = state.queued
+                tqdm.write(f"[queued] {state.queued}", file=sys.stderr)
+            return
+        if event.stage in state.parts and state.song_started:
             if self.song_bar is None:
                 self.song_bar = tqdm(total=100, desc="song", unit="%", file=sys.stderr,
                                      bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
-            self.song_bar.n = round(50 * sum(self.parts.values()))
+            self.song_bar.n = round(100 * state.song_fraction)
             self.song_bar.refresh()
-        elif event.stage == orchestrator_pb2.STAGE_GENERATING and event.total:
+        elif state.generating:
             if self.steps_bar is None:  # made at the stage's 0/total event: the rate starts from the first step
-                self.steps_bar = tqdm(total=event.total, desc="generating", unit="step", file=sys.stderr)
-            if event.current > self.steps_bar.n:
-                self.steps_bar.update(event.current - self.steps_bar.n)
+                self.steps_bar = tqdm(total=state.steps, desc="generating", unit="step", file=sys.stderr)
+            if state.step > self.steps_bar.n:
+                self.steps_bar.update(state.step - self.steps_bar.n)
 
     def close(self) -> None:
         for bar in (self.song_bar, self.steps_bar):
@@ -179,7 +197,7 @@ def run_job(address: str, song: Path, lyrics: str, options: dict[str, Any],
                     return event
                 progress.show(event)
         except grpc.RpcError as err:
-            raise click.ClickException(f"{err.code().name}: {err.details()}") from None
+            raise click.ClickException(status_text(err)) from None
         finally:
             progress.close()
     raise click.ClickException("the orchestrator ended the job without an image")

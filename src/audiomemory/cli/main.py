@@ -7,10 +7,11 @@
     audiomemory models pull | make-tiny | list
     audiomemory describe HOST:PORT [HOST:PORT ...]
     audiomemory reproduce IMAGE.png --song SONG                     # re-run from the PNG's metadata
+    audiomemory web --models tiny                                   # the web page (the web extra)
 
 One module a command: ``generate``, ``serve`` (serve, up), ``models``, ``describe``, ``reproduce``,
-``cluster`` (with the ``cluster`` extra); what they share (the embedded stack, running a job with its
-progress, writing the result) is ``common``.
+``web`` (runs with the ``web`` extra), ``cluster`` (with the ``cluster`` extra); what they share (the
+embedded stack, running a job with its progress, writing the result) is ``common``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from audiomemory.cli.generate import generate
 from audiomemory.cli.models import models
 from audiomemory.cli.reproduce import reproduce
 from audiomemory.cli.serve import serve, up
+from audiomemory.cli.web import web
 from audiomemory.runtime.allocator import reexec_with_tcmalloc
 
 
@@ -41,7 +43,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 CLI_HELP = "Turn a song into an image of how it is remembered.\n\n\b\n" + "\n".join(
-    line.strip() for line in (__doc__ or "").splitlines()[2:9] if line.strip()
+    line.strip() for line in (__doc__ or "").splitlines()[2:10] if line.strip()
 )
 
 
@@ -51,7 +53,7 @@ def cli(verbose: bool) -> None:
     _setup_logging(verbose)
 
 
-for command in (generate, serve, up, models, describe, reproduce):
+for command in (generate, serve, up, models, describe, reproduce, web):
     cli.add_command(command)
 
 

@@ -1,0 +1,157 @@
+"""The handlers behind the page: a job goes to the orchestrator over gRPC (``Client.start_image``), its
+``StageEvent``s become the status line and the progress bar, its PNG is written to ``--out`` as it came
+and the gallery is read back from there. The orchestrator's token stays in this process: the browser
+only ever sees what a handler returns."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import grpc
+
+from audiomemory.client import Client, ImageJob, ImageResult, status_text
+from audiomemory.progress import JobState
+from audiomemory.web.page import SEED_MAX, layout
+from audiomemory.web.results import Results, read_entry
+
+GALLERY_SIZE = 60  # the newest images shown
+
+
+class WebApp:
+    """One page's handlers over one orchestrator ``client``; ``tiny``: the embedded stack runs random weights."""
+
+    def __init__(self, client: Client, results: Results, *, tiny: bool = False) -> None:
+        self.client = client
+        self.results = results
+        self.tiny = tiny
+        self.schedulers: list[str] = []
+        self._jobs: dict[str, ImageJob] = {}  # the running job of each browser session
+        self._lock = threading.Lock()
+
+    def build(self) -> gr.Blocks:
+        with gr.Blocks(title="Audio Memory", analytics_enabled=False) as blocks:
+            page = layout(self.tiny)
+            self.page = page
+            blocks.load(self.describe, None, [page.steps, page.width, page.height, page.strength, page.scheduler,
+                                              page.status])
+            blocks.load(self.gallery, None, [page.gallery, page.shown])
+            page.dice.click(lambda: random.randint(0, SEED_MAX), None, page.seed)
+            page.generate.click(self.generate, page.form, [page.status, page.image, page.parameters, page.download,
+                                                           page.gallery, page.shown, page.banner],
+                                concurrency_limit=None, show_progress_on=[page.image])
+            page.cancel.click(self.cancel, None, page.status, concurrency_limit=None, show_progress="hidden")
+            page.gallery.select(self.remix, page.shown, [*page.form, page.status], show_progress="hidden")
+        return blocks
+
+    def describe(self) -> tuple[Any, ...]:
+        """The form's bounds and defaults from the orchestrator's ``Describe`` (the generator's own lists)."""
+        keep = gr.update()
+        try:
+            info = self.client.describe()
+        except grpc.RpcError as err:
+            return keep, keep, keep, keep, keep, f"the orchestrator cannot be reached: {status_text(err)}"
+        gen = info.generator
+        self.schedulers = list(gen.schedulers)
+        size: dict[str, Any] = {"minimum": gen.min_size, "maximum": gen.max_size, "step": gen.size_multiple,
+                                "value": gen.default_size}
+        strength = float(info.model.extra.get("default_strength", "0.1"))
+        limit = info.model.extra.get("max_seconds", "?")
+        return (
+            gr.update(minimum=gen.min_steps, maximum=gen.max_steps, value=gen.default_steps),
+            gr.update(**size), gr.update(**size), gr.update(value=strength),
+            gr.update(choices=[("the model's default", ""), *((s, s) for s in gen.schedulers)], value=""),
+            f"ready: {gen.model.model_id} on {gen.model.device}; songs up to {limit} s",
+        )
+
+    def gallery(self) -> tuple[list[tuple[str, str]], list[str]]:
+        entries = self.results.entries()[:GALLERY_SIZE]
+        return [(str(e.path), e.caption) for e in entries], [str(e.path) for e in entries]
+
+    def generate(self, song: str | None, lyrics: str, strength: float, seed: float, steps: float, width: float,
+                 height: float, scheduler: str | None, request: gr.Request,
+                 progress: gr.Progress = gr.Progress()) -> Iterator[dict[Any, Any]]:  # noqa: B008 (Gradio's way)
+        page = self.page
+        if not song:
+            yield {page.status: "song: drop or pick a song file first (wav, flac, mp3, ogg, opus, m4a)"}
+            return
+        kept = self.results.keep_song(Path(song), Path(song).name)
+        options: dict[str, Any] = {"seed": int(seed or 0), "strength": float(strength), "steps": int(steps),
+                                   "width": int(width), "height": int(height), "scheduler": scheduler or None}
+        job = self.client.start_image(kept, lyrics=lyrics or "", **options)
+        with self._lock:
+            self._jobs[request.session_hash or ""] = job
+        started = time.monotonic()
+        try:
+            result = yield from self._follow(job, progress)
+        except grpc.RpcError as err:
+            cancelled = err.code() == grpc.StatusCode.CANCELLED
+            yield {page.status: "CANCELLED: the job was cancelled" if cancelled else status_text(err)}
+            return
+        finally:
+            with self._lock:
+                if self._jobs.get(request.session_hash or "") is job:
+                    del self._jobs[request.session_hash or ""]
+        if result is None:
+            yield {page.status: "the orchestrator ended the job without an image"}
+            return
+        yield self._show_result(result, time.monotonic() - started)
+
+    def _follow(self, job: ImageJob, progress: gr.Progress) -> Generator[dict[Any, Any], None, ImageResult | None]:
+        """Relay a job's events to the status line and the progress bar; return its image."""
+        state = JobState()
+        shown = ""
+        for event in job:
+            if isinstance(event, ImageResult):
+                return event
+            state.update(event)
+            if state.generating:
+                progress((state.step, state.steps), desc=state.describe(), unit="steps")
+            elif state.song_started and state.stage in state.parts:
+                progress(state.song_fraction, desc=state.describe())
+            if state.describe() != shown:
+                shown = state.describe()
+                yield {self.page.status: shown}
+        return None
+
+    def _show_result(self, result: ImageResult, seconds: float) -> dict[Any, Any]:
+        page = self.page
+        path = self.results.save(result)
+        entry = read_entry(path)
+        gallery, shown = self.gallery()
+        tiny = self.tiny or result.metadata.get("profile") == "tiny"
+        return {
+            page.status: f"done in {seconds:.1f} s: {path.name}", page.image: str(path),
+            page.parameters: entry.parameters if entry else "", page.download: str(path),
+            page.gallery: gallery, page.shown: shown, page.banner: gr.update(visible=tiny),
+        }
+
+    def cancel(self, request: gr.Request) -> str:
+        """Cancel this session's job: the call is cancelled, and the orchestrator stops it downstream."""
+        with self._lock:
+            job = self._jobs.get(request.session_hash or "")
+        if job is None:
+            return "no job is running"
+        job.cancel()
+        return "cancelling…"
+
+    def remix(self, shown: list[str], evt: gr.SelectData) -> tuple[Any, ...]:
+        """Load a gallery image's settings into the form with a new seed, and its song when it is still here."""
+        index = evt.index if isinstance(evt.index, int) else evt.index[0]
+        entry = read_entry(Path(shown[index])) if 0 <= index < len(shown) else None
+        if entry is None:
+            return (*(gr.update() for _ in self.page.form), "that image has no Audio Memory metadata any more")
+        form = entry.form()
+        song = self.results.song_for(entry)
+        name = entry.metadata.get("song", {}).get("filename") or "its song"
+        scheduler = form["scheduler"] if form["scheduler"] in ["", *self.schedulers] else ""
+        return (
+            str(song) if song else gr.update(), form["lyrics"], form["strength"], random.randint(0, SEED_MAX),
+            form["steps"], form["width"], form["height"], scheduler,
+            f"remix of {entry.path.name}: new seed" + ("" if song else f"; drop {name} again to run it"),
+        )

@@ -1,0 +1,85 @@
+"""The page's components, laid out: the form on the left, the job and its image on the right, the
+gallery below. ``Page`` names each one so that the handlers (``app``) can update them by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from audiomemory.cli.common import TINY_BANNER
+
+# What the file picker offers (the orchestrator's decoder takes more, and judges what it is given).
+AUDIO_TYPES = ["audio", ".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac"]
+SEED_MAX = 2**31 - 1  # a seed the browser's numbers hold exactly
+
+
+@dataclass
+class Page:
+    banner: gr.Markdown
+    song: gr.File
+    lyrics: gr.Textbox
+    strength: gr.Slider
+    seed: gr.Number
+    dice: gr.Button
+    steps: gr.Slider
+    width: gr.Slider
+    height: gr.Slider
+    scheduler: gr.Dropdown
+    generate: gr.Button
+    cancel: gr.Button
+    status: gr.Textbox
+    image: gr.Image
+    parameters: gr.Textbox
+    download: gr.File
+    gallery: gr.Gallery
+    shown: gr.State  # the gallery's image paths, in the order shown (a click names an index)
+
+    @property
+    def form(self) -> list[gr.components.Component]:
+        """The job's inputs, in the order the generate handler takes them."""
+        return [self.song, self.lyrics, self.strength, self.seed, self.steps, self.width, self.height,
+                self.scheduler]
+
+
+def _form() -> dict[str, gr.components.Component]:
+    parts: dict[str, gr.components.Component] = {}
+    parts["song"] = gr.File(label="Song", file_types=AUDIO_TYPES, type="filepath", elem_id="song")
+    parts["lyrics"] = gr.Textbox(label="Lyrics (optional: without them the audio alone steers)", lines=6,
+                                 elem_id="lyrics")
+    parts["strength"] = gr.Slider(0.0, 1.0, value=0.1, step=0.01, label="Strength (how far the audio bends "
+                                  "the lyrics)", elem_id="strength")
+    with gr.Row(equal_height=True):
+        parts["seed"] = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=SEED_MAX, scale=4,
+                                  elem_id="seed")
+        parts["dice"] = gr.Button("🎲", scale=1, min_width=40, elem_id="dice")
+    parts["steps"] = gr.Slider(1, 150, value=30, step=1, label="Steps", elem_id="steps")
+    with gr.Row():
+        parts["width"] = gr.Slider(64, 1024, value=512, step=8, label="Width", elem_id="width")
+        parts["height"] = gr.Slider(64, 1024, value=512, step=8, label="Height", elem_id="height")
+    parts["scheduler"] = gr.Dropdown([("the model's default", "")], value="", label="Scheduler",
+                                     elem_id="scheduler")
+    with gr.Row():
+        parts["generate"] = gr.Button("Generate", variant="primary", elem_id="generate")
+        parts["cancel"] = gr.Button("Cancel", variant="stop", elem_id="cancel")
+    return parts
+
+
+def layout(tiny: bool) -> Page:
+    """The components, inside the ``gr.Blocks`` being built."""
+    gr.Markdown("# Audio Memory\nDrop a song, add its lyrics if you like, and see how the song is remembered.")
+    banner = gr.Markdown(f"**{TINY_BANNER}**", visible=tiny, elem_id="banner")
+    with gr.Row():
+        with gr.Column(scale=1):
+            form = _form()
+        with gr.Column(scale=1):
+            status = gr.Textbox(label="Status", interactive=False, elem_id="status")
+            image = gr.Image(label="Image", type="filepath", format="png", interactive=False, height=384,
+                             elem_id="image")
+            parameters = gr.Textbox(label="Parameters", lines=4, interactive=False, elem_id="parameters")
+            download = gr.File(label="PNG (with its metadata)", interactive=False, elem_id="download")
+    gallery = gr.Gallery(label="Gallery (click an image to remix it: its settings, a new seed)", columns=6,
+                         fit_columns=False, height=260, object_fit="contain", allow_preview=False,
+                         interactive=False, elem_id="gallery")
+    return Page(banner=banner, status=status, image=image, parameters=parameters, download=download,
+                gallery=gallery, shown=gr.State([]), **form)  # type: ignore[arg-type]

@@ -1,0 +1,153 @@
+"""The page as a person uses it: ``audiomemory web --models tiny`` in its own process, a headless Chromium.
+
+A dropped song becomes an image with its parameters, a PNG download with its metadata and a gallery
+entry that loads its settings back; a text file named ``.mp3`` gets the decoder's message on the page
+and the next song still works. ``AUDIOMEMORY_WEB_SCREENSHOT=docs/web.png`` also keeps the screenshot
+(the README's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from audiomemory.web.results import read_entry
+
+from .server import WebServer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
+    folder = tmp_path_factory.mktemp("web")
+    web = WebServer(["--models", "tiny", "--out", str(folder / "out")], folder / "web.log")
+    try:
+        yield web.wait_ready()
+    finally:
+        web.stop()
+
+
+def status(page: Any) -> Any:
+    return page.locator("#status textarea, #status input").first
+
+
+def wait_status(page: Any, text: str, timeout: float = 180_000, *, start: bool = False) -> str:
+    """Wait until the status line contains ``text`` (``start``: begins with it); return it."""
+    page.wait_for_function(
+        "([sel, text, start]) => { const e = document.querySelector(sel);"
+        " return e && (start ? e.value.startsWith(text) : e.value.includes(text)); }",
+        arg=["#status textarea, #status input", text, start], timeout=timeout,
+    )
+    return str(status(page).input_value())
+
+
+def set_number(page: Any, elem_id: str, value: int) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def open_page(page: Any, server: WebServer) -> None:
+    page.goto(server.url)
+    wait_status(page, "ready", 60_000)  # the form filled from the orchestrator's Describe
+
+
+def song_in_form(page: Any, name: str) -> Any:
+    return page.locator(f'#song td.filename[aria-label="{name}"]').first
+
+
+def upload(page: Any, path: Path) -> None:
+    clear = page.locator('#song button[aria-label="Clear"]')
+    if clear.count():  # a song is there: take it away first, as a person would
+        clear.first.click()
+    page.locator("#song input[type=file]").set_input_files(str(path))
+    song_in_form(page, path.name).wait_for()
+
+
+def small_job(page: Any) -> None:
+    set_number(page, "steps", 2)
+    set_number(page, "width", 64)
+    set_number(page, "height", 64)
+
+
+def test_a_dropped_song_becomes_an_image_with_its_parameters_a_png_download_and_a_gallery_entry(
+    page: Any, server: WebServer, song: Path, tmp_path: Path
+) -> None:
+    open_page(page, server)
+    assert "RANDOM-WEIGHT" in page.locator("#banner").inner_text()
+    upload(page, song)
+    page.locator("#lyrics textarea").fill("[Chorus]\nla la la\nla la la\nthe night is young")
+    small_job(page)
+    page.locator("#seed input").fill("11")
+    page.locator("#generate").click()
+    done = wait_status(page, "done in")
+    page.locator("#image img").first.wait_for()
+    parameters = page.locator("#parameters textarea").input_value()
+    assert "Steps: 2" in parameters and "Seed: 11" in parameters
+
+    with page.expect_download() as info:
+        page.locator("#download a").first.click()
+    png = tmp_path / "download.png"
+    info.value.save_as(png)
+    image = Image.open(png)
+    assert image.format == "PNG" and image.size == (64, 64)
+    assert image.text["parameters"] == parameters  # type: ignore[attr-defined]
+    meta = json.loads(image.text["audiomemory"])  # type: ignore[attr-defined]
+    assert meta["song"]["filename"] == "song.mp3" and meta["generation"]["seed"] == 11
+    assert meta["lyrics"]["text"] == "la la la, the night is young"
+    out_files = list((server.log.parent / "out").glob("*.png"))
+    assert [p.name for p in out_files] == [done.split(": ")[-1]]
+    assert out_files[0].read_bytes() == png.read_bytes()  # the download is the file as the orchestrator made it
+
+    page.locator("#gallery img").first.wait_for()
+    assert page.locator("#gallery img").count() == 1
+    shot = tmp_path / "page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert Image.open(shot).size[0] > 0
+    if os.environ.get("AUDIOMEMORY_WEB_SCREENSHOT"):
+        shutil.copyfile(shot, os.environ["AUDIOMEMORY_WEB_SCREENSHOT"])
+
+    # remix: the gallery image's settings and its song come back into the form, with a new seed
+    page.locator('#song button[aria-label="Clear"]').click()
+    page.locator("#lyrics textarea").fill("")
+    set_number(page, "steps", 7)
+    page.locator("#gallery img").first.click()
+    wait_status(page, "remix of")
+    song_in_form(page, "song.mp3").wait_for()
+    assert page.locator("#lyrics textarea").input_value() == "[Chorus]\nla la la\nla la la\nthe night is young"
+    assert page.locator("#steps input[type=number]").input_value() == "2"
+    seed = page.locator("#seed input").input_value()
+    assert seed != "11"
+    page.locator("#generate").click()
+    wait_status(page, "done in")
+    assert page.locator("#gallery img").count() == 2
+    remixed = read_entry(max((server.log.parent / "out").glob("*.png"), key=lambda p: p.stat().st_mtime))
+    assert remixed is not None and remixed.metadata["cache_hit"]  # the same song: the orchestrator's cache
+    assert remixed.metadata["generation"]["seed"] == int(seed) and remixed.form()["steps"] == 2
+
+
+def test_a_text_file_named_mp3_shows_the_decoders_message_and_the_next_song_works(
+    page: Any, server: WebServer, song: Path, tmp_path: Path
+) -> None:
+    fake = tmp_path / "notes.mp3"
+    fake.write_text("these are my notes, not a song\n" * 20)
+    open_page(page, server)
+    upload(page, fake)
+    small_job(page)
+    page.locator("#generate").click()
+    message = wait_status(page, "INVALID_ARGUMENT", 60_000)
+    assert "'notes.mp3'" in message and "is not an audio file FFmpeg can read" in message, message
+    assert "Traceback" not in page.content()
+
+    upload(page, song)
+    page.locator("#generate").click()
+    wait_status(page, "done in")
+    page.locator("#image img").first.wait_for()

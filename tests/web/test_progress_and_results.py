@@ -1,0 +1,61 @@
+"""What the page shows without a browser: a job's events read by ``progress.JobState`` (the CLI's bars
+read them too), and the output folder read back as the gallery."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+from audiomemory.client import ImageResult
+from audiomemory.progress import JobState
+from audiomemory.v1 import orchestrator_pb2 as pb
+from audiomemory.web.results import Entry, Results
+
+
+def test_job_state_says_the_place_in_line_then_the_song_then_the_steps() -> None:
+    state = JobState()
+    state.update(pb.StageEvent(stage=pb.STAGE_QUEUED, current=2, message="waiting for a free job slot (place 2)"))
+    assert state.describe() == "queued: waiting for a free job slot (place 2)"
+    assert state.update(pb.StageEvent(stage=pb.STAGE_SEPARATING, current=3, total=12, message="separating"))
+    state.update(pb.StageEvent(stage=pb.STAGE_EMBEDDING, current=10, total=40))
+    assert state.song_fraction == (3 / 12 + 10 / 40) / 2 and not state.queued
+    state.update(pb.StageEvent(stage=pb.STAGE_QUEUED, current=1, message="the generator is busy (place 1)"))
+    assert state.describe().startswith("queued: the generator is busy")
+    state.update(pb.StageEvent(stage=pb.STAGE_GENERATING, current=7, total=30, message="step 7/30"))
+    assert state.generating and (state.step, state.steps) == (7, 30)
+    assert state.describe() == "generating (step 7/30)"
+
+
+def _png(metadata: dict[str, object] | None) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    if metadata is not None:
+        info.add_text("parameters", "a prompt\nSteps: 2, Seed: 3")
+        info.add_text("audiomemory", json.dumps(metadata))
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def test_the_gallery_is_the_images_with_metadata_and_a_remix_finds_the_kept_song(tmp_path: Path) -> None:
+    results = Results(tmp_path / "out", tmp_path / "uploads")
+    song = tmp_path / "song.mp3"
+    song.write_bytes(b"not really a song, but bytes with a hash")
+    digest = hashlib.sha256(song.read_bytes()).hexdigest()
+    kept = results.keep_song(song, "song.mp3")
+    meta = {"song": {"sha256": digest, "filename": "song.mp3"}, "generation": {"seed": 3, "steps": 2},
+            "lyrics": {"full": "la la"}, "fusion": {"strength": 0.25}, "request": {"scheduler": "euler"}}
+    saved = results.save(ImageResult(_png(meta), meta))
+    (tmp_path / "out" / "other.png").write_bytes(_png(None))  # a PNG that is not ours
+    (tmp_path / "out" / "broken.png").write_bytes(b"\x89PNG not really")
+    (entry,) = results.entries()
+    assert entry.path == saved and saved.read_bytes() == _png(meta)
+    assert entry.caption == "song.mp3 · seed 3" and entry.parameters.endswith("Seed: 3")
+    assert entry.form()["lyrics"] == "la la" and entry.form()["scheduler"] == "euler"
+    assert results.song_for(entry) == kept and kept.read_bytes() == song.read_bytes()
+    forged = Entry(saved, "", {"song": {"sha256": "../../etc"}})
+    assert results.song_for(forged) is None  # a name from a file's metadata never becomes a path
+    assert results.save(ImageResult(_png(meta), meta)) != saved  # never overwrites an earlier image
