@@ -92,8 +92,9 @@ def orchestrator_address(models: str, address: str | None) -> Iterator[str]:
 
 
 class JobProgress:
-    """A job's events on stderr: a line per stage, one bar that moves through the whole song (separated
-    and embedded: the two run together, each half the bar) and one over the denoising steps."""
+    """A job's events on stderr: a line per stage, one bar that moves through the whole song (separated,
+    embedded and, when asked, transcribed: they run together, each an equal share of the bar) and one over
+    the denoising steps."""
 
     def __init__(self) -> None:
         self.song_bar: tqdm | None = None
@@ -112,12 +113,14 @@ class JobProgress:
             self.stage = event.stage
             detail = f" ({event.message})" if event.message else ""
             tqdm.write(f"[{_STAGE_NAMES.get(event.stage, '?')}]{detail}", file=sys.stderr)
+        if event.stage == orchestrator_pb2.STAGE_TRANSCRIBING:
+            self.parts.setdefault(event.stage, 0.0)
         if event.stage in self.parts and (event.total or event.cache_hit):
             self.parts[event.stage] = 1.0 if event.cache_hit else min(1.0, event.current / event.total)
             if self.song_bar is None:
                 self.song_bar = tqdm(total=100, desc="song", unit="%", file=sys.stderr,
                                      bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
-            self.song_bar.n = round(50 * sum(self.parts.values()))
+            self.song_bar.n = round(100 * sum(self.parts.values()) / len(self.parts))
             self.song_bar.refresh()
         elif event.stage == orchestrator_pb2.STAGE_GENERATING and event.total:
             if self.steps_bar is None:  # made at the stage's 0/total event: the rate starts from the first step
