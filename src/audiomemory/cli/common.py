@@ -117,6 +117,8 @@ class JobProgress:
             self.parts.setdefault(event.stage, 0.0)
         if event.stage in self.parts and (event.total or event.cache_hit):
             self.parts[event.stage] = 1.0 if event.cache_hit else min(1.0, event.current / event.total)
+            if event.cache_hit and event.stage == orchestrator_pb2.STAGE_EMBEDDING:
+                self.parts[orchestrator_pb2.STAGE_SEPARATING] = 1.0  # the cached vector needs no separation
             if self.song_bar is None:
                 self.song_bar = tqdm(total=100, desc="song", unit="%", file=sys.stderr,
                                      bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
