@@ -107,3 +107,19 @@ def test_lyrics_with_a_source_that_reads_none_are_invalid_argument(
         run_job(orchestrator.address, b"not read", lyrics="words", lyrics_source=source)
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "options.lyrics: must be empty" in (info.value.details() or "")
+
+
+def test_cli_auto_transcribes_only_where_a_transcriber_stands_behind_the_orchestrator(
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from audiomemory.cli.common import PLAINTEXT
+    from audiomemory.cli.generate import lyrics_options
+
+    with_words = start_orchestrator(models)
+    without = start_orchestrator(models, transcriber_target="")
+    assert lyrics_options("auto", with_words.address, PLAINTEXT) == ("", TRANSCRIBE)
+    assert capsys.readouterr().err == ""
+    assert lyrics_options("auto", without.address, PLAINTEXT) == ("", orchestrator_pb2.LYRICS_SOURCE_NONE)
+    note = capsys.readouterr().err
+    assert note.count("\n") == 1 and "no transcriber behind the orchestrator" in note
+    assert lyrics_options("none", with_words.address, PLAINTEXT) == ("", orchestrator_pb2.LYRICS_SOURCE_NONE)
