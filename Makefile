@@ -13,7 +13,7 @@ TORCH ?= torch==2.13.0
 # it depends on every service distribution, and no image installs it.
 # The core with its `web` extra (Gradio: `audiomemory web`).
 DISTS := -e ".[web]" -e ./services/separator -e ./services/audio_encoder -e ./services/text_encoder \
-	-e ./services/generator -e ./orchestrator -e ./bench
+	-e ./services/generator -e ./services/transcriber -e ./orchestrator -e ./bench
 STAMP := $(VENV)/.installed
 # tcmalloc, when installed (Debian/Ubuntu: libtcmalloc-minimal4), is preloaded for every command that
 # runs models: under glibc malloc PyTorch re-faults its freed activations on each call (SD 1.5 UNet
@@ -35,6 +35,9 @@ $(STAMP): pyproject.toml services/*/pyproject.toml orchestrator/pyproject.toml b
 	$(BIN)/python -m pip install -q "$(TORCH)" $(DISTS) -r requirements-dev.txt
 	# Only for the real CLIP BPE vocabulary file it ships; its dependencies would pull torchvision.
 	$(BIN)/python -m pip install -q --no-deps open-clip-torch==3.3.0
+	# Only for the real Whisper tokenizer file its sdist ships (the tiny transcriber); its dependencies (numba,
+	# triton) are never imported.
+	$(BIN)/python -m pip install -q --no-deps openai-whisper==20250625
 	touch $@
 
 venv dev: $(STAMP)

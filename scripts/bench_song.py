@@ -47,7 +47,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from audiomemory import profiles
 from audiomemory.client import Client, ImageResult
-from audiomemory.orchestrator.cache import AudioCache
+from audiomemory.orchestrator.cache import AudioCache, CachedAudio
 from audiomemory.orchestrator.decode import decode_audio
 from audiomemory.orchestrator.fusion import Projection, audio_direction
 from audiomemory.runtime.allocator import heap_allocator
@@ -194,7 +194,7 @@ def pooled(cache_dir: Path, sha256: str) -> np.ndarray:
     cache = AudioCache(cache_dir)
     for entry in sorted(cache.root.glob("*/*.amc"), key=lambda p: p.stat().st_mtime):
         value = cache.get(entry.stem)
-        if value is not None and _sha_of(value.pooled) == sha256:
+        if isinstance(value, CachedAudio) and _sha_of(value.pooled) == sha256:
             return np.asarray(value.pooled, np.float64)
     raise RuntimeError(f"no cached audio vector with sha256 {sha256[:12]} in {cache_dir}")
 

@@ -1,7 +1,8 @@
 """A job's progress as its ``StageEvent``s tell it, for any display (the CLI's bars, the web page's).
 
-The song's half of a job (separated and embedded: the two run together) counts as one stretch, each
-stage half of it; the denoising steps are the other stretch. A display draws what ``JobState`` holds.
+The song's half of a job (separated, embedded and, when asked, transcribed: they run together) counts
+as one stretch, each stage an equal share of it; the denoising steps are the other stretch. A display
+draws what ``JobState`` holds.
 """
 
 from __future__ import annotations
@@ -41,8 +42,12 @@ class JobState:
         self.queued = ""
         new = event.stage != self.stage
         self.stage = event.stage
+        if event.stage == orchestrator_pb2.STAGE_TRANSCRIBING:
+            self.parts.setdefault(event.stage, 0.0)
         if event.stage in self.parts and (event.total or event.cache_hit):
             self.parts[event.stage] = 1.0 if event.cache_hit else min(1.0, event.current / event.total)
+            if event.cache_hit and event.stage == orchestrator_pb2.STAGE_EMBEDDING:
+                self.parts[orchestrator_pb2.STAGE_SEPARATING] = 1.0  # a cached vector needs no separation
             self.song_started = True
         elif event.stage == orchestrator_pb2.STAGE_GENERATING and event.total:
             self.steps = event.total
@@ -51,7 +56,7 @@ class JobState:
 
     @property
     def song_fraction(self) -> float:
-        """How much of the song is separated and embedded, 0..1."""
+        """How much of the song is separated, embedded (and transcribed, when asked), 0..1."""
         return sum(self.parts.values()) / len(self.parts)
 
     @property

@@ -1,6 +1,6 @@
-"""The five services by kind, and the embedded stack that runs them all in one process.
+"""The six services by kind, and the embedded stack that runs them all in one process.
 
-``LocalStack`` starts the four model services and the orchestrator on 127.0.0.1 ephemeral ports,
+``LocalStack`` starts the five model services and the orchestrator on 127.0.0.1 ephemeral ports,
 wires the orchestrator to the others, and stops everything on exit. It is what ``audiomemory
 generate`` does with no ``--orchestrator`` address, what ``audiomemory up`` keeps running, and what
 the end-to-end tests use.
@@ -14,7 +14,7 @@ from typing import Any
 
 from audiomemory.runtime.service import RunningService, ServiceDefinition, start_service
 
-MODEL_KINDS: tuple[str, ...] = ("separator", "audio_encoder", "text_encoder", "generator")
+MODEL_KINDS: tuple[str, ...] = ("separator", "audio_encoder", "text_encoder", "generator", "transcriber")
 KINDS: tuple[str, ...] = (*MODEL_KINDS, "orchestrator")
 _DISTRIBUTIONS = {kind: f"audiomemory-{kind.replace('_', '-')}" for kind in KINDS}
 
@@ -31,7 +31,7 @@ def definition(kind: str) -> ServiceDefinition:
 
 
 class LocalStack:
-    """All five services in this process, on 127.0.0.1 ephemeral ports."""
+    """All six services in this process, on 127.0.0.1 ephemeral ports."""
 
     def __init__(self, overrides: Mapping[str, Mapping[str, Any]] | None = None, *, host: str = "127.0.0.1",
                  wait_timeout: float = 900.0) -> None:

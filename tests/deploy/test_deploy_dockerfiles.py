@@ -23,9 +23,10 @@ DISTS = {
     "audio_encoder": "services/audio_encoder",
     "text_encoder": "services/text_encoder",
     "generator": "services/generator",
+    "transcriber": "services/transcriber",
     "orchestrator": "orchestrator",
 }
-MODEL_KINDS = {"separator", "audio_encoder", "text_encoder", "generator"}
+MODEL_KINDS = {"separator", "audio_encoder", "text_encoder", "generator", "transcriber"}
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:

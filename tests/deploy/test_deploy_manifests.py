@@ -30,6 +30,7 @@ MODEL_SERVICES = {
     "audio-encoder": "audio_encoder",
     "text-encoder": "text_encoder",
     "generator": "generator",
+    "transcriber": "transcriber",
 }
 ALL_SERVICES = {**MODEL_SERVICES, "orchestrator": "orchestrator"}
 GRPC_PORT = 50051
@@ -372,7 +373,7 @@ def test_every_container_is_non_root_read_only_unprivileged_and_bounded(docs: li
             volumes = {v["name"]: v for v in pod.get("volumes", [])}
             assert "/tmp" in mounts and "emptyDir" in volumes[mounts["/tmp"]], label
             assert volumes[mounts["/tmp"]]["emptyDir"].get("sizeLimit"), label
-    assert seen == 5 + 4  # five Deployments, four models-pull containers
+    assert seen == 6 + 5  # six Deployments, five models-pull containers
 
 
 def test_model_pods_read_weights_from_the_volume_and_only_the_pull_job_writes_it(docs: list[Obj]) -> None:

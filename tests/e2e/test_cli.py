@@ -1,6 +1,6 @@
 """The product as a user runs it: the ``audiomemory`` CLI with the embedded default and tiny models.
 
-One embedded run (all five services started in-process over real gRPC, then stopped), then
+One embedded run (all six services started in-process over real gRPC, then stopped), then
 ``reproduce`` from the PNG's metadata alone plus the song, and ``describe`` against ``up``-style
 running services. A profile YAML selects the tiny models with a coarse encoder hop to stay quick.
 """
@@ -80,8 +80,9 @@ def test_generate_then_reproduce_gives_identical_pixels(profile: Path, song: Pat
 def test_reproduce_with_the_default_strength_and_the_recorded_profile_is_exact(
     profile: Path, tmp_path: Path
 ) -> None:
-    # A mono 22.05 kHz WAV, no --strength (the orchestrator's default, recorded as the float32 it was),
-    # and reproduce without --models: the profile the image records is used, and the pixels are equal.
+    # A mono 22.05 kHz WAV, no --strength (the orchestrator's default, recorded as the float32 it was), no
+    # --lyrics (transcribed), and reproduce without --models: the profile the image records is used, the
+    # recorded transcript is sent back as the lyrics, and the pixels are equal.
     import soundfile
 
     wav = tmp_path / "mono.wav"
@@ -95,9 +96,12 @@ def test_reproduce_with_the_default_strength_and_the_recorded_profile_is_exact(
     meta = json.loads(Image.open(out).text["audiomemory"])  # type: ignore[attr-defined]
     assert meta["profile"] == str(profile) and meta["fusion"]["steered"]
     assert meta["fusion"]["strength"] == float(np.float32(0.1))
+    assert meta["lyrics"]["source"] == "transcribed"  # no --lyrics: auto, and the embedded stack has a transcriber
     result = runner.invoke(cli, ["reproduce", str(out), "--song", str(wav)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert f"using the model profile the image records: {profile}" in result.output
+    segments = len(meta["lyrics"]["transcript"]["segments"])
+    assert f"re-using the transcript the image records ({segments} segment(s))" in result.output
     assert "pixels match: max difference 0/255" in result.output
 
 
@@ -126,6 +130,33 @@ def test_describe_prints_each_services_identity(profile: Path) -> None:
     assert gen["service"] == "generator" and gen["model"]["backend"] == "stable-diffusion"
     assert gen["cross_attention_dim"] == orch["generator"]["cross_attention_dim"]
     assert orch["service"] == "orchestrator" and orch["separator"]["stems"]
+    assert orch["transcriber"]["model"]["backend"] == "whisper" and orch["transcriber"]["sample_rate"] == 16000
+
+
+def test_generate_without_lyrics_transcribes_and_a_reseed_reads_the_transcript_from_the_cache(
+    profile: Path, song: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUDIOMEMORY_ORCHESTRATOR_CACHE_DIR", str(tmp_path / "cache"))  # an empty cache
+    runner = CliRunner()
+    args = ["--models", str(profile), "--steps", "2", "--size", "64x64", "--sidecar", "--print-lyrics"]
+    first = runner.invoke(cli, ["generate", str(song), "-o", str(tmp_path / "a.png"), "--seed", "1", *args],
+                          catch_exceptions=False)
+    second = runner.invoke(cli, ["generate", str(song), "-o", str(tmp_path / "b.png"), "--seed", "2", *args],
+                           catch_exceptions=False)
+
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    meta1 = json.loads((tmp_path / "a.json").read_text())
+    meta2 = json.loads((tmp_path / "b.json").read_text())
+    assert meta1["lyrics"]["source"] == "transcribed" and meta1["lyrics"]["transcript_cache_hit"] is False
+    assert meta1["services"]["transcriber"]["model"]["backend"] == "whisper"
+    assert "[transcribing] (transcribed)" in first.output
+    segments = meta1["lyrics"]["transcript"]["segments"]
+    assert f"# transcribed ({meta1['lyrics']['transcript']['language'] or '-'}), {len(segments)} segment(s)" \
+        in first.output
+    # The re-seed: the vector and the transcript from the cache, nothing separated, embedded or transcribed.
+    assert meta2["cache_hit"] is True and meta2["lyrics"]["transcript_cache_hit"] is True
+    assert meta2["lyrics"]["transcript"] == meta1["lyrics"]["transcript"]
+    assert "[transcribing] (cache hit: transcribed before)" in second.output and "[separating]" not in second.output
 
 
 def test_unknown_models_profile_is_a_clear_usage_error(song: Path) -> None:

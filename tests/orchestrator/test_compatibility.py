@@ -1,4 +1,4 @@
-"""Compatibility of the four services from their Describe answers, and downstream error mapping."""
+"""Compatibility of the model services from their Describe answers, and downstream error mapping."""
 
 from __future__ import annotations
 
@@ -124,3 +124,38 @@ def test_a_service_that_takes_shorter_songs_than_the_orchestrator_accepts_is_ref
 def test_an_encoder_that_takes_fewer_signals_than_the_four_stems_is_refused() -> None:
     with pytest.raises(FailedPrecondition, match=r"at most 2 signal\(s\) per call; the orchestrator sends the 4 stems"):
         check_compatibility(_infos(audio_encoder__max_signals=2), max_seconds=60)
+
+
+def _with_transcriber(**changes: Any) -> Infos:
+    from dataclasses import replace
+
+    from audiomemory.v1 import tensor_pb2, transcriber_pb2
+
+    words = transcriber_pb2.TranscriberInfo(
+        model=common_pb2.ModelInfo(backend="whisper", model_id="whisper-model"), sample_rate=16000,
+        max_input_sample_rate=384000, channels=1, max_input_channels=2, max_input_frames=16000 * 1200,
+        accepted_dtypes=[tensor_pb2.DTYPE_FLOAT32, tensor_pb2.DTYPE_FLOAT16],
+    )
+    for name, value in changes.items():
+        setattr(words, name, value)
+    return replace(_infos(), transcriber=words)
+
+
+def test_a_transcriber_that_takes_the_encoders_format_passes() -> None:
+    check_compatibility(_with_transcriber(), max_seconds=1200)
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [({"max_input_sample_rate": 44100}, "1 channel(s) at 48000 Hz, but the transcriber takes at most 2 channel(s) "
+      "at up to 44100 Hz"),
+     ({"max_input_channels": 0}, "takes at most 0 channel(s)"),
+     ({"sample_rate": 0}, "reports sample_rate 0"),
+     ({"max_input_frames": 16000 * 600}, "the transcriber (whisper/whisper-model) takes at most 600 s")],
+)
+def test_a_transcriber_that_cannot_take_the_vocal_stem_is_failed_precondition_naming_it(
+    changes: dict[str, int], words: str
+) -> None:
+    with pytest.raises(FailedPrecondition) as info:
+        check_compatibility(_with_transcriber(**changes), max_seconds=1200)
+    assert words in str(info.value)

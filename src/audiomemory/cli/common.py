@@ -113,7 +113,8 @@ def open_orchestrator(models: str, address: str | None) -> Iterator[Orchestrator
 
 class JobProgress:
     """A job's events on stderr (``progress.JobState``): a line per stage, one bar that moves through the
-    whole song (separated and embedded: the two run together, each half the bar) and one over the steps."""
+    whole song (separated, embedded and, when asked, transcribed: they run together, each an equal share
+    of the bar) and one over the steps."""
 
     def __init__(self) -> None:
         self.state = JobState()

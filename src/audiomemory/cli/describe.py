@@ -18,6 +18,7 @@ from audiomemory.v1 import (
     orchestrator_pb2_grpc,
     separator_pb2_grpc,
     text_encoder_pb2_grpc,
+    transcriber_pb2_grpc,
 )
 
 _STUBS: list[tuple[str, Callable[[grpc.Channel], Any]]] = [
@@ -26,6 +27,7 @@ _STUBS: list[tuple[str, Callable[[grpc.Channel], Any]]] = [
     ("audio_encoder", audio_encoder_pb2_grpc.AudioEncoderStub),
     ("text_encoder", text_encoder_pb2_grpc.TextEncoderStub),
     ("generator", generator_pb2_grpc.GeneratorStub),
+    ("transcriber", transcriber_pb2_grpc.TranscriberStub),
 ]
 
 

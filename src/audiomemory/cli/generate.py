@@ -1,4 +1,4 @@
-"""``audiomemory generate``: a song and its lyrics in, an image out."""
+"""``audiomemory generate``: a song and its lyrics (given, heard from its vocal stem, or none) in, an image out."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+import grpc
 
 from audiomemory.cli.common import (
     MODELS_HELP,
@@ -16,6 +17,11 @@ from audiomemory.cli.common import (
     run_job,
     write_result,
 )
+from audiomemory.client import ImageResult
+from audiomemory.v1 import orchestrator_pb2
+
+LYRICS_HELP = ("Lyrics file, - for stdin, auto (transcribe the vocal stem when a transcriber is available, else "
+               "none) or none (the audio alone steers). Default: auto.")
 
 
 def _parse_size(size: str | None) -> tuple[int | None, int | None]:
@@ -28,17 +34,51 @@ def _parse_size(size: str | None) -> tuple[int | None, int | None]:
     return w, h
 
 
-def _read_lyrics(lyrics: str | None) -> str:
-    if lyrics is None:
-        return ""
-    if lyrics == "-":
-        return sys.stdin.read()
-    return Path(lyrics).read_text(encoding="utf-8")
+def lyrics_options(spec: str, address: str, connection: Connection) -> tuple[str, int]:
+    """``--lyrics`` as (lyrics, lyrics_source): given text, TRANSCRIBE, or NONE (``auto`` asks the orchestrator
+    whether a transcriber stands behind it, and says so in one line when none does)."""
+    if spec == "none":
+        return "", orchestrator_pb2.LYRICS_SOURCE_NONE
+    if spec == "auto":
+        with connection.client(address) as client:
+            try:
+                has_transcriber = client.describe().HasField("transcriber")
+            except grpc.RpcError as err:
+                raise click.ClickException(f"{err.code().name}: {err.details()}") from None
+        if has_transcriber:
+            return "", orchestrator_pb2.LYRICS_SOURCE_TRANSCRIBE
+        click.echo("note: no lyrics given and no transcriber behind the orchestrator: the audio alone steers "
+                   "(--lyrics FILE to give them)", err=True)
+        return "", orchestrator_pb2.LYRICS_SOURCE_NONE
+    text = sys.stdin.read() if spec == "-" else Path(spec).read_text(encoding="utf-8")
+    return text, orchestrator_pb2.LYRICS_SOURCE_GIVEN
+
+
+def print_lyrics(result: ImageResult) -> None:
+    """What the image's lyrics were: the transcript's segments with their times, or the given lyrics."""
+    lyrics = result.metadata.get("lyrics", {})
+    transcript = lyrics.get("transcript")
+    if transcript is not None:
+        language = transcript["language"] or "-"
+        click.echo(f"# transcribed ({language}), {len(transcript['segments'])} segment(s); window: {lyrics['text']}")
+        for seg in transcript["segments"]:
+            click.echo(f"[{_clock(seg['start'])} → {_clock(seg['end'])}] {seg['text']}")
+    elif lyrics.get("source") == "given":
+        click.echo(f"# given; window: {lyrics['text']}")
+        click.echo(lyrics.get("full", ""))
+    else:
+        click.echo("# no lyrics: the audio alone steered")
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{seconds % 60:05.2f}"
 
 
 @click.command()
 @click.argument("song", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--lyrics", "lyrics_path", help="Lyrics file, or - for stdin (default: none, audio alone).")
+@click.option("--lyrics", "lyrics_spec", default="auto", metavar="FILE|-|auto|none", help=LYRICS_HELP)
+@click.option("--print-lyrics", "print_lyrics_", is_flag=True,
+              help="Print the lyrics the image read (what was heard, with times).")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("memory.png"),
               show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -54,16 +94,21 @@ def _read_lyrics(lyrics: str | None) -> str:
 @click.option("--orchestrator", help="HOST:PORT of a running orchestrator (default: start everything here).")
 @connection_options
 @click.option("--sidecar", is_flag=True, help="Also write the metadata as OUT.json.")
-def generate(song: Path, lyrics_path: str | None, out: Path, seed: int, strength: float | None, steps: int | None,
-             guidance: float | None, size: str | None, scheduler: str | None, lyrics_window: str, negative: str,
-             projection_seed: int, models: str, orchestrator: str | None, sidecar: bool,
+def generate(song: Path, lyrics_spec: str, print_lyrics_: bool, out: Path, seed: int, strength: float | None,
+             steps: int | None, guidance: float | None, size: str | None, scheduler: str | None, lyrics_window: str,
+             negative: str, projection_seed: int, models: str, orchestrator: str | None, sidecar: bool,
              connection: Connection) -> None:
     """Turn SONG (wav, flac, mp3, ogg, opus, m4a) and its lyrics into an image."""
     width, height = _parse_size(size)
     options = {"seed": seed, "strength": strength, "steps": steps, "guidance": guidance, "width": width,
                "height": height, "scheduler": scheduler, "lyrics_window": lyrics_window,
                "negative_prompt": negative, "projection_seed": projection_seed}
+    connection = connection if orchestrator else PLAINTEXT
+    if lyrics_spec not in ("auto", "none", "-") and not Path(lyrics_spec).is_file():
+        raise click.BadParameter(f"expected a lyrics file, -, auto or none, got {lyrics_spec!r}", param_hint="--lyrics")
     with orchestrator_address(models, orchestrator) as address:
-        result = run_job(address, song, _read_lyrics(lyrics_path), options,
-                         connection=connection if orchestrator else PLAINTEXT)
+        lyrics, source = lyrics_options(lyrics_spec, address, connection)
+        result = run_job(address, song, lyrics, {**options, "lyrics_source": source}, connection=connection)
     write_result(result, out, sidecar)
+    if print_lyrics_:
+        print_lyrics(result)

@@ -1,9 +1,9 @@
 """``audiomemory`` — turn a song into an image of how it is remembered.
 
-    audiomemory generate SONG --lyrics lyrics.txt -o out.png        # embedded: all services in-process
+    audiomemory generate SONG --lyrics lyrics.txt -o out.png        # embedded; no --lyrics: transcribed
     audiomemory generate SONG --orchestrator HOST:PORT              # against a running deployment
     audiomemory serve generator --port 50051 --model ./sd15         # one service (what a container runs)
-    audiomemory up --models tiny                                    # all five services, long-running
+    audiomemory up --models tiny                                    # all six services, long-running
     audiomemory models pull | make-tiny | list
     audiomemory describe HOST:PORT [HOST:PORT ...]
     audiomemory reproduce IMAGE.png --song SONG                     # re-run from the PNG's metadata

@@ -22,6 +22,7 @@ from audiomemory.cli.common import (
     write_result,
 )
 from audiomemory.client import read_metadata
+from audiomemory.runtime.transcript import Transcript
 from audiomemory.v1 import orchestrator_pb2
 
 
@@ -33,12 +34,19 @@ def _pixels(png: bytes) -> np.ndarray:
 
 def recorded_request(metadata: dict[str, Any]) -> orchestrator_pb2.CreateImageOptions:
     """The options an image's metadata records (images made before strength/guidance had presence
-    recorded ``strengthSet``/``guidanceSet`` and left a 0 out: read those as the 0 they were)."""
+    recorded ``strengthSet``/``guidanceSet`` and left a 0 out: read those as the 0 they were). Lyrics that
+    were transcribed go back as given lyrics: the recorded transcript's segments, one line each — the
+    lines the image's lyrics window was made of — so nothing is transcribed again."""
     recorded = dict(metadata["request"])
     for name in ("strength", "guidance"):
         if recorded.pop(f"{name}Set", False):
             recorded.setdefault(name, 0.0)
-    return json_format.ParseDict(recorded, orchestrator_pb2.CreateImageOptions(), ignore_unknown_fields=True)
+    request = json_format.ParseDict(recorded, orchestrator_pb2.CreateImageOptions(), ignore_unknown_fields=True)
+    transcript = metadata.get("lyrics", {}).get("transcript")
+    if request.lyrics_source == orchestrator_pb2.LYRICS_SOURCE_TRANSCRIBE and transcript is not None:
+        request.lyrics = Transcript.from_dict(transcript).lines()
+        request.lyrics_source = orchestrator_pb2.LYRICS_SOURCE_GIVEN
+    return request
 
 
 def recorded_models(metadata: dict[str, Any], models: str | None) -> str:
@@ -74,6 +82,10 @@ def reproduce(image: Path, song: Path, out: Path | None, models: str | None, orc
         click.secho(f"warning: {song} is not the song the image was made from (sha256 differs)", fg="yellow",
                     err=True)
     request = recorded_request(metadata)
+    if metadata.get("lyrics", {}).get("source") == "transcribed":
+        segments = len(metadata["lyrics"]["transcript"]["segments"])
+        click.echo(f"re-using the transcript the image records ({segments} segment(s)): nothing is transcribed "
+                   "again", err=True)
     models = models if orchestrator else recorded_models(metadata, models)
     with orchestrator_address(models or "auto", orchestrator) as address:
         result = run_job(address, song, "", {}, request=request,

@@ -1,4 +1,4 @@
-"""``audiomemory serve KIND`` (one service, what a container runs) and ``audiomemory up`` (all five here)."""
+"""``audiomemory serve KIND`` (one service, what a container runs) and ``audiomemory up`` (all six here)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def secured(overrides: dict[str, dict[str, Any]], cert: Path | None, key: Path |
               help="Tokens the orchestrator accepts (one per line, optional name after a space; re-read on change).")
 def up(models: str, tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None,
        auth_tokens: Path | None) -> None:
-    """Run all five services here until Ctrl-C, printing their addresses."""
+    """Run all six services here until Ctrl-C, printing their addresses."""
     overrides = secured(stack_overrides(models), tls_cert, tls_key, tls_ca, auth_tokens)
     if models == "tiny":
         click.secho(TINY_BANNER, fg="yellow", err=True)

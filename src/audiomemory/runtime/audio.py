@@ -116,9 +116,12 @@ class AudioStreamReader:
     chunk, whose caps follow from ``max_seconds`` at that chunk's rate — the frame cap, and a byte cap
     of those frames as stereo float32 (so a byte limit can never disagree with the length limit)."""
 
-    def __init__(self, field: str, *, max_seconds: float) -> None:
+    def __init__(self, field: str, *, max_seconds: float, keep: bool = True) -> None:
+        """``keep=False``: ``add`` checks and returns each part without keeping it (a reader that consumes
+        the audio as it comes; ``result`` is then not available)."""
         self.field = field
         self.max_seconds = max_seconds
+        self.keep = keep
         self._assembler: AudioAssembler | None = None
 
     @property
@@ -126,11 +129,18 @@ class AudioStreamReader:
         """True once an audio chunk has arrived."""
         return self._assembler is not None
 
-    def add(self, chunk: tensor_pb2.AudioChunk) -> None:
+    @property
+    def sample_rate(self) -> int:
+        """The stream's rate (0 before the first chunk)."""
+        return self._assembler.sample_rate if self._assembler is not None else 0
+
+    def add(self, chunk: tensor_pb2.AudioChunk) -> np.ndarray:
+        """Check ``chunk`` and return its float ``[channels, n]`` samples."""
         if self._assembler is None:
             frames = frames_limit(self.max_seconds, chunk.sample_rate) if chunk.sample_rate > 0 else 0
-            self._assembler = AudioAssembler(self.field, max_frames=frames, max_bytes=max_audio_bytes(frames))
-        self._assembler.add(chunk)
+            self._assembler = AudioAssembler(self.field, max_frames=frames, max_bytes=max_audio_bytes(frames),
+                                             keep=self.keep)
+        return self._assembler.add(chunk)
 
     def result(self) -> tuple[np.ndarray, int]:
         """The float32 ``[channels, frames]`` audio and its rate."""

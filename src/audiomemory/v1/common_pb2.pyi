@@ -70,7 +70,7 @@ class ModelInfo(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     EXTRA_FIELD_NUMBER: _builtins.int
     service: _builtins.str
-    """Service kind: separator, audio_encoder, text_encoder, generator, orchestrator."""
+    """Service kind: separator, audio_encoder, text_encoder, generator, transcriber, orchestrator."""
     backend: _builtins.str
     """Registered backend name, e.g. "demucs"."""
     model_id: _builtins.str

@@ -11,6 +11,7 @@ from audiomemory.v1 import common_pb2 as _common_pb2
 from audiomemory.v1 import generator_pb2 as _generator_pb2
 from audiomemory.v1 import separator_pb2 as _separator_pb2
 from audiomemory.v1 import text_encoder_pb2 as _text_encoder_pb2
+from audiomemory.v1 import transcriber_pb2 as _transcriber_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -24,6 +25,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _LyricsSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LyricsSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LyricsSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LYRICS_SOURCE_UNSPECIFIED: _LyricsSource.ValueType  # 0
+    LYRICS_SOURCE_GIVEN: _LyricsSource.ValueType  # 1
+    """`lyrics` (may be empty)."""
+    LYRICS_SOURCE_TRANSCRIBE: _LyricsSource.ValueType  # 2
+    """Transcribe the vocal stem (`lyrics` must be empty)."""
+    LYRICS_SOURCE_NONE: _LyricsSource.ValueType  # 3
+    """No lyrics: the audio alone steers (`lyrics` must be empty)."""
+
+class LyricsSource(_LyricsSource, metaclass=_LyricsSourceEnumTypeWrapper):
+    """Where the lyrics come from. Unset = GIVEN when `lyrics` is non-empty, else NONE (what every client did
+    before the transcriber existed).
+    """
+
+LYRICS_SOURCE_UNSPECIFIED: LyricsSource.ValueType  # 0
+LYRICS_SOURCE_GIVEN: LyricsSource.ValueType  # 1
+"""`lyrics` (may be empty)."""
+LYRICS_SOURCE_TRANSCRIBE: LyricsSource.ValueType  # 2
+"""Transcribe the vocal stem (`lyrics` must be empty)."""
+LYRICS_SOURCE_NONE: LyricsSource.ValueType  # 3
+"""No lyrics: the audio alone steers (`lyrics` must be empty)."""
+Global___LyricsSource: _TypeAlias = LyricsSource  # noqa: Y015
 
 class _Stage:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -42,6 +71,8 @@ class _StageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Stage.ValueType
     STAGE_DONE: _Stage.ValueType  # 8
     STAGE_QUEUED: _Stage.ValueType  # 9
     """Waiting for a downstream model slot (current = place in line)."""
+    STAGE_TRANSCRIBING: _Stage.ValueType  # 10
+    """The vocal stem being transcribed (seconds done / total)."""
 
 class Stage(_Stage, metaclass=_StageEnumTypeWrapper):
     """Stages, in the order a job passes them."""
@@ -57,6 +88,8 @@ STAGE_GENERATING: Stage.ValueType  # 7
 STAGE_DONE: Stage.ValueType  # 8
 STAGE_QUEUED: Stage.ValueType  # 9
 """Waiting for a downstream model slot (current = place in line)."""
+STAGE_TRANSCRIBING: Stage.ValueType  # 10
+"""The vocal stem being transcribed (seconds done / total)."""
 Global___Stage: _TypeAlias = Stage  # noqa: Y015
 
 @_typing.final
@@ -68,6 +101,7 @@ class OrchestratorInfo(_message.Message):
     AUDIO_ENCODER_FIELD_NUMBER: _builtins.int
     TEXT_ENCODER_FIELD_NUMBER: _builtins.int
     GENERATOR_FIELD_NUMBER: _builtins.int
+    TRANSCRIBER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def model(self) -> _common_pb2.ModelInfo: ...
     @_builtins.property
@@ -78,6 +112,10 @@ class OrchestratorInfo(_message.Message):
     def text_encoder(self) -> _text_encoder_pb2.TextEncoderInfo: ...
     @_builtins.property
     def generator(self) -> _generator_pb2.GeneratorInfo: ...
+    @_builtins.property
+    def transcriber(self) -> _transcriber_pb2.TranscriberInfo:
+        """Unset when no transcriber is configured."""
+
     def __init__(
         self,
         *,
@@ -86,10 +124,11 @@ class OrchestratorInfo(_message.Message):
         audio_encoder: _audio_encoder_pb2.AudioEncoderInfo | None = ...,
         text_encoder: _text_encoder_pb2.TextEncoderInfo | None = ...,
         generator: _generator_pb2.GeneratorInfo | None = ...,
+        transcriber: _transcriber_pb2.TranscriberInfo | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_encoder", b"audio_encoder", "generator", b"generator", "model", b"model", "separator", b"separator", "text_encoder", b"text_encoder"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_encoder", b"audio_encoder", "generator", b"generator", "model", b"model", "separator", b"separator", "text_encoder", b"text_encoder", "transcriber", b"transcriber"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_encoder", b"audio_encoder", "generator", b"generator", "model", b"model", "separator", b"separator", "text_encoder", b"text_encoder"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_encoder", b"audio_encoder", "generator", b"generator", "model", b"model", "separator", b"separator", "text_encoder", b"text_encoder", "transcriber", b"transcriber"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -114,6 +153,7 @@ class CreateImageOptions(_message.Message):
     PROJECTION_SEED_FIELD_NUMBER: _builtins.int
     KEEP_BOS_FIELD_NUMBER: _builtins.int
     FILENAME_FIELD_NUMBER: _builtins.int
+    LYRICS_SOURCE_FIELD_NUMBER: _builtins.int
     lyrics: _builtins.str
     """Full lyrics (may be empty: the audio alone steers)."""
     lyrics_window: _builtins.str
@@ -140,6 +180,8 @@ class CreateImageOptions(_message.Message):
     """Leave the BOS token's embedding untouched."""
     filename: _builtins.str
     """Original file name, a hint for the decoder and the metadata."""
+    lyrics_source: Global___LyricsSource.ValueType
+    """Unset = given lyrics, or none when `lyrics` is empty."""
     def __init__(
         self,
         *,
@@ -156,10 +198,11 @@ class CreateImageOptions(_message.Message):
         projection_seed: _builtins.int | None = ...,
         keep_bos: _builtins.bool = ...,
         filename: _builtins.str = ...,
+        lyrics_source: Global___LyricsSource.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "_projection_seed", b"_projection_seed", "_strength", b"_strength", "guidance", b"guidance", "projection_seed", b"projection_seed", "strength", b"strength"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "_projection_seed", b"_projection_seed", "_strength", b"_strength", "filename", b"filename", "guidance", b"guidance", "height", b"height", "keep_bos", b"keep_bos", "lyrics", b"lyrics", "lyrics_window", b"lyrics_window", "negative_prompt", b"negative_prompt", "projection_seed", b"projection_seed", "scheduler", b"scheduler", "seed", b"seed", "steps", b"steps", "strength", b"strength", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "_projection_seed", b"_projection_seed", "_strength", b"_strength", "filename", b"filename", "guidance", b"guidance", "height", b"height", "keep_bos", b"keep_bos", "lyrics", b"lyrics", "lyrics_source", b"lyrics_source", "lyrics_window", b"lyrics_window", "negative_prompt", b"negative_prompt", "projection_seed", b"projection_seed", "scheduler", b"scheduler", "seed", b"seed", "steps", b"steps", "strength", b"strength", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__guidance: _TypeAlias = _typing.Literal["guidance"]  # noqa: Y015
     _WhichOneofArgType__guidance: _TypeAlias = _typing.Literal["_guidance", b"_guidance"]  # noqa: Y015
@@ -217,13 +260,14 @@ class StageEvent(_message.Message):
     current: _builtins.int
     """Progress within the stage: seconds of audio separated, frames"""
     total: _builtins.int
-    """embedded (all stems), denoising steps done, place in line.
+    """embedded (all stems), seconds transcribed, denoising steps done,
+    place in line.
     Units in the stage, 0 if not counted.
     """
     message: _builtins.str
     """Human-readable note, e.g. "cache hit"."""
     cache_hit: _builtins.bool
-    """The audio vector came from the cache."""
+    """The audio vector (or, in STAGE_TRANSCRIBING, the transcript) came from the cache."""
     def __init__(
         self,
         *,

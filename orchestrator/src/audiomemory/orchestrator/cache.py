@@ -1,4 +1,4 @@
-"""Content-addressed on-disk cache of a song's pooled audio vector.
+"""Content-addressed on-disk cache of a song's pooled audio vector and of its vocal stem's transcript.
 
 The separator and the four encoder calls are the expensive front half of a job; their result depends
 only on the audio bytes and on which models (and parameters) ran. ``cache_key`` hashes exactly those:
@@ -9,8 +9,14 @@ It stores what a hit reads — the pooled vector ``a`` (16 KB for 4 × 2 × 512 
 the image's metadata needs of the audio — not the frame embeddings it was pooled from (a 4-minute song's
 ``[T, 512]`` arrays were ~20 MB an entry, written and fsynced for no reader).
 
+A transcript is cached apart, under its own key (the song's SHA-256, the separator's and the transcriber's
+identities and the stem format): a job that asks for it on a song whose vector is cached but whose words
+are not (an earlier run had lyrics given) separates again for the vocal stem only, and a re-seed never
+transcribes again.
+
 Layout: ``<root>/<key[:2]>/<key>.amc``. An entry is a 32-byte SHA-256 of the payload followed by the
-payload, an ``.npz`` (no pickles) with the ``pooled`` array.
+payload, an ``.npz`` (no pickles) with the ``pooled`` array, or with ``transcript``: the transcript's JSON
+(``runtime.transcript.Transcript.to_dict``) as UTF-8 bytes.
 Writes go to a temporary file in the same folder, are fsynced and ``os.replace``d into place, so a
 reader sees a whole entry or none. On read the checksum is verified; an entry that fails (partial,
 bit-rot, hand-edited) is deleted and reported as a miss — never served. LRU by file mtime (touched
@@ -33,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from audiomemory.runtime.transcript import Transcript
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -51,6 +59,16 @@ class CachedAudio:
     """What the front half of a job produces and a hit reads."""
 
     pooled: np.ndarray  # float32 [4096]
+
+
+@dataclass(frozen=True)
+class CachedTranscript:
+    """What a transcription produces and a hit on its key reads."""
+
+    transcript: Transcript
+
+
+Entry = CachedAudio | CachedTranscript
 
 
 @dataclass
@@ -80,7 +98,7 @@ class AudioCache:
             raise ValueError(f"cache key must be 64 hex digits, got {key!r}")
         return self.root / key[:2] / f"{key}{_SUFFIX}"
 
-    def get(self, key: str) -> CachedAudio | None:
+    def get(self, key: str) -> Entry | None:
         """The entry, or ``None`` on a miss or a corrupt entry (which is removed)."""
         if not self.enabled:
             return None
@@ -106,7 +124,7 @@ class AudioCache:
         self._count("hits")
         return value
 
-    def put(self, key: str, value: CachedAudio) -> bool:
+    def put(self, key: str, value: Entry) -> bool:
         """Store atomically and evict old entries; False (logged) when it could not be written."""
         if not self.enabled:
             return False
@@ -163,14 +181,18 @@ class AudioCache:
             setattr(self.stats, name, getattr(self.stats, name) + 1)
 
 
-def _encode_entry(value: CachedAudio) -> bytes:
+def _encode_entry(value: Entry) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, allow_pickle=False, pooled=np.asarray(value.pooled, dtype=np.float32))
+    if isinstance(value, CachedTranscript):
+        text = json.dumps(value.transcript.to_dict(), sort_keys=True, ensure_ascii=False).encode()
+        np.savez(buf, allow_pickle=False, transcript=np.frombuffer(text, dtype=np.uint8))
+    else:
+        np.savez(buf, allow_pickle=False, pooled=np.asarray(value.pooled, dtype=np.float32))
     payload = buf.getvalue()
     return hashlib.sha256(payload).digest() + payload
 
 
-def _decode_entry(blob: bytes) -> CachedAudio | None:
+def _decode_entry(blob: bytes) -> Entry | None:
     if len(blob) <= _DIGEST:
         return None
     digest, payload = blob[:_DIGEST], blob[_DIGEST:]
@@ -181,6 +203,11 @@ def _decode_entry(blob: bytes) -> CachedAudio | None:
             arrays = {name: npz[name] for name in npz.files}
     except (ValueError, OSError, KeyError, EOFError):
         return None
+    if "transcript" in arrays:
+        try:
+            return CachedTranscript(Transcript.from_dict(json.loads(arrays["transcript"].tobytes().decode())))
+        except (ValueError, KeyError, TypeError):
+            return None
     pooled = arrays.get("pooled")
     if pooled is None or pooled.ndim != 1 or not np.isfinite(pooled).all():
         return None

@@ -26,25 +26,34 @@ from audiomemory.runtime.errors import (
     Unavailable,
 )
 from audiomemory.stack import MODEL_KINDS
-from audiomemory.v1 import audio_encoder_pb2, generator_pb2, separator_pb2, text_encoder_pb2
+from audiomemory.v1 import (
+    audio_encoder_pb2,
+    generator_pb2,
+    separator_pb2,
+    tensor_pb2,
+    text_encoder_pb2,
+    transcriber_pb2,
+)
 
-KINDS = MODEL_KINDS  # the services called downstream, in pipeline order
+KINDS = MODEL_KINDS  # the services called downstream, in pipeline order (the transcriber optional)
 NAMES = {
     "separator": "separator",
     "audio_encoder": "audio encoder",
     "text_encoder": "text encoder",
     "generator": "generator",
+    "transcriber": "transcriber",
 }
 
 
 @dataclass(frozen=True)
 class Infos:
-    """One ``Describe`` answer per service."""
+    """One ``Describe`` answer per service (``transcriber`` None when none is configured)."""
 
     separator: separator_pb2.SeparatorInfo
     audio_encoder: audio_encoder_pb2.AudioEncoderInfo
     text_encoder: text_encoder_pb2.TextEncoderInfo
     generator: generator_pb2.GeneratorInfo
+    transcriber: transcriber_pb2.TranscriberInfo | None = None
 
 
 def _who(kind: str, info: Any) -> str:
@@ -107,6 +116,22 @@ def check_compatibility(
             f"the reference statistics have {stats.mean.size} dimensions, but {_who('audio_encoder', enc)} "
             f"gives a {pooled}-d pooled audio vector"
         )
+    if infos.transcriber is not None:
+        check_transcriber(enc, infos.transcriber)
+
+
+def check_transcriber(enc: audio_encoder_pb2.AudioEncoderInfo, words: transcriber_pb2.TranscriberInfo) -> None:
+    """The transcriber takes the vocal stem as the separator delivers it: in the audio encoder's format."""
+    if words.sample_rate <= 0:
+        raise FailedPrecondition(f"{_who('transcriber', words)} reports sample_rate {words.sample_rate}")
+    if enc.sample_rate > words.max_input_sample_rate or enc.channels > words.max_input_channels:
+        raise FailedPrecondition(
+            f"the vocal stem goes to {_who('transcriber', words)} in the format of {_who('audio_encoder', enc)}, "
+            f"{enc.channels} channel(s) at {enc.sample_rate} Hz, but the transcriber takes at most "
+            f"{words.max_input_channels} channel(s) at up to {words.max_input_sample_rate} Hz"
+        )
+    if tensor_pb2.DTYPE_FLOAT32 not in words.accepted_dtypes:
+        raise FailedPrecondition(f"{_who('transcriber', words)} does not accept float32 audio")
 
 
 def rpc_error(
@@ -135,7 +160,10 @@ def rpc_error(
 
 def check_lengths(infos: Infos, max_seconds: float) -> None:
     """Every service takes a song of ``max_seconds`` (the orchestrator's limit) and the four stems."""
-    for kind, info in (("separator", infos.separator), ("audio_encoder", infos.audio_encoder)):
+    sized: list[tuple[str, Any]] = [("separator", infos.separator), ("audio_encoder", infos.audio_encoder)]
+    if infos.transcriber is not None:
+        sized.append(("transcriber", infos.transcriber))
+    for kind, info in sized:
         if info.max_input_frames and info.sample_rate:
             seconds = info.max_input_frames / info.sample_rate
             if seconds < max_seconds:

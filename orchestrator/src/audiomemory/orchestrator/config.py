@@ -1,4 +1,4 @@
-"""Orchestrator settings: where the four model services are, limits, cache and fusion defaults.
+"""Orchestrator settings: where the model services are (the transcriber optional), limits, cache and fusion defaults.
 
 Environment prefix ``AUDIOMEMORY_ORCHESTRATOR_`` (e.g. ``AUDIOMEMORY_ORCHESTRATOR_GENERATOR_TARGET=
 dns:///generator-headless:50051``). The field names are a contract with the Kubernetes manifests.
@@ -34,6 +34,7 @@ DEFAULT_SERVICE_CONFIG = json.dumps(
                     {"service": "audiomemory.v1.AudioEncoder"},
                     {"service": "audiomemory.v1.TextEncoder"},
                     {"service": "audiomemory.v1.Generator"},
+                    {"service": "audiomemory.v1.Transcriber"},
                 ],
                 "retryPolicy": {
                     "maxAttempts": 4,
@@ -75,6 +76,9 @@ class OrchestratorConfig(ServiceConfig):
     audio_encoder_target: str = Field("127.0.0.1:50053", description="gRPC target of the audio encoder.")
     text_encoder_target: str = Field("127.0.0.1:50054", description="gRPC target of the text encoder.")
     generator_target: str = Field("127.0.0.1:50055", description="gRPC target of the generator.")
+    transcriber_target: str = Field(
+        "", description="gRPC target of the transcriber; empty = none (lyrics are then given, or none)."
+    )
     service_config: str = Field(
         DEFAULT_SERVICE_CONFIG, description="JSON gRPC service config for the downstream channels."
     )
@@ -123,10 +127,13 @@ class OrchestratorConfig(ServiceConfig):
         return value
 
     def targets(self) -> dict[str, str]:
-        """Service kind → target, in pipeline order."""
-        return {
+        """Service kind → target, in pipeline order; the transcriber only when one is configured."""
+        targets = {
             "separator": self.separator_target,
             "audio_encoder": self.audio_encoder_target,
             "text_encoder": self.text_encoder_target,
             "generator": self.generator_target,
         }
+        if self.transcriber_target:
+            targets["transcriber"] = self.transcriber_target
+        return targets

@@ -1,4 +1,4 @@
-"""The orchestrator's typed client of the four model services; protobuf stays in here.
+"""The orchestrator's typed client of the model services; protobuf stays in here.
 
 ``Downstream`` is what the orchestrator loads before it serves (``runtime.backend.Loadable``): ``load()``
 opens a channel per service (round-robin + retry service config), waits until each answers
@@ -10,6 +10,8 @@ pipeline can run. Its domain methods are the pipeline's downstream steps:
   then ``StemPiece``s block by block as the song is separated;
 - ``embed(job, signals, input_frames, pieces)`` → ``Queued``, then ``Frames`` as windows are embedded,
   then ``Embedded`` (all stems in one call, their pieces interleaved as they come from the separator);
+- ``transcribe(job, input_frames, pieces)`` → ``Queued``, ``Heard`` as windows are transcribed, then the
+  ``Transcript`` (the vocal stem's pieces, as the separator delivers them; ``transcription.py``);
 - ``encode(job, texts)`` → ``Encoded`` (embeddings and which texts were truncated);
 - ``generate(job, request)`` → ``Queued``, ``Step`` per denoising step, then ``Painted``; a replica
   that dies mid-stream is retried with the whole (deterministic) call.
@@ -34,12 +36,13 @@ from audiomemory.orchestrator.compatibility import NAMES, Infos, check_compatibi
 from audiomemory.orchestrator.config import OrchestratorConfig
 from audiomemory.orchestrator.fusion import STEM_ORDER, Fusion
 from audiomemory.orchestrator.job import Job
+from audiomemory.orchestrator.transcription import Heard, transcribe
 from audiomemory.runtime import codec
 from audiomemory.runtime.audio import iter_audio_chunks
 from audiomemory.runtime.backend import Loadable
 from audiomemory.runtime.errors import AudioMemoryError, DeadlineExceeded, Unavailable
 from audiomemory.runtime.security import open_channel
-from audiomemory.stack import MODEL_KINDS
+from audiomemory.runtime.transcript import Transcript
 from audiomemory.v1 import (
     audio_encoder_pb2,
     audio_encoder_pb2_grpc,
@@ -51,6 +54,7 @@ from audiomemory.v1 import (
     tensor_pb2,
     text_encoder_pb2,
     text_encoder_pb2_grpc,
+    transcriber_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -138,7 +142,7 @@ class Painted:
 
 
 class Downstream(Loadable):
-    """Channels and stubs to the four model services, and the pipeline's calls to them."""
+    """Channels and stubs to the model services (the transcriber when configured), and the pipeline's calls."""
 
     exclusive_load = False  # waits on the model services (maybe in this process) and builds no torch modules
 
@@ -157,12 +161,14 @@ class Downstream(Loadable):
         self.channels = {
             kind: open_channel(self.targets[kind], ca=config.downstream_tls_ca, cert=config.downstream_tls_cert,
                                key=config.downstream_tls_key, options=options)
-            for kind in MODEL_KINDS
+            for kind in self.targets
         }
         self.separator = separator_pb2_grpc.SeparatorStub(self.channels["separator"])
         self.audio_encoder = audio_encoder_pb2_grpc.AudioEncoderStub(self.channels["audio_encoder"])
         self.text_encoder = text_encoder_pb2_grpc.TextEncoderStub(self.channels["text_encoder"])
         self.generator = generator_pb2_grpc.GeneratorStub(self.channels["generator"])
+        self.transcriber = (transcriber_pb2_grpc.TranscriberStub(self.channels["transcriber"])
+                            if "transcriber" in self.channels else None)
         self.fusion = Fusion.from_files(
             config.projection_file, config.reference_stats, default_strength=config.strength,
             default_projection_seed=config.projection_seed,
@@ -190,7 +196,7 @@ class Downstream(Loadable):
             self.fusion.projection_for(infos.text_encoder.hidden_size, self.fusion.default_projection_seed,
                                        2 * len(STEM_ORDER) * infos.audio_encoder.embedding_dim)
         log.info("orchestrator: pipeline ready (%s)",
-                 ", ".join(f"{k}={getattr(infos, k).model.model_id}" for k in MODEL_KINDS))
+                 ", ".join(f"{k}={getattr(infos, k).model.model_id}" for k in self.targets))
 
     def check(self, infos: Infos) -> None:
         """``check_compatibility`` with this orchestrator's projection, statistics and length limit."""
@@ -208,10 +214,10 @@ class Downstream(Loadable):
                 common_pb2.DescribeRequest(), timeout=self.config.describe_timeout_seconds,
                 wait_for_ready=wait_for_ready, metadata=job.metadata if job else None,
             )
-            for kind in MODEL_KINDS
+            for kind in self.targets
         }
         answers: dict[str, Any] = {}
-        for kind in MODEL_KINDS:
+        for kind in self.targets:
             try:
                 answers[kind] = calls[kind].result()
             except grpc.RpcError as exc:
@@ -225,7 +231,8 @@ class Downstream(Loadable):
     @staticmethod
     def stem_format(infos: Infos) -> StemFormat:
         enc = infos.audio_encoder
-        half = tensor_pb2.DTYPE_FLOAT16 in enc.accepted_dtypes
+        half = tensor_pb2.DTYPE_FLOAT16 in enc.accepted_dtypes and (
+            infos.transcriber is None or tensor_pb2.DTYPE_FLOAT16 in infos.transcriber.accepted_dtypes)
         return StemFormat(enc.sample_rate, enc.channels, "float16" if half else "float32")
 
     def separate(
@@ -303,6 +310,15 @@ class Downstream(Loadable):
         if not ended:
             raise AudioMemoryError("the audio encoder's stream ended without its EmbedEnd")
         yield Embedded(tuple(next_frame))
+
+    def transcribe(
+        self, job: Job, input_frames: int, pieces: Iterator[tensor_pb2.AudioChunk]
+    ) -> Iterator[Queued | Heard | Transcript]:
+        """The vocal stem (``pieces``, in the stem format) to the transcriber; its progress, then the transcript."""
+        if self.transcriber is None:
+            raise AudioMemoryError("no transcriber is configured (transcriber_target)")
+        return transcribe(job, self.transcriber, lambda call: self._stream(job, "transcriber", call, group=STEMS),
+                          input_frames, pieces)
 
     def encode(self, job: Job, texts: list[str], dims: tuple[int, int]) -> Encoded:
         """The texts' token embeddings ``[B, L, D]`` (``dims`` = (L, D) from its Describe) in one call."""

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from audiomemory.orchestrator.compatibility import Infos
     from audiomemory.orchestrator.decode import DecodedAudio
     from audiomemory.orchestrator.downstream import Painted, StemFormat
+    from audiomemory.orchestrator.front import AudioVector
     from audiomemory.orchestrator.fusion import Fused, Fusion
     from audiomemory.orchestrator.options import JobOptions
     from audiomemory.v1 import common_pb2
@@ -97,11 +98,20 @@ def _as_dict(msg: Any) -> dict[str, Any]:
 def build_metadata(
     *, opts: JobOptions, infos: Infos, orchestrator: common_pb2.ModelInfo, profile: str, song: DecodedAudio,
     sha256: str, upload_bytes: int, window: str, truncated: tuple[bool, ...], fusion: Fusion, fused: Fused,
-    pooled: np.ndarray, painted: Painted, denoising_steps: int, cache_hit: bool, stem_format: StemFormat,
+    painted: Painted, denoising_steps: int, audio: AudioVector, stem_format: StemFormat,
     request: dict[str, Any],
 ) -> dict[str, Any]:
     """Everything needed to make the image again, and what each service was."""
     gen = infos.generator
+    services = {
+        "orchestrator": {"model": _as_dict(orchestrator)},
+        "separator": _as_dict(infos.separator),
+        "audio_encoder": _as_dict(infos.audio_encoder),
+        "text_encoder": _as_dict(infos.text_encoder),
+        "generator": _as_dict(infos.generator),
+    }
+    if audio.transcript is not None and infos.transcriber is not None:
+        services["transcriber"] = _as_dict(infos.transcriber)
     return {
         "schema": SCHEMA_VERSION,
         "song": {
@@ -112,12 +122,15 @@ def build_metadata(
         "lyrics": {
             "window": opts.window, "text": window, "negative_prompt": opts.negative_prompt,
             "truncated": list(truncated), "full": opts.lyrics,
+            "source": "transcribed" if audio.transcript is not None else opts.source,
+            "transcript": audio.transcript.to_dict() if audio.transcript is not None else None,
+            "transcript_cache_hit": audio.transcript_cache_hit,
         },
         "fusion": {
             "strength": opts.strength, "projection_seed": opts.projection_seed, "projection": fused.projection,
             "keep_bos": opts.keep_bos, "reference_stats": fusion.stats.identity if fusion.stats else None,
             "steered": fused.steered, "stems": list(STEM_ORDER),
-            "audio_vector_sha256": hashlib.sha256(np.ascontiguousarray(pooled, np.float32).tobytes()).hexdigest(),
+            "audio_vector_sha256": hashlib.sha256(np.ascontiguousarray(audio.pooled, np.float32).tobytes()).hexdigest(),
         },
         "generation": {
             "seed": opts.seed, "steps": opts.steps or gen.default_steps, "denoising_steps": denoising_steps,
@@ -126,17 +139,11 @@ def build_metadata(
             "scheduler": painted.scheduler, "requested_scheduler": opts.scheduler,
             "requested_width": opts.width, "requested_height": opts.height, "native_size": gen.native_size,
         },
-        "cache_hit": cache_hit,
+        "cache_hit": audio.cache_hit,
         "stem_format": {"sampleRate": stem_format.sample_rate, "channels": stem_format.channels,
                         "dtype": stem_format.dtype},
         "profile": profile,
         "request": request,
-        "services": {
-            "orchestrator": {"model": _as_dict(orchestrator)},
-            "separator": _as_dict(infos.separator),
-            "audio_encoder": _as_dict(infos.audio_encoder),
-            "text_encoder": _as_dict(infos.text_encoder),
-            "generator": _as_dict(infos.generator),
-        },
+        "services": services,
         "created_unix": int(time.time()),
     }

@@ -1,11 +1,12 @@
 """A job's options: checked before anything is uploaded or called, with every default resolved once.
 
-- ``parse_options(msg, fusion)`` — the request's own limits (text lengths, window name, strength) and
-  the orchestrator's defaults (strength as float32, projection seed) → ``JobOptions``.
+- ``parse_options(msg, fusion)`` — the request's own limits (text lengths, window name, strength, the
+  lyrics source) and the orchestrator's defaults (strength as float32, projection seed) → ``JobOptions``.
 - ``check_with_services(opts, infos)`` — what only the services know: the generator's limits and
   defaults from its ``Describe`` (steps, guidance, size, schedulers; stated there once, enforced by the
   generator, checked here before the upload so a bad job costs nothing) and the text encoder's
-  ``max_chars``; returns the lyrics window the text encoder will read.
+  ``max_chars``, a transcriber for ``transcribe``; returns the lyrics window the text encoder will read ("" while
+  the lyrics are still to be transcribed: ``transcript_window`` then makes it).
 - ``resolved_request(sent, opts)`` — the options as sent with the orchestrator's defaults filled in:
   what an image's metadata records, so that sending it again with the same song reproduces the image.
 """
@@ -20,12 +21,20 @@ from google.protobuf import json_format
 from audiomemory.orchestrator.compatibility import Infos
 from audiomemory.orchestrator.fusion import Fusion, resolve_strength
 from audiomemory.orchestrator.lyrics import WINDOWS, lyrics_window
-from audiomemory.runtime.errors import InvalidInput
+from audiomemory.runtime.errors import FailedPrecondition, InvalidInput
+from audiomemory.runtime.transcript import Transcript
 from audiomemory.v1 import generator_pb2, orchestrator_pb2
 
 MAX_LYRICS_CHARS = 100_000
 MAX_NEGATIVE_CHARS = 10_000
 MAX_FILENAME_CHARS = 512
+#: ``CreateImageOptions.lyrics_source`` → the source a job records ("given" | "transcribe" | "none").
+SOURCES = {
+    orchestrator_pb2.LYRICS_SOURCE_GIVEN: "given",
+    orchestrator_pb2.LYRICS_SOURCE_TRANSCRIBE: "transcribe",
+    orchestrator_pb2.LYRICS_SOURCE_NONE: "none",
+}
+SOURCE_ENUMS = {name: value for value, name in SOURCES.items()}
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,7 @@ class JobOptions:
     stay 0/None: the generator resolves those, and reports what it ran)."""
 
     lyrics: str
+    source: str  # "given" | "transcribe" | "none"
     window: str
     negative_prompt: str
     strength: float  # a float32 value, whoever chose it
@@ -57,6 +67,7 @@ def parse_options(msg: orchestrator_pb2.CreateImageOptions, fusion: Fusion) -> J
             raise InvalidInput(f"options.{name}: at most {limit} characters, got {len(value)}")
     if msg.lyrics_window not in ("", *WINDOWS):
         raise InvalidInput(f"options.lyrics_window: one of {list(WINDOWS)}, got {msg.lyrics_window!r}")
+    source = _source(msg)
     strength = msg.strength if msg.HasField("strength") else fusion.default_strength
     try:
         strength = resolve_strength(strength)
@@ -64,6 +75,7 @@ def parse_options(msg: orchestrator_pb2.CreateImageOptions, fusion: Fusion) -> J
         raise InvalidInput(f"options.strength: must be in [0, 1], got {msg.strength!r}") from None
     return JobOptions(
         lyrics=msg.lyrics,
+        source=source,
         window=msg.lyrics_window or WINDOWS[0],
         negative_prompt=msg.negative_prompt,
         strength=strength,
@@ -80,16 +92,45 @@ def parse_options(msg: orchestrator_pb2.CreateImageOptions, fusion: Fusion) -> J
     )
 
 
+def _source(msg: orchestrator_pb2.CreateImageOptions) -> str:
+    """The lyrics source: unset = given lyrics, or none when there are none (what clients sent before)."""
+    if msg.lyrics_source == orchestrator_pb2.LYRICS_SOURCE_UNSPECIFIED:
+        return "given" if msg.lyrics else "none"
+    if msg.lyrics_source not in SOURCES:
+        raise InvalidInput(f"options.lyrics_source: one of {sorted(SOURCE_ENUMS)} (or unset), got {msg.lyrics_source}")
+    source = SOURCES[msg.lyrics_source]
+    if source != "given" and msg.lyrics:
+        raise InvalidInput(f"options.lyrics: must be empty when lyrics_source is {source}, got "
+                           f"{len(msg.lyrics)} characters")
+    return source
+
+
 def check_with_services(opts: JobOptions, infos: Infos) -> str:
     """The generator's and text encoder's limits (from their ``Describe``); returns the lyrics window."""
     _check_generation(opts, infos.generator)
+    if opts.source == "transcribe" and infos.transcriber is None:
+        raise FailedPrecondition(
+            "options.lyrics_source: TRANSCRIBE asks for the vocal stem to be transcribed, but this orchestrator "
+            "has no transcriber configured (its transcriber_target is empty); send the lyrics, or none"
+        )
     max_chars = infos.text_encoder.max_chars
     if max_chars and len(opts.negative_prompt) > max_chars:
         raise InvalidInput(
             f"options.negative_prompt: the text encoder takes at most {max_chars} characters, "
             f"got {len(opts.negative_prompt)}"
         )
-    window = lyrics_window(opts.lyrics, opts.window)
+    return _window(opts.lyrics, opts, infos)
+
+
+def transcript_window(opts: JobOptions, transcript: Transcript, infos: Infos) -> str:
+    """The lyrics window of what was heard: one line a segment, then the window as for given lyrics (so the
+    hook — repeated lines — is counted after the window's normalisation)."""
+    return _window(transcript.lines(), opts, infos)
+
+
+def _window(lyrics: str, opts: JobOptions, infos: Infos) -> str:
+    window = lyrics_window(lyrics, opts.window)
+    max_chars = infos.text_encoder.max_chars
     return window[:max_chars] if max_chars else window  # the tokenizer keeps ~77 tokens anyway
 
 
@@ -122,4 +163,5 @@ def resolved_request(sent: orchestrator_pb2.CreateImageOptions, opts: JobOptions
     resolved.lyrics_window = opts.window
     resolved.strength = opts.strength
     resolved.projection_seed = opts.projection_seed
+    resolved.lyrics_source = SOURCE_ENUMS[opts.source]
     return json_format.MessageToDict(resolved)

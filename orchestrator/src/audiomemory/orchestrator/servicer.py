@@ -7,8 +7,9 @@
    generator's and text encoder's limits — still before the upload;
 3. the song file's bytes (capped), then decode (``decode.py``);
 4. the text encoder, called once for [lyrics window, negative prompt], started now and left to run
-   while the audio is worked on;
-5. the audio vector (``front.py``): the cache, or separate → embed → pool, streaming;
+   while the audio is worked on — or, when the lyrics are to be transcribed, once the words are heard;
+5. the audio vector (``front.py``): the cache, or separate → embed → pool, streaming (and the vocal stem
+   to the transcriber, concurrently, when asked);
 6. fusion (DESIGN §2, ``fusion.py``) of the lyrics' embeddings; the negative prompt is left as encoded;
 7. ``Generate``, its steps relayed (``downstream.py`` retries a replica lost mid-stream);
 8. the PNG re-saved with its metadata (``metadata.py``), sent in pieces, the last with the JSON.
@@ -29,13 +30,20 @@ from typing import TypeVar
 import grpc
 
 from audiomemory.orchestrator.cache import AudioCache
+from audiomemory.orchestrator.compatibility import Infos
 from audiomemory.orchestrator.config import OrchestratorConfig
 from audiomemory.orchestrator.decode import check_declared_length, decode_audio
-from audiomemory.orchestrator.downstream import Downstream, Painted, Painting, Queued, Step
+from audiomemory.orchestrator.downstream import Downstream, Encoded, Painted, Painting, Queued, Step
 from audiomemory.orchestrator.front import Event, FrontHalf, queued
 from audiomemory.orchestrator.job import Job
 from audiomemory.orchestrator.metadata import build_metadata, embed_metadata
-from audiomemory.orchestrator.options import check_with_services, parse_options, resolved_request
+from audiomemory.orchestrator.options import (
+    JobOptions,
+    check_with_services,
+    parse_options,
+    resolved_request,
+    transcript_window,
+)
 from audiomemory.orchestrator.pooling import STEM_ORDER
 from audiomemory.runtime.backend import ModelInfo, package_version
 from audiomemory.runtime.codec import iter_pieces
@@ -63,9 +71,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self.fusion = downstream.fusion
         self.gate = gate
         self.config = config
-        # Each job runs its text encoding and two stream pumps (separator, audio encoder) beside its own thread.
+        # Each job runs its text encoding and three stream pumps (separator, audio encoder, transcriber) beside
+        # its own thread.
         self._pool = futures.ThreadPoolExecutor(
-            max_workers=3 * (config.concurrency + config.max_queue), thread_name_prefix="am-orch-job"
+            max_workers=4 * (config.concurrency + config.max_queue), thread_name_prefix="am-orch-job"
         )
         self.front = FrontHalf(downstream, AudioCache(config.cache_dir, config.cache_max_bytes), self._pool)
         # Decoded audio in flight, in bytes: only running jobs ask (so it never refuses), in arrival order.
@@ -93,7 +102,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         infos = self.downstream.describe_all(Job(context, self.config.stall_seconds))
         return orchestrator_pb2.OrchestratorInfo(
             model=self.identity(), separator=infos.separator, audio_encoder=infos.audio_encoder,
-            text_encoder=infos.text_encoder, generator=infos.generator,
+            text_encoder=infos.text_encoder, generator=infos.generator, transcriber=infos.transcriber,
         )
 
     def CreateImage(
@@ -127,13 +136,14 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         upload_bytes = len(data)
         del data
         job.check()
-        text = infos.text_encoder                                                      # 4
-        encoding = self._pool.submit(self.downstream.encode, job, [window, opts.negative_prompt],
-                                     (text.max_length, text.hidden_size))
-        audio = yield from _relay(self.front.audio_vector(job, infos, song, sha256))   # 5
+        encoding = None if opts.source == "transcribe" else self._encode(job, infos, window, opts)  # 4
+        audio = yield from _relay(self.front.audio_vector(job, infos, song, sha256, encoding is None))  # 5
         song = song.without_samples()  # the waveform's room goes to the next job while this one paints
         room.resize(0)
         job.check()
+        if audio.transcript is not None:  # the words heard are the lyrics
+            window = transcript_window(opts, audio.transcript, infos)
+        encoding = encoding or self._encode(job, infos, window, opts)
         yield _event(Event(Stage.STAGE_ENCODING_TEXT, message="encoding lyrics and negative prompt"))
         encoded = encoding.result()
         yield _event(Event(Stage.STAGE_FUSING, message=f"fusing audio into text, strength {opts.strength:g}"))
@@ -146,11 +156,17 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         metadata = build_metadata(                                                     # 8
             opts=opts, infos=infos, orchestrator=self.identity(), profile=self.config.profile, song=song,
             sha256=sha256, upload_bytes=upload_bytes, window=window, truncated=encoded.truncated,
-            fusion=self.fusion, fused=fused, pooled=audio.pooled, painted=painted,
-            denoising_steps=denoising_steps, cache_hit=audio.cache_hit,
+            fusion=self.fusion, fused=fused, painted=painted,
+            denoising_steps=denoising_steps, audio=audio,
             stem_format=self.downstream.stem_format(infos), request=resolved_request(sent, opts),
         )
         yield from _result(embed_metadata(painted.png, metadata), metadata, painted)
+
+    def _encode(self, job: Job, infos: Infos, window: str, opts: JobOptions) -> futures.Future[Encoded]:
+        """The text encoder's call for [lyrics window, negative prompt], left to run in the pool."""
+        text = infos.text_encoder
+        return self._pool.submit(self.downstream.encode, job, [window, opts.negative_prompt],
+                                 (text.max_length, text.hidden_size))
 
     def _receive(
         self, job: Job, requests: Iterator[orchestrator_pb2.CreateImageRequest], filename: str,

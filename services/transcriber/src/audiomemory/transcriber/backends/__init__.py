@@ -1,0 +1,73 @@
+"""The transcriber backend contract: the model's facts and one call that reads one window of audio.
+
+A backend states its ``sample_rate`` and ``window`` (samples it reads at once) and implements
+``decode_window``: mono float32 audio of at most ``window`` samples at ``sample_rate`` → ``Heard`` (the
+window's finished segments, the one its end cut if any, its language, and which guard dropped its text).
+Mixing, resampling, windowing and the silence gate live in ``audiomemory.transcriber.stream``, shared by
+every backend; ``transcribe`` (one whole signal, for in-process callers) runs that same code, so it gives
+the transcript the gRPC service streams.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from audiomemory.runtime.audio import check_audio
+from audiomemory.runtime.backend import Backend, CancelCheck
+from audiomemory.runtime.transcript import Segment, Transcript
+
+if TYPE_CHECKING:
+    from audiomemory.transcriber.config import TranscriberConfig
+
+__all__ = ["Heard", "Segment", "TranscriberBackend", "Transcript"]
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What one window held."""
+
+    segments: tuple[Segment, ...]  # the finished segments, seconds from the window's start, in order
+    language: str  # code of the language the window was read in
+    unfinished: Segment | None = None  # a last segment the window's end cut (no closing timestamp)
+    dropped: str = ""  # the guard that threw the window's text away ("" = kept)
+
+
+class TranscriberBackend(Backend):
+    """Base of every transcriber backend."""
+
+    def __init__(self, config: TranscriberConfig) -> None:
+        super().__init__(config)
+        self.config: TranscriberConfig = config
+
+    @property
+    @abstractmethod
+    def sample_rate(self) -> int:
+        """Rate the model works at; other rates are resampled (valid after ``load``)."""
+
+    @property
+    @abstractmethod
+    def window(self) -> int:
+        """Samples (at ``sample_rate``) the model reads at once."""
+
+    @abstractmethod
+    def decode_window(self, audio: np.ndarray, language: str | None) -> Heard:
+        """float32 mono ``[n]`` (n ≤ ``window``) at ``sample_rate`` → what was heard; ``language`` None = detect."""
+
+    def transcribe(
+        self, audio: np.ndarray, sample_rate: int, *, language: str | None = None,
+        cancelled: CancelCheck | None = None,
+    ) -> Transcript:
+        """The transcript of one whole float32 ``[channels, frames]`` signal: what the service answers for it."""
+        from audiomemory.transcriber.stream import TranscribeStream
+
+        check_audio(audio, sample_rate)
+        stream = TranscribeStream(self, language, cancelled)
+        for _ in stream.add(audio, sample_rate):
+            pass
+        for _ in stream.finish():
+            pass
+        return stream.result()
