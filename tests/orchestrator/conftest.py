@@ -26,13 +26,17 @@ CHUNK = 256 * 1024
 def models(tiny: Callable[[str], dict[str, Any]]) -> Iterator[dict[str, RunningService]]:
     """The four model services with their tiny random-weight models, one per session."""
     services: dict[str, RunningService] = {}
+    # Every tiny model is written before any service starts loading: writing one (transformers' save) while
+    # another service loads in a background thread (accelerate's init_empty_weights patches torch for the
+    # whole process) can build the new model's weights on the meta device.
+    written = {kind: tiny(kind) for kind in MODEL_KINDS}
     try:
         for kind in MODEL_KINDS:
             d = definition(kind)
             # The tiny OpenL3 keeps the real network's size (only its weights are random): a coarse hop
             # keeps the frame count, and so these tests, small.
             extra: dict[str, Any] = {"hop_seconds": 0.5} if kind == "audio_encoder" else {}
-            config = d.config_class(port=0, device="cpu", torch_threads=1, **tiny(kind), **extra)
+            config = d.config_class(port=0, device="cpu", torch_threads=1, **written[kind], **extra)
             services[kind] = start_service(d, config)
         for svc in services.values():
             svc.wait_ready(300)
