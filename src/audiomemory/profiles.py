@@ -40,10 +40,12 @@ def make_tiny(root: Path | None = None, *, force: bool = False) -> Overrides:
     """Write (or reuse) the tiny random-weight models; return per-service config overrides."""
     root = root or tiny_root()
     index = root / _TINY_INDEX
-    if tiny_present(root) and not force:
-        return _read(index)
+    overrides: Overrides = _read(index) if tiny_present(root) and not force else {}
+    if all(kind in overrides for kind in MODEL_KINDS):
+        return overrides
+    # A profile written before a service existed gets that service's model added (the others are kept).
     root.mkdir(parents=True, exist_ok=True)
-    overrides: Overrides = {kind: write_tiny_for(kind, root / kind) for kind in MODEL_KINDS}
+    overrides.update({kind: write_tiny_for(kind, root / kind) for kind in MODEL_KINDS if kind not in overrides})
     tmp = index.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(overrides, sort_keys=True))
     tmp.replace(index)  # the index appears only once every model is complete
