@@ -45,7 +45,9 @@ class WebApp:
             page.generate.click(self.generate, page.form, [page.status, page.image, page.parameters, page.download,
                                                            page.gallery, page.shown, page.banner],
                                 concurrency_limit=None, show_progress_on=[page.image])
-            page.cancel.click(self.cancel, None, page.status, concurrency_limit=None, show_progress="hidden")
+            # No output: the job's own handler writes its CANCELLED status, which a later "cancelling…"
+            # from here could overwrite.
+            page.cancel.click(self.cancel, None, None, concurrency_limit=None, show_progress="hidden")
             page.gallery.select(self.remix, page.shown, [*page.form, page.status], show_progress="hidden")
         return blocks
 
@@ -131,14 +133,14 @@ class WebApp:
             page.gallery: gallery, page.shown: shown, page.banner: gr.update(visible=tiny),
         }
 
-    def cancel(self, request: gr.Request) -> str:
+    def cancel(self, request: gr.Request) -> None:
         """Cancel this session's job: the call is cancelled, and the orchestrator stops it downstream."""
         with self._lock:
             job = self._jobs.get(request.session_hash or "")
         if job is None:
-            return "no job is running"
+            gr.Info("no job is running")
+            return
         job.cancel()
-        return "cancelling…"
 
     def remix(self, shown: list[str], evt: gr.SelectData) -> tuple[Any, ...]:
         """Load a gallery image's settings into the form with a new seed, and its song when it is still here."""
