@@ -151,3 +151,19 @@ def test_a_text_file_named_mp3_shows_the_decoders_message_and_the_next_song_work
     page.locator("#generate").click()
     wait_status(page, "done in")
     page.locator("#image img").first.wait_for()
+
+
+def test_lyrics_from_the_song_are_transcribed_when_the_orchestrator_has_a_transcriber(
+    page: Any, server: WebServer, song: Path
+) -> None:
+    open_page(page, server)
+    from_song = page.locator("#from-song input[type=checkbox]")
+    from_song.wait_for()  # shown: the embedded tiny stack runs a transcriber
+    upload(page, song)
+    from_song.check()
+    small_job(page)
+    page.locator("#generate").click()
+    done = wait_status(page, "done in")
+    entry = read_entry(server.log.parent / "out" / done.split(": ")[-1])
+    assert entry is not None and entry.metadata["lyrics"]["source"] == "transcribed"
+    assert entry.form()["from_song"] is True

@@ -17,6 +17,7 @@ import grpc
 
 from audiomemory.client import Client, ImageJob, ImageResult, status_text
 from audiomemory.progress import JobState
+from audiomemory.v1 import orchestrator_pb2
 from audiomemory.web.page import SEED_MAX, layout
 from audiomemory.web.results import Results, read_entry
 
@@ -39,7 +40,7 @@ class WebApp:
             page = layout(self.tiny)
             self.page = page
             blocks.load(self.describe, None, [page.steps, page.width, page.height, page.strength, page.scheduler,
-                                              page.status])
+                                              page.from_song, page.status])
             blocks.load(self.gallery, None, [page.gallery, page.shown])
             page.dice.click(lambda: random.randint(0, SEED_MAX), None, page.seed)
             page.generate.click(self.generate, page.form, [page.status, page.image, page.parameters, page.download,
@@ -57,7 +58,7 @@ class WebApp:
         try:
             info = self.client.describe()
         except grpc.RpcError as err:
-            return keep, keep, keep, keep, keep, f"the orchestrator cannot be reached: {status_text(err)}"
+            return keep, keep, keep, keep, keep, keep, f"the orchestrator cannot be reached: {status_text(err)}"
         gen = info.generator
         self.schedulers = list(gen.schedulers)
         size: dict[str, Any] = {"minimum": gen.min_size, "maximum": gen.max_size, "step": gen.size_multiple,
@@ -68,6 +69,7 @@ class WebApp:
             gr.update(minimum=gen.min_steps, maximum=gen.max_steps, value=gen.default_steps),
             gr.update(**size), gr.update(**size), gr.update(value=strength),
             gr.update(choices=[("the model's default", ""), *((s, s) for s in gen.schedulers)], value=""),
+            gr.update(visible=info.HasField("transcriber")),
             f"ready: {gen.model.model_id} on {gen.model.device}; songs up to {limit} s",
         )
 
@@ -75,8 +77,8 @@ class WebApp:
         entries = self.results.entries()[:GALLERY_SIZE]
         return [(str(e.path), e.caption) for e in entries], [str(e.path) for e in entries]
 
-    def generate(self, song: str | None, lyrics: str, strength: float, seed: float, steps: float, width: float,
-                 height: float, scheduler: str | None, request: gr.Request,
+    def generate(self, song: str | None, lyrics: str, from_song: bool, strength: float, seed: float, steps: float,
+                 width: float, height: float, scheduler: str | None, request: gr.Request,
                  progress: gr.Progress = gr.Progress()) -> Iterator[dict[Any, Any]]:  # noqa: B008 (Gradio's way)
         page = self.page
         if not song:
@@ -85,7 +87,9 @@ class WebApp:
         kept = self.results.keep_song(Path(song), Path(song).name)
         options: dict[str, Any] = {"seed": int(seed or 0), "strength": float(strength), "steps": int(steps),
                                    "width": int(width), "height": int(height), "scheduler": scheduler or None}
-        job = self.client.start_image(kept, lyrics=lyrics or "", **options)
+        if from_song:
+            options["lyrics_source"] = orchestrator_pb2.LYRICS_SOURCE_TRANSCRIBE
+        job = self.client.start_image(kept, lyrics="" if from_song else lyrics or "", **options)
         with self._lock:
             self._jobs[request.session_hash or ""] = job
         started = time.monotonic()
@@ -153,7 +157,8 @@ class WebApp:
         name = entry.metadata.get("song", {}).get("filename") or "its song"
         scheduler = form["scheduler"] if form["scheduler"] in ["", *self.schedulers] else ""
         return (
-            str(song) if song else gr.update(), form["lyrics"], form["strength"], random.randint(0, SEED_MAX),
+            str(song) if song else gr.update(), form["lyrics"], form["from_song"], form["strength"],
+            random.randint(0, SEED_MAX),
             form["steps"], form["width"], form["height"], scheduler,
             f"remix of {entry.path.name}: new seed" + ("" if song else f"; drop {name} again to run it"),
         )

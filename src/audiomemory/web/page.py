@@ -19,6 +19,7 @@ class Page:
     banner: gr.Markdown
     song: gr.File
     lyrics: gr.Textbox
+    from_song: gr.Checkbox  # shown when the orchestrator has a transcriber
     strength: gr.Slider
     seed: gr.Number
     dice: gr.Button
@@ -38,8 +39,8 @@ class Page:
     @property
     def form(self) -> list[gr.components.Component]:
         """The job's inputs, in the order the generate handler takes them."""
-        return [self.song, self.lyrics, self.strength, self.seed, self.steps, self.width, self.height,
-                self.scheduler]
+        return [self.song, self.lyrics, self.from_song, self.strength, self.seed, self.steps, self.width,
+                self.height, self.scheduler]
 
 
 def _form() -> dict[str, gr.components.Component]:
@@ -47,6 +48,8 @@ def _form() -> dict[str, gr.components.Component]:
     parts["song"] = gr.File(label="Song", file_types=AUDIO_TYPES, type="filepath", elem_id="song")
     parts["lyrics"] = gr.Textbox(label="Lyrics (optional: without them the audio alone steers)", lines=6,
                                  elem_id="lyrics")
+    parts["from_song"] = gr.Checkbox(False, label="Lyrics from the song (its vocals, transcribed; the box is "
+                                     "then ignored)", visible=False, elem_id="from-song")
     parts["strength"] = gr.Slider(0.0, 1.0, value=0.1, step=0.01, label="Strength (how far the audio bends "
                                   "the lyrics)", elem_id="strength")
     with gr.Row(equal_height=True):

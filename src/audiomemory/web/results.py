@@ -40,6 +40,7 @@ class Entry:
         gen = meta.get("generation", {})
         return {
             "lyrics": meta.get("lyrics", {}).get("full", ""),
+            "from_song": meta.get("lyrics", {}).get("source") == "transcribed",
             "strength": meta.get("fusion", {}).get("strength"),
             "seed": gen.get("seed"),
             "steps": gen.get("steps"),
