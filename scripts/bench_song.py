@@ -218,9 +218,13 @@ def direction(a: np.ndarray) -> np.ndarray:
     return u
 
 
-def phase(name: str, settings: dict[str, dict[str, Any]], work: Path, jobs: list[tuple[str, Path, dict[str, Any]]]
-          ) -> tuple[dict[str, dict[str, Any]], dict[str, float], Path]:
+def phase(name: str, settings: dict[str, dict[str, Any]], work: Path, jobs: list[tuple[str, Path, dict[str, Any]]],
+          *, fresh: bool = True) -> tuple[dict[str, dict[str, Any]], dict[str, float], Path]:
+    """Start the services with ``settings``, run ``jobs``; ``fresh``: with an empty audio cache (a vector
+    cached by an earlier run of the same song would make its front half a cache hit)."""
     cache = work / f"cache-{name}"
+    if fresh:
+        shutil.rmtree(cache, ignore_errors=True)
     progress(f"{name}: starting the five services")
     services = Services(settings, cache).start()
     results: dict[str, dict[str, Any]] = {}
@@ -321,7 +325,7 @@ def candidates(models: dict[str, dict[str, Any]], work: Path, compare: Path, con
     """The reference's û on the compared input and the control, then each candidate's: the rule per candidate."""
     reference_settings = {k: {**models.get(k, {}), **REFERENCE.get(k, {})} for k in KINDS}
     ref, _, ref_cache = phase("reference", reference_settings, work, [("compare", compare, job),
-                                                                      ("control", control, job)])
+                                                                      ("control", control, job)], fresh=False)
     a_ref = pooled(ref_cache, ref["compare"]["metadata"]["fusion"]["audio_vector_sha256"])
     a_other = pooled(ref_cache, ref["control"]["metadata"]["fusion"]["audio_vector_sha256"])
     u_ref = direction(a_ref)
