@@ -49,6 +49,14 @@ def iter_audio_chunks(
         )
 
 
+def check_chunk_format(where: str, chunk: tensor_pb2.AudioChunk) -> None:
+    """A chunk's own rate and channel count are ones the wire allows (``where`` names it in the message)."""
+    if not 1 <= chunk.sample_rate <= MAX_SAMPLE_RATE:
+        raise InvalidInput(f"{where}.sample_rate: expected 1..{MAX_SAMPLE_RATE} Hz, got {chunk.sample_rate}")
+    if chunk.channels not in (1, 2):
+        raise InvalidInput(f"{where}.channels: expected 1 or 2, got {chunk.channels}")
+
+
 class AudioAssembler:
     """Reassembles streamed audio into float32 ``[channels, frames]``, validating every chunk."""
 
@@ -69,10 +77,7 @@ class AudioAssembler:
     def add(self, chunk: tensor_pb2.AudioChunk) -> np.ndarray:
         """Check ``chunk`` against the stream so far and the caps; return its samples ``[channels, n]``."""
         where = f"{self.field}[{self.chunks}]"
-        if not 1 <= chunk.sample_rate <= MAX_SAMPLE_RATE:
-            raise InvalidInput(f"{where}.sample_rate: expected 1..{MAX_SAMPLE_RATE} Hz, got {chunk.sample_rate}")
-        if chunk.channels not in (1, 2):
-            raise InvalidInput(f"{where}.channels: expected 1 or 2, got {chunk.channels}")
+        check_chunk_format(where, chunk)
         if self.chunks and (chunk.sample_rate, chunk.channels) != (self.sample_rate, self.channels):
             raise InvalidInput(
                 f"{where}: format changed mid-stream from {self.sample_rate} Hz x{self.channels} "

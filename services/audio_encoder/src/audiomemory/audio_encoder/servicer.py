@@ -20,7 +20,7 @@ import numpy as np
 from audiomemory.audio_encoder.backends import AudioEncoderBackend
 from audiomemory.audio_encoder.config import AudioEncoderConfig
 from audiomemory.audio_encoder.stream import EmbedStream, Frames, frame_count
-from audiomemory.runtime.audio import MAX_SAMPLE_RATE, frames_limit
+from audiomemory.runtime.audio import check_chunk_format, frames_limit
 from audiomemory.runtime.codec import CHUNK_BYTES, from_tensor, to_tensor
 from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
 from audiomemory.runtime.gate import Gate
@@ -107,10 +107,7 @@ class _EmbedCall:
         self, field: str, signal: _Signal, request: audio_encoder_pb2.EmbedRequest
     ) -> tuple[np.ndarray, int]:
         chunk = request.audio
-        if not 1 <= chunk.sample_rate <= MAX_SAMPLE_RATE:
-            raise InvalidInput(f"{field}.sample_rate: expected 1..{MAX_SAMPLE_RATE} Hz, got {chunk.sample_rate}")
-        if chunk.channels not in (1, 2):
-            raise InvalidInput(f"{field}.channels: expected 1 or 2, got {chunk.channels}")
+        check_chunk_format(field, chunk)
         if signal.rate and (chunk.sample_rate, chunk.channels) != (signal.rate, signal.channels):
             raise InvalidInput(
                 f"{field}: format of signal {request.signal} changed mid-signal from {signal.rate} Hz "
