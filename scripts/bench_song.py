@@ -10,14 +10,14 @@ is ``time_to_strike.mp3`` from the same package.
 
 In one run:
 
-1. **new** (the services' defaults): the whole song at the defaults (512², 30 steps) → ``ok`` (a PNG
-   with its metadata came back) and ``new_s``, per-stage wall times, OpenL3 frames/s, each service's
-   peak RSS (VmHWM of its process);
-2. **reference** (fp32 everywhere, hop 0.1 s: the settings before the whole-song work) on the same input
-   — the whole song, or with ``--compare-seconds N`` the same first N seconds for both paths, with the
-   new path run again on that excerpt (said in the JSON as ``compared_on_seconds``); from the
-   comparison ``front_speedup`` (upload to text encoding: decode, separate, embed, pool; reference ÷
-   new) and ``speedup`` (the whole job);
+1. **new** (the services' defaults): the whole song at the defaults (512², the generator's default
+   steps) → ``ok`` (a PNG with its metadata came back) and ``new_s``, per-stage wall times, OpenL3
+   frames/s, each service's peak RSS (VmHWM of its process);
+2. **reference** (fp32 everywhere, hop 0.1 s, 30 PNDM steps: the settings before the whole-song work)
+   on the same input — the whole song, or with ``--compare-seconds N`` the same first N seconds for
+   both paths, with the new path run again on that excerpt (said in the JSON as
+   ``compared_on_seconds``); from the comparison ``front_speedup`` (upload to text encoding: decode,
+   separate, embed, pool; reference ÷ new) and ``speedup`` (the whole job);
 3. **fidelity** (docs/DESIGN.md §9) on the compared input: the pooled vector's cosine new vs reference,
    the fused direction û's cosine, and the control: û of the reference on another song (its first
    ``--control-seconds``, default 30; generation at 64² and one step, which does not change û).
@@ -61,11 +61,12 @@ from benchlib import cpu_model, progress
 Stage = orchestrator_pb2.Stage
 PACKAGE = "asc-music"
 SONG, CONTROL = "machine_wars.mp3", "time_to_strike.mp3"
-#: The settings before the whole-song work: float32 everywhere, OpenL3 every 0.1 s.
+#: The settings before the whole-song work: float32 everywhere, OpenL3 every 0.1 s, 30 steps of the
+#: model's own scheduler (SD 1.5: PNDM).
 REFERENCE: dict[str, dict[str, Any]] = {
     "audio_encoder": {"hop_seconds": 0.1, "precision": "float32"},
     "separator": {"precision": "float32"},
-    "generator": {"precision": "float32"},
+    "generator": {"precision": "float32", "default_steps": 30, "default_scheduler": "pndm"},
 }
 
 
@@ -263,9 +264,11 @@ def main() -> None:
     compare = song if not args.compare_seconds else cut(song_file, args.compare_seconds, args.work / "excerpt.wav")
     compared = song_seconds if not args.compare_seconds else round(decode_audio(compare.read_bytes()).seconds, 2)
     control = cut(control_file or song_file, min(compared, args.control_seconds), args.work / "control.wav")
+    default_steps = definition("generator").config_class.model_fields["default_steps"].default
     print(json.dumps({"cpu": cpu_model(), "cores": os.cpu_count(), "allocator": heap_allocator(),
                       "song": song_file.name, "song_seconds": song_seconds, "compared_on_seconds": compared,
-                      "size": "512x512 (default)", "steps": "30 (default)"}), flush=True)
+                      "size": "512x512 (default)", "steps": f"{default_steps} (default)",
+                      "reference_steps": REFERENCE["generator"]["default_steps"]}), flush=True)
 
     control_job = {"steps": 1, "width": 64, "height": 64, "seed": 1}
     if args.candidates:

@@ -233,7 +233,7 @@ def test_describe_publishes_the_request_limits_that_generate_enforces(
     generator: GenStub, lyric_embeds: tuple[np.ndarray, np.ndarray]
 ) -> None:
     info = generator.Describe(common_pb2.DescribeRequest(), timeout=10)
-    assert (info.min_steps, info.max_steps, info.default_steps) == (1, 150, 30)
+    assert (info.min_steps, info.max_steps, info.default_steps) == (1, 150, 20)
     assert (info.min_guidance, info.max_guidance, info.default_guidance) == (0.0, 30.0, 7.5)
     assert (info.min_size, info.max_size, info.size_multiple) == (64, 1024, 8)
     assert info.default_size == 64  # the tiny profile's; the service default is 512

@@ -149,7 +149,7 @@ NOT_FINITE = (float("nan"), float("inf"), -float("inf"))
 TEXT = st.text(max_size=30)
 
 
-# -- orchestrator options; 0 sizes and steps (the generator's default: 512 px, 30 steps) left out -------
+# -- orchestrator options; 0 sizes and steps (the generator's default: 512 px, 20 steps) left out -------
 def image_options() -> st.SearchStrategy[orchestrator_pb2.CreateImageOptions]:
     valid = {
         "lyrics": TEXT, "lyrics_window": values("", "salient", "head"), "negative_prompt": TEXT,

@@ -83,7 +83,7 @@ def _clock(seconds: float) -> str:
               show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--strength", type=float, help="Fusion strength alpha in [0, 1] (default 0.1).")
-@click.option("--steps", type=int, help="Denoising steps (default 30).")
+@click.option("--steps", type=int, help="Denoising steps (default: the generator's, 20).")
 @click.option("--guidance", type=float, help="Classifier-free guidance (default 7.5).")
 @click.option("--size", help="WIDTHxHEIGHT (default 512x512).")
 @click.option("--scheduler", help="dpm++2m, euler, euler_a, ddim, pndm (default: the model's).")

@@ -56,7 +56,7 @@ def _form() -> dict[str, gr.components.Component]:
         parts["seed"] = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=SEED_MAX, scale=4,
                                   elem_id="seed")
         parts["dice"] = gr.Button("🎲", scale=1, min_width=40, elem_id="dice")
-    parts["steps"] = gr.Slider(1, 150, value=30, step=1, label="Steps", elem_id="steps")
+    parts["steps"] = gr.Slider(1, 150, value=20, step=1, label="Steps", elem_id="steps")
     with gr.Row():
         parts["width"] = gr.Slider(64, 1024, value=512, step=8, label="Width", elem_id="width")
         parts["height"] = gr.Slider(64, 1024, value=512, step=8, label="Height", elem_id="height")
