@@ -127,3 +127,40 @@ def test_a_model_command_starts_again_with_tcmalloc_unless_told_to_keep_glibc(
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+_SHOW_POLICY = """
+import os, sys
+from audiomemory.cli import main as cli_main
+torch_early = "torch" in sys.modules
+sys.argv = ["audiomemory", *sys.argv[1:]]
+try:
+    cli_main.main()
+except SystemExit:
+    pass
+print("RESULT", os.environ.get("OMP_WAIT_POLICY"), torch_early)
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "preset", "expected"),
+    [
+        (["up", "--help"], None, "PASSIVE"),  # every service in one process: the models share the cores
+        (["generate", "--help"], None, "PASSIVE"),
+        (["serve", "--help"], None, "None"),  # one service alone on its cores keeps spinning
+        (["describe", "--help"], None, "None"),
+        (["up", "--help"], "ACTIVE", "ACTIVE"),  # the environment's own choice wins
+    ],
+)
+def test_commands_hosting_every_service_make_openmp_threads_wait_passively(
+    argv: list[str], preset: str | None, expected: str
+) -> None:
+    env = {**os.environ, "AUDIOMEMORY_ALLOCATOR": "glibc"}  # no re-exec: read this process's environment
+    env.pop("OMP_WAIT_POLICY", None)
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    out = subprocess.run([sys.executable, "-c", _SHOW_POLICY, *argv], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    result = next(line for line in out.splitlines() if line.startswith("RESULT"))
+    # libgomp reads the policy once, when torch loads it: torch must not be imported before main() sets it.
+    assert result == f"RESULT {expected} False"
