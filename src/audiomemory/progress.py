@@ -32,15 +32,18 @@ class JobState:
     song_started: bool = False
     step: int = 0
     steps: int = 0  # the steps asked for, once generation has started
+    seen: set[int] = field(default_factory=set)  # the stages (other than STAGE_QUEUED) events have named
 
     def update(self, event: orchestrator_pb2.StageEvent) -> bool:
-        """Take one event; whether it started a new stage."""
+        """Take one event; whether it is the first of its stage. The song's stages run together and
+        their events interleave, so a stage starts once however often the events alternate."""
         self.message = event.message
         if event.stage == orchestrator_pb2.STAGE_QUEUED:
             self.queued = event.message
             return False
         self.queued = ""
-        new = event.stage != self.stage
+        new = event.stage not in self.seen
+        self.seen.add(event.stage)
         self.stage = event.stage
         if event.stage == orchestrator_pb2.STAGE_TRANSCRIBING:
             self.parts.setdefault(event.stage, 0.0)

@@ -30,6 +30,19 @@ def test_job_state_says_the_place_in_line_then_the_song_then_the_steps() -> None
     assert state.describe() == "generating (step 7/30)"
 
 
+def test_the_song_stages_start_once_though_their_events_interleave() -> None:
+    # Separation and embedding run together: their events alternate through the whole song, and each
+    # alternation is no new stage (the CLI prints a line per stage: once each, not once per event).
+    state = JobState()
+    firsts = [state.update(pb.StageEvent(stage=stage, current=i, total=4, message=note))
+              for i in range(1, 4)
+              for stage, note in ((pb.STAGE_SEPARATING, "separated"), (pb.STAGE_EMBEDDING, "embedded"))]
+    assert firsts == [True, True, False, False, False, False]
+    assert state.describe() == "embedding (embedded)" and state.song_fraction == 3 / 4
+    assert state.update(pb.StageEvent(stage=pb.STAGE_ENCODING_TEXT))
+    assert not state.update(pb.StageEvent(stage=pb.STAGE_ENCODING_TEXT, message="again"))
+
+
 def _png(metadata: dict[str, object] | None) -> bytes:
     info = PngImagePlugin.PngInfo()
     if metadata is not None:
