@@ -6,12 +6,15 @@ job is not read until it runs, and running jobs share ``max_audio_bytes`` of dec
 preloads tcmalloc itself when it is installed) gets, for each client count in turn, that many clients
 at once, each uploading the same ``--song-minutes`` MP3 (a synthetic one, stereo 44.1 kHz, written with
 PyAV); the process's peak RSS is reset in between (``/proc/PID/clear_refs``), so each count has its own
-peak. A client whose job reaches its first embedded frames — the song is decoded, separated and
+peak. ``2x4`` is two callers at once, four times in a row under one peak: as many jobs as 8 callers at
+once, so the two peaks differ by the callers waiting and not by the jobs a stack has run (its peak rises
+with those by itself: one pair of a 6-minute song peaked ~200 MB below eight callers, four pairs −1 and
++122 MB). A client whose job reaches its first embedded frames — the song is decoded, separated and
 streaming — cancels it (a whole 18-minute job on the tiny profile's full-size OpenL3 would take half an
 hour a job); every call's final status is recorded (OK, RESOURCE_EXHAUSTED, or CANCELLED by its client;
 anything else is a failure), and health is checked every 2 s while they run and after.
 
-    python scripts/reliability_memory.py --song-minutes 18 --clients 2 8
+    python scripts/reliability_memory.py --song-minutes 18 --clients 2x4 8
 
 Prints one JSON line per client count and a last one with the growth and whether it is within 512 MB.
 """
@@ -108,9 +111,11 @@ def callers(address: str, clients: int, song: Path) -> dict[str, Any]:
             "health_problems": problems[:3], "wall_s": round(time.monotonic() - started, 1)}
 
 
-def measure(counts: list[int], song: Path) -> list[dict[str, Any]]:
+def measure(counts: list[int | tuple[int, int]], song: Path) -> list[dict[str, Any]]:
     """One ``up --models tiny``; for each count, that many callers at once and the peak RSS while they ran
-    (the kernel's high-water mark, reset between counts through ``/proc/PID/clear_refs``)."""
+    (the kernel's high-water mark, reset between counts through ``/proc/PID/clear_refs``). A count
+    ``(n, rounds)``: n callers at once, ``rounds`` times in a row under one high-water mark — as many jobs
+    as ``n * rounds`` callers at once, so the two peaks differ by the callers waiting, not by the jobs run."""
     cmd = [sys.executable, "-m", "audiomemory.cli.main", "up", "--models", "tiny"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -119,9 +124,18 @@ def measure(counts: list[int], song: Path) -> list[dict[str, Any]]:
         status = Path(f"/proc/{proc.pid}/status")
         runs = []
         for count in counts:
+            clients, rounds = count if isinstance(count, tuple) else (count, 1)
             Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS now
             before = _kib(status.read_text(), "VmRSS")
-            run = callers(address, count, song)
+            run = callers(address, clients, song)
+            for _ in range(rounds - 1):
+                more = callers(address, clients, song)
+                run = {**more, "statuses": dict(Counter(run["statuses"]) + Counter(more["statuses"])),
+                       "health_serving_throughout": run["health_serving_throughout"]
+                       and more["health_serving_throughout"],
+                       "health_problems": (run["health_problems"] + more["health_problems"])[:3],
+                       "wall_s": round(run["wall_s"] + more["wall_s"], 1)}
+            run["rounds"] = rounds
             runs.append({**run, "rss_before_mb": round(before / 1024, 1),
                          "peak_rss_mb": round(_kib(status.read_text(), "VmHWM") / 1024, 1),
                          "allocator": heap_allocator(Path(f"/proc/{proc.pid}/maps"))})
@@ -132,6 +146,11 @@ def measure(counts: list[int], song: Path) -> list[dict[str, Any]]:
         proc.wait(60)
 
 
+def _count(text: str) -> int | tuple[int, int]:
+    clients, _, rounds = text.partition("x")
+    return (int(clients), int(rounds)) if rounds else int(clients)
+
+
 def _kib(status: str, field: str) -> int:
     return int(re.search(rf"{field}:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
 
@@ -139,7 +158,8 @@ def _kib(status: str, field: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--song-minutes", type=float, default=18.0)
-    parser.add_argument("--clients", type=int, nargs="+", default=[2, 8])
+    parser.add_argument("--clients", type=_count, nargs="+", default=[(2, 4), 8],
+                        help="callers at once, one count after another; NxR: N at once, R rounds in a row")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "audiomemory-reliability")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
