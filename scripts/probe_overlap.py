@@ -27,8 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_e2e import write_models  # a sibling script (scripts/ is on sys.path when run)
+
 ROLES = ("separate", "embed")
 ALL_ROLES = (*ROLES, "generate")
+KINDS = {"separate": "separator", "embed": "audio_encoder", "generate": "generator"}
 
 
 def work(role: str, models: Path, song: Path, seconds: float) -> None:
@@ -44,15 +48,11 @@ def work(role: str, models: Path, song: Path, seconds: float) -> None:
     audio, rate = sf.read(str(song), dtype="float32", frames=int(seconds * sf.info(str(song)).samplerate),
                           always_2d=True)
     audio = np.ascontiguousarray(audio.T)
-    settings = {
-        "separate": ("separator", {"model": "htdemucs_random", "repo": str(models / "demucs")}),
-        "embed": ("audio_encoder", {"weights_dir": str(models / "openl3")}),
-        "generate": ("generator", {"model": str(models / "sd15-random")}),
-    }
+    settings = write_models(models)  # written by the parent: here only their per-kind settings
     backends: dict[str, Any] = {}
     for name in ROLES if role == "threads" else (role,):
-        kind, values = settings[name]
-        backends[name] = definition(kind).make_backend(definition(kind).config_class.model_validate(values))
+        kind = KINDS[name]
+        backends[name] = definition(kind).make_backend(definition(kind).config_class.model_validate(settings[kind]))
         backends[name].load()
     print("loaded", flush=True)
     sys.stdin.readline()  # start together
@@ -108,7 +108,7 @@ def run(roles: list[str], policy: str, args: argparse.Namespace) -> dict[str, fl
     for proc in procs:
         assert proc.stdout is not None
         line = json.loads(proc.stdout.readline())
-        out.update({k: v for k, v in line.items() if k != "makespan_s"} if len(procs) > 1 else line)
+        out.update({k: v for k, v in line.items() if k != "makespan_s"})  # the makespan is measured here
         proc.wait()
     out["makespan_s"] = round(time.perf_counter() - start, 2)
     return out
@@ -117,7 +117,7 @@ def run(roles: list[str], policy: str, args: argparse.Namespace) -> dict[str, fl
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=Path, default=Path("/tmp/audiomemory-bench-song/models"),
-                    help="full-size random models (scripts/bench_song.py writes them)")
+                    help="full-size random models (written there when absent; bench_song.py uses the same)")
     ap.add_argument("--song", type=Path, default=Path("/tmp/audiomemory-bench-song/song.wav"))
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--policies", nargs="+", default=["default", "PASSIVE"])
@@ -131,6 +131,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.role:
         return work(args.role, args.models, args.song, args.seconds)
+    write_models(args.models)  # once, before any child reads them
     results: dict[str, Any] = {policy: {"alone": {role: [] for role in args.alone}} for policy in args.policies}
     for _ in range(args.repeat):
         for role in args.alone:
