@@ -61,10 +61,10 @@ from benchlib import cpu_model, progress
 Stage = orchestrator_pb2.Stage
 PACKAGE = "asc-music"
 SONG, CONTROL = "machine_wars.mp3", "time_to_strike.mp3"
-#: The settings before the whole-song work: float32 everywhere, OpenL3 every 0.1 s, 30 steps of the
-#: model's own scheduler (SD 1.5: PNDM).
+#: The settings before the whole-song work: float32 everywhere, OpenL3 every 0.1 s whatever the length,
+#: 30 steps of the model's own scheduler (SD 1.5: PNDM).
 REFERENCE: dict[str, dict[str, Any]] = {
-    "audio_encoder": {"hop_seconds": 0.1, "precision": "float32"},
+    "audio_encoder": {"hop_seconds": 0.1, "hop_growth_seconds": 0, "precision": "float32"},
     "separator": {"precision": "float32"},
     "generator": {"precision": "float32", "default_steps": 30, "default_scheduler": "pndm"},
 }
@@ -317,9 +317,10 @@ def main() -> None:
 
 #: Settings tried against the fidelity rule by ``--candidates`` (on top of the services' defaults).
 CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
-    "separator_float32": {"separator": {"precision": "float32"}},
-    "hop_0.2": {"audio_encoder": {"hop_seconds": 0.2}},
-    "separator_float32_hop_0.2": {"separator": {"precision": "float32"}, "audio_encoder": {"hop_seconds": 0.2}},
+    "defaults": {},
+    "bf16_fixed_hop_0.2": {"audio_encoder": {"precision": "bfloat16", "hop_seconds": 0.2, "hop_growth_seconds": 0}},
+    "int8_fixed_hop_0.2": {"audio_encoder": {"precision": "int8", "hop_seconds": 0.2, "hop_growth_seconds": 0}},
+    "bf16_grown_hop": {"audio_encoder": {"precision": "bfloat16"}},
 }
 
 

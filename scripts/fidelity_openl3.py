@@ -50,7 +50,8 @@ def excerpts(path: Path, offsets: list[float], seconds: float) -> list[np.ndarra
 
 
 def backend(root: Path, precision: str, hop: float, batch: int) -> OpenL3Backend:
-    config = AudioEncoderConfig(precision=precision, hop_seconds=hop, batch_size=batch, weights_dir=root / "openl3")
+    config = AudioEncoderConfig(precision=precision, hop_seconds=hop, hop_growth_seconds=0, batch_size=batch,
+                                weights_dir=root / "openl3")
     b = OpenL3Backend(config)
     b.load()
     return b

@@ -11,9 +11,10 @@ computed by the service's own code (``OpenL3Backend.embed``), with the rule of d
   becomes a sliding max (the window centred on each column). It also reports where each window's
   max comes from: the CNN zero-pads every window at its edges, and the edge columns carry most
   channels' maxima — which no shared computation reproduces.
-- **int8**: the CNN statically quantised for x86 (PyTorch FX, oneDNN/FBGEMM, VNNI), per-channel
-  weights, calibrated on a third song; its speed at batch 16 next to float32 and bf16 on the same
-  spectrograms, and its frames at hop 0.1 and 0.2 (every other frame) against the rule.
+- **int8**: the CNN statically quantised for x86 (the service's ``quantise_int8``: PyTorch FX,
+  per-channel weights, min-max activation ranges), calibrated on a third song; its speed at batch
+  16 next to float32 and bf16 on the same spectrograms, and its frames at hop 0.1 and 0.2 (every
+  other frame) against the rule.
 
 Four excerpts of each song stand in for the four stems (as ``fidelity_openl3.py``); the model is the
 full-size OpenL3 with random weights (``OpenL3Backend.write_tiny``).
@@ -38,28 +39,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiomemory.audio_encoder.backends.openl3 import OpenL3Backend, spectrogram
+from audiomemory.audio_encoder.backends.openl3 import OpenL3Backend, cnn_layers, quantise_int8, spectrogram
 from audiomemory.orchestrator.fusion import Projection, audio_direction, pool_stems
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fidelity_openl3 import RATE, STEMS, backend, cos, excerpts  # a sibling script
 
 HOP = 4800  # 0.1 s at 48 kHz: the reference hop
-BLOCKS = (("conv2d_1", "batch_normalization_2", False), ("conv2d_2", "batch_normalization_3", True),
-          ("conv2d_3", "batch_normalization_4", False), ("conv2d_4", "batch_normalization_5", True),
-          ("conv2d_5", "batch_normalization_6", False), ("conv2d_6", "batch_normalization_7", True),
-          ("conv2d_7", "batch_normalization_8", False))
-
-
-def trunk_layers(model: Any) -> nn.Module:
-    """OpenL3's CNN (input norm → last conv) as one module, zero padding as layers (for FX and the trunk)."""
-    layers: list[nn.Module] = [model.batch_normalization_1]
-    for conv, norm, pool in BLOCKS:
-        layers += [nn.ZeroPad2d(1), getattr(model, conv), getattr(model, norm), nn.ReLU()]
-        if pool:
-            layers.append(nn.MaxPool2d(2, 2))
-    layers += [nn.ZeroPad2d(1), model.audio_embedding_layer]
-    return nn.Sequential(*layers).eval()
 
 
 def windows(signal: np.ndarray) -> np.ndarray:
@@ -92,18 +78,6 @@ def shared_trunk(model: Any, cnn: nn.Module, signal: np.ndarray) -> tuple[np.nda
     last = cnn(spectrograms(model, windows(signal)[count // 2 : count // 2 + 8]))[..., :24].amax(2)
     column = last.argmax(-1)
     return frames, float(((column < 3) | (column >= 21)).float().mean())
-
-
-def int8_model(cnn: nn.Module, calibration: torch.Tensor) -> nn.Module:
-    """The CNN quantised to int8 for x86 (static, per-channel weights), calibrated on ``calibration``."""
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-    torch.backends.quantized.engine = "x86"
-    prepared = prepare_fx(cnn, get_default_qconfig_mapping("x86"), example_inputs=(calibration[:2],))
-    for start in range(0, calibration.shape[0], 16):
-        prepared(calibration[start : start + 16])
-    return convert_fx(prepared)
 
 
 def embed(cnn: Callable[[torch.Tensor], torch.Tensor], model: Any, signal: np.ndarray) -> np.ndarray:
@@ -146,11 +120,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     OpenL3Backend.write_tiny(root)
     service = backend(root, "float32", 0.1, 16)
     model = service._loaded()
-    cnn = trunk_layers(model)
+    cnn = cnn_layers(model)
     offsets = [args.start + i * args.spacing for i in range(len(STEMS))]
     calibration = np.concatenate([windows(x[0])[::6] for x in excerpts(args.calibration, offsets, args.seconds)])
     with torch.inference_mode():
-        quantised = int8_model(cnn, spectrograms(model, calibration))
+        quantised = quantise_int8(model, calibration)
     frames: dict[str, dict[str, list[np.ndarray]]] = {"reference": {}, "trunk": {}, "int8": {}}
     edge_share = []
     for song in args.songs:

@@ -16,7 +16,13 @@ from grpc_health.v1 import health_pb2
 from helpers import GatedLoad, health
 
 from audiomemory.audio_encoder.backends import openl3
-from audiomemory.audio_encoder.backends.openl3 import OpenL3Backend, resolve_precision
+from audiomemory.audio_encoder.backends.openl3 import (
+    OpenL3Backend,
+    calibration_windows,
+    lean_forward,
+    quantise_int8,
+    resolve_precision,
+)
 from audiomemory.audio_encoder.config import AudioEncoderConfig
 from audiomemory.runtime.errors import Cancelled, FailedPrecondition, InvalidInput
 from audiomemory.runtime.service import RunningService
@@ -64,7 +70,8 @@ class Recorder:
 def test_twenty_minutes_is_fed_in_batches_with_frame_i_centred_at_i_hops(
     backend: OpenL3Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backend, "config", backend.config.model_copy(update={"hop_seconds": 0.1, "batch_size": 128}))
+    fixed = {"hop_seconds": 0.1, "hop_growth_seconds": 0, "batch_size": 128}
+    monkeypatch.setattr(backend, "config", backend.config.model_copy(update=fixed))
     recorder = Recorder(backend.embedding_dim)
     monkeypatch.setattr(backend, "embed_windows", recorder)
     audio = np.zeros((1, 48000 * 1200), np.float32)
@@ -105,37 +112,89 @@ def test_cancel_check_stops_between_batches(backend: OpenL3Backend) -> None:
         backend.embed(tone(48000, 1, 0.3), 48000, cancelled=lambda: True)
 
 
-def test_bfloat16_frames_stay_within_cosine_0999_of_float32(
-    backend: OpenL3Backend, tiny_encoder: dict[str, Any]
+@pytest.mark.parametrize("precision", ["bfloat16", "int8"])
+def test_fast_precisions_keep_frames_within_cosine_0999_of_float32(
+    backend: OpenL3Backend, tiny_encoder: dict[str, Any], precision: str
 ) -> None:
-    fast = OpenL3Backend(AudioEncoderConfig(hop_seconds=0.5, precision="bfloat16", **tiny_encoder))
+    fast = OpenL3Backend(AudioEncoderConfig(hop_seconds=0.5, precision=precision, **tiny_encoder))
     fast.load()
     audio = tone(44100, 2, 0.8, seed=7)
     ref, _ = backend.embed(audio, 44100)
     got, _ = fast.embed(audio, 44100)
-    assert (backend.precision, fast.precision) == ("float32", "bfloat16")
-    assert fast.describe().extra["precision"] == "bfloat16" and fast.describe().dtype == "bfloat16"
+    assert (backend.precision, fast.precision) == ("float32", precision)
+    assert fast.describe().extra["precision"] == precision and fast.describe().dtype == precision
     cosine = np.sum(ref * got, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
     assert ref.shape == got.shape == (2, 512)
     assert cosine.min() >= 0.999, cosine
     assert np.abs(ref - got).max() > 0  # really computed in another precision
 
 
+def test_int8_is_the_same_model_on_every_load_and_leaves_the_float_weights_alone(
+    backend: OpenL3Backend, tiny_encoder: dict[str, Any], tmp_path: Path
+) -> None:
+    model = backend._loaded()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.from_numpy(tone(48000, 1, 1.0, seed=3))[None]
+    windows, ranges = calibration_windows(4), tmp_path / "ranges.pt"
+
+    def frames(quantised: torch.nn.Module) -> torch.Tensor:
+        with torch.inference_mode():
+            return lean_forward(model, x, quantised=quantised)
+
+    calibrated = frames(quantise_int8(model, windows))
+    assert torch.equal(frames(quantise_int8(model, windows, ranges)), calibrated) and ranges.is_file()
+    # Read back (other windows would give other ranges: these are ignored when the file is there).
+    assert torch.equal(frames(quantise_int8(model, calibration_windows(4, seed=1), ranges)), calibrated)
+    assert not torch.equal(frames(quantise_int8(model, calibration_windows(4, seed=1))), calibrated)
+    ranges.write_bytes(b"not a tensor file")  # unreadable: calibrates again, same model
+    assert torch.equal(frames(quantise_int8(model, windows, ranges)), calibrated)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # The service keeps its ranges beside the weights, and a second load (reading them) embeds the same.
+    first, second = (OpenL3Backend(AudioEncoderConfig(hop_seconds=0.5, precision="int8", **tiny_encoder))
+                     for _ in range(2))
+    first.load()
+    assert first.int8_ranges_file(first._file, first._sha).is_file()
+    second.load()
+    audio = tone(48000, 1, 1.5, seed=3)
+    assert np.array_equal(first.embed(audio, 48000)[0], second.embed(audio, 48000)[0])
+    assert "int8_calibration" in first.describe().extra
+
+
 @pytest.mark.parametrize(
-    ("precision", "device", "native_bf16", "expected"),
+    ("precision", "device", "native_bf16", "int8_dot", "expected"),
     [
-        ("auto", "cpu", True, torch.bfloat16),
-        ("auto", "cpu", False, torch.float32),
-        ("auto", "cuda", True, torch.float32),
-        ("float32", "cpu", True, torch.float32),
-        ("bfloat16", "cpu", False, torch.bfloat16),
+        ("auto", "cpu", True, True, "int8"),
+        ("auto", "cpu", True, False, "bfloat16"),
+        ("auto", "cpu", False, False, "float32"),
+        ("auto", "cuda", True, True, "float32"),
+        ("float32", "cpu", True, True, "float32"),
+        ("bfloat16", "cpu", False, True, "bfloat16"),
+        ("int8", "cpu", False, False, "int8"),
     ],
 )
-def test_auto_precision_is_bfloat16_only_on_a_cpu_with_native_bf16(
-    monkeypatch: pytest.MonkeyPatch, precision: str, device: str, native_bf16: bool, expected: torch.dtype
+def test_auto_precision_is_int8_with_vnni_then_bfloat16_with_native_bf16(
+    monkeypatch: pytest.MonkeyPatch, precision: str, device: str, native_bf16: bool, int8_dot: bool, expected: str
 ) -> None:
     monkeypatch.setattr(openl3, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(openl3, "cpu_has_int8_dot", lambda: int8_dot)
     assert resolve_precision(precision, torch.device(device)) == expected
+
+
+def test_int8_on_cuda_is_refused_naming_the_device() -> None:
+    with pytest.raises(FailedPrecondition, match="int8 runs on the CPU only"):
+        resolve_precision("int8", torch.device("cuda"))
+
+
+@pytest.mark.parametrize(
+    ("seconds", "growth", "expected"),
+    [(10, 30, 0.1), (30, 30, 0.1), (60, 30, 0.14), (210, 30, 0.26), (1200, 30, 0.5), (1200, 0, 0.1)],
+)
+def test_the_hop_grows_with_the_square_root_of_the_length(
+    tiny_encoder: dict[str, Any], seconds: float, growth: float, expected: float
+) -> None:
+    config = AudioEncoderConfig(hop_seconds=0.1, hop_growth_seconds=growth, max_hop_seconds=0.5, **tiny_encoder)
+    assert OpenL3Backend(config).hop_for(seconds) == round(expected * 48000)
 
 
 class GatedOpenL3(GatedLoad, OpenL3Backend):

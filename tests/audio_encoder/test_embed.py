@@ -6,10 +6,12 @@ import hashlib
 from pathlib import Path
 from typing import Any, cast
 
+import grpc
 import numpy as np
 import pytest
 
 from audiomemory.audio_encoder.backends import AudioEncoderBackend
+from audiomemory.audio_encoder.config import AudioEncoderConfig
 from audiomemory.runtime.service import RunningService
 from audiomemory.v1 import audio_encoder_pb2, audio_encoder_pb2_grpc, common_pb2, tensor_pb2
 
@@ -89,10 +91,34 @@ def test_describe_reports_the_loaded_model_its_precision_and_limits(
     assert model.extra["content_type"] == "music" and model.extra["input_repr"] == "mel256"
     # The precision and hop are part of the identity (the orchestrator's cache key).
     precision = encoder.backend.precision  # type: ignore[attr-defined]
-    assert precision in ("float32", "bfloat16")
+    assert precision in ("float32", "bfloat16", "int8")
     assert model.dtype == model.extra["precision"] == precision
     assert model.extra["hop_seconds"] == f"{HOP:g}"
 
 
 def test_server_still_serves_after_the_embedding_tests(encoder: RunningService) -> None:
     assert encoder.gate.ready.is_set() and encoder.gate.load_error is None
+
+
+def test_a_long_signal_is_framed_at_the_grown_hop_when_its_length_is_announced(
+    start_encoder: Any, tiny_encoder: dict[str, Any]
+) -> None:
+    # hop 0.5 s up to 2 s, then 0.5 × sqrt(seconds / 2): an 8-s signal every 1.0 s (9 frames), not 0.5 s (16).
+    config = AudioEncoderConfig(port=0, hop_seconds=0.5, hop_growth_seconds=2, max_hop_seconds=2,
+                                precision="float32", **tiny_encoder)
+    service = start_encoder(config)
+    audio = tone(48000, 1, 8.0, seed=5)
+    options = audio_encoder_pb2.EmbedOptions(signals=1, input_frames=8 * 48000, timestamps=True)
+    with grpc.insecure_channel(service.address) as channel:
+        stub = audio_encoder_pb2_grpc.AudioEncoderStub(channel)
+        grown = collect(stub.Embed(interleaved([(audio, 48000)], [48000], options)))
+        unannounced = collect(stub.Embed(requests(audio, 48000)))
+        info = stub.Describe(common_pb2.DescribeRequest())
+    assert grown.end is not None and list(grown.end.frames) == [9]
+    np.testing.assert_array_equal(grown.timestamps[0], np.arange(9) * 1.0)
+    assert grown.progress[-1] == (9, 9)
+    one_shot, stamps = cast(AudioEncoderBackend, service.backend).embed(audio, 48000)  # same rule, same frames
+    np.testing.assert_allclose(grown.embeddings[0], one_shot, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(stamps, grown.timestamps[0])
+    assert unannounced.end is not None and list(unannounced.end.frames) == [16]
+    assert info.hop_seconds == 0.5 and "sqrt(seconds / 2)" in info.model.extra["hop_rule"]

@@ -23,6 +23,9 @@ class Probe:
         self.batches: list[int] = []
         self.windows: list[np.ndarray] = []
 
+    def hop_for(self, seconds: float) -> int:
+        return self.hop
+
     def embed_windows(self, batch: np.ndarray) -> np.ndarray:
         assert batch.shape[0] <= self.batch_size and batch.dtype == np.float32
         self.batches.append(batch.shape[0])

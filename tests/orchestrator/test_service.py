@@ -231,19 +231,20 @@ def test_cancelling_during_separation_leaves_no_downstream_work_running(
                 call.cancel()
                 break
 
-    def busy() -> float:
-        return sum(
-            svc.metrics.registry.get_sample_value(
+    def busy() -> dict[str, float]:
+        calls = {
+            f"{kind}.{method}": svc.metrics.registry.get_sample_value(
                 "audiomemory_in_flight", {"service": kind, "method": method}
             ) or 0.0
             for kind, svc in models.items()
             for method in ("Separate", "Embed", "Encode", "Generate")
-        )
+        }
+        return {call: count for call, count in calls.items() if count}
 
     deadline = time.monotonic() + 10
     while busy() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert busy() == 0
+    assert busy() == {}
     assert _code_count(models["audio_encoder"], "Embed", "OK") == ok_embeds  # no stem finished embedding
     assert run_job(orchestrator.address, encode_song("wav", 16000, 1, seconds=1.0), seed=1).png
 

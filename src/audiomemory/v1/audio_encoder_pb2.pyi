@@ -40,7 +40,7 @@ class AudioEncoderInfo(_message.Message):
     embedding_dim: _builtins.int
     """D."""
     hop_seconds: _builtins.float
-    """Time between frames."""
+    """Time between frames of a short signal (a long one's: model.extra hop_rule)."""
     window_seconds: _builtins.float
     """Length of audio one frame sees."""
     max_input_frames: _builtins.int
@@ -84,7 +84,9 @@ class EmbedOptions(_message.Message):
     signals: _builtins.int
     """Independent signals in this call; 0 = 1."""
     input_frames: _builtins.int
-    """Audio frames each signal will have at sample_rate (progress totals); 0 = unknown."""
+    """Audio frames each signal will have at sample_rate: progress totals, and the hop of a long signal
+    (the backend's hop_rule); 0 = unknown (hop_seconds).
+    """
     timestamps: _builtins.bool
     """Also send each frame's timestamp."""
     def __init__(

@@ -23,15 +23,24 @@ class AudioEncoderConfig(ServiceConfig):
     content_type: Literal["music", "env"] = Field("music", description="OpenL3 training content.")
     input_repr: Literal["mel256", "mel128", "linear"] = Field("mel256", description="OpenL3 input spectrogram.")
     embedding_size: Literal[512, 6144] = Field(512, description="Embedding dimension D.")
-    # 0.2 s (not OpenL3's usual 0.1): half the windows. Through the whole pipeline on real music
-    # (make bench-song --candidates: bf16 separator and OpenL3) 0.2 s keeps the fidelity rule against the
-    # float32 hop-0.1 reference (error 9.1e-5, allowed 1.12e-4); 0.4 s did not (3.65e-4), though on OpenL3
-    # alone and short excerpts it had (scripts/fidelity_openl3.py); 0.5 s and 1 s never did.
-    hop_seconds: float = Field(0.2, ge=0.01, le=10, description="Seconds between consecutive frames.")
-    precision: Literal["auto", "float32", "bfloat16"] = Field(
+    # The hop grows with the signal: a song's pooled vector is a mean over its frames, and its error
+    # against the hop-0.1 s reference falls as hop² / length (measured through the pipeline on real music:
+    # hop 0.2 → 9.1e-5 at 60 s, 2.2e-5 at 210 s; hop 0.4 → 3.65e-4 at 60 s). So a signal up to
+    # hop_growth_seconds long is framed every hop_seconds, a longer one every
+    # hop_seconds × sqrt(length / hop_growth_seconds) (at most max_hop_seconds): the same error at every
+    # length as at hop_growth_seconds, for far fewer windows on a whole song (docs/DESIGN.md §9).
+    hop_seconds: float = Field(
+        0.1, ge=0.01, le=10, description="Seconds between consecutive frames (signals up to hop_growth_seconds)."
+    )
+    hop_growth_seconds: float = Field(
+        30.0, ge=0, description="Longer signals get hop_seconds × sqrt(length / this); 0 = the hop is fixed."
+    )
+    max_hop_seconds: float = Field(0.5, ge=0.01, le=10, description="Largest hop the growth rule gives.")
+    precision: Literal["auto", "float32", "bfloat16", "int8"] = Field(
         "auto",
-        description="CNN compute dtype; auto = bfloat16 autocast on a CPU with native bf16 (AVX512-BF16/AMX), "
-        "else float32. Part of the model identity (describe), so cached vectors never mix precisions.",
+        description="CNN compute: auto = int8 on an x86 CPU with VNNI (AVX512-VNNI/AVX-VNNI/AMX), else bfloat16 "
+        "autocast on a CPU with native bf16 (AVX512-BF16/AMX), else float32 (CUDA: float32). Part of the "
+        "model identity (describe), so cached vectors never mix precisions.",
     )
     batch_size: int = Field(32, ge=1, le=4096, description="Frames per model call (bounds memory).")
     weights_dir: Path | None = Field(

@@ -79,7 +79,10 @@ class _EmbedCall:
         # The check holds the context, not this call: a call → stream → check → call cycle would keep each
         # call's buffers (MBs) until Python's rare full collection (the soak grew 0.6 MB a job).
         context = self.context
-        self.stream = EmbedStream(self.backend, count, cancelled=lambda: not context.is_active())
+        # The hop grows with the signal's length when the caller says it (input_frames); else the base hop.
+        seconds = self.input_frames / self.backend.sample_rate
+        hop = self.backend.hop_for(seconds) if self.input_frames else self.backend.hop
+        self.stream = EmbedStream(self.backend, count, cancelled=lambda: not context.is_active(), hop=hop)
 
     def add(self, i: int, request: audio_encoder_pb2.EmbedRequest) -> Iterator[audio_encoder_pb2.EmbedResponse]:
         """Check request ``i`` and feed its audio; answer the frames that became ready."""
@@ -152,7 +155,7 @@ class _EmbedCall:
         """Frames the call will embed: exact for finished signals, from ``input_frames`` for the others."""
         if self.input_frames == 0 or self.stream is None:
             return 0
-        hop, window = self.backend.hop, self.backend.window
+        hop, window = self.stream.hop, self.backend.window
         return sum(
             f.frames if f.finished else frame_count(self.input_frames, hop, window) for f in self.stream.framers
         )
@@ -161,7 +164,8 @@ class _EmbedCall:
         """``frames`` as EmbedFrames messages of at most ``CHUNK_BYTES`` payload each."""
         dim = frames.embeddings.shape[1]
         rows = max(1, CHUNK_BYTES // (dim * 4 + (8 if self.timestamps else 0)))
-        stamps = frames.timestamps(self.backend.hop_seconds) if self.timestamps else None
+        assert self.stream is not None
+        stamps = frames.timestamps(self.stream.hop / self.backend.sample_rate) if self.timestamps else None
         total = self.total()
         for start in range(0, frames.embeddings.shape[0], rows):
             part = frames.embeddings[start : start + rows]

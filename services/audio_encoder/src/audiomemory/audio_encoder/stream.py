@@ -44,6 +44,8 @@ class WindowModel(Protocol):
     @property
     def batch_size(self) -> int: ...
 
+    def hop_for(self, seconds: float) -> int: ...
+
     def embed_windows(self, batch: np.ndarray) -> np.ndarray:
         """float32 ``[B, window]`` → float32 ``[B, D]``."""
         ...
@@ -149,9 +151,12 @@ class Frames:
 class EmbedStream:
     """Several signals framed side by side; ready windows of all of them share each model call."""
 
-    def __init__(self, model: WindowModel, signals: int, cancelled: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self, model: WindowModel, signals: int, cancelled: Callable[[], bool] | None = None, hop: int | None = None
+    ) -> None:
         self.model = model
-        self.framers = [SignalFramer(model.sample_rate, model.window, model.hop) for _ in range(signals)]
+        self.hop = hop or model.hop  # samples at the model's rate; every signal of the call uses it
+        self.framers = [SignalFramer(model.sample_rate, model.window, self.hop) for _ in range(signals)]
         self.cancelled = cancelled
         self.done = 0  # frames embedded, all signals
         self._batch = np.empty((model.batch_size, model.window), dtype=np.float32)
@@ -193,9 +198,9 @@ def embed_array(
     """One whole signal through ``EmbedStream``: ``(embeddings [T, D] float32, timestamps [T] float64)``."""
     if audio.shape[1] == 0:
         raise InvalidInput("audio: empty, no frames")
-    stream = EmbedStream(model, 1, cancelled)
+    stream = EmbedStream(model, 1, cancelled, hop=model.hop_for(audio.shape[1] / sample_rate))
     parts = [*stream.add(0, audio, sample_rate), *stream.finish()]
     count = stream.framers[0].frames
     embeddings = np.concatenate([p.embeddings for p in parts]) if parts else np.empty((0, model.embedding_dim))
-    timestamps = np.arange(count, dtype=np.float64) * (model.hop / model.sample_rate)
+    timestamps = np.arange(count, dtype=np.float64) * (stream.hop / model.sample_rate)
     return embeddings.astype(np.float32, copy=False), timestamps

@@ -54,6 +54,10 @@ class AudioEncoderBackend(Backend):
     def batch_size(self) -> int:
         """Most windows in one ``embed_windows`` call (bounds memory)."""
 
+    def hop_for(self, seconds: float) -> int:
+        """The hop (samples at ``sample_rate``) for a signal ``seconds`` long; ``hop`` unless overridden."""
+        return self.hop
+
     @property
     def hop_seconds(self) -> float:
         """Seconds between consecutive frames."""

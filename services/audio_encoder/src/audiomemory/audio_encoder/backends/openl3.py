@@ -4,13 +4,18 @@ Framing, resampling and batching are ``audiomemory.audio_encoder.stream``'s (the
 OpenL3's ``center=True``, as torchopenl3 does it); this backend states its facts (48 kHz, 1-s windows,
 ``hop_seconds``) and embeds batches of windows.
 
-Precision (``precision``): ``float32``, or the CNN under ``torch.autocast(bfloat16)`` with the
-spectrogram front end kept in float32 (its dB scale and per-window max normalisation are where
-bf16's 8-bit mantissa would hurt; it is 6–10 % of the time). ``auto`` picks bf16 on a CPU with
-native bf16 instructions (``avx512_bf16`` or AMX): on a 2-core AVX512-BF16 EPYC the CNN ran 1.8–1.9×
-as fast, with every frame at cosine ≥ 0.99998 to float32 (scripts/fidelity_openl3.py). Elsewhere
-bf16 would be emulated, so float32; CUDA keeps float32 too (not measured here).
-The precision and the hop are part of ``describe()``, so their vectors never share a cache entry.
+Precision (``precision``): ``float32``; ``bfloat16``, the CNN under ``torch.autocast(bfloat16)``; or
+``int8``, the CNN statically quantised for x86 (PyTorch FX, per-channel weights, activations
+calibrated at load on ``calibration_windows``: seeded synthetic tones, noise and silence, so every
+load of the same weights gives the same int8 model). The spectrogram front end stays float32 in all
+three (its dB scale and per-window max normalisation are where low precision would hurt; it is
+6–10 % of a float32 window). ``auto`` picks int8 on an x86 CPU with int8 dot products (VNNI, AMX),
+else bf16 on a CPU with native bf16 instructions (``avx512_bf16`` or AMX), else float32; CUDA keeps
+float32. On a 2-core AVX512 EPYC the CNN ran at ~14 windows/s in bf16 and ~31 in int8 (fp32 ~6),
+every frame at cosine ≥ 0.9998 to float32 in int8 (≥ 0.99998 in bf16); through the pipeline both keep
+the fidelity rule of docs/DESIGN.md §9 (BENCHMARKS.md).
+The hop grows with the signal's length (``hop_for``; config ``hop_growth_seconds``). The precision
+and the hop rule are part of ``describe()``, so their vectors never share a cache entry.
 
 Weights load the way torchopenl3 loads them — ``torch.hub.load_state_dict_from_url`` of
 ``torchopenl3_<repr>_<content>_<size>.pth.tar`` — but with ``model_dir`` passed explicitly
@@ -20,7 +25,10 @@ A missing file with no network fails at once, naming the file and the two ways o
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
+import pickle
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -28,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from audiomemory.audio_encoder.backends import AudioEncoderBackend
 from audiomemory.runtime.backend import HOW_TO_GET, ModelInfo, download_blocked, offline, resolve_device
@@ -41,6 +50,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 48_000  # OpenL3's input rate
 WINDOW = SAMPLE_RATE  # one window is 1 s
+CALIBRATION_WINDOWS = 16  # int8 calibration windows (calibration_windows)
 WEIGHTS_URL = "https://github.com/torchopenl3/torchopenl3-models/raw/master/"
 
 
@@ -56,24 +66,67 @@ def checkpoints_dir(weights_dir: Path | None) -> Path:
     return Path(weights_dir) / "hub" / "checkpoints"
 
 
+def _cpu_flags() -> set[str]:
+    """This CPU's feature flags (from /proc/cpuinfo; empty where it cannot be read)."""
+    try:
+        return set(Path("/proc/cpuinfo").read_text(errors="replace").split())
+    except OSError:
+        return set()
+
+
 def cpu_has_native_bf16() -> bool:
     """True when this CPU runs bf16 matrix math natively (AVX512-BF16 or AMX), per /proc/cpuinfo."""
     if torch.backends.cpu.get_cpu_capability().startswith("AMX"):
         return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_int8_dot() -> bool:
+    """True on an x86 CPU with int8 dot-product instructions (VNNI or AMX) and torch's x86 int8 engine."""
+    if "x86" not in torch.backends.quantized.supported_engines:
         return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+    return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The CNN's compute dtype for the ``precision`` setting on ``device`` (see the module docstring)."""
-    if precision == "bfloat16":
-        return torch.bfloat16
-    if precision == "auto" and device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return torch.float32
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The CNN's compute mode, "float32", "bfloat16" or "int8", for ``precision`` on ``device``."""
+    if precision != "auto":
+        if precision == "int8" and device.type != "cpu":
+            raise FailedPrecondition(f"audio_encoder: precision int8 runs on the CPU only, the device is {device}")
+        return precision
+    if device.type != "cpu":
+        return "float32"
+    if cpu_has_int8_dot():
+        return "int8"
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
+def calibration_windows(count: int = CALIBRATION_WINDOWS, seed: int = 0) -> np.ndarray:
+    """``count`` seeded synthetic 1-s windows at 48 kHz for int8 calibration: ``[count, 48000]`` float32.
+
+    Each is one to four harmonic tones (40 Hz–2.6 kHz fundamentals, seven partials, repeating decays)
+    plus coloured noise bursts, at −60 to 0 dB; every fourth is noise alone. The CNN
+    sees each window's log-mel spectrogram normalised to its own maximum, so what calibration needs
+    is the spread of spectral shapes, not real recordings: calibrated on these, int8 frames of a real
+    song were as close to float32 (cosine ≥ 0.9998) as when calibrated on another real song.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(WINDOW) / SAMPLE_RATE
+    bins = np.maximum(1, np.arange(WINDOW // 2 + 1))
+    out = np.zeros((count, WINDOW), np.float32)
+    for i in range(count):
+        tones = np.zeros(WINDOW)
+        for _ in range(int(rng.integers(1, 5))):
+            f0 = 40 * 2 ** rng.uniform(0, 6)
+            decay = np.exp(-rng.uniform(0, 6) * ((t * rng.integers(1, 5)) % 1))
+            partials = range(1, 8)
+            tones += decay * sum(rng.uniform(0, 1) / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.3))
+                                 for k in partials)
+        noise = np.fft.irfft(np.fft.rfft(rng.standard_normal(WINDOW)) / bins ** rng.uniform(0, 1), WINDOW)
+        noise *= np.exp(-rng.uniform(0, 20) * ((t * rng.integers(1, 9)) % 1)) / (np.abs(noise).max() + 1e-9)
+        signal = tones / (np.abs(tones).max() + 1e-9) * (i % 4 != 3) + rng.uniform(0, 1) * noise
+        out[i] = signal * 10 ** rng.uniform(-3, 0)
+    return out
 
 
 def spectrogram(layer: Any, x: torch.Tensor) -> torch.Tensor:
@@ -107,7 +160,93 @@ def spectrogram(layer: Any, x: torch.Tensor) -> torch.Tensor:
     return layer.amplitude_to_decibel(out) if decibel else out
 
 
-def lean_forward(model: Any, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+#: OpenL3's convolution blocks after the input norm: (conv, its batch norm, max-pool after it).
+BLOCKS = (
+    ("conv2d_1", "batch_normalization_2", False),
+    ("conv2d_2", "batch_normalization_3", True),
+    ("conv2d_3", "batch_normalization_4", False),
+    ("conv2d_4", "batch_normalization_5", True),
+    ("conv2d_5", "batch_normalization_6", False),
+    ("conv2d_6", "batch_normalization_7", True),
+    ("conv2d_7", "batch_normalization_8", False),
+)
+
+
+def cnn_layers(model: Any) -> nn.Sequential:
+    """OpenL3's CNN, input norm to the last convolution, as one module (zero padding as layers, for FX)."""
+    layers: list[nn.Module] = [model.batch_normalization_1]
+    for conv, norm, pool in BLOCKS:
+        layers += [nn.ZeroPad2d(1), getattr(model, conv), getattr(model, norm), nn.ReLU()]
+        if pool:
+            layers.append(nn.MaxPool2d(2, 2))
+    layers += [nn.ZeroPad2d(1), model.audio_embedding_layer]
+    return nn.Sequential(*layers).eval()
+
+
+def quantise_int8(model: Any, windows: np.ndarray, ranges: Path | None = None) -> nn.Module:
+    """The CNN quantised to int8 for x86 (static, per-channel weights), calibrated on ``windows``.
+
+    ``ranges``: a file for the calibrated activation ranges (the observers' min/max, a few KB). When it
+    exists they are read from it instead of running ``windows`` through the CNN (~5 s on one core; the
+    same numbers); when it does not, they are written to it (a read-only place is skipped). ``model``
+    itself is left as it was (the CNN is copied before FX fuses and observes it).
+    """
+    from torch.ao.quantization import QConfig, QConfigMapping
+    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = "x86"
+    # Min-max activation ranges: as close to float32 as torch's default histograms here, in 60 % of the time
+    # (cosine ≥ 0.99989 per frame on a real song). The full 8-bit range needs VNNI (no 16-bit overflow).
+    qconfig = QConfig(
+        activation=MinMaxObserver.with_args(reduce_range=not cpu_has_int8_dot()),
+        weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric),
+    )
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notes
+        specs = spectrogram(model.speclayer, torch.from_numpy(windows)[:, None]).squeeze(-1).unsqueeze(1)
+        prepared = prepare_fx(
+            copy.deepcopy(cnn_layers(model)), QConfigMapping().set_global(qconfig), example_inputs=(specs[:1],)
+        )
+        if not _read_ranges(prepared, ranges):
+            for start in range(0, specs.shape[0], 2):  # min/max do not depend on the batching
+                prepared(specs[start : start + 2])
+            _write_ranges(prepared, ranges)
+        return convert_fx(prepared)
+
+
+def _observed(prepared: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in prepared.state_dict().items() if "activation_post_process" in k}
+
+
+def _read_ranges(prepared: nn.Module, ranges: Path | None) -> bool:
+    if ranges is None or not ranges.is_file():
+        return False
+    try:
+        saved = torch.load(ranges, map_location="cpu", weights_only=True)
+        if set(saved) != set(_observed(prepared)):
+            raise KeyError("not this network's observers")
+        prepared.load_state_dict(saved, strict=False)
+    except (OSError, RuntimeError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        log.warning("int8 ranges %s unreadable (%s); calibrating again", ranges, shorten(exc))
+        return False
+    return True
+
+
+def _write_ranges(prepared: nn.Module, ranges: Path | None) -> None:
+    if ranges is None:
+        return
+    partial = ranges.with_name(ranges.name + ".partial")
+    try:
+        torch.save(_observed(prepared), partial)
+        partial.replace(ranges)
+    except OSError as exc:
+        log.info("int8 ranges not kept (%s): the next load calibrates again", shorten(exc))
+
+
+def lean_forward(
+    model: Any, x: torch.Tensor, dtype: torch.dtype = torch.float32, quantised: nn.Module | None = None
+) -> torch.Tensor:
     """``PytorchOpenl3.forward`` with the same layers in the same order, without its memory cost.
 
     torchopenl3's forward keeps every intermediate in a local variable until it returns: at batch
@@ -116,26 +255,23 @@ def lean_forward(model: Any, x: torch.Tensor, dtype: torch.dtype = torch.float32
     them. Inference only (ReLU in place); the STFT by FFT (``spectrogram``). Same embeddings:
     ``test_embeddings_equal_torchopenl3``.
     The spectrogram front end always runs in float32; the CNN runs under autocast when ``dtype`` is
-    lower (see the module docstring). Returns float32 ``[B, D]``.
+    lower, or as ``quantised`` (``quantise_int8``) when given (see the module docstring). Returns
+    float32 ``[B, D]``.
     """
-    x = model.batch_normalization_1(spectrogram(model.speclayer, x).squeeze(-1).unsqueeze(1))
-    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
-        for conv, norm, pool in (
-            ("conv2d_1", "batch_normalization_2", False),
-            ("conv2d_2", "batch_normalization_3", True),
-            ("conv2d_3", "batch_normalization_4", False),
-            ("conv2d_4", "batch_normalization_5", True),
-            ("conv2d_5", "batch_normalization_6", False),
-            ("conv2d_6", "batch_normalization_7", True),
-            ("conv2d_7", "batch_normalization_8", False),
-        ):
-            x = F.relu(getattr(model, norm)(getattr(model, conv)(F.pad(x, (1, 1, 1, 1)))), inplace=True)
-            if pool:
-                x = F.max_pool2d(x, kernel_size=(2, 2), stride=(2, 2))
-        x = model.audio_embedding_layer(F.pad(x, (1, 1, 1, 1)))
-        size = model.AUDIO_POOLING_SIZES[model.input_repr][model.embedding_size]
-        x = F.max_pool2d(x, kernel_size=size, stride=size)
-    return x.swapaxes(1, 2).swapaxes(2, 3).reshape(x.shape[0], -1).float()
+    x = spectrogram(model.speclayer, x).squeeze(-1).unsqueeze(1)
+    if quantised is not None:
+        x = quantised(x)
+    else:
+        x = model.batch_normalization_1(x)
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            for conv, norm, pool in BLOCKS:
+                x = F.relu(getattr(model, norm)(getattr(model, conv)(F.pad(x, (1, 1, 1, 1)))), inplace=True)
+                if pool:
+                    x = F.max_pool2d(x, kernel_size=(2, 2), stride=(2, 2))
+            x = model.audio_embedding_layer(F.pad(x, (1, 1, 1, 1)))
+    size = model.AUDIO_POOLING_SIZES[model.input_repr][model.embedding_size]
+    x = F.max_pool2d(x.float(), kernel_size=size, stride=size)
+    return x.swapaxes(1, 2).swapaxes(2, 3).reshape(x.shape[0], -1)
 
 
 def _new_model(config: AudioEncoderConfig) -> torch.nn.Module:
@@ -159,7 +295,8 @@ class OpenL3Backend(AudioEncoderBackend):
         super().__init__(config)
         self._model: torch.nn.Module | None = None
         self._device = torch.device("cpu")
-        self._dtype = torch.float32
+        self._precision = "float32"
+        self._quantised: nn.Module | None = None
         self._dim = 0
         self._sha = ""
         self._file = Path()
@@ -188,19 +325,31 @@ class OpenL3Backend(AudioEncoderBackend):
             ) from exc
         self._device = resolve_device(self.config.device)
         model.to(self._device).eval()
-        self._dtype = resolve_precision(self.config.precision, self._device)
+        self._precision = resolve_precision(self.config.precision, self._device)
+        self._sha = WeightHash().add_file(path).hexdigest()  # full, for extra; revision() shortens it
+        self._quantised = (
+            quantise_int8(model, calibration_windows(), self.int8_ranges_file(path, self._sha))
+            if self._precision == "int8" else None
+        )
         # One window of silence proves the weights run and measures D from the model itself.
         with torch.inference_mode():
-            probe = lean_forward(model, torch.zeros(1, 1, WINDOW, device=self._device), self._dtype)
+            probe = lean_forward(model, torch.zeros(1, 1, WINDOW, device=self._device), self._dtype,
+                                 self._quantised)
         if probe.ndim != 2 or not torch.isfinite(probe).all():
             raise ModelUnavailable(f"OpenL3 weights {str(path)!r} give no finite embedding of silence")
         self._dim = int(probe.shape[1])
-        self._sha = WeightHash().add_file(path).hexdigest()  # full, for extra; revision() shortens it
         self._file = path
         self._model = model
         log.info(
             "OpenL3 %s loaded from %s (D=%d, %s, %s)", path.name, path.parent, self._dim, self._device, self.precision
         )
+
+    @staticmethod
+    def int8_ranges_file(weights: Path, sha: str) -> Path:
+        """Where the int8 activation ranges of these weights are kept: beside them, named by their
+        content, the calibration and whether the ranges are reduced (CPUs without VNNI)."""
+        reduced = "r" if not cpu_has_int8_dot() else "f"
+        return weights.with_name(f"{weights.name}.int8-{sha[:16]}-{CALIBRATION_WINDOWS}{reduced}-v1.pt")
 
     @classmethod
     def pull(cls, config: AudioEncoderConfig) -> None:  # type: ignore[override]
@@ -273,14 +422,36 @@ class OpenL3Backend(AudioEncoderBackend):
         """Hop in samples at 48 kHz (what the frames really use)."""
         return max(1, round(self.config.hop_seconds * SAMPLE_RATE))
 
+    def hop_for(self, seconds: float) -> int:
+        """The hop (samples at 48 kHz) for a signal ``seconds`` long: ``hop`` up to ``hop_growth_seconds``,
+        then ``hop_seconds × sqrt(seconds / hop_growth_seconds)`` up to ``max_hop_seconds``, to 0.01 s."""
+        c = self.config
+        if c.hop_growth_seconds <= 0 or seconds <= c.hop_growth_seconds:
+            return self.hop
+        grown = min(max(c.hop_seconds, c.max_hop_seconds), c.hop_seconds * math.sqrt(seconds / c.hop_growth_seconds))
+        return max(self.hop, round(round(grown, 2) * SAMPLE_RATE))
+
+    @property
+    def hop_rule(self) -> str:
+        """``hop_for`` in words (part of the identity)."""
+        c = self.config
+        if c.hop_growth_seconds <= 0:
+            return f"fixed {self.hop_seconds:g} s"
+        return (f"{self.hop_seconds:g} s up to {c.hop_growth_seconds:g} s, then {self.hop_seconds:g} s x "
+                f"sqrt(seconds / {c.hop_growth_seconds:g}) to 0.01 s, at most {c.max_hop_seconds:g} s")
+
     @property
     def batch_size(self) -> int:
         return self.config.batch_size
 
     @property
+    def _dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self._precision == "bfloat16" else torch.float32
+
+    @property
     def precision(self) -> str:
-        """The CNN's compute dtype: "float32" or "bfloat16" (valid after ``load``)."""
-        return str(self._dtype).removeprefix("torch.")
+        """The CNN's compute mode: "float32", "bfloat16" or "int8" (valid after ``load``)."""
+        return self._precision
 
     def describe(self) -> ModelInfo:
         model = self._loaded()
@@ -298,12 +469,15 @@ class OpenL3Backend(AudioEncoderBackend):
                 "weights_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
                 "embedding_size": str(self._dim),
                 "hop_seconds": f"{self.hop_seconds:g}",
+                "hop_rule": self.hop_rule,
                 "window_seconds": f"{self.window_seconds:g}",
                 "sample_rate": str(SAMPLE_RATE),
                 "framing": "centre: 0.5 s zeros before, zeros after to a whole last window",
                 "weights_file": self._file.name,
                 "weights_sha256": self._sha,
                 "batch_size": str(c.batch_size),
+                **({"int8_calibration": f"{CALIBRATION_WINDOWS} seeded synthetic windows (seed 0)"}
+                   if self._precision == "int8" else {}),
             },
         )
 
@@ -313,4 +487,4 @@ class OpenL3Backend(AudioEncoderBackend):
         model = self._loaded()
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self._device).unsqueeze(1)
-            return lean_forward(model, x, self._dtype).cpu().numpy()
+            return lean_forward(model, x, self._dtype, self._quantised).cpu().numpy()
