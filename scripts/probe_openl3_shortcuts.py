@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiomemory.audio_encoder.backends.openl3 import OpenL3Backend, cnn_layers, quantise_int8, spectrogram
+from audiomemory.audio_encoder.backends.int8 import quantise_int8
+from audiomemory.audio_encoder.backends.openl3 import OpenL3Backend, cnn_layers, spectrogram
 from audiomemory.orchestrator.fusion import Projection, audio_direction, pool_stems
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     offsets = [args.start + i * args.spacing for i in range(len(STEMS))]
     calibration = np.concatenate([windows(x[0])[::6] for x in excerpts(args.calibration, offsets, args.seconds)])
     with torch.inference_mode():
-        quantised = quantise_int8(model, calibration)
+        quantised = quantise_int8(cnn, spectrograms(model, calibration))
     frames: dict[str, dict[str, list[np.ndarray]]] = {"reference": {}, "trunk": {}, "int8": {}}
     edge_share = []
     for song in args.songs:

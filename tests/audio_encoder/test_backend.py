@@ -15,14 +15,9 @@ import torch
 from grpc_health.v1 import health_pb2
 from helpers import GatedLoad, health
 
-from audiomemory.audio_encoder.backends import openl3
-from audiomemory.audio_encoder.backends.openl3 import (
-    OpenL3Backend,
-    calibration_windows,
-    lean_forward,
-    quantise_int8,
-    resolve_precision,
-)
+from audiomemory.audio_encoder.backends import int8, openl3
+from audiomemory.audio_encoder.backends.int8 import calibration_windows, quantise_int8, resolve_precision
+from audiomemory.audio_encoder.backends.openl3 import OpenL3Backend, cnn_layers, lean_forward, window_spectrograms
 from audiomemory.audio_encoder.config import AudioEncoderConfig
 from audiomemory.runtime.errors import Cancelled, FailedPrecondition, InvalidInput
 from audiomemory.runtime.service import RunningService
@@ -135,19 +130,21 @@ def test_int8_is_the_same_model_on_every_load_and_leaves_the_float_weights_alone
     model = backend._loaded()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.from_numpy(tone(48000, 1, 1.0, seed=3))[None]
-    windows, ranges = calibration_windows(4), tmp_path / "ranges.pt"
+    cnn, ranges = cnn_layers(model), tmp_path / "ranges.pt"
+    windows = window_spectrograms(model, calibration_windows(4))
+    others = window_spectrograms(model, calibration_windows(4, seed=1))
 
     def frames(quantised: torch.nn.Module) -> torch.Tensor:
         with torch.inference_mode():
             return lean_forward(model, x, quantised=quantised)
 
-    calibrated = frames(quantise_int8(model, windows))
-    assert torch.equal(frames(quantise_int8(model, windows, ranges)), calibrated) and ranges.is_file()
+    calibrated = frames(quantise_int8(cnn, windows))
+    assert torch.equal(frames(quantise_int8(cnn, windows, ranges)), calibrated) and ranges.is_file()
     # Read back (other windows would give other ranges: these are ignored when the file is there).
-    assert torch.equal(frames(quantise_int8(model, calibration_windows(4, seed=1), ranges)), calibrated)
-    assert not torch.equal(frames(quantise_int8(model, calibration_windows(4, seed=1))), calibrated)
+    assert torch.equal(frames(quantise_int8(cnn, others, ranges)), calibrated)
+    assert not torch.equal(frames(quantise_int8(cnn, others)), calibrated)
     ranges.write_bytes(b"not a tensor file")  # unreadable: calibrates again, same model
-    assert torch.equal(frames(quantise_int8(model, windows, ranges)), calibrated)
+    assert torch.equal(frames(quantise_int8(cnn, windows, ranges)), calibrated)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     # The service keeps its ranges beside the weights, and a second load (reading them) embeds the same.
@@ -176,8 +173,8 @@ def test_int8_is_the_same_model_on_every_load_and_leaves_the_float_weights_alone
 def test_auto_precision_is_int8_with_vnni_then_bfloat16_with_native_bf16(
     monkeypatch: pytest.MonkeyPatch, precision: str, device: str, native_bf16: bool, int8_dot: bool, expected: str
 ) -> None:
-    monkeypatch.setattr(openl3, "cpu_has_native_bf16", lambda: native_bf16)
-    monkeypatch.setattr(openl3, "cpu_has_int8_dot", lambda: int8_dot)
+    monkeypatch.setattr(int8, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(int8, "cpu_has_int8_dot", lambda: int8_dot)
     assert resolve_precision(precision, torch.device(device)) == expected
 
 

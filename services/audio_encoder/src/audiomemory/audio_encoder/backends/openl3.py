@@ -25,10 +25,8 @@ A missing file with no network fails at once, naming the file and the two ways o
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import pickle
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -39,6 +37,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiomemory.audio_encoder.backends import AudioEncoderBackend
+from audiomemory.audio_encoder.backends.int8 import (
+    CALIBRATION_WINDOWS,
+    calibration_windows,
+    cpu_has_int8_dot,
+    quantise_int8,
+    resolve_precision,
+)
 from audiomemory.runtime.backend import HOW_TO_GET, ModelInfo, download_blocked, offline, resolve_device
 from audiomemory.runtime.errors import FailedPrecondition, ModelUnavailable, shorten
 from audiomemory.runtime.weights import WeightHash, revision
@@ -50,7 +55,6 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 48_000  # OpenL3's input rate
 WINDOW = SAMPLE_RATE  # one window is 1 s
-CALIBRATION_WINDOWS = 16  # int8 calibration windows (calibration_windows)
 WEIGHTS_URL = "https://github.com/torchopenl3/torchopenl3-models/raw/master/"
 
 
@@ -64,69 +68,6 @@ def checkpoints_dir(weights_dir: Path | None) -> Path:
     if weights_dir is None:
         return Path(torch.hub.get_dir()) / "checkpoints"
     return Path(weights_dir) / "hub" / "checkpoints"
-
-
-def _cpu_flags() -> set[str]:
-    """This CPU's feature flags (from /proc/cpuinfo; empty where it cannot be read)."""
-    try:
-        return set(Path("/proc/cpuinfo").read_text(errors="replace").split())
-    except OSError:
-        return set()
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when this CPU runs bf16 matrix math natively (AVX512-BF16 or AMX), per /proc/cpuinfo."""
-    if torch.backends.cpu.get_cpu_capability().startswith("AMX"):
-        return True
-    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
-
-
-def cpu_has_int8_dot() -> bool:
-    """True on an x86 CPU with int8 dot-product instructions (VNNI or AMX) and torch's x86 int8 engine."""
-    if "x86" not in torch.backends.quantized.supported_engines:
-        return False
-    return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """The CNN's compute mode, "float32", "bfloat16" or "int8", for ``precision`` on ``device``."""
-    if precision != "auto":
-        if precision == "int8" and device.type != "cpu":
-            raise FailedPrecondition(f"audio_encoder: precision int8 runs on the CPU only, the device is {device}")
-        return precision
-    if device.type != "cpu":
-        return "float32"
-    if cpu_has_int8_dot():
-        return "int8"
-    return "bfloat16" if cpu_has_native_bf16() else "float32"
-
-
-def calibration_windows(count: int = CALIBRATION_WINDOWS, seed: int = 0) -> np.ndarray:
-    """``count`` seeded synthetic 1-s windows at 48 kHz for int8 calibration: ``[count, 48000]`` float32.
-
-    Each is one to four harmonic tones (40 Hz–2.6 kHz fundamentals, seven partials, repeating decays)
-    plus coloured noise bursts, at −60 to 0 dB; every fourth is noise alone. The CNN
-    sees each window's log-mel spectrogram normalised to its own maximum, so what calibration needs
-    is the spread of spectral shapes, not real recordings: calibrated on these, int8 frames of a real
-    song were as close to float32 (cosine ≥ 0.9998) as when calibrated on another real song.
-    """
-    rng = np.random.default_rng(seed)
-    t = np.arange(WINDOW) / SAMPLE_RATE
-    bins = np.maximum(1, np.arange(WINDOW // 2 + 1))
-    out = np.zeros((count, WINDOW), np.float32)
-    for i in range(count):
-        tones = np.zeros(WINDOW)
-        for _ in range(int(rng.integers(1, 5))):
-            f0 = 40 * 2 ** rng.uniform(0, 6)
-            decay = np.exp(-rng.uniform(0, 6) * ((t * rng.integers(1, 5)) % 1))
-            partials = range(1, 8)
-            tones += decay * sum(rng.uniform(0, 1) / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.3))
-                                 for k in partials)
-        noise = np.fft.irfft(np.fft.rfft(rng.standard_normal(WINDOW)) / bins ** rng.uniform(0, 1), WINDOW)
-        noise *= np.exp(-rng.uniform(0, 20) * ((t * rng.integers(1, 9)) % 1)) / (np.abs(noise).max() + 1e-9)
-        signal = tones / (np.abs(tones).max() + 1e-9) * (i % 4 != 3) + rng.uniform(0, 1) * noise
-        out[i] = signal * 10 ** rng.uniform(-3, 0)
-    return out
 
 
 def spectrogram(layer: Any, x: torch.Tensor) -> torch.Tensor:
@@ -160,6 +101,12 @@ def spectrogram(layer: Any, x: torch.Tensor) -> torch.Tensor:
     return layer.amplitude_to_decibel(out) if decibel else out
 
 
+def window_spectrograms(model: Any, windows: np.ndarray) -> torch.Tensor:
+    """``[B, 48000]`` windows → the CNN's input ``[B, 1, bins, frames]`` (float32)."""
+    with torch.no_grad():
+        return spectrogram(model.speclayer, torch.from_numpy(windows)[:, None]).squeeze(-1).unsqueeze(1)
+
+
 #: OpenL3's convolution blocks after the input norm: (conv, its batch norm, max-pool after it).
 BLOCKS = (
     ("conv2d_1", "batch_normalization_2", False),
@@ -181,67 +128,6 @@ def cnn_layers(model: Any) -> nn.Sequential:
             layers.append(nn.MaxPool2d(2, 2))
     layers += [nn.ZeroPad2d(1), model.audio_embedding_layer]
     return nn.Sequential(*layers).eval()
-
-
-def quantise_int8(model: Any, windows: np.ndarray, ranges: Path | None = None) -> nn.Module:
-    """The CNN quantised to int8 for x86 (static, per-channel weights), calibrated on ``windows``.
-
-    ``ranges``: a file for the calibrated activation ranges (the observers' min/max, a few KB). When it
-    exists they are read from it instead of running ``windows`` through the CNN (~5 s on one core; the
-    same numbers); when it does not, they are written to it (a read-only place is skipped). ``model``
-    itself is left as it was (the CNN is copied before FX fuses and observes it).
-    """
-    from torch.ao.quantization import QConfig, QConfigMapping
-    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-    torch.backends.quantized.engine = "x86"
-    # Min-max activation ranges: as close to float32 as torch's default histograms here, in 60 % of the time
-    # (cosine ≥ 0.99989 per frame on a real song). The full 8-bit range needs VNNI (no 16-bit overflow).
-    qconfig = QConfig(
-        activation=MinMaxObserver.with_args(reduce_range=not cpu_has_int8_dot()),
-        weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric),
-    )
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notes
-        specs = spectrogram(model.speclayer, torch.from_numpy(windows)[:, None]).squeeze(-1).unsqueeze(1)
-        prepared = prepare_fx(
-            copy.deepcopy(cnn_layers(model)), QConfigMapping().set_global(qconfig), example_inputs=(specs[:1],)
-        )
-        if not _read_ranges(prepared, ranges):
-            for start in range(0, specs.shape[0], 2):  # min/max do not depend on the batching
-                prepared(specs[start : start + 2])
-            _write_ranges(prepared, ranges)
-        return convert_fx(prepared)
-
-
-def _observed(prepared: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in prepared.state_dict().items() if "activation_post_process" in k}
-
-
-def _read_ranges(prepared: nn.Module, ranges: Path | None) -> bool:
-    if ranges is None or not ranges.is_file():
-        return False
-    try:
-        saved = torch.load(ranges, map_location="cpu", weights_only=True)
-        if set(saved) != set(_observed(prepared)):
-            raise KeyError("not this network's observers")
-        prepared.load_state_dict(saved, strict=False)
-    except (OSError, RuntimeError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as exc:
-        log.warning("int8 ranges %s unreadable (%s); calibrating again", ranges, shorten(exc))
-        return False
-    return True
-
-
-def _write_ranges(prepared: nn.Module, ranges: Path | None) -> None:
-    if ranges is None:
-        return
-    partial = ranges.with_name(ranges.name + ".partial")
-    try:
-        torch.save(_observed(prepared), partial)
-        partial.replace(ranges)
-    except OSError as exc:
-        log.info("int8 ranges not kept (%s): the next load calibrates again", shorten(exc))
 
 
 def lean_forward(
@@ -328,7 +214,8 @@ class OpenL3Backend(AudioEncoderBackend):
         self._precision = resolve_precision(self.config.precision, self._device)
         self._sha = WeightHash().add_file(path).hexdigest()  # full, for extra; revision() shortens it
         self._quantised = (
-            quantise_int8(model, calibration_windows(), self.int8_ranges_file(path, self._sha))
+            quantise_int8(cnn_layers(model), window_spectrograms(model, calibration_windows()),
+                          self.int8_ranges_file(path, self._sha))
             if self._precision == "int8" else None
         )
         # One window of silence proves the weights run and measures D from the model itself.
