@@ -59,7 +59,7 @@ class InProcessPipeline:
 
         The same steps as the services, in one thread: the separator's ``separate_blocks`` and
         ``StemConverter`` (rate, channels, length, float16 range), the wire's float16 rounding, the
-        encoder's ``EmbedStream``, the orchestrator's ``StemPool``.
+        encoder's ``EmbedStream`` at the hop for the song's length, the orchestrator's ``StemPool``.
         """
         from audiomemory.audio_encoder.stream import EmbedStream
         from audiomemory.separator.audio import StemConverter, expected_frames
@@ -70,7 +70,8 @@ class InProcessPipeline:
         converter = StemConverter(len(order), sep.channels, sep.sample_rate, rate, channels,
                                   expected_frames(decoded.frames, decoded.sample_rate, rate),
                                   float16=self.wire_float16)
-        stream = EmbedStream(enc, len(STEM_ORDER))
+        announced = max(1, round(decoded.frames * rate / decoded.sample_rate))  # as the orchestrator's input_frames
+        stream = EmbedStream(enc, len(STEM_ORDER), hop=enc.hop_for(announced / rate))
         pool = StemPool(STEM_ORDER)
         timings = {"separate": 0.0, "embed": 0.0}
 

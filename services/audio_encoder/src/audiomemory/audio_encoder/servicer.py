@@ -80,8 +80,7 @@ class _EmbedCall:
         # call's buffers (MBs) until Python's rare full collection (the soak grew 0.6 MB a job).
         context = self.context
         # The hop grows with the signal's length when the caller says it (input_frames); else the base hop.
-        seconds = self.input_frames / self.backend.sample_rate
-        hop = self.backend.hop_for(seconds) if self.input_frames else self.backend.hop
+        hop = self.backend.hop_for(self.input_frames / self.backend.sample_rate)
         self.stream = EmbedStream(self.backend, count, cancelled=lambda: not context.is_active(), hop=hop)
 
     def add(self, i: int, request: audio_encoder_pb2.EmbedRequest) -> Iterator[audio_encoder_pb2.EmbedResponse]:

@@ -6,7 +6,7 @@ OpenL3's ``center=True``, as torchopenl3 does it); this backend states its facts
 
 Precision (``precision``): ``float32``; ``bfloat16``, the CNN under ``torch.autocast(bfloat16)``; or
 ``int8``, the CNN statically quantised for x86 (PyTorch FX, per-channel weights, activations
-calibrated at load on ``calibration_windows``: seeded synthetic tones, noise and silence, so every
+calibrated at load on ``calibration_windows``: seeded synthetic tones and coloured noise, so every
 load of the same weights gives the same int8 model). The spectrogram front end stays float32 in all
 three (its dB scale and per-window max normalisation are where low precision would hurt; it is
 6–10 % of a float32 window). ``auto`` picks int8 on an x86 CPU with int8 dot products (VNNI, AMX),
