@@ -350,12 +350,14 @@ class Downstream(Loadable):
             started = False
             try:
                 for event in self._generate_once(job, request, attempt):
-                    started = started or isinstance(event, Step)
+                    # Any reply, a place in line included, ends gRPC's own retries for this call.
+                    started = started or isinstance(event, (Step, Queued))
                     yield event
                 return
             except Unavailable as err:
-                # A replica that dies mid-stream shows as UNAVAILABLE (or CANCELLED by a server shutting down,
-                # also UNAVAILABLE here). gRPC's retries cannot help once replies have started: call again.
+                # A replica that dies mid-stream (or while the call waits in its line) shows as UNAVAILABLE (or
+                # CANCELLED by a server shutting down, also UNAVAILABLE here). gRPC's retries cannot help once
+                # replies have started: call again.
                 retry = started and attempt < attempts and job.context.is_active() and not job.cancelled.is_set()
                 if not retry:
                     raise
