@@ -183,6 +183,14 @@ def test_int8_on_cuda_is_refused_naming_the_device() -> None:
         resolve_precision("int8", torch.device("cuda"))
 
 
+def test_int8_without_the_x86_engine_is_refused_naming_the_way_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(int8, "x86_int8_engine", lambda: False)
+    with pytest.raises(FailedPrecondition, match=r"x86 quantised engine.*use auto, bfloat16 or float32"):
+        resolve_precision("int8", torch.device("cpu"))
+    assert not int8.cpu_has_int8_dot()  # so auto never picks it there
+    assert resolve_precision("auto", torch.device("cpu")) in ("bfloat16", "float32")
+
+
 @pytest.mark.parametrize(
     ("seconds", "growth", "expected"),
     [(10, 30, 0.1), (30, 30, 0.1), (60, 30, 0.14), (210, 30, 0.26), (1200, 30, 0.5), (1200, 0, 0.1)],

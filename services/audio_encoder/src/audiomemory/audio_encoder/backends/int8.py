@@ -41,11 +41,14 @@ def cpu_has_native_bf16() -> bool:
     return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
+def x86_int8_engine() -> bool:
+    """True when this torch build has its x86 quantised engine (FBGEMM/oneDNN), which int8 runs on."""
+    return "x86" in torch.backends.quantized.supported_engines
+
+
 def cpu_has_int8_dot() -> bool:
     """True on an x86 CPU with int8 dot-product instructions (VNNI or AMX) and torch's x86 int8 engine."""
-    if "x86" not in torch.backends.quantized.supported_engines:
-        return False
-    return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return x86_int8_engine() and bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -53,6 +56,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         if precision == "int8" and device.type != "cpu":
             raise FailedPrecondition(f"audio_encoder: precision int8 runs on the CPU only, the device is {device}")
+        if precision == "int8" and not x86_int8_engine():
+            raise FailedPrecondition(
+                "audio_encoder: precision int8 needs torch's x86 quantised engine, which this build lacks "
+                f"(it has {list(torch.backends.quantized.supported_engines)}); use auto, bfloat16 or float32"
+            )
         return precision
     if device.type != "cpu":
         return "float32"
