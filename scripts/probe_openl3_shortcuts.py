@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiomemory.audio_encoder.backends.int8 import quantise_int8
-from audiomemory.audio_encoder.backends.openl3 import OpenL3Backend, cnn_layers, spectrogram
+from audiomemory.audio_encoder.backends.openl3 import OpenL3Backend, cnn_layers, window_spectrograms
 from audiomemory.orchestrator.fusion import Projection, audio_direction, pool_stems
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,11 +57,6 @@ def windows(signal: np.ndarray) -> np.ndarray:
     return np.stack([padded[i * HOP : i * HOP + RATE] for i in range(count)])
 
 
-def spectrograms(model: Any, batch: np.ndarray) -> torch.Tensor:
-    """Each window's normalised log-mel spectrogram ``[B, 1, 256, 199]`` (the service's front end)."""
-    return spectrogram(model.speclayer, torch.from_numpy(batch)[:, None]).squeeze(-1).unsqueeze(1)
-
-
 def shared_trunk(model: Any, cnn: nn.Module, signal: np.ndarray) -> tuple[np.ndarray, float]:
     """Frames at hop 0.1 from one CNN pass over the whole excerpt, and the share of maxima at window edges."""
     layer, count = model.speclayer, windows(signal).shape[0]
@@ -76,7 +71,7 @@ def shared_trunk(model: Any, cnn: nn.Module, signal: np.ndarray) -> tuple[np.nda
     starts = [round(i * HOP / 242 / 8) for i in range(count)]
     frames = torch.stack([features[:, c : c + 24].amax(1) for c in starts]).numpy()
     # Where a window's own (zero-padded) CNN puts each channel's max: the 3 columns at either edge?
-    last = cnn(spectrograms(model, windows(signal)[count // 2 : count // 2 + 8]))[..., :24].amax(2)
+    last = cnn(window_spectrograms(model, windows(signal)[count // 2 : count // 2 + 8]))[..., :24].amax(2)
     column = last.argmax(-1)
     return frames, float(((column < 3) | (column >= 21)).float().mean())
 
@@ -84,7 +79,7 @@ def shared_trunk(model: Any, cnn: nn.Module, signal: np.ndarray) -> tuple[np.nda
 def embed(cnn: Callable[[torch.Tensor], torch.Tensor], model: Any, signal: np.ndarray) -> np.ndarray:
     """Frames at hop 0.1 through ``cnn`` (per window, as the service), max-pooled to ``[T, 512]``."""
     batch = windows(signal)
-    out = [cnn(spectrograms(model, batch[i : i + 16])).amax((2, 3)) for i in range(0, batch.shape[0], 16)]
+    out = [cnn(window_spectrograms(model, batch[i : i + 16])).amax((2, 3)) for i in range(0, batch.shape[0], 16)]
     return torch.cat(out).numpy()
 
 
@@ -125,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     offsets = [args.start + i * args.spacing for i in range(len(STEMS))]
     calibration = np.concatenate([windows(x[0])[::6] for x in excerpts(args.calibration, offsets, args.seconds)])
     with torch.inference_mode():
-        quantised = quantise_int8(cnn, spectrograms(model, calibration))
+        quantised = quantise_int8(cnn, window_spectrograms(model, calibration))
     frames: dict[str, dict[str, list[np.ndarray]]] = {"reference": {}, "trunk": {}, "int8": {}}
     edge_share = []
     for song in args.songs:
@@ -138,7 +133,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             edge_share.append(share)
             print(f"{song.name}: stem {len(frames['int8'][song.name])} done", flush=True)
     with torch.inference_mode():
-        specs = spectrograms(model, calibration[:64])
+        specs = window_spectrograms(model, calibration[:64])
 
         def bf16(x: torch.Tensor) -> torch.Tensor:
             with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from audiomemory.generator.backends import ImageRequest
-from audiomemory.generator.backends.stable_diffusion import StableDiffusionBackend, compute_dtype, cpu_flags
+from audiomemory.generator.backends.stable_diffusion import StableDiffusionBackend, compute_dtype
 from audiomemory.generator.config import GeneratorConfig
+from audiomemory.runtime.backend import cpu_flags
 
 #: Measured on the tiny model (64 px, seed 3, guidance 5): bfloat16 vs float32 8-bit images at
 #: 49.2-52.9 dB PSNR (max pixel diff 2-5) over ddim/pndm/euler_a/dpm++2m at 3 and 10 steps; the

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from audiomemory.runtime.backend import cpu_flags
 from audiomemory.runtime.errors import FailedPrecondition, shorten
 
 log = logging.getLogger(__name__)
@@ -26,19 +27,11 @@ SAMPLE_RATE = 48_000  # OpenL3's input rate; one window is 1 s
 CALIBRATION_WINDOWS = 16  # int8 calibration windows (calibration_windows)
 
 
-def _cpu_flags() -> set[str]:
-    """This CPU's feature flags (from /proc/cpuinfo; empty where it cannot be read)."""
-    try:
-        return set(Path("/proc/cpuinfo").read_text(errors="replace").split())
-    except OSError:
-        return set()
-
-
 def cpu_has_native_bf16() -> bool:
     """True when this CPU runs bf16 matrix math natively (AVX512-BF16 or AMX), per /proc/cpuinfo."""
     if torch.backends.cpu.get_cpu_capability().startswith("AMX"):
         return True
-    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def x86_int8_engine() -> bool:
@@ -48,7 +41,7 @@ def x86_int8_engine() -> bool:
 
 def cpu_has_int8_dot() -> bool:
     """True on an x86 CPU with int8 dot-product instructions (VNNI or AMX) and torch's x86 int8 engine."""
-    return x86_int8_engine() and bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return x86_int8_engine() and bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

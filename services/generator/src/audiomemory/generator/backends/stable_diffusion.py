@@ -30,7 +30,7 @@ from audiomemory.generator.backends import (
     ImageRequest,
     check_request,
 )
-from audiomemory.runtime.backend import ModelInfo, resolve_device
+from audiomemory.runtime.backend import ModelInfo, cpu_flags, resolve_device
 from audiomemory.runtime.errors import AudioMemoryError, FailedPrecondition
 from audiomemory.runtime.hub import pull_model, resolve_model_dir
 
@@ -61,18 +61,6 @@ TINY_DIRNAME = "tiny-sd"
 #: /proc/cpuinfo flags of x86 CPUs with bfloat16 dot-product instructions (oneDNN's native bf16
 #: convolutions and matmuls). Without them PyTorch emulates bf16 through float32, slower than float32.
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The first ``flags`` line of ``cpuinfo`` (x86 Linux); empty where there is none (macOS, ARM)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.partition(":")[2].split())
-    return frozenset()
-
 
 def compute_dtype(precision: Precision, device_type: str, flags: frozenset[str]) -> torch.dtype:
     """The UNet's dtype for ``precision`` on a device of ``device_type`` whose CPU has ``flags``.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
+
+from audiomemory.runtime.backend import cpu_flags
 
 
 def cpu_has_native_bf16() -> bool:
@@ -13,11 +13,7 @@ def cpu_has_native_bf16() -> bool:
     capability = torch.backends.cpu.get_cpu_capability().upper()
     if "AMX" in capability or "BF16" in capability:
         return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
