@@ -67,10 +67,9 @@ class InProcessPipeline:
         sep, enc = self.separator, self.audio_encoder
         rate, channels = enc.sample_rate, enc.channels or sep.channels
         order = [sep.stems.index(name) for name in STEM_ORDER]
-        converter = StemConverter(len(order), sep.channels, sep.sample_rate, rate, channels,
-                                  expected_frames(decoded.frames, decoded.sample_rate, rate),
+        announced = expected_frames(decoded.frames, decoded.sample_rate, rate)  # the orchestrator's input_frames
+        converter = StemConverter(len(order), sep.channels, sep.sample_rate, rate, channels, announced,
                                   float16=self.wire_float16)
-        announced = max(1, round(decoded.frames * rate / decoded.sample_rate))  # as the orchestrator's input_frames
         stream = EmbedStream(enc, len(STEM_ORDER), hop=enc.hop_for(announced / rate))
         pool = StemPool(STEM_ORDER)
         timings = {"separate": 0.0, "embed": 0.0}
