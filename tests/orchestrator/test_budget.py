@@ -16,10 +16,11 @@ Stage = orchestrator_pb2.Stage
 def test_a_job_waits_for_room_for_its_decoded_audio_then_runs(
     start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
 ) -> None:
-    # Two jobs at once (the default), room for one 8-s 22.05 kHz stereo song in float32 (1.41 MB) and
-    # not two: one job waits, told why, until the other ends; both finish.
+    # Two jobs at once (the default), room for one 7-s 22.05 kHz stereo song in float32 (1.23 MB decoded;
+    # 1.41 MB reserved from its header: 7 s and a little room, capped at max_seconds) and not two: one job
+    # waits, told why, until the other ends; both finish.
     orch = start_orchestrator(models, max_seconds=8.0, max_audio_bytes=2_000_000)
-    song = encode_song("wav", 22050, 2, 4.0)
+    song = encode_song("wav", 22050, 2, 7.0)
     results: dict[int, JobResult] = {}
 
     def job(n: int) -> None:

@@ -96,18 +96,31 @@ def test_over_length_song_is_resource_exhausted() -> None:
         decode_audio(data, max_seconds=1.0)
 
 
-@pytest.mark.parametrize(("channels", "capacity"), [(2, 1000), (2, 640), (1, 1000), (2, 300), (2, 0)])
-def test_decoded_pieces_gather_into_one_contiguous_array_whatever_the_declared_length(
-    channels: int, capacity: int
+@pytest.mark.parametrize(("channels", "reserved"), [(2, 1000), (2, 640), (1, 1000), (2, 300), (2, 0)])
+def test_decoded_pieces_gather_into_one_contiguous_array_whatever_the_reserved_length(
+    channels: int, reserved: int
 ) -> None:
-    # The buffer is sized from the header: longer (rows moved together after), exact, or too short.
-    from audiomemory.orchestrator.decode import _Samples
+    # The reservation comes from the header: longer (rows moved together after), exact, or too short (more
+    # is asked for, and granted here).
+    from audiomemory.orchestrator.decode import _Limit, _Samples
 
-    rng = np.random.default_rng(channels + capacity)
+    rng = np.random.default_rng(channels + reserved)
     pieces = [rng.standard_normal((channels, int(n))).astype(np.float32) for n in rng.integers(1, 90, 10)]
-    samples = _Samples(channels, capacity)
+    asked: list[int] = []
+    samples = _Samples(channels, _Limit(reserved, 1000, None, lambda frames: asked.append(frames) or True), "x", 1)
     for piece in pieces:
         samples.add(piece)
     out = samples.result()
     assert out.flags.c_contiguous and out.dtype == np.float32
     np.testing.assert_array_equal(out, np.concatenate(pieces, axis=1))
+    assert bool(asked) == (sum(p.shape[1] for p in pieces) > reserved)
+
+
+def test_decoding_stops_where_the_reservation_ends_when_no_more_room_is_granted() -> None:
+    from audiomemory.orchestrator.decode import _Limit, _Samples
+
+    samples = _Samples(2, _Limit(100, 1000, 0.5, lambda frames: False), "'song.flac'", 200)
+    samples.add(np.zeros((2, 100), np.float32))
+    with pytest.raises(ResourceExhausted, match=r"more than the 0.5 s reserved for it \(its header declares 0.5 s"):
+        samples.add(np.zeros((2, 1), np.float32))
+    assert samples.frames == 100

@@ -57,17 +57,25 @@ def test_a_service_that_sends_nothing_for_stall_seconds_fails_the_job_naming_it(
 def test_a_job_waiting_behind_a_busy_service_hears_its_place_in_line_and_is_not_taken_for_stalled(
     start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
 ) -> None:
-    # The separator's only slot is held for longer than the stall limit; its heartbeats (every 5 s)
-    # keep the job alive, and the job reports its place in line.
+    # The separator's only slot is held, by a call making progress, for longer than the stall limit; the
+    # queue's heartbeats (every 5 s) keep the job alive, and the job reports its place in line.
     orch = start_orchestrator(models, stall_seconds=6.0)
     gate = models["separator"].gate
     holding = threading.Event()
     done = threading.Event()
 
+    class Holder:  # the context of a call that holds the slot and keeps sending
+        def is_active(self) -> bool:
+            return True
+
     def hold() -> None:
-        with gate.slot():
+        holder = Holder()
+        with gate.admit(holder) as turn:  # type: ignore[arg-type]
+            turn.take()
             holding.set()
-            done.wait(8.0)
+            until = time.monotonic() + 8.0
+            while not done.wait(0.5) and time.monotonic() < until:
+                gate.progressed(holder)  # type: ignore[arg-type]
 
     holder = threading.Thread(target=hold)
     holder.start()
@@ -80,6 +88,41 @@ def test_a_job_waiting_behind_a_busy_service_hears_its_place_in_line_and_is_not_
     queued = [e for e in result.events if e.stage == Stage.STAGE_QUEUED]
     assert queued and queued[0].current == 1 and "separator" in queued[0].message
     assert result.png
+
+
+def test_a_job_queued_behind_a_hung_call_is_not_kept_alive_by_the_queues_heartbeats(
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], tiny: Any,
+    start_services: Any,
+) -> None:
+    # The separator's model hangs in the first job's call: that job is taken for stalled, and so is the one
+    # waiting behind it — heartbeats tell of a line that moves, not of one stuck behind a hung call.
+    d = definition("separator")
+    config = d.config_class(port=0, device="cpu", torch_threads=1, **tiny("separator"))
+    silent = SilentDemucs(config)
+    separator = start_services(d, config, silent)
+    orch = start_orchestrator({**models, "separator": separator}, stall_seconds=6.0)
+    errors: dict[int, grpc.RpcError] = {}
+
+    def job(n: int) -> None:
+        try:
+            run_job(orch.address, encode_song("wav", 16000, 1, seconds=1.0, seed=40 + n), seed=n, steps=1)
+        except grpc.RpcError as exc:
+            errors[n] = exc
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=job, args=(n,)) for n in (1, 2)]
+    try:
+        for thread in threads:
+            thread.start()
+            time.sleep(0.5)
+        for thread in threads:
+            thread.join(25)
+    finally:
+        silent.release.set()
+    assert time.monotonic() - started < 25
+    assert sorted(errors) == [1, 2]
+    assert {e.code() for e in errors.values()} == {grpc.StatusCode.DEADLINE_EXCEEDED}
+    assert all("the separator sent nothing" in e.details() for e in errors.values()), errors
 
 
 def test_a_twenty_minute_song_is_accepted_and_separated_and_embedded_as_it_streams(

@@ -40,12 +40,32 @@ class ServiceConfig(BaseSettings):
     )
     max_concurrent_rpcs: int = Field(32, ge=1, description="RPCs in flight before RESOURCE_EXHAUSTED.")
     concurrency: int = Field(1, ge=1, description="Model calls running at once.")
+    caller_share: int | None = Field(
+        None, ge=1, description="Calls one caller (its token's name, else its host) may have running, and as "
+        "many waiting; None = no share (a model service's one caller is the orchestrator).",
+    )
     max_queue: int = Field(8, ge=0, description="Model calls waiting before RESOURCE_EXHAUSTED.")
     grace_seconds: float = Field(30.0, ge=0, description="SIGTERM: time in-flight calls get to finish.")
     max_message_bytes: int = Field(4 * MiB, ge=64 * 1024, description="Largest single gRPC message.")
     max_connection_age_seconds: float | None = Field(
         None, gt=0, description="Close client connections after this long (with grace_seconds to finish calls) "
         "so clients re-resolve DNS and find replicas added by a scale-up; None = never.",
+    )
+    min_request_rate: float = Field(
+        64 * 1024, gt=0, description="A request stream (an upload, a service's audio) must arrive at this many "
+        "bytes/s at least, averaged over request_window_seconds, counting only the time the server waits for it; "
+        "slower, the call ends with DEADLINE_EXCEEDED and releases what it held.",
+    )
+    request_window_seconds: float = Field(
+        30.0, gt=0, description="The averaging window of min_request_rate: also the longest silence a request "
+        "stream may keep while the server waits for it.",
+    )
+    send_timeout_seconds: float = Field(
+        300.0, gt=0, description="A call whose peer takes none of its responses for this long is cancelled (a "
+        "model service's one peer, the orchestrator, may wait this long on another service before reading).",
+    )
+    max_connection_idle_seconds: float | None = Field(
+        600.0, gt=0, description="Close a client connection with no call for this long; None = never.",
     )
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = torch default).")
     tls_cert: Path | None = Field(None, description="TLS certificate chain (PEM); with tls_key the port speaks TLS.")

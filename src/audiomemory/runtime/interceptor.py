@@ -2,6 +2,12 @@
 
 With ``auth_tokens`` configured, every call but ``grpc.health.v1`` (probes) must carry an accepted
 ``authorization: Bearer`` token, else it ends UNAUTHENTICATED with one line (the token is never logged).
+Each call knows its caller (``current_caller()``: the token's name, else the peer's host), which the
+orchestrator's job gate shares its slots by.
+
+Every streaming call is held to its peer's pace (``pacing.py``): its requests must keep arriving
+(``min_request_rate`` over ``request_window_seconds``, else DEADLINE_EXCEEDED), and a response its peer
+does not take within ``send_timeout_seconds`` cancels it — reflection's streams included.
 
 Servicers and backends raise ``errors.AudioMemoryError`` subclasses; this maps each to its status
 code and logs it once with the request id. A ``grpc.RpcError`` from a downstream call keeps its
@@ -23,10 +29,12 @@ import grpc
 
 from audiomemory.runtime.errors import AudioMemoryError
 from audiomemory.runtime.metrics import Metrics
+from audiomemory.runtime.pacing import PacedRequests, ReadPolicy, SendWatch
 from audiomemory.runtime.security import AUTHORIZATION, TokenFile
 
 log = logging.getLogger("audiomemory.rpc")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("audiomemory_request_id", default="-")
+caller_var: contextvars.ContextVar[str] = contextvars.ContextVar("audiomemory_caller", default="-")
 REQUEST_ID_KEY = "x-request-id"
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"  # gRPC's own: a client's retry policy waits this long
 
@@ -36,6 +44,20 @@ def current_request_id() -> str:
     return request_id_var.get()
 
 
+def current_caller() -> str:
+    """Who makes the RPC this thread is serving: its token's name when tokens are on, else its peer's host
+    (``ipv4:10.0.0.7``, without the port: one caller opening many connections is one caller)."""
+    return caller_var.get()
+
+
+def peer_host(peer: str) -> str:
+    """``ipv4:10.0.0.7:51234`` → ``ipv4:10.0.0.7``; ``ipv6:[::1]:51234`` → ``ipv6:[::1]``."""
+    kind, _, address = peer.partition(":")
+    if address.startswith("["):
+        return f"{kind}:{address.split(']', 1)[0]}]"
+    return f"{kind}:{address.rsplit(':', 1)[0]}" if address.count(":") == 1 else peer
+
+
 def _request_id(context: grpc.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= 64:
@@ -43,8 +65,8 @@ def _request_id(context: grpc.ServicerContext) -> str:
     return uuid.uuid4().hex[:16]
 
 
-_INFRASTRUCTURE = ("/grpc.health.", "/grpc.reflection.")
-_OPEN = "/grpc.health."  # probes answer without a token
+_Tokens = tuple[contextvars.Token[str], contextvars.Token[str]]
+_OPEN = "/grpc.health."  # probes answer without a token; never drained or counted (unary, bounded)
 
 
 def _refuse(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
@@ -74,9 +96,15 @@ def _bearer(metadata: Any) -> str | None:
 class ServiceInterceptor(grpc.ServerInterceptor):
     """Also tracks the service's own calls in flight, so a shutdown can drain them (see ``drain``)."""
 
-    def __init__(self, metrics: Metrics, tokens: TokenFile | None = None) -> None:
+    def __init__(
+        self, metrics: Metrics, tokens: TokenFile | None = None, *, reads: ReadPolicy | None = None,
+        sends: SendWatch | None = None, on_progress: Callable[[grpc.ServicerContext], None] | None = None,
+    ) -> None:
         self.metrics = metrics
         self.tokens = tokens
+        self.reads = reads
+        self.sends = sends
+        self.on_progress = on_progress  # a message went to or came from the call (the gate's heartbeats)
         self._active = 0
         self._draining = False
         self._idle = threading.Condition()
@@ -95,43 +123,78 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         full_method: str = handler_call_details.method
-        if self.tokens is not None and not full_method.startswith(_OPEN):
-            refusal = self._unauthenticated(handler_call_details)
+        if full_method.startswith(_OPEN):
+            return handler
+        caller = None
+        if self.tokens is not None:
+            refusal, caller = self._unauthenticated(handler_call_details)
             if refusal is not None:
                 return _refuse(handler, refusal)
-        if full_method.startswith(_INFRASTRUCTURE):
-            return handler  # health and reflection: always answered, never drained or counted
         method = full_method.rsplit("/", 1)[-1]
         kwargs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(self._wrap_unary(method, handler.unary_unary), **kwargs)
+            fn = self._wrap_unary(method, handler.unary_unary, caller)
+            return grpc.unary_unary_rpc_method_handler(fn, **kwargs)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(self._wrap_unary(method, handler.stream_unary), **kwargs)
+            fn = self._wrap_unary(method, self._paced(handler.stream_unary), caller)
+            return grpc.stream_unary_rpc_method_handler(fn, **kwargs)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(self._wrap_stream(method, handler.unary_stream), **kwargs)
+            return grpc.unary_stream_rpc_method_handler(self._wrap_stream(method, handler.unary_stream, caller),
+                                                        **kwargs)
         if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(self._wrap_stream(method, handler.stream_stream), **kwargs)
+            fn = self._wrap_stream(method, self._paced(handler.stream_stream), caller)
+            return grpc.stream_stream_rpc_method_handler(fn, **kwargs)
         return handler
 
-    def _unauthenticated(self, details: grpc.HandlerCallDetails) -> str | None:
-        """Why the call may not proceed (one line, never the token), or None when its token is accepted."""
+    def _paced(self, fn: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[[Any, grpc.ServicerContext], Any]:
+        """``fn`` reading its request stream through ``PacedRequests`` (when a read policy is set)."""
+        reads = self.reads
+        if reads is None:
+            return fn
+        progress = self.on_progress
+
+        def paced(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+            stream = PacedRequests(requests, reads, (lambda: progress(context)) if progress else None,
+                                   name=f"am-{self.metrics.service}-read")
+            try:
+                result = fn(stream, context)
+            except BaseException:
+                stream.close()
+                raise
+            if isinstance(result, Iterator):  # a response stream reads as it goes: close when it ends
+                return self._closing(result, stream)
+            stream.close()
+            return result
+
+        return paced
+
+    @staticmethod
+    def _closing(responses: Iterator[Any], stream: PacedRequests[Any]) -> Iterator[Any]:
+        try:
+            yield from responses
+        finally:
+            stream.close()
+
+    def _unauthenticated(self, details: grpc.HandlerCallDetails) -> tuple[str | None, str | None]:
+        """(why the call may not proceed — one line, never the token — or None, the token's name)."""
         assert self.tokens is not None
         token = _bearer(details.invocation_metadata)
         if token is None:
-            return "missing token: send 'authorization: Bearer TOKEN' (audiomemory --token or AUDIOMEMORY_TOKEN)"
+            return "missing token: send 'authorization: Bearer TOKEN' (audiomemory --token or AUDIOMEMORY_TOKEN)", None
         name = self.tokens.who(token)
         if name is None:
             log.info("%s refused: a token that is not in %s", details.method, self.tokens.path)
-            return "unknown token: it is not (or no longer) among this server's accepted tokens"
+            return "unknown token: it is not (or no longer) among this server's accepted tokens", None
         log.debug("%s by %s", details.method, name)
-        return None
+        return None, f"token:{name}"
 
-    def _wrap_unary(self, method: str, fn: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+    def _wrap_unary(self, method: str, fn: Callable[[Any, grpc.ServicerContext], Any], caller: str | None
+                    ) -> Callable[..., Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-            token, start = self._begin(method, context)
+            token, start = self._begin(method, context, caller)
             code = grpc.StatusCode.OK
             try:
                 return fn(request, context)
@@ -143,12 +206,13 @@ class ServiceInterceptor(grpc.ServerInterceptor):
 
         return wrapped
 
-    def _wrap_stream(self, method: str, fn: Callable[[Any, grpc.ServicerContext], Iterator[Any]]) -> Callable[..., Any]:
+    def _wrap_stream(self, method: str, fn: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
+                     caller: str | None) -> Callable[..., Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            token, start = self._begin(method, context)
+            token, start = self._begin(method, context, caller)
             code = grpc.StatusCode.OK
             try:
-                yield from fn(request, context)
+                yield from self._sent(fn(request, context), context)
             except GeneratorExit:
                 code = grpc.StatusCode.CANCELLED
                 raise
@@ -160,18 +224,39 @@ class ServiceInterceptor(grpc.ServerInterceptor):
 
         return wrapped
 
-    def _begin(self, method: str, context: grpc.ServicerContext) -> tuple[contextvars.Token[str], float]:
+    def _sent(self, responses: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        """``responses``, each watched until its peer takes it (``SendWatch``); closed however the call ends,
+        so whatever the handler holds (a slot, a reader) is released at once, not when it is collected."""
+        sends, progress = self.sends, self.on_progress
+        try:
+            for response in responses:
+                key = sends.arm(context) if sends is not None else None
+                try:
+                    yield response
+                finally:
+                    if key is not None and sends is not None:
+                        sends.disarm(key)
+                if progress is not None:
+                    progress(context)
+        finally:
+            close = getattr(responses, "close", None)
+            if close is not None:
+                close()
+
+    def _begin(self, method: str, context: grpc.ServicerContext, caller: str | None
+               ) -> tuple[_Tokens, float]:
         with self._idle:
             if self._draining:
                 context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry on another replica")
             self._active += 1
         rid = _request_id(context)
+        who = caller_var.set(caller or peer_host(context.peer()))
         self.metrics.in_flight.labels(self.metrics.service, method).inc()
-        return request_id_var.set(rid), time.perf_counter()
+        return (request_id_var.set(rid), who), time.perf_counter()
 
     def _end(
         self, method: str, context: grpc.ServicerContext, start: float, code: grpc.StatusCode,
-        token: contextvars.Token[str],
+        token: _Tokens,
     ) -> None:
         service = self.metrics.service
         if code is grpc.StatusCode.OK and not context.is_active():
@@ -181,7 +266,8 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         self.metrics.requests.labels(service, method, code.name).inc()
         if code is not grpc.StatusCode.OK:
             self.metrics.errors.labels(service, method, code.name).inc()
-        request_id_var.reset(token)
+        request_id_var.reset(token[0])
+        caller_var.reset(token[1])
         with self._idle:
             self._active -= 1
             self._idle.notify_all()

@@ -1,10 +1,11 @@
 """Server scaffolding shared by every service.
 
 ``start_service(definition, config)`` builds a gRPC server hosting one servicer plus
-``grpc.health.v1`` (NOT_SERVING until the backend has loaded — the health servicer's overall
-status starts SERVING, so both the overall and the per-service status are set explicitly),
-server reflection, the error/metrics interceptor, explicit message-size limits and a bound on
-RPCs in flight; it binds (port 0 picks a free port), starts, and loads the backend in a background
+``grpc.health.v1`` ``Check`` (NOT_SERVING until the backend has loaded, for the server and the service;
+``health.py``), server reflection, the interceptor (tokens, errors, metrics, and every streaming call
+held to its peer's pace: ``pacing.py``), explicit message-size limits, gRPC's own connection limits
+(streams per connection, ping enforcement, keepalive, idle connections) and a bound on RPCs in flight
+no higher than the handler threads; it binds (port 0 picks a free port), starts, and loads the backend in a background
 thread. ``serve_forever`` is what a container runs: it drains in-flight calls on SIGTERM.
 
 Model work is bounded by a ``Gate`` (``gate.py``): ``concurrency`` calls run, ``max_queue`` wait in
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
@@ -34,8 +35,10 @@ from audiomemory.runtime.backend import Backend, Loadable
 from audiomemory.runtime.config import ServiceConfig
 from audiomemory.runtime.errors import FailedPrecondition
 from audiomemory.runtime.gate import Gate
+from audiomemory.runtime.health import HEALTH_SERVICE, NOT_SERVING, SERVING, Health
 from audiomemory.runtime.interceptor import ServiceInterceptor
 from audiomemory.runtime.metrics import Metrics
+from audiomemory.runtime.pacing import ReadPolicy, SendWatch
 from audiomemory.runtime.registry import load_backend
 from audiomemory.runtime.security import TokenFile, server_credentials
 
@@ -78,7 +81,7 @@ class RunningService:
 
     def __init__(
         self, definition: ServiceDefinition, config: ServiceConfig, backend: Loadable, server: grpc.Server,
-        port: int, gate: Gate, health_servicer: health.HealthServicer, interceptor: ServiceInterceptor,
+        port: int, gate: Gate, health_servicer: Health, interceptor: ServiceInterceptor,
     ) -> None:
         self.definition = definition
         self.config = config
@@ -104,7 +107,7 @@ class RunningService:
         return f"{host}:{self.port}"
 
     def _set_serving(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = SERVING if serving else NOT_SERVING
         for name in ("", self.definition.grpc_service_name):
             self.health.set(name, status)
 
@@ -164,11 +167,38 @@ class RunningService:
             self._loader.join(timeout=60)
 
 
+#: gRPC's own limits on a connection (``_server_options``): how often a peer may ping us when no call is
+#: open (more often, twice, and the connection is closed: ping floods), how often we ping an idle peer to
+#: find connections whose peer is gone, and how large a call's metadata may be.
+MIN_PEER_PING_MS = 60_000
+KEEPALIVE_MS = 120_000
+KEEPALIVE_TIMEOUT_MS = 20_000
+MAX_METADATA_BYTES = 16 * 1024
+#: The health-only port's limits: a Check is a few dozen bytes; probes come one at a time.
+HEALTH_MESSAGE_BYTES = 1024
+HEALTH_CALLS = 4
+
+
+def _connection_limits(streams: int, idle_seconds: float | None) -> list[tuple[str, int]]:
+    options = [
+        ("grpc.max_concurrent_streams", streams),  # calls open at once on one connection
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_PEER_PING_MS),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.so_reuseport", 0),
+    ]
+    if idle_seconds is not None:
+        options.append(("grpc.max_connection_idle_ms", int(idle_seconds * 1000)))
+    return options
+
+
 def _server_options(config: ServiceConfig) -> list[tuple[str, int]]:
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        *_connection_limits(config.max_concurrent_rpcs, config.max_connection_idle_seconds),
     ]
     if config.max_connection_age_seconds is not None:
         options += [
@@ -194,20 +224,27 @@ def start_service(
     if backend is None:
         backend = definition.make_backend(config)
     metrics = Metrics(definition.kind)
-    gate = Gate(config.concurrency, config.max_queue)
-    interceptor = ServiceInterceptor(metrics, TokenFile(config.auth_tokens) if config.auth_tokens else None)
+    gate = Gate(config.concurrency, config.max_queue, per_owner=config.caller_share)
+    gate.track_progress()  # queued calls hear of the line only while the calls holding slots make progress
+    interceptor = ServiceInterceptor(
+        metrics, TokenFile(config.auth_tokens) if config.auth_tokens else None,
+        reads=ReadPolicy(config.min_request_rate, config.request_window_seconds),
+        sends=SendWatch(config.send_timeout_seconds, definition.kind), on_progress=gate.progressed,
+    )
+    threads = config.concurrency + config.max_queue + config.max_workers
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.concurrency + config.max_queue + config.max_workers,
-                                   thread_name_prefix=f"am-{definition.kind}"),
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"am-{definition.kind}"),
         interceptors=[interceptor],
         options=_server_options(config),
-        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        # Never more calls than threads: a call past them would wait unseen in the pool's queue (health and
+        # Describe with it) instead of being refused with RESOURCE_EXHAUSTED.
+        maximum_concurrent_rpcs=min(config.max_concurrent_rpcs, threads),
     )
     definition.add_servicer(server, backend, gate, config)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = Health()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (definition.grpc_service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (definition.grpc_service_name, HEALTH_SERVICE, reflection.SERVICE_NAME), server
     )
     if config.tls_cert is not None and config.tls_key is not None:
         port = server.add_secure_port(
@@ -233,9 +270,16 @@ def start_service(
     return running
 
 
-def _health_only(config: ServiceConfig, servicer: health.HealthServicer) -> tuple[grpc.Server, int]:
-    """A plaintext server on ``health_port`` with the service's health servicer and nothing else."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="am-health"))
+def _health_only(config: ServiceConfig, servicer: Health) -> tuple[grpc.Server, int]:
+    """A plaintext server on ``health_port`` with the service's health servicer (``Check``) and nothing else,
+    under limits of its own: tiny messages, a few calls at once, idle connections closed."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="am-health"),
+        options=[("grpc.max_receive_message_length", HEALTH_MESSAGE_BYTES),
+                 ("grpc.max_send_message_length", HEALTH_MESSAGE_BYTES),
+                 *_connection_limits(HEALTH_CALLS, 60.0)],
+        maximum_concurrent_rpcs=HEALTH_CALLS,
+    )
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     port = server.add_insecure_port(f"{config.host}:{config.health_port}")
     if port == 0:

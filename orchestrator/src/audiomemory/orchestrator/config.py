@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from audiomemory.orchestrator.decode import DEFAULT_MAX_SAMPLE_RATE, DEFAULT_MAX_SECONDS, MAX_DECODED_RATE
 from audiomemory.runtime.config import ServiceConfig
 
 GiB = 1 << 30
@@ -97,7 +98,18 @@ class OrchestratorConfig(ServiceConfig):
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="Audio cache folder.")
     cache_max_bytes: int = Field(2 * GiB, ge=0, description="Audio cache size cap; 0 turns the cache off.")
     max_upload_bytes: int = Field(256 * MiB, ge=1, description="Largest song file accepted.")
-    max_seconds: float = Field(20 * 60.0, gt=0, description="Longest song accepted (decoded), in seconds.")
+    max_seconds: float = Field(DEFAULT_MAX_SECONDS, gt=0, description="Longest song accepted (decoded), in seconds.")
+    max_sample_rate: int = Field(
+        DEFAULT_MAX_SAMPLE_RATE, ge=MAX_DECODED_RATE, description="Highest sample rate a song file may declare "
+        "(refused from its header); songs are decoded at their own rate up to 48 kHz, higher rates resampled.",
+    )
+    send_timeout_seconds: float = Field(
+        60.0, gt=0, description="A caller that takes none of its job's responses for this long is dropped.",
+    )
+    caller_share: int | None = Field(
+        1, ge=1, description="Jobs one caller (its token's name, else its host) may have running, and as many "
+        "waiting; None = no share.",
+    )
 
     strength: float = Field(0.1, ge=0.0, le=1.0, description="Default fusion alpha when a request sets none.")
     projection_seed: int = Field(0, ge=0, description="Default seed of the random projection (metadata).")

@@ -18,11 +18,12 @@ embedded over all stems, seconds transcribed, or a place in line while a service
 
 from __future__ import annotations
 
+import itertools
 import queue
 from collections.abc import Generator, Iterator
 from concurrent import futures
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import av
 import numpy as np
@@ -42,8 +43,11 @@ from audiomemory.orchestrator.downstream import (
 from audiomemory.orchestrator.job import Job
 from audiomemory.orchestrator.pooling import STEM_ORDER, StemPool
 from audiomemory.orchestrator.transcription import Heard
+from audiomemory.runtime.errors import Unavailable
 from audiomemory.runtime.transcript import Transcript
 from audiomemory.v1 import common_pb2, orchestrator_pb2, tensor_pb2
+
+T = TypeVar("T")
 
 Stage = orchestrator_pb2.Stage
 _FEED_PIECES = 32  # stem pieces (≤ 1 MiB each) waiting for the audio encoder (or transcriber) at most
@@ -185,7 +189,7 @@ class FrontHalf:
         """The four stems in one ``Embed``; their frames pooled as they come."""
         input_frames = max(1, round(song.frames * fmt.sample_rate / song.sample_rate))
         pool = StemPool(STEM_ORDER)
-        pieces = _drain(job, feed)
+        pieces = _first_arrived(_drain(job, feed))
         for event in self.downstream.embed(job, len(STEM_ORDER), input_frames, pieces,
                                            infos.audio_encoder.embedding_dim):
             if isinstance(event, Queued):
@@ -202,7 +206,7 @@ class FrontHalf:
     ) -> Transcript:
         """The vocal stem to the transcriber as it is separated; its progress in whole seconds."""
         input_frames = max(1, round(song.frames * fmt.sample_rate / song.sample_rate))
-        pieces = (chunk for _, chunk in _drain(job, words))
+        pieces = (chunk for _, chunk in _first_arrived(_drain(job, words)))
         for event in self.downstream.transcribe(job, input_frames, pieces):
             if isinstance(event, Queued):
                 events.put(queued("transcriber", event.position))
@@ -232,6 +236,16 @@ def _drain(job: Job, feed: Feed) -> Iterator[tuple[int, tensor_pb2.AudioChunk]]:
         if item is None:
             return
         yield item
+
+
+def _first_arrived(pieces: Iterator[T]) -> Iterator[T]:
+    """``pieces`` once the first has arrived: a consumer's call is opened only when the separator delivers
+    (the service would otherwise hold a slot waiting for audio, and end the call as stalled — its reads
+    are time-limited — when the separator is busy with other jobs)."""
+    first = next(pieces, None)
+    if first is None:  # the separator delivered nothing: its own failure says why
+        raise Unavailable("the separator delivered no stems")
+    return itertools.chain((first,), pieces)
 
 
 def _identity(model: common_pb2.ModelInfo) -> dict[str, object]:

@@ -116,7 +116,7 @@ def build_metadata(
         "schema": SCHEMA_VERSION,
         "song": {
             "sha256": sha256, "filename": opts.filename, "bytes": upload_bytes, "container": song.container,
-            "codec": song.codec, "sample_rate": song.sample_rate, "channels": song.source_channels,
+            "codec": song.codec, "sample_rate": song.source_rate, "channels": song.source_channels,
             "seconds": round(song.seconds, 3),
         },
         "lyrics": {

@@ -21,7 +21,6 @@ are cancelled when the caller goes away or the job ends (``job.py``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from collections.abc import Generator, Iterator
 from concurrent import futures
@@ -32,7 +31,7 @@ import grpc
 from audiomemory.orchestrator.cache import AudioCache
 from audiomemory.orchestrator.compatibility import Infos
 from audiomemory.orchestrator.config import OrchestratorConfig
-from audiomemory.orchestrator.decode import check_declared_length, decode_audio
+from audiomemory.orchestrator.decode import decode_audio
 from audiomemory.orchestrator.downstream import Downstream, Encoded, Painted, Painting, Queued, Step
 from audiomemory.orchestrator.front import Event, FrontHalf, queued
 from audiomemory.orchestrator.job import Job
@@ -45,15 +44,16 @@ from audiomemory.orchestrator.options import (
     transcript_window,
 )
 from audiomemory.orchestrator.pooling import STEM_ORDER
+from audiomemory.orchestrator.upload import receive
 from audiomemory.runtime.backend import ModelInfo, package_version
 from audiomemory.runtime.codec import iter_pieces
-from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
-from audiomemory.runtime.gate import Gate, Turn
+from audiomemory.runtime.errors import InvalidInput
+from audiomemory.runtime.gate import Gate
+from audiomemory.runtime.interceptor import current_caller
 from audiomemory.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 
 Stage = orchestrator_pb2.Stage
 PACKAGE = "audiomemory-orchestrator"
-PROBE_BYTES = 256 * 1024  # the first look at an upload's length; then at every doubling
 MB = 1_000_000
 T = TypeVar("T")
 
@@ -111,30 +111,34 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         job = Job(context, self.config.stall_seconds)
         context.add_callback(job.cancel_all)  # the caller going away cancels every downstream call
         try:
-            with self.gate.admit(context) as turn, contextlib.ExitStack() as held:
-                for position in turn.waiting():  # nothing of a queued job is read until it runs
+            # The options before a slot: a caller who sends nothing holds none (its read is time-limited).
+            sent = _first_options(request_iterator)
+            with self.gate.admit(context, owner=current_caller()) as turn, contextlib.ExitStack() as held:
+                for position in turn.waiting():  # nothing more of a queued job is read until it runs
                     yield _event(Event(Stage.STAGE_QUEUED, position, 0,
                                        f"waiting for a free job slot (place {position} in line)"))
-                yield from self._run(job, request_iterator, held)
+                yield from self._run(job, sent, request_iterator, held)
         finally:
             job.cancel_all()  # a failed or finished job leaves nothing running
 
     def _run(
-        self, job: Job, requests: Iterator[orchestrator_pb2.CreateImageRequest], held: contextlib.ExitStack
+        self, job: Job, sent: orchestrator_pb2.CreateImageOptions,
+        requests: Iterator[orchestrator_pb2.CreateImageRequest], held: contextlib.ExitStack,
     ) -> Iterator[orchestrator_pb2.CreateImageResponse]:
-        sent = _first_options(requests)
         opts = parse_options(sent, self.fusion)                                        # 1
         infos = self.downstream.describe_all(job)                                      # 2
         self.downstream.check(infos)
         window = check_with_services(opts, infos)
         yield _event(Event(Stage.STAGE_UPLOADING, message="receiving the song file"))  # 3
-        data, sha256, room = yield from self._receive(job, requests, opts.filename, held)
+        upload = yield from _relay(receive(self.config, self.memory, job, requests, opts.filename, held))
+        data, sha256, room = upload.data, upload.sha256, upload.room
         yield _event(Event(Stage.STAGE_DECODING, message=f"decoding {len(data)} bytes"))
         song = decode_audio(data, filename=opts.filename, max_bytes=self.config.max_upload_bytes,
-                            max_seconds=self.config.max_seconds)
+                            max_seconds=self.config.max_seconds, max_sample_rate=self.config.max_sample_rate,
+                            max_frames=upload.frames, grow=upload.grow)
         room.resize(song.samples.nbytes)
         upload_bytes = len(data)
-        del data
+        del data, upload
         job.check()
         encoding = None if opts.source == "transcribe" else self._encode(job, infos, window, opts)  # 4
         audio = yield from _relay(self.front.audio_vector(job, infos, song, sha256, encoding is None))  # 5
@@ -167,48 +171,6 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         text = infos.text_encoder
         return self._pool.submit(self.downstream.encode, job, [window, opts.negative_prompt],
                                  (text.max_length, text.hidden_size))
-
-    def _receive(
-        self, job: Job, requests: Iterator[orchestrator_pb2.CreateImageRequest], filename: str,
-        held: contextlib.ExitStack,
-    ) -> Generator[orchestrator_pb2.CreateImageResponse, None, tuple[bytearray, str, Turn]]:
-        """The song file's bytes (capped at ``max_upload_bytes``), their SHA-256 and the job's room for its
-        decoded audio. A song that shows it is longer than ``max_seconds`` is refused while it is still
-        coming (probed as the bytes double); once the header tells the format, the job waits for room."""
-        limit = self.config.max_upload_bytes
-        buf = bytearray()
-        digest = hashlib.sha256()
-        probe_at = PROBE_BYTES
-        room: Turn | None = None
-        for i, req in enumerate(requests, start=1):
-            if req.WhichOneof("item") != "file_chunk":
-                raise InvalidInput(f"requests[{i}]: options come only once, first; then file_chunk messages")
-            if len(buf) + len(req.file_chunk) > limit:
-                raise ResourceExhausted(f"file: more than the upload limit of {limit} bytes")
-            buf += req.file_chunk
-            digest.update(req.file_chunk)
-            if len(buf) >= probe_at:
-                seen = check_declared_length(buf, filename=filename, max_seconds=self.config.max_seconds)
-                probe_at *= 2
-                if room is None and seen is not None:
-                    room = yield from self._room(job, held, seen.sample_rate * seen.channels)
-        if room is None:  # unreadable so far (decode_audio will say what it is): the widest format
-            room = yield from self._room(job, held, 48_000 * 2)
-        job.check()
-        return buf, digest.hexdigest(), room  # decode_audio reads a bytearray as it is: no copy
-
-    def _room(
-        self, job: Job, held: contextlib.ExitStack, samples_per_second: int
-    ) -> Generator[orchestrator_pb2.CreateImageResponse, None, Turn]:
-        """Wait for room for a song of ``max_seconds`` in this format (float32) in ``max_audio_bytes``;
-        ``Turn.resize`` gives back what the decoded song does not need, and all of it once the audio
-        vector is made; what is left goes back when the job ends."""
-        room = held.enter_context(self.memory.admit(job.context, int(self.config.max_seconds * samples_per_second * 4)))
-        for position in room.waiting():
-            yield _event(Event(Stage.STAGE_QUEUED, position, 0, (
-                f"waiting for memory: {self.memory.used / MB:.0f} of max_audio_bytes "
-                f"{self.config.max_audio_bytes / MB:.0f} MB of decoded audio in flight (place {position} in line)")))
-        return room
 
     def _paint(
         self, job: Job, painting: Painting, asked: int

@@ -19,6 +19,14 @@ class AudioEncoderConfig(ServiceConfig):
     )
 
 
+    # Its audio is the separator's output, relayed as it is separated (and paced by the other consumers):
+    # a lower rate, over a longer window, than an upload's.
+    min_request_rate: float = Field(
+        8 * 1024, gt=0, description=ServiceConfig.model_fields["min_request_rate"].description
+    )
+    request_window_seconds: float = Field(
+        120.0, gt=0, description=ServiceConfig.model_fields["request_window_seconds"].description
+    )
     backend: str = Field("openl3", description="Registered audio encoder backend (entry point).")
     content_type: Literal["music", "env"] = Field("music", description="OpenL3 training content.")
     input_repr: Literal["mel256", "mel128", "linear"] = Field("mel256", description="OpenL3 input spectrogram.")

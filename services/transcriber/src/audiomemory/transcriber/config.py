@@ -17,6 +17,14 @@ class TranscriberConfig(ServiceConfig):
 
     model_config = SettingsConfigDict(env_prefix="AUDIOMEMORY_TRANSCRIBER_", extra="forbid", validate_default=True)
 
+    # Its audio is the separator's output, relayed as it is separated (and paced by the other consumers):
+    # a lower rate, over a longer window, than an upload's.
+    min_request_rate: float = Field(
+        8 * 1024, gt=0, description=ServiceConfig.model_fields["min_request_rate"].description
+    )
+    request_window_seconds: float = Field(
+        120.0, gt=0, description=ServiceConfig.model_fields["request_window_seconds"].description
+    )
     backend: str = Field("whisper", description="Registered transcriber backend (entry point).")
     model: str = Field(
         DEFAULT_MODEL, description="Hub id (e.g. openai/whisper-small) or a local folder written by save_pretrained."

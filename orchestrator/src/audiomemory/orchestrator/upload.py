@@ -1,0 +1,104 @@
+"""A job's song file: its bytes (capped), their SHA-256, and room for the decoded song in the job budget.
+
+``receive`` reads the ``file_chunk`` messages after the options. The bytes are probed as they double
+(from 256 KiB): a file that declares more than ``max_seconds``, or a rate over ``max_sample_rate``, is
+refused while it is still coming. As soon as the format is known the job waits (``STAGE_QUEUED``,
+"waiting for memory") for room in ``max_audio_bytes`` for ``max_seconds`` of it at the rate it will be
+decoded to (at most 48 kHz: ``decode.py``) — nothing more is read meanwhile — and once the whole file is
+there it keeps only what its header declares (``decode.reserve_frames``). Decoding counts what it
+produces against that room (``Upload.grow`` asks for more, up to ``max_seconds``, when a header
+understated the length and the budget has room; else the job stops with RESOURCE_EXHAUSTED).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+
+from audiomemory.orchestrator.config import OrchestratorConfig
+from audiomemory.orchestrator.decode import MAX_DECODED_RATE, check_declared_length, delivered_rate, reserve_frames
+from audiomemory.orchestrator.front import Event
+from audiomemory.orchestrator.job import Job
+from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
+from audiomemory.runtime.gate import Gate, Turn
+from audiomemory.v1 import orchestrator_pb2
+
+Stage = orchestrator_pb2.Stage
+PROBE_BYTES = 256 * 1024  # the first look at an upload's length; then at every doubling
+MB = 1_000_000
+FLOAT32 = 4
+
+
+@dataclass
+class Upload:
+    """The file, and the room its decoded song holds: ``frames`` at up to ``channels`` as float32."""
+
+    data: bytearray
+    sha256: str
+    room: Turn
+    frames: int
+    channels: int
+    max_frames: int
+
+    def grow(self, frames: int) -> bool:
+        """Room for ``frames`` (never past ``max_seconds``), if the budget has it now."""
+        frames = min(frames, self.max_frames)
+        if frames > self.frames and self.room.grow(frames * self.channels * FLOAT32):
+            self.frames = frames
+            return True
+        return False
+
+
+def receive(
+    config: OrchestratorConfig, memory: Gate, job: Job, requests: Iterator[orchestrator_pb2.CreateImageRequest],
+    filename: str, held: contextlib.ExitStack,
+) -> Generator[Event, None, Upload]:
+    """Read the file (capped at ``max_upload_bytes``), taking room for it as soon as its format is known."""
+    limit = config.max_upload_bytes
+    buf = bytearray()
+    digest = hashlib.sha256()
+    probe_at = PROBE_BYTES
+    room: tuple[Turn, int] | None = None
+    for i, req in enumerate(requests, start=1):
+        if req.WhichOneof("item") != "file_chunk":
+            raise InvalidInput(f"requests[{i}]: options come only once, first; then file_chunk messages")
+        if len(buf) + len(req.file_chunk) > limit:
+            raise ResourceExhausted(f"file: more than the upload limit of {limit} bytes")
+        buf += req.file_chunk
+        digest.update(req.file_chunk)
+        if len(buf) >= probe_at:
+            probe_at *= 2
+            seen = check_declared_length(buf, filename=filename, max_seconds=config.max_seconds,
+                                         max_sample_rate=config.max_sample_rate)
+            if room is None and seen is not None:  # the whole length may not be known yet: max_seconds
+                room = yield from _room(config, memory, job, held, seen.sample_rate, seen.channels, None)
+    seen = check_declared_length(buf, filename=filename, max_seconds=config.max_seconds,
+                                 max_sample_rate=config.max_sample_rate)
+    rate, channels = (seen.sample_rate, seen.channels) if seen is not None else (MAX_DECODED_RATE, 2)
+    declared = seen.declared_seconds if seen is not None else None
+    if room is None:
+        room = yield from _room(config, memory, job, held, rate, channels, declared)
+    turn, _ = room
+    frames = reserve_frames(declared, rate, config.max_seconds)
+    turn.resize(frames * channels * FLOAT32)  # only lowers: what the whole file's header declares
+    job.check()
+    max_frames = int(config.max_seconds * delivered_rate(rate)) + 1
+    return Upload(buf, digest.hexdigest(), turn, frames, channels, max_frames)  # the bytearray, not a copy
+
+
+def _room(
+    config: OrchestratorConfig, memory: Gate, job: Job, held: contextlib.ExitStack, rate: int, channels: int,
+    declared: float | None,
+) -> Generator[Event, None, tuple[Turn, int]]:
+    """Wait for room for the song (``declared`` seconds of it, else ``max_seconds``) at the rate it will be
+    decoded to, as float32; ``Turn.resize`` gives back what the decoded song does not need, and all of it
+    once the audio vector is made; what is left goes back when the job ends."""
+    frames = reserve_frames(declared, rate, config.max_seconds)
+    room = held.enter_context(memory.admit(job.context, frames * channels * FLOAT32))
+    for position in room.waiting():
+        yield Event(Stage.STAGE_QUEUED, position, 0, (
+            f"waiting for memory: {memory.used / MB:.0f} of max_audio_bytes "
+            f"{config.max_audio_bytes / MB:.0f} MB of decoded audio in flight (place {position} in line)"))
+    return room, frames
