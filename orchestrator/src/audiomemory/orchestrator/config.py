@@ -98,6 +98,11 @@ class OrchestratorConfig(ServiceConfig):
     cache_max_bytes: int = Field(2 * GiB, ge=0, description="Audio cache size cap; 0 turns the cache off.")
     max_upload_bytes: int = Field(256 * MiB, ge=1, description="Largest song file accepted.")
     max_seconds: float = Field(20 * 60.0, gt=0, description="Longest song accepted (decoded), in seconds.")
+    max_lyrics_chars: int = Field(
+        20_000, ge=1, le=30_000, description="Longest lyrics a job accepts, in characters (a long song's are a few "
+        "thousand). At most 30 000: the image's record holds the lyrics twice and their window, a character may "
+        "take 6 bytes of JSON (\\u0001), and the record must stay under the 1 MiB a reader takes back.",
+    )
 
     strength: float = Field(0.1, ge=0.0, le=1.0, description="Default fusion alpha when a request sets none.")
     projection_seed: int = Field(0, ge=0, description="Default seed of the random projection (metadata).")
