@@ -107,7 +107,7 @@ def record_problem(record: Any) -> str:
         if problem:
             return problem
     transcript = record.get("lyrics", {}).get("transcript")
-    problem = "" if transcript is None else _transcript_problem(transcript)
+    problem = "" if transcript is None else transcript_problem(transcript)
     if problem:
         return problem
     try:
@@ -118,7 +118,10 @@ def record_problem(record: Any) -> str:
     return ""
 
 
-def _transcript_problem(transcript: dict[str, Any]) -> str:
+def transcript_problem(transcript: Any) -> str:
+    """What makes ``transcript`` other than ``Transcript.to_dict`` writes it (types, finite times), or ``""``."""
+    if not isinstance(transcript, dict):
+        return f"lyrics.transcript: expected an object, got {_kind(transcript)}"
     problem = _fields_problem(transcript, _TRANSCRIPT, "lyrics.transcript.", required=True)
     for i, segment in enumerate(() if problem else transcript["segments"]):
         where = f"lyrics.transcript.segments[{i}]"
