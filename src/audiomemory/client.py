@@ -13,26 +13,146 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
 from audiomemory.runtime.codec import iter_pieces
+from audiomemory.runtime.errors import InvalidInput, shorten
 from audiomemory.runtime.security import open_channel
 from audiomemory.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 
 METADATA_KEY = "audiomemory"  # the PNG text chunk holding everything needed to reproduce an image
+#: The largest record (UTF-8 bytes of its JSON) a reader takes and the orchestrator writes: Pillow's
+#: ``PngImagePlugin.MAX_TEXT_CHUNK``, the most a compressed text chunk may hold for Pillow to read it back.
+MAX_RECORD_BYTES = 1 << 20
 
 
-def read_metadata(png: bytes) -> dict[str, Any] | None:
-    """The ``audiomemory`` JSON chunk of a result PNG, or ``None`` when the image has none."""
+class UnreadableMetadata(InvalidInput):
+    """An image (or an orchestrator's answer) whose Audio Memory record cannot be used; the message is one line
+    that names the file."""
+
+
+def read_metadata(png: bytes | Path, name: str | None = None) -> dict[str, Any] | None:
+    """The checked record (``parse_record``) in a PNG's ``audiomemory`` chunk; ``None`` when it has none.
+
+    ``png`` is the file's bytes or its path; ``name`` what messages call it (default: the path). Any other
+    bytes — not a PNG, truncated, a record that is not JSON, nested too deep, too big or with a field of
+    the wrong type — raise ``UnreadableMetadata`` naming the file, never another exception."""
+    label = _printable(name or (str(png) if isinstance(png, Path) else "the image"))
     from PIL import Image
 
-    text = getattr(Image.open(io.BytesIO(png)), "text", {}).get(METADATA_KEY)
-    return None if text is None else dict(json.loads(text))
+    if isinstance(png, Path) and not png.is_file():  # a FIFO or a device would never end a read
+        raise UnreadableMetadata(f"{label}: not a regular file")
+    try:
+        with Image.open(png if isinstance(png, Path) else io.BytesIO(png)) as image:
+            text = getattr(image, "text", {}).get(METADATA_KEY)
+    except Exception as exc:  # a parser fed any bytes raises any of a dozen types
+        raise UnreadableMetadata(f"{label}: not a PNG Audio Memory can read ({type(exc).__name__}: "
+                                 f"{_printable(shorten(exc))})") from None
+    return None if text is None else parse_record(str(text), label)
+
+
+def parse_record(text: str, label: str) -> dict[str, Any]:
+    """A record's JSON ``text`` as a dict whose fields the readers use have the types they expect
+    (``record_problem``); else ``UnreadableMetadata`` naming ``label``."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_RECORD_BYTES:
+        raise UnreadableMetadata(f"{label}: its metadata is {size} bytes, over the {MAX_RECORD_BYTES} a reader takes")
+    try:
+        record = json.loads(text)
+    except RecursionError:
+        raise UnreadableMetadata(f"{label}: its metadata nests deeper than a reader follows") from None
+    except ValueError as exc:
+        raise UnreadableMetadata(f"{label}: its metadata is not JSON ({_printable(shorten(exc))})") from None
+    problem = record_problem(record)
+    if problem:
+        raise UnreadableMetadata(f"{label}: its metadata is not an Audio Memory record ({problem})")
+    return dict(record)
+
+
+_TEXT: tuple[type, ...] = (str,)
+_INT: tuple[type, ...] = (int,)
+_NUMBER: tuple[type, ...] = (int, float)
+#: The fields the readers use (``reproduce``, the gallery, ``generate``'s summary), by section, and the types
+#: they must have when present (when absent, the reader's default applies); a record where one has another
+#: type is refused whole, so no reader's ``.get`` chain meets a wrong type. ``request`` must parse as the
+#: ``CreateImageOptions`` it records; ``lyrics.transcript``, when not null, as ``Transcript.to_dict`` wrote it.
+RECORD_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "": {"schema": _INT, "profile": _TEXT, "request": (dict,), "cache_hit": (bool,), "created_unix": _INT},
+    "song": {"sha256": _TEXT, "filename": _TEXT, "bytes": _INT, "seconds": _NUMBER},
+    "lyrics": {"window": _TEXT, "text": _TEXT, "full": _TEXT, "negative_prompt": _TEXT, "source": _TEXT,
+               "transcript": (dict, type(None))},
+    "fusion": {"strength": _NUMBER, "projection_seed": _INT},
+    "generation": {"seed": _INT, "steps": _INT, "width": _INT, "height": _INT, "scheduler": _TEXT},
+}
+_TRANSCRIPT = {"text": _TEXT, "language": _TEXT, "seconds": _NUMBER, "segments": (list,)}
+_SEGMENT = {"start": _NUMBER, "end": _NUMBER, "text": _TEXT}
+
+
+def record_problem(record: Any) -> str:
+    """What makes ``record`` unfit for the readers (the first field of the wrong type), or ``""``."""
+    if not isinstance(record, dict):
+        return f"the record: expected an object, got {_kind(record)}"
+    for section, fields in RECORD_FIELDS.items():
+        part = record.get(section, {}) if section else record
+        if not isinstance(part, dict):
+            return f"{section}: expected an object, got {_kind(part)}"
+        problem = _fields_problem(part, fields, f"{section}." if section else "", required=False)
+        if problem:
+            return problem
+    transcript = record.get("lyrics", {}).get("transcript")
+    problem = "" if transcript is None else transcript_problem(transcript)
+    if problem:
+        return problem
+    try:
+        json_format.ParseDict(record.get("request", {}), orchestrator_pb2.CreateImageOptions(),
+                              ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        return f"request: {_printable(shorten(exc))}"
+    return ""
+
+
+def transcript_problem(transcript: Any) -> str:
+    """What makes ``transcript`` other than ``Transcript.to_dict`` writes it (types, finite times), or ``""``."""
+    if not isinstance(transcript, dict):
+        return f"lyrics.transcript: expected an object, got {_kind(transcript)}"
+    problem = _fields_problem(transcript, _TRANSCRIPT, "lyrics.transcript.", required=True)
+    for i, segment in enumerate(() if problem else transcript["segments"]):
+        where = f"lyrics.transcript.segments[{i}]"
+        if not isinstance(segment, dict):
+            return f"{where}: expected an object, got {_kind(segment)}"
+        problem = _fields_problem(segment, _SEGMENT, f"{where}.", required=True)
+        if problem:
+            break
+    return problem
+
+
+def _fields_problem(part: dict[str, Any], fields: dict[str, tuple[type, ...]], prefix: str, *, required: bool) -> str:
+    for key, types in fields.items():
+        if key not in part:
+            if required:
+                return f"{prefix}{key}: missing"
+            continue
+        value = part[key]
+        fits = isinstance(value, types) and (bool in types or not isinstance(value, bool))
+        if not fits or (isinstance(value, float) and not math.isfinite(value)):
+            return f"{prefix}{key}: expected {' or '.join(t.__name__ for t in types)}, got {_kind(value)}"
+    return ""
+
+
+def _kind(value: Any) -> str:
+    return repr(value) if isinstance(value, float | bool) or value is None else f"a {type(value).__name__}"
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line: as it is when printable, else as Python writes it (escapes for control characters)."""
+    return text if text.isprintable() else ascii(text)
 
 
 def status_text(err: grpc.RpcError) -> str:
@@ -78,7 +198,8 @@ class ImageJob:
             else:
                 png += response.result.png
                 if response.result.last:
-                    meta = json.loads(response.result.metadata_json) if response.result.metadata_json else {}
+                    text = response.result.metadata_json
+                    meta = parse_record(text, "the orchestrator's record") if text else {}
                     yield ImageResult(bytes(png), meta)
 
 

@@ -77,12 +77,12 @@ def test_generate_then_reproduce_gives_identical_pixels(profile: Path, song: Pat
     assert np.array_equal(_pixels(out), _pixels(again))
 
 
-def test_reproduce_with_the_default_strength_and_the_recorded_profile_is_exact(
+def test_reproduce_with_the_default_strength_is_exact_and_takes_no_profile_file_from_the_image(
     profile: Path, tmp_path: Path
 ) -> None:
     # A mono 22.05 kHz WAV, no --strength (the orchestrator's default, recorded as the float32 it was), no
-    # --lyrics (transcribed), and reproduce without --models: the profile the image records is used, the
-    # recorded transcript is sent back as the lyrics, and the pixels are equal.
+    # --lyrics (transcribed): the recorded transcript is sent back as the lyrics, and the pixels are equal. The
+    # image records its profile's path: reproduce without --models shows it and will not load it.
     import soundfile
 
     wav = tmp_path / "mono.wav"
@@ -97,9 +97,12 @@ def test_reproduce_with_the_default_strength_and_the_recorded_profile_is_exact(
     assert meta["profile"] == str(profile) and meta["fusion"]["steered"]
     assert meta["fusion"]["strength"] == float(np.float32(0.1))
     assert meta["lyrics"]["source"] == "transcribed"  # no --lyrics: auto, and the embedded stack has a transcriber
-    result = runner.invoke(cli, ["reproduce", str(out), "--song", str(wav)], catch_exceptions=False)
+    refused = runner.invoke(cli, ["reproduce", str(out), "--song", str(wav)], catch_exceptions=False)
+    assert refused.exit_code == 1
+    assert f"the image names the model profile {str(profile)!r}, which reproduce will not load" in refused.output
+    result = runner.invoke(cli, ["reproduce", str(out), "--song", str(wav), "--models", str(profile)],
+                           catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert f"using the model profile the image records: {profile}" in result.output
     segments = len(meta["lyrics"]["transcript"]["segments"])
     assert f"re-using the transcript the image records ({segments} segment(s))" in result.output
     assert "pixels match: max difference 0/255" in result.output

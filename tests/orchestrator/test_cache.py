@@ -1,10 +1,15 @@
-"""The content-addressed audio cache: hits, misses, LRU eviction, corruption never served."""
+"""The content-addressed audio cache: hits, misses, LRU eviction, corruption never served, and an entry someone
+planted never runs code, takes much memory or leads out of the folder."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import time
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -90,3 +95,75 @@ def test_zero_size_cap_disables_the_cache(tmp_path: Path) -> None:
     assert not cache.put(_key(1), _value(1))
     assert cache.get(_key(1)) is None
     assert not any(tmp_path.iterdir())
+
+
+def _plant(cache: AudioCache, key: str, payload: bytes) -> Path:
+    """An entry someone who can write the cache folder left there, with a checksum that matches."""
+    path = cache.path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(hashlib.sha256(payload).digest() + payload)
+    return path
+
+
+def _npz(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buf.getvalue()
+
+
+def _npy(array: np.ndarray, *, allow_pickle: bool = False) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=allow_pickle)
+    return buf.getvalue()
+
+
+def _header(shape: tuple[int, ...]) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+class _Payload:
+    marker: Path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.write_text, (self.marker, "ran"))
+
+
+def test_a_hostile_entry_is_a_miss_that_runs_nothing_and_allocates_little(tmp_path: Path) -> None:
+    cache = AudioCache(tmp_path / "cache")
+    payload = _Payload()
+    payload.marker = tmp_path / "payload-ran"
+    pickled = np.empty(1, dtype=object)
+    pickled[0] = payload
+    bomb = _npy(np.zeros(16 << 20, np.float32))  # 64 MB that deflate to ~64 KB
+    deep = ("[" * 100_000 + "]" * 100_000).encode()
+    entries = {
+        "pickle": _npz({"pooled.npy": _npy(pickled, allow_pickle=True)}),
+        "deflate-bomb": _npz({"pooled.npy": bomb}, zipfile.ZIP_DEFLATED),
+        "deep-transcript": _npz({"transcript.npy": _npy(np.frombuffer(deep, np.uint8))}),
+        "odd-transcript": _npz({"transcript.npy": _npy(np.frombuffer(b'{"segments": 5}', np.uint8))}),
+        "int-vector": _npz({"pooled.npy": _npy(np.arange(64))}),
+        "header-promises-4-TB": _npz({"pooled.npy": _header((1 << 40,)) + bytes(256)}),
+        "not-an-npz": _npy(np.zeros(64, np.float32)),
+    }
+    for n, (name, data) in enumerate(entries.items()):
+        key = _key(100 + n)
+        path = _plant(cache, key, data)
+        assert cache.get(key) is None, name
+        assert not path.exists(), name  # removed, as any corrupt entry
+    assert not payload.marker.exists()
+    assert cache.stats.corrupt == len(entries)
+
+
+def test_an_entry_that_is_a_link_is_not_followed_out_of_the_cache(tmp_path: Path) -> None:
+    cache = AudioCache(tmp_path / "cache")
+    elsewhere = AudioCache(tmp_path / "elsewhere")
+    elsewhere.put(_key(7), _value(7))  # a well-formed entry outside the cache folder
+    link = cache.path(_key(7))
+    link.parent.mkdir(parents=True)
+    link.symlink_to(elsewhere.path(_key(7)))
+    assert cache.get(_key(7)) is None
+    assert elsewhere.path(_key(7)).exists()  # the file it pointed at is left alone

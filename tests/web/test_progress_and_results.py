@@ -6,8 +6,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from pathlib import Path
 
+import pytest
+from hostile_png import GOOD, hostile, png
 from PIL import Image, PngImagePlugin
 
 from audiomemory.client import ImageResult
@@ -72,3 +75,21 @@ def test_the_gallery_is_the_images_with_metadata_and_a_remix_finds_the_kept_song
     forged = Entry(saved, "", {"song": {"sha256": "../../etc"}})
     assert results.song_for(forged) is None  # a name from a file's metadata never becomes a path
     assert results.save(ImageResult(_png(meta), meta)) != saved  # never overwrites an earlier image
+
+
+def test_the_gallery_lists_the_good_images_and_skips_any_bad_bytes_with_a_line_each(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    results = Results(tmp_path / "out", tmp_path / "uploads")
+    bad = hostile()
+    for name, data in bad.items():
+        (tmp_path / "out" / f"{name}.png").write_bytes(data)
+    saved = results.save(ImageResult(png(GOOD), GOOD))
+    with caplog.at_level(logging.WARNING, logger="audiomemory.web.results"):
+        entries = results.entries()
+    assert [entry.path for entry in entries] == [saved]
+    assert entries[0].caption == "song.mp3 · seed 3" and entries[0].form()["scheduler"] == "euler"
+    logged = [record.getMessage() for record in caplog.records]
+    assert len(logged) == len(bad) and all("\n" not in line for line in logged)
+    for name in bad:
+        assert sum(f"/{name}.png" in line for line in logged) == 1, (name, logged)

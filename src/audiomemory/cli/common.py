@@ -18,7 +18,7 @@ import grpc
 from tqdm import tqdm
 
 from audiomemory import profiles
-from audiomemory.client import Client, ImageResult, status_text
+from audiomemory.client import Client, ImageResult, UnreadableMetadata, status_text
 from audiomemory.progress import JobState, stage_name
 from audiomemory.runtime.backend import download_blocked, hf_endpoint
 from audiomemory.runtime.errors import FailedPrecondition
@@ -199,6 +199,8 @@ def run_job(address: str, song: Path, lyrics: str, options: dict[str, Any],
                 progress.show(event)
         except grpc.RpcError as err:
             raise click.ClickException(status_text(err)) from None
+        except UnreadableMetadata as err:  # an orchestrator whose record no reader could use
+            raise click.ClickException(str(err)) from None
         finally:
             progress.close()
     raise click.ClickException("the orchestrator ended the job without an image")

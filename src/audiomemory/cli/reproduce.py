@@ -21,9 +21,12 @@ from audiomemory.cli.common import (
     run_job,
     write_result,
 )
-from audiomemory.client import read_metadata
+from audiomemory.client import UnreadableMetadata, read_metadata
+from audiomemory.runtime.errors import describe
 from audiomemory.runtime.transcript import Transcript
 from audiomemory.v1 import orchestrator_pb2
+
+BUILT_IN_PROFILES = ("tiny", "default")  # names of profiles the code defines, not files
 
 
 def _pixels(png: bytes) -> np.ndarray:
@@ -50,16 +53,24 @@ def recorded_request(metadata: dict[str, Any]) -> orchestrator_pb2.CreateImageOp
 
 
 def recorded_models(metadata: dict[str, Any], models: str | None) -> str:
-    """``--models`` when given, else the profile the image was made with (``auto`` when it says none)."""
+    """``--models`` when given; else the profile the image records when it is a built-in one (``tiny``,
+    ``default``), ``auto`` when it records none. Any other name is never loaded: a profile's settings go into
+    every service (a separator repo, weights files), and nothing an image says chooses a file or a setting."""
+    profile = str(metadata.get("profile") or "")
     if models:
+        if profile and profile != models:
+            click.echo(f"the image records the model profile {describe(profile)}; using --models {models}", err=True)
         return models
-    profile = metadata.get("profile") or "auto"
-    if profile not in ("tiny", "default", "auto") and not Path(profile).exists():
+    if not profile:
+        click.echo("the image records no model profile: using auto", err=True)
+        return "auto"
+    if profile not in BUILT_IN_PROFILES:
         raise click.ClickException(
-            f"the image was made with the model profile {profile!r}, which is not here; pass --models"
+            f"the image names the model profile {describe(profile)}, which reproduce will not load (only "
+            f"{' or '.join(BUILT_IN_PROFILES)} are taken from an image); pass --models"
         )
     click.echo(f"using the model profile the image records: {profile}", err=True)
-    return str(profile)
+    return profile
 
 
 @click.command()
@@ -67,26 +78,32 @@ def recorded_models(metadata: dict[str, Any], models: str | None) -> str:
 @click.option("--song", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="The song the image was made from (its hash is checked against the metadata).")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the new image.")
-@click.option("--models", default=None, help=f"{MODELS_HELP} Default: the profile the image records.")
+@click.option("--models", default=None,
+              help=f"{MODELS_HELP} Default: the profile the image records when it is tiny or default (a profile "
+              "file an image names is never loaded), auto when it records none.")
 @click.option("--orchestrator", help="HOST:PORT of a running orchestrator (default: start everything here).")
 @connection_options
 def reproduce(image: Path, song: Path, out: Path | None, models: str | None, orchestrator: str | None,
               connection: Connection) -> None:
     """Re-run the job recorded in IMAGE's metadata and report whether the pixels match."""
     original = image.read_bytes()
-    metadata = read_metadata(original)
+    try:
+        metadata = read_metadata(original, str(image))
+    except UnreadableMetadata as exc:
+        raise click.ClickException(str(exc)) from None
     if metadata is None or "request" not in metadata:
         raise click.ClickException(f"{image}: no Audio Memory metadata (the 'audiomemory' PNG text chunk)")
+    models = models if orchestrator else recorded_models(metadata, models)
     digest = hashlib.sha256(song.read_bytes()).hexdigest()
     if digest != metadata.get("song", {}).get("sha256"):
         click.secho(f"warning: {song} is not the song the image was made from (sha256 differs)", fg="yellow",
                     err=True)
     request = recorded_request(metadata)
-    if metadata.get("lyrics", {}).get("source") == "transcribed":
-        segments = len(metadata["lyrics"]["transcript"]["segments"])
+    transcript = metadata.get("lyrics", {}).get("transcript")
+    if metadata.get("lyrics", {}).get("source") == "transcribed" and transcript is not None:
+        segments = len(transcript["segments"])
         click.echo(f"re-using the transcript the image records ({segments} segment(s)): nothing is transcribed "
                    "again", err=True)
-    models = models if orchestrator else recorded_models(metadata, models)
     with orchestrator_address(models or "auto", orchestrator) as address:
         result = run_job(address, song, "", {}, request=request,
                          connection=connection if orchestrator else PLAINTEXT)

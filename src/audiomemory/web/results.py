@@ -5,7 +5,7 @@ Nothing here knows Gradio."""
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 import re
 import shutil
 import time
@@ -15,7 +15,10 @@ from typing import Any
 
 from PIL import Image
 
-from audiomemory.client import METADATA_KEY, ImageResult
+from audiomemory.client import MAX_RECORD_BYTES, ImageResult, UnreadableMetadata, read_metadata
+from audiomemory.runtime.errors import shorten
+
+log = logging.getLogger(__name__)
 
 PARAMETERS_KEY = "parameters"  # the A1111-style text chunk every result PNG carries
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -51,16 +54,22 @@ class Entry:
 
 
 def read_entry(path: Path) -> Entry | None:
-    """``path`` as a gallery entry, or ``None`` when it is not a PNG with Audio Memory metadata."""
+    """``path`` as a gallery entry, or ``None`` when it is not a PNG with Audio Memory metadata (one line logged
+    when it is a file the reader cannot use: any bytes, never an exception). The record is read by
+    ``client.read_metadata``, which checks the type of every field read here."""
     try:
+        metadata = read_metadata(path)
+        if metadata is None:
+            return None
         with Image.open(path) as image:
-            text = dict(getattr(image, "text", {}))
-        metadata = json.loads(text[METADATA_KEY])
-    except (OSError, KeyError, ValueError, SyntaxError):
+            parameters = getattr(image, "info", {}).get(PARAMETERS_KEY, "")
+    except UnreadableMetadata as exc:
+        log.warning("gallery: skipped %s", exc)
         return None
-    if not isinstance(metadata, dict):
+    except Exception as exc:  # the file changed between the two reads: skipped like any other
+        log.warning("gallery: skipped %s: %s", path, shorten(exc))
         return None
-    return Entry(path, text.get(PARAMETERS_KEY, ""), metadata)
+    return Entry(path, str(parameters)[:MAX_RECORD_BYTES], metadata)
 
 
 class Results:

@@ -19,26 +19,35 @@ payload, an ``.npz`` (no pickles) with the ``pooled`` array, or with ``transcrip
 (``runtime.transcript.Transcript.to_dict``) as UTF-8 bytes.
 Writes go to a temporary file in the same folder, are fsynced and ``os.replace``d into place, so a
 reader sees a whole entry or none. On read the checksum is verified; an entry that fails (partial,
-bit-rot, hand-edited) is deleted and reported as a miss — never served. LRU by file mtime (touched
+bit-rot, hand-edited) is deleted and reported as a miss — never served. Whoever can write the folder can
+write a matching checksum, so an entry is also read as data only: a link is not followed, a file over
+``MAX_ENTRY_BYTES`` is not read, the ``.npz`` must hold one ``.npy`` of the expected name and dtype whose
+header is checked before its data is read (no pickle, no size a header or compression promises), and a
+transcript must have ``Transcript.to_dict``'s shape; anything else is a corrupt entry, a miss. A key is
+64 hex digits (``path`` refuses anything else), so no key names a file outside the folder. LRU by file mtime (touched
 on every hit), evicted after each write until the folder is under ``max_bytes``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import logging
 import os
+import stat
 import tempfile
 import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from audiomemory.client import transcript_problem
 from audiomemory.runtime.transcript import Transcript
 
 log = logging.getLogger(__name__)
@@ -46,6 +55,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 2 * 1024**3
 _SUFFIX = ".amc"
 _DIGEST = 32
+#: The largest entry file read (a pooled vector is ~16 KB, a 20-minute song's transcript some 100 KB): a larger
+#: file, or an array whose header or zip member says more, is a miss and is removed, never read whole.
+MAX_ENTRY_BYTES = 16 << 20
+_ARRAYS: dict[str, np.dtype[Any]] = {"pooled": np.dtype(np.float32), "transcript": np.dtype(np.uint8)}  # one each
 
 
 def cache_key(audio_sha256: str, **identity: Any) -> str:
@@ -104,7 +117,7 @@ class AudioCache:
             return None
         path = self.path(key)
         try:
-            blob = path.read_bytes()
+            blob = _read_blob(path)
         except FileNotFoundError:
             self._count("misses")
             return None
@@ -112,7 +125,7 @@ class AudioCache:
             log.warning("audio cache: cannot read %s: %s", path, exc)
             self._count("misses")
             return None
-        value = _decode_entry(blob)
+        value = None if blob is None else _decode_entry(blob)
         if value is None:
             log.warning("audio cache: entry %s failed its checksum or format check; recomputing", path.name)
             self._count("corrupt")
@@ -192,23 +205,68 @@ def _encode_entry(value: Entry) -> bytes:
     return hashlib.sha256(payload).digest() + payload
 
 
+def _read_blob(path: Path) -> bytes | None:
+    """The entry file's bytes; ``None`` when it is not one the cache wrote: a link (never followed out of the
+    folder), not a regular file, or larger than any entry (never read whole)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_ENTRY_BYTES:
+            return None
+        return fh.read(MAX_ENTRY_BYTES + 1)
+
+
 def _decode_entry(blob: bytes) -> Entry | None:
-    if len(blob) <= _DIGEST:
+    """The entry in ``blob``, or ``None`` for anything but what ``_encode_entry`` writes. The checksum only
+    catches damage (whoever can write the folder can write a matching one), so the payload is read as data:
+    one ``.npy`` member of the expected name and dtype, its header checked before a byte of it is read (no
+    pickle, no allocation a header or a zip member's compression promises beyond ``MAX_ENTRY_BYTES``)."""
+    if len(blob) <= _DIGEST or len(blob) > MAX_ENTRY_BYTES:
         return None
     digest, payload = blob[:_DIGEST], blob[_DIGEST:]
     if hashlib.sha256(payload).digest() != digest:
         return None
     try:
-        with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (ValueError, OSError, KeyError, EOFError):
+        name, array = _read_member(payload)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError):
         return None
-    if "transcript" in arrays:
+    if name == "transcript":
         try:
-            return CachedTranscript(Transcript.from_dict(json.loads(arrays["transcript"].tobytes().decode())))
-        except (ValueError, KeyError, TypeError):
+            data = json.loads(array.tobytes().decode())
+        except (ValueError, RecursionError):
             return None
-    pooled = arrays.get("pooled")
-    if pooled is None or pooled.ndim != 1 or not np.isfinite(pooled).all():
+        if transcript_problem(data):
+            return None
+        return CachedTranscript(Transcript.from_dict(data))
+    if array.ndim != 1 or not np.isfinite(array).all():
         return None
-    return CachedAudio(pooled=pooled)
+    return CachedAudio(pooled=array)
+
+
+def _read_member(payload: bytes) -> tuple[str, np.ndarray]:
+    """The one array of an entry's ``.npz``, read through numpy's header reader: ValueError for anything else."""
+    with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+        infos = archive.infolist()
+        name = infos[0].filename.removesuffix(".npy") if len(infos) == 1 else ""
+        dtype = _ARRAYS.get(name)
+        if dtype is None or infos[0].file_size > MAX_ENTRY_BYTES:
+            raise ValueError("not one member of a known name and size")
+        with archive.open(infos[0]) as member:
+            version = np.lib.format.read_magic(member)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"npy version {version}")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, got = read_header(member)
+            if got != dtype or len(shape) != 1:
+                raise ValueError(f"{got} {shape}, expected a vector of {dtype}")
+            size = int(shape[0]) * dtype.itemsize
+            data = member.read(size + 1)
+    if len(data) != size:
+        raise ValueError("the array's data is not the size its header says")
+    return name, np.frombuffer(data, dtype).copy()

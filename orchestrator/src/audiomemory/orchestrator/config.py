@@ -110,6 +110,11 @@ class OrchestratorConfig(ServiceConfig):
         1, ge=1, description="Jobs one caller (its token's name, else its host) may have running, and as many "
         "waiting; None = no share.",
     )
+    max_lyrics_chars: int = Field(
+        20_000, ge=1, le=30_000, description="Longest lyrics a job accepts, in characters (a long song's are a few "
+        "thousand). At most 30 000: the image's record holds the lyrics twice and their window, a character may "
+        "take 6 bytes of JSON (\\u0001), and the record must stay under the 1 MiB a reader takes back.",
+    )
 
     strength: float = Field(0.1, ge=0.0, le=1.0, description="Default fusion alpha when a request sets none.")
     projection_seed: int = Field(0, ge=0, description="Default seed of the random projection (metadata).")

@@ -11,7 +11,8 @@ and leaving the pixels as they were (PNG is lossless and the mode is kept):
 - ``audiomemory`` — JSON with everything needed to reproduce the image (``METADATA_KEY``).
 
 ``audiomemory.client.read_metadata(png)`` (in the core, so clients read it without the orchestrator)
-returns the JSON back (``None`` when the image has none).
+returns the JSON back (``None`` when the image has none). A record over ``client.MAX_RECORD_BYTES`` (what
+Pillow reads back) is never written; the job's text limits keep every record far below it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 from google.protobuf import json_format
 from PIL import Image, PngImagePlugin
 
-from audiomemory.client import METADATA_KEY
+from audiomemory.client import MAX_RECORD_BYTES, METADATA_KEY
 from audiomemory.orchestrator.pooling import STEM_ORDER
 from audiomemory.runtime.errors import AudioMemoryError
 
@@ -84,8 +85,13 @@ def embed_metadata(png: bytes, metadata: dict[str, Any]) -> bytes:
     for key, value in getattr(image, "text", {}).items():
         if key not in (METADATA_KEY, PARAMETERS_KEY):
             info.add_text(key, value)  # keep what the generator wrote
+    record = json.dumps(metadata, sort_keys=True, ensure_ascii=False)
+    size = len(record.encode())
+    if size > MAX_RECORD_BYTES:  # the job's text limits keep it far below; never write what no reader reads
+        raise AudioMemoryError(f"the image's record is {size} bytes, over the {MAX_RECORD_BYTES} bytes a reader "
+                               "takes back (Pillow's MAX_TEXT_CHUNK)")
     info.add_text(PARAMETERS_KEY, a1111_parameters(metadata))  # iTXt automatically if not Latin-1
-    info.add_itxt(METADATA_KEY, json.dumps(metadata, sort_keys=True, ensure_ascii=False), zip=True)
+    info.add_itxt(METADATA_KEY, record, zip=True)
     out = io.BytesIO()
     image.save(out, format="PNG", pnginfo=info)
     return out.getvalue()

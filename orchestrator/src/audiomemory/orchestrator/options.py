@@ -1,6 +1,7 @@
 """A job's options: checked before anything is uploaded or called, with every default resolved once.
 
-- ``parse_options(msg, fusion)`` — the request's own limits (text lengths, window name, strength, the
+- ``parse_options(msg, fusion, max_lyrics_chars)`` — the request's own limits (text lengths: the lyrics the
+  orchestrator's ``max_lyrics_chars``, so that every record it writes reads back; window name, strength, the
   lyrics source) and the orchestrator's defaults (strength as float32, projection seed) → ``JobOptions``.
 - ``check_with_services(opts, infos)`` — what only the services know: the generator's limits and
   defaults from its ``Describe`` (steps, guidance, size, schedulers; stated there once, enforced by the
@@ -25,7 +26,6 @@ from audiomemory.runtime.errors import FailedPrecondition, InvalidInput
 from audiomemory.runtime.transcript import Transcript
 from audiomemory.v1 import generator_pb2, orchestrator_pb2
 
-MAX_LYRICS_CHARS = 100_000
 MAX_NEGATIVE_CHARS = 10_000
 MAX_FILENAME_CHARS = 512
 #: ``CreateImageOptions.lyrics_source`` → the source a job records ("given" | "transcribe" | "none").
@@ -58,10 +58,12 @@ class JobOptions:
     filename: str
 
 
-def parse_options(msg: orchestrator_pb2.CreateImageOptions, fusion: Fusion) -> JobOptions:
+def parse_options(msg: orchestrator_pb2.CreateImageOptions, fusion: Fusion, max_lyrics_chars: int) -> JobOptions:
     """Absurd options → INVALID_ARGUMENT naming the field, the limit and what came."""
-    for name, limit in (("lyrics", MAX_LYRICS_CHARS), ("negative_prompt", MAX_NEGATIVE_CHARS),
-                        ("filename", MAX_FILENAME_CHARS)):
+    if len(msg.lyrics) > max_lyrics_chars:
+        raise InvalidInput(f"options.lyrics: at most {max_lyrics_chars} characters (the orchestrator's "
+                           f"max_lyrics_chars), got {len(msg.lyrics)}")
+    for name, limit in (("negative_prompt", MAX_NEGATIVE_CHARS), ("filename", MAX_FILENAME_CHARS)):
         value = getattr(msg, name)
         if len(value) > limit:
             raise InvalidInput(f"options.{name}: at most {limit} characters, got {len(value)}")

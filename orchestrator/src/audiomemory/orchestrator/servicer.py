@@ -125,7 +125,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self, job: Job, sent: orchestrator_pb2.CreateImageOptions,
         requests: Iterator[orchestrator_pb2.CreateImageRequest], held: contextlib.ExitStack,
     ) -> Iterator[orchestrator_pb2.CreateImageResponse]:
-        opts = parse_options(sent, self.fusion)                                        # 1
+        opts = parse_options(sent, self.fusion, self.config.max_lyrics_chars)          # 1
         infos = self.downstream.describe_all(job)                                      # 2
         self.downstream.check(infos)
         window = check_with_services(opts, infos)
