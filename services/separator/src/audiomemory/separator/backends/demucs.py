@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from fractions import Fraction
@@ -40,6 +39,7 @@ from audiomemory.runtime.audio import check_audio
 from audiomemory.runtime.backend import HOW_TO_GET, ModelInfo, download_blocked, offline, resolve_device
 from audiomemory.runtime.codec import numpy_to_torch
 from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ModelUnavailable, shorten
+from audiomemory.runtime.hub import hf_cache_dir
 from audiomemory.runtime.weights import WeightHash
 from audiomemory.separator.audio import assemble
 from audiomemory.separator.backends import CancelCheck, SeparatorBackend, StemBlock
@@ -116,16 +116,6 @@ def content_hash(models: list[torch.nn.Module]) -> str:
     return weights.revision()
 
 
-def _hf_cache_dir() -> str:
-    """The HF hub cache as the environment says *now* (huggingface_hub freezes it at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
-    )
-    return os.path.join(home, "hub")
-
-
 def _load_from_hf_cache(name: str) -> BagOfModels | None:
     """The bag ``name`` from the local HF hub cache (``load_safetensors``: Demucs' loader, class checked), or None."""
     from demucs.apply import BagOfModels
@@ -134,7 +124,7 @@ def _load_from_hf_cache(name: str) -> BagOfModels | None:
 
     namespace, short = name.split("/", 1) if "/" in name else (DEFAULT_NAMESPACE, name)
     repo_id = f"{namespace}/{hf_repo_name(short)}"
-    cache = _hf_cache_dir()
+    cache = str(hf_cache_dir())
     bag_file = try_to_load_from_cache(repo_id, f"{short}.yaml", cache_dir=cache)
     if not isinstance(bag_file, str):
         return None
@@ -246,7 +236,7 @@ class DemucsBackend(SeparatorBackend):
         reason = download_blocked(ROOT_URL)
         if reason is not None:
             raise ModelUnavailable(
-                f"{what} is not in the local caches ({_hf_cache_dir()}, {torch.hub.get_dir()}/checkpoints) "
+                f"{what} is not in the local caches ({hf_cache_dir()}, {torch.hub.get_dir()}/checkpoints) "
                 f"and cannot be downloaded ({reason}); {HOW_TO_GET}"
             )
         with _demucs_errors(what):
