@@ -61,3 +61,13 @@ def test_a_weights_file_whose_pickle_runs_code_is_refused_and_nothing_runs(weigh
     with pytest.raises(FailedPrecondition, match="not plain weights"):
         _load(weights_dir)
     assert not marker.exists()
+
+
+def test_models_pull_records_the_sha256_of_weights_already_in_place(weights_dir: Path) -> None:
+    import json
+
+    lock = weights_dir / "hub" / "checkpoints" / "audiomemory-weights.lock.json"
+    lock.unlink(missing_ok=True)
+    OpenL3Backend.pull(AudioEncoderConfig(weights_dir=weights_dir))
+    digest = hashlib.sha256((weights_dir / WEIGHTS).read_bytes()).hexdigest()
+    assert json.loads(lock.read_text())["sha256"] == {WEIGHTS.name: digest}
