@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,40 @@ def test_any_change_to_the_tensors_changes_the_revision(change: str) -> None:
     else:
         named.reverse()
     assert WeightHash().add_tensors(named).revision() != base
+
+
+def _hub_snapshot(cache: Path, model: str, commit: str) -> None:
+    repo = cache / f"models--{model.replace('/', '--')}"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)  # the last one written is what `main` says now
+
+
+def test_a_hub_model_loads_the_commit_models_pull_locked_not_where_main_moved(empty_caches: Path) -> None:
+    cache = empty_caches / "hf" / "hub"
+    pulled, moved = "a" * 40, "b" * 40
+    _hub_snapshot(cache, "someone/model", pulled)
+    _hub_snapshot(cache, "someone/model", moved)  # main moved on after the pull
+    (cache / "audiomemory-revisions.lock.json").write_text(json.dumps({"commits": {"someone/model": pulled}}))
+    folder, rev = hub.resolve_model_dir("someone/model", None, ["config.json"], service="generator")
+    assert rev == pulled and folder.name == pulled
+    folder, rev = hub.resolve_model_dir("someone/model", moved, ["config.json"], service="generator")
+    assert rev == moved  # a configured revision is used as given
+
+
+def test_a_weights_lock_records_on_first_use_and_refuses_a_changed_file(tmp_path: Path) -> None:
+    from audiomemory.runtime.errors import FailedPrecondition
+    from audiomemory.runtime.weights import LOCK_NAME, check_lock
+
+    file = tmp_path / "w.pt"
+    first, second = hashlib.sha256(b"one").hexdigest(), hashlib.sha256(b"two").hexdigest()
+    check_lock(file, first)  # no entry: recorded (trust on first use)
+    assert json.loads((tmp_path / LOCK_NAME).read_text()) == {"sha256": {"w.pt": first}}
+    check_lock(file, first)
+    with pytest.raises(FailedPrecondition) as caught:
+        check_lock(file, second)
+    assert first in str(caught.value) and second in str(caught.value)
+    (tmp_path / LOCK_NAME).write_text("{not json")
+    with pytest.raises(FailedPrecondition, match="unreadable"):
+        check_lock(file, first)

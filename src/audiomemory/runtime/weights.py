@@ -11,11 +11,19 @@ What goes into the hash, per source (so a given set of weights always gets the s
 - a folder: for each chosen file in sorted order, its relative POSIX path, a NUL, its bytes;
 - tensors: for each ``(name, tensor)`` in the order given, the name (UTF-8) then the tensor's
   little-endian C-order bytes.
+
+The lock (``check_lock``, ``record_lock``): weights from a host with no immutable revision
+(torchopenl3's) are guarded by ``audiomemory-weights.lock.json`` beside them, ``{"sha256": {file
+name: hex digest}}``, written by ``models pull`` (or at the first load, trust on first use) and
+checked at every later load; a file whose sha256 differs is refused naming both hashes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import os
 from collections.abc import Iterable, Sequence
 from fnmatch import fnmatch
 from pathlib import Path
@@ -24,6 +32,9 @@ from typing import Any
 import numpy as np
 
 from audiomemory.runtime.codec import as_numpy
+from audiomemory.runtime.errors import ModelUnavailable
+
+log = logging.getLogger(__name__)
 
 REVISION_PREFIX = "sha256:"
 REVISION_HEX_DIGITS = 16
@@ -78,3 +89,63 @@ class WeightHash:
     def revision(self) -> str:
         """``sha256:<first 16 hex digits>`` of everything added so far."""
         return revision(self.hexdigest())
+
+
+# -- the lock: a file's sha256, recorded once, checked at every load -------------------------------
+
+#: The lock file beside weights fetched from a host without immutable revisions (torchopenl3's).
+LOCK_NAME = "audiomemory-weights.lock.json"
+
+
+def sha256_bytes(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _lock_path(path: Path) -> Path:
+    return path.parent / LOCK_NAME
+
+
+def read_lock(path: Path) -> dict[str, str]:
+    """The ``{file name: sha256}`` recorded beside ``path`` (empty without a lock); an unreadable lock
+    is refused, never treated as no lock."""
+    lock = _lock_path(path)
+    if not lock.is_file():
+        return {}
+    try:
+        files = json.loads(lock.read_text()).get("sha256", {})
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ModelUnavailable(f"weights lock {str(lock)!r} is unreadable ({type(exc).__name__}); "
+                               "refusing the weights it guards (pull them again)") from None
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise ModelUnavailable(f"weights lock {str(lock)!r} is malformed; refusing the weights it guards")
+    return files
+
+
+def record_lock(path: Path, sha256: str) -> None:
+    """Record ``path``'s sha256 in the lock beside it (atomically: a reader sees the old or the new)."""
+    files = read_lock(path)
+    files[path.name] = sha256
+    lock = _lock_path(path)
+    tmp = lock.with_name(f"{lock.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"sha256": dict(sorted(files.items()))}, indent=1) + "\n")
+    tmp.replace(lock)
+
+
+def check_lock(path: Path, sha256: str) -> None:
+    """Refuse ``path`` when the lock beside it records another sha256 for it, naming both hashes.
+    Without an entry, record this one (trust on first use); a read-only folder only logs that."""
+    expected = read_lock(path).get(path.name)
+    if expected is None:
+        try:
+            record_lock(path, sha256)
+            log.warning("weights %s had no entry in %s: recorded sha256 %s (trust on first use)",
+                        path, LOCK_NAME, sha256)
+        except OSError as exc:
+            log.warning("weights %s are in no lock and it cannot be written (%s); not checked", path, exc)
+        return
+    if expected != sha256:
+        raise ModelUnavailable(
+            f"weights {str(path)!r} have sha256 {sha256}, but {LOCK_NAME} beside them records {expected}: "
+            "refused (the file changed since it was pulled; run `audiomemory models pull` again, or delete "
+            "its entry from the lock if you replaced it on purpose)"
+        )

@@ -33,7 +33,10 @@ class GeneratorConfig(ServiceConfig):
 
     backend: str = Field("stable-diffusion", description="Registered backend name (entry point).")
     model: str = Field(DEFAULT_MODEL, description="Hub id or a local diffusers pipeline folder (model_index.json).")
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit); None = main.")
+    revision: str | None = Field(
+        None, description="Hub revision (branch, tag or commit) of a hub id; None = the commit `models pull` "
+        "locked (audiomemory-revisions.lock.json in the hub cache), else main."
+    )
     # Bounded by the limits ``check_request`` enforces, so a default is always a valid request value.
     default_steps: int = Field(
         20, ge=MIN_STEPS, le=MAX_STEPS, description="Denoising steps when a request says 0 (SD 1.5's PNDM: "

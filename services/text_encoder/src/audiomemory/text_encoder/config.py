@@ -24,6 +24,9 @@ class TextEncoderConfig(ServiceConfig):
         description="Hub id (SD layout: text_encoder/ + tokenizer/ subfolders) or a local folder "
         "(SD layout, or a flat folder with config.json and the tokenizer files).",
     )
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit); None = main.")
+    revision: str | None = Field(
+        None, description="Hub revision (branch, tag or commit) of a hub id; None = the commit `models pull` "
+        "locked (audiomemory-revisions.lock.json in the hub cache), else main."
+    )
     max_chars: int = Field(20_000, ge=1, description="Longest text accepted, in characters.")
     max_texts: int = Field(16, ge=1, description="Most texts in one Encode call.")

@@ -29,7 +29,10 @@ class TranscriberConfig(ServiceConfig):
     model: str = Field(
         DEFAULT_MODEL, description="Hub id (e.g. openai/whisper-small) or a local folder written by save_pretrained."
     )
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit); None = main.")
+    revision: str | None = Field(
+        None, description="Hub revision (branch, tag or commit) of a hub id; None = the commit the project pins "
+        "for it (runtime.hub.PINNED), else the one `models pull` locked, else main."
+    )
     language: str | None = Field(None, description="Language code to transcribe in; None = detect per window.")
     max_new_tokens: int | None = Field(
         None, ge=1, le=444, description="Most tokens decoded per 30 s window; None = the model's limit."

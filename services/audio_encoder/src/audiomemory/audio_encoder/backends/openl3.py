@@ -17,10 +17,11 @@ the fidelity rule of docs/DESIGN.md §9 (BENCHMARKS.md).
 The hop grows with the signal's length (``hop_for``; config ``hop_growth_seconds``). The precision
 and the hop rule are part of ``describe()``, so their vectors never share a cache entry.
 
-Weights load the way torchopenl3 loads them — ``torch.hub.load_state_dict_from_url`` of
-``torchopenl3_<repr>_<content>_<size>.pth.tar`` — but with ``model_dir`` passed explicitly
-(``<weights_dir>/hub/checkpoints``) instead of changing ``TORCH_HOME`` for the whole process.
-A missing file with no network fails at once, naming the file and the two ways out.
+Weights are torchopenl3's ``torchopenl3_<repr>_<content>_<size>.pth.tar`` in torch.hub's layout
+(``<weights_dir>/hub/checkpoints``, passed explicitly instead of changing ``TORCH_HOME`` for the
+whole process), but fetched from a pinned commit, checked against the sha256 lock beside them and
+read with ``weights_only=True`` (``openl3_weights``). A missing file with no network fails at once,
+naming the file and the two ways out.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiomemory.audio_encoder.backends import AudioEncoderBackend
+from audiomemory.audio_encoder.backends import AudioEncoderBackend, openl3_weights
 from audiomemory.audio_encoder.backends.int8 import (
     CALIBRATION_WINDOWS,
     calibration_windows,
@@ -46,7 +47,7 @@ from audiomemory.audio_encoder.backends.int8 import (
 )
 from audiomemory.runtime.backend import HOW_TO_GET, ModelInfo, download_blocked, offline, resolve_device
 from audiomemory.runtime.errors import FailedPrecondition, ModelUnavailable, shorten
-from audiomemory.runtime.weights import WeightHash, revision
+from audiomemory.runtime.weights import WeightHash, record_lock, revision
 
 if TYPE_CHECKING:
     from audiomemory.audio_encoder.config import AudioEncoderConfig
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 48_000  # OpenL3's input rate
 WINDOW = SAMPLE_RATE  # one window is 1 s
-WEIGHTS_URL = "https://github.com/torchopenl3/torchopenl3-models/raw/master/"
 
 
 def weights_filename(input_repr: str, content_type: str, embedding_size: int) -> str:
@@ -188,31 +188,30 @@ class OpenL3Backend(AudioEncoderBackend):
         self._file = Path()
 
     # -- loading -------------------------------------------------------------------------------
-    def _weights(self) -> tuple[str, Path]:
+    def _weights(self) -> Path:
         c = self.config
-        filename = weights_filename(c.input_repr, c.content_type, c.embedding_size)
-        return WEIGHTS_URL + filename, checkpoints_dir(c.weights_dir) / filename
+        return checkpoints_dir(c.weights_dir) / weights_filename(c.input_repr, c.content_type, c.embedding_size)
 
     def load(self) -> None:
-        url, path = self._weights()
-        if not path.is_file() and (reason := download_blocked(url)) is not None:
-            raise ModelUnavailable(
-                f"OpenL3 model {self.model_id!r}: weights {path.name!r} are not in {str(path.parent)!r} "
-                f"and cannot be downloaded ({reason}); {HOW_TO_GET}"
-            )
+        path = self._weights()
+        if not path.is_file():
+            if (reason := download_blocked(openl3_weights.WEIGHTS_URL)) is not None:
+                raise ModelUnavailable(
+                    f"OpenL3 model {self.model_id!r}: weights {path.name!r} are not in {str(path.parent)!r} "
+                    f"and cannot be downloaded ({reason}); {HOW_TO_GET}"
+                )
+            openl3_weights.download(path)
         model = _new_model(self.config)
+        state, self._sha = openl3_weights.read_state(path)  # full sha256, for extra; revision() shortens it
         try:
-            # The loader torchopenl3 uses; with the file present it reads it and never touches the network.
-            state = torch.hub.load_state_dict_from_url(url, model_dir=str(path.parent), map_location="cpu")
             model.load_state_dict(state)
-        except (OSError, RuntimeError, KeyError) as exc:
+        except (RuntimeError, KeyError) as exc:
             raise ModelUnavailable(
                 f"OpenL3 weights {str(path)!r} could not be loaded: {type(exc).__name__}: {shorten(exc)}"
             ) from exc
         self._device = resolve_device(self.config.device)
         model.to(self._device).eval()
         self._precision = resolve_precision(self.config.precision, self._device)
-        self._sha = WeightHash().add_file(path).hexdigest()  # full, for extra; revision() shortens it
         self._quantised = (
             quantise_int8(cnn_layers(model), window_spectrograms(model, calibration_windows()),
                           self.int8_ranges_file(path, self._sha))
@@ -240,17 +239,18 @@ class OpenL3Backend(AudioEncoderBackend):
 
     @classmethod
     def pull(cls, config: AudioEncoderConfig) -> None:  # type: ignore[override]
-        """Download the configured variant into ``<weights_dir>/hub/checkpoints`` (or torch's cache)."""
-        backend = cls(config)
-        url, path = backend._weights()
-        if path.is_file():
-            return
-        if offline():
-            raise ModelUnavailable(f"OpenL3 weights {path.name!r}: cannot pull while offline mode is set")
-        try:
-            torch.hub.load_state_dict_from_url(url, model_dir=str(path.parent), map_location="cpu")
-        except OSError as exc:
-            raise ModelUnavailable(f"OpenL3 weights {path.name!r}: download failed: {shorten(exc)}") from exc
+        """Download the configured variant into ``<weights_dir>/hub/checkpoints`` (or torch's cache) from
+        the pinned commit and record its sha256 in the lock beside it; a file already there is checked
+        against the lock (or recorded, when it has no entry). Either way it must read as plain weights."""
+        path = cls(config)._weights()
+        if not path.is_file():
+            if offline():
+                raise ModelUnavailable(f"OpenL3 weights {path.name!r}: cannot pull while offline mode is set")
+            try:
+                openl3_weights.download(path)
+            except OSError as exc:
+                raise ModelUnavailable(f"OpenL3 weights {path.name!r}: download failed: {shorten(exc)}") from exc
+        openl3_weights.read_state(path)
 
     @classmethod
     def write_tiny(cls, root: Path, **variant: Any) -> dict[str, Any]:
@@ -274,6 +274,7 @@ class OpenL3Backend(AudioEncoderBackend):
         )
         target.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), target)
+        record_lock(target, WeightHash().add_file(target).hexdigest())  # as `models pull` does for real ones
         return {"weights_dir": str(weights_dir), **variant}
 
     # -- facts ---------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from audiomemory.generator.backends import (
 )
 from audiomemory.runtime.backend import ModelInfo, cpu_flags, resolve_device
 from audiomemory.runtime.errors import AudioMemoryError, FailedPrecondition
-from audiomemory.runtime.hub import pull_model, resolve_model_dir
+from audiomemory.runtime.hub import pull_model, resolve_model_dir, safetensors_only
 
 if TYPE_CHECKING:
     import torch
@@ -161,7 +161,7 @@ class StableDiffusionBackend(GeneratorBackend):
         )
         self._device = resolve_device(self.config.device)
         self._dtype = compute_dtype(self.config.precision, self._device.type, cpu_flags())
-        pipe = StableDiffusionPipeline.from_pretrained(
+        pipe = safetensors_only("generator", folder, lambda: StableDiffusionPipeline.from_pretrained(
             str(folder),
             text_encoder=None,
             tokenizer=None,
@@ -170,7 +170,8 @@ class StableDiffusionBackend(GeneratorBackend):
             requires_safety_checker=False,
             dtype=self._dtype,
             local_files_only=True,
-        )
+            use_safetensors=True,
+        ))
         pipe.to(self._device)
         if self._dtype != torch.float32:
             # SD 1.5's VAE decoder overflows in float16 (NaN → black images) and bfloat16 has 8 bits

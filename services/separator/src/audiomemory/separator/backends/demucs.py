@@ -3,11 +3,15 @@
 Loading goes through Demucs' own loaders, wrapped where they misbehave for a server:
 
 - ``get_model`` calls ``sys.exit`` on some load errors (``fatal``): caught, raised as ``ModelUnavailable``.
-- ``get_model(name)`` without a repo asks the Hugging Face hub first and then retries a legacy
-  download for ~25 s when offline. We look in the local caches first (the HF hub cache, then
-  ``$TORCH_HOME/hub/checkpoints``) and load from there through Demucs' own functions; only when
-  the weights are absent do we go to the network, and only after a 2-second reachability probe,
-  so offline failure is quick and names the model and the two ways out.
+- Demucs' loaders unpickle ``.th`` files with ``weights_only=False`` and import whatever class a
+  safetensors file names: every file is read as data by ``demucs_weights`` (allow-listed model
+  classes, ``weights_only=True``) and only then built by Demucs' ``load_model``.
+- ``get_model(name)`` without a repo asks the Hugging Face hub (its mutable ``main``) first and then
+  retries a legacy download for ~25 s when offline. We look in the local caches first (the HF hub
+  cache, then ``$TORCH_HOME/hub/checkpoints``); only when the weights are absent do we go to the
+  network, after a 2-second reachability probe, and then for Demucs' legacy hash-named ``.th`` files
+  (immutable: torch.hub checks the sha256 prefix in each name), so offline failure is quick and
+  names the model and the two ways out.
 - ``separate_tensor`` normalises the caller's tensor in place and divides by zero on silence; we
   normalise our own copy at the model's rate (or an array the caller donated) safely, in place.
 - ``apply_model`` holds the whole song's output until the end; ``separate_blocks`` runs the same
@@ -21,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from fractions import Fraction
@@ -33,12 +36,14 @@ import torch
 import yaml
 
 from audiomemory.runtime.audio import check_audio
-from audiomemory.runtime.backend import HOW_TO_GET, ModelInfo, download_blocked, hf_endpoint, offline, resolve_device
+from audiomemory.runtime.backend import HOW_TO_GET, ModelInfo, download_blocked, offline, resolve_device
 from audiomemory.runtime.codec import numpy_to_torch
 from audiomemory.runtime.errors import Cancelled, FailedPrecondition, ModelUnavailable, shorten
+from audiomemory.runtime.hub import hf_cache_dir
 from audiomemory.runtime.weights import WeightHash
 from audiomemory.separator.audio import assemble
 from audiomemory.separator.backends import CancelCheck, SeparatorBackend, StemBlock
+from audiomemory.separator.backends.demucs_weights import load_safetensors, remote_repo, safe_repos
 from audiomemory.separator.backends.numerics import normalise_, resolve_precision
 from audiomemory.separator.backends.overlap import bag_stretches
 
@@ -111,25 +116,15 @@ def content_hash(models: list[torch.nn.Module]) -> str:
     return weights.revision()
 
 
-def _hf_cache_dir() -> str:
-    """The HF hub cache as the environment says *now* (huggingface_hub freezes it at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
-    )
-    return os.path.join(home, "hub")
-
-
 def _load_from_hf_cache(name: str) -> BagOfModels | None:
-    """The bag ``name`` from the local HF hub cache through Demucs' own safetensors loader, or None."""
+    """The bag ``name`` from the local HF hub cache (``load_safetensors``: Demucs' loader, class checked), or None."""
     from demucs.apply import BagOfModels
-    from demucs.hf import DEFAULT_NAMESPACE, hf_repo_name, load_safetensors_model
+    from demucs.hf import DEFAULT_NAMESPACE, hf_repo_name
     from huggingface_hub import try_to_load_from_cache
 
     namespace, short = name.split("/", 1) if "/" in name else (DEFAULT_NAMESPACE, name)
     repo_id = f"{namespace}/{hf_repo_name(short)}"
-    cache = _hf_cache_dir()
+    cache = str(hf_cache_dir())
     bag_file = try_to_load_from_cache(repo_id, f"{short}.yaml", cache_dir=cache)
     if not isinstance(bag_file, str):
         return None
@@ -137,14 +132,13 @@ def _load_from_hf_cache(name: str) -> BagOfModels | None:
     files = [try_to_load_from_cache(repo_id, f"{sig}.safetensors", cache_dir=cache) for sig in bag["models"]]
     if not all(isinstance(f, str) for f in files):
         return None
-    models = [load_safetensors_model(str(f)) for f in files]
+    models = [load_safetensors(str(f)) for f in files]
     return BagOfModels(models, bag.get("weights"), bag.get("segment"))
 
 
 def _load_from_torch_cache(name: str) -> Any | None:
     """The model ``name`` from the legacy download cache (``$TORCH_HOME/hub/checkpoints``), or None."""
     from demucs.pretrained import REMOTE_ROOT, _parse_remote_files
-    from demucs.repo import AnyModelRepo, BagOnlyRepo, RemoteRepo
 
     urls = _parse_remote_files(REMOTE_ROOT / "files.txt")
     bag_file = REMOTE_ROOT / f"{name}.yaml"
@@ -157,9 +151,7 @@ def _load_from_torch_cache(name: str) -> Any | None:
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
     if not all(sig in urls and (checkpoints / urls[sig].rsplit("/", 1)[-1]).is_file() for sig in sigs):
         return None
-    remote = RemoteRepo(urls)
-    # Every file is on disk, so torch.hub.load_state_dict_from_url reads it without the network.
-    return AnyModelRepo(remote, BagOnlyRepo(REMOTE_ROOT, remote)).get_model(name)
+    return remote_repo().get_model(name)  # every file is on disk: torch.hub reads it without the network
 
 
 @contextlib.contextmanager
@@ -212,15 +204,13 @@ class DemucsBackend(SeparatorBackend):
         log.info("demucs model %r loaded from %s in %.1f s", name, self._source, time.perf_counter() - started)
 
     def _load_repo(self, name: str) -> Any:
-        from demucs.pretrained import get_model
-
         repo = Path(self.config.repo or "")
         if not repo.is_dir():
             raise ModelUnavailable(f"Demucs model {name!r}: repo {str(repo)!r} is not a directory; {HOW_TO_GET}")
-        from demucs.repo import AnyModelRepo, BagOnlyRepo, LocalRepo
+        from demucs.repo import AnyModelRepo, BagOnlyRepo
 
         with _demucs_errors(f"Demucs model {name!r} in repo {str(repo)!r}"):
-            local = LocalRepo(repo)
+            local = safe_repos()[0](repo)
             known = AnyModelRepo(local, BagOnlyRepo(repo, local))
             if not known.has_model(name):
                 listed = ", ".join(sorted(known.list_model())) or "none"
@@ -228,7 +218,7 @@ class DemucsBackend(SeparatorBackend):
                     f"Demucs model {name!r} is not in repo {str(repo)!r} (it holds: {listed}); {HOW_TO_GET}"
                 )
             self._source = f"local repo {repo}"
-            return get_model(name, repo=repo)
+            return known.get_model(name).eval()
 
     def _load_pretrained(self, name: str) -> Any:
         what = f"Demucs model {name!r}"
@@ -241,30 +231,29 @@ class DemucsBackend(SeparatorBackend):
             if model is not None:
                 self._source = "the torch hub cache"
                 return model
-        reason = download_blocked(hf_endpoint())
+        from demucs.pretrained import ROOT_URL
+
+        reason = download_blocked(ROOT_URL)
         if reason is not None:
             raise ModelUnavailable(
-                f"{what} is not in the local caches ({_hf_cache_dir()}, {torch.hub.get_dir()}/checkpoints) "
+                f"{what} is not in the local caches ({hf_cache_dir()}, {torch.hub.get_dir()}/checkpoints) "
                 f"and cannot be downloaded ({reason}); {HOW_TO_GET}"
             )
-        from demucs.pretrained import get_model
-
         with _demucs_errors(what):
             self._source = "a download"
-            return get_model(name)
+            return remote_repo().get_model(name)
 
     @classmethod
     def pull(cls, config: SeparatorConfig) -> None:  # type: ignore[override]
-        """Download ``config.model`` into the standard caches (HF hub cache / torch hub)."""
+        """Download ``config.model``'s hash-named ``.th`` files (Demucs' legacy remote repo, sha256 prefix
+        checked) into the torch hub cache, and prove they load as plain weights."""
         if config.repo is not None:
             cls(config).load()  # a local repo has nothing to fetch; prove it loads
             return
         if offline():
             raise ModelUnavailable(f"Demucs model {config.model!r}: cannot pull while HF_HUB_OFFLINE is set")
-        from demucs.pretrained import get_model
-
         with _demucs_errors(f"Demucs model {config.model!r}"):
-            get_model(config.model)
+            remote_repo().get_model(config.model)
 
     @classmethod
     def write_tiny(cls, root: Path) -> dict[str, Any]:

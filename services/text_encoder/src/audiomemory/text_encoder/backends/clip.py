@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from audiomemory.runtime.backend import ModelInfo, resolve_device
 from audiomemory.runtime.errors import FailedPrecondition, InvalidInput
-from audiomemory.runtime.hub import pull_model, resolve_model_dir
+from audiomemory.runtime.hub import pull_model, resolve_model_dir, safetensors_only
 from audiomemory.text_encoder.backends import Encoded, TextEncoderBackend
 
 if TYPE_CHECKING:
@@ -127,7 +127,11 @@ class ClipBackend(TextEncoderBackend):
         # fp16 halves memory and time on GPUs; CPUs lack fast fp16 kernels, so fp32 there.
         self._dtype = torch.float16 if self._device.type == "cuda" else torch.float32
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
-        model = CLIPTextModel.from_pretrained(str(model_dir), local_files_only=True, dtype=self._dtype)
+        model = safetensors_only(
+            "text_encoder", model_dir,
+            lambda: CLIPTextModel.from_pretrained(str(model_dir), local_files_only=True, use_safetensors=True,
+                                                  dtype=self._dtype),
+        )
         # transformers' decorated ``to`` confuses mypy; the call is the ordinary nn.Module.to.
         model.to(self._device)  # type: ignore[arg-type]
         model.eval()

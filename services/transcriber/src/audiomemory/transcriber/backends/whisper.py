@@ -29,7 +29,7 @@ import numpy as np
 
 from audiomemory.runtime.backend import ModelInfo, resolve_device
 from audiomemory.runtime.errors import FailedPrecondition, InvalidInput
-from audiomemory.runtime.hub import pull_model, resolve_model_dir
+from audiomemory.runtime.hub import pull_model, resolve_model_dir, safetensors_only
 from audiomemory.runtime.transcript import Segment
 from audiomemory.transcriber.backends import Heard, TranscriberBackend
 
@@ -84,7 +84,11 @@ class WhisperBackend(TranscriberBackend):
         self._dtype = torch.float16 if self._device.type == "cuda" else torch.float32
         self._features = WhisperFeatureExtractor.from_pretrained(str(folder), local_files_only=True)
         self._tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        model = WhisperForConditionalGeneration.from_pretrained(str(folder), local_files_only=True, dtype=self._dtype)
+        model = safetensors_only(
+            "transcriber", folder,
+            lambda: WhisperForConditionalGeneration.from_pretrained(str(folder), local_files_only=True,
+                                                                    use_safetensors=True, dtype=self._dtype),
+        )
         model.to(self._device)  # type: ignore[arg-type]
         model.eval()
         gen = model.generation_config
