@@ -1,7 +1,9 @@
 """One server interceptor: tokens, request ids, metrics, and project errors → gRPC status codes.
 
 With ``auth_tokens`` configured, every call but ``grpc.health.v1`` (probes) must carry an accepted
-``authorization: Bearer`` token, else it ends UNAUTHENTICATED with one line (the token is never logged).
+``authorization: Bearer`` token, else it ends UNAUTHENTICATED with one line, logged with the caller's
+address (the token is never logged); a host with too many failed attempts a minute gets
+RESOURCE_EXHAUSTED at once, with a retry hint that grows while it goes on (``security.Throttle``).
 
 Servicers and backends raise ``errors.AudioMemoryError`` subclasses; this maps each to its status
 code and logs it once with the request id. A ``grpc.RpcError`` from a downstream call keeps its
@@ -23,7 +25,7 @@ import grpc
 
 from audiomemory.runtime.errors import AudioMemoryError
 from audiomemory.runtime.metrics import Metrics
-from audiomemory.runtime.security import AUTHORIZATION, TokenFile
+from audiomemory.runtime.security import AUTHORIZATION, Throttle, TokenFile, peer_host
 
 log = logging.getLogger("audiomemory.rpc")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("audiomemory_request_id", default="-")
@@ -47,21 +49,21 @@ _INFRASTRUCTURE = ("/grpc.health.", "/grpc.reflection.")
 _OPEN = "/grpc.health."  # probes answer without a token
 
 
-def _refuse(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    """A handler of ``handler``'s shape that ends the call with UNAUTHENTICATED."""
+def _refuse(handler: grpc.RpcMethodHandler, abort: Callable[[grpc.ServicerContext], None]) -> grpc.RpcMethodHandler:
+    """A handler of ``handler``'s shape that ends the call through ``abort(context)`` (reading nothing)."""
 
-    def abort(request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+    def refuse(request: Any, context: grpc.ServicerContext) -> Any:
+        abort(context)
 
     kwargs = {"request_deserializer": handler.request_deserializer,
               "response_serializer": handler.response_serializer}
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(abort, **kwargs)
+        return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(abort, **kwargs)
+        return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(abort, **kwargs)
-    return grpc.stream_stream_rpc_method_handler(abort, **kwargs)
+        return grpc.unary_stream_rpc_method_handler(refuse, **kwargs)
+    return grpc.stream_stream_rpc_method_handler(refuse, **kwargs)
 
 
 def _bearer(metadata: Any) -> str | None:
@@ -77,6 +79,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
     def __init__(self, metrics: Metrics, tokens: TokenFile | None = None) -> None:
         self.metrics = metrics
         self.tokens = tokens
+        self.throttle = Throttle()  # failed token attempts per peer host
         self._active = 0
         self._draining = False
         self._idle = threading.Condition()
@@ -97,8 +100,8 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         full_method: str = handler_call_details.method
         if self.tokens is not None and not full_method.startswith(_OPEN):
             refusal = self._unauthenticated(handler_call_details)
-            if refusal is not None:
-                return _refuse(handler, refusal)
+            if refusal is not None:  # the peer is known only inside the call: refused there
+                return _refuse(handler, lambda context: self._refused(full_method, refusal, context))
         if full_method.startswith(_INFRASTRUCTURE):
             return handler  # health and reflection: always answered, never drained or counted
         method = full_method.rsplit("/", 1)[-1]
@@ -124,10 +127,24 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             return "missing token: send 'authorization: Bearer TOKEN' (audiomemory --token or AUDIOMEMORY_TOKEN)"
         name = self.tokens.who(token)
         if name is None:
-            log.info("%s refused: a token that is not in %s", details.method, self.tokens.path)
             return "unknown token: it is not (or no longer) among this server's accepted tokens"
         log.debug("%s by %s", details.method, name)
         return None
+
+    def _refused(self, method: str, why: str, context: grpc.ServicerContext) -> None:
+        """End a call without an accepted token: UNAUTHENTICATED, or RESOURCE_EXHAUSTED at once while its
+        host is throttled; logged with the peer (the throttled ones once a spell), never the token."""
+        peer = context.peer()
+        wait = self.throttle.failed(peer_host(peer))
+        if not wait:
+            log.info("%s from %s refused: %s", method, peer, why.partition(":")[0])
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, why)
+        if wait == self.throttle.first:
+            log.warning("%s: more than %d failed token attempts within %g s; its failed attempts are refused "
+                        "at once for a growing while", peer, self.throttle.limit, self.throttle.window)
+        context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, str(int(wait * 1000))),))
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many failed token attempts from this address "
+                      f"({why.partition(':')[0]}): wait {wait:g} s before trying again")
 
     def _wrap_unary(self, method: str, fn: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
