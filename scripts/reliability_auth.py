@@ -5,7 +5,7 @@ runs (``cli.serve.secured``): TLS on every service, mTLS between the orchestrato
 bearer tokens at the orchestrator. Certificates come from ``openssl`` (``tests/security_certs.py``: a CA,
 a certificate for 127.0.0.1 signed by it, and an outsider CA with a client certificate of its own).
 Each case runs ``--repeat`` times and records the status codes it got; a case passes when every attempt
-got its expected code. After all of them a token holder's Describe and a whole job still succeed and
+got one of its expected codes. After all of them a token holder's Describe and a whole job still succeed and
 health says SERVING: no refusal hurt the server.
 
     python scripts/reliability_auth.py --repeat 50
@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from security_certs import Certs, make_certs  # the test suite's openssl helper
 
 Attempt = Callable[[], grpc.StatusCode]
+OK, GONE, GUESS = ("tester-" + "0" * 32, "leaver-" + "1" * 32, "guesser-" + "2" * 32)  # tokens: 32+ characters
 
 
 def describe(channel_factory: Callable[[], grpc.Channel], stub: type = orchestrator_pb2_grpc.OrchestratorStub
@@ -58,22 +59,24 @@ def describe(channel_factory: Callable[[], grpc.Channel], stub: type = orchestra
     return attempt
 
 
-def cases(stack: LocalStack, certs: Certs) -> dict[str, tuple[Attempt, grpc.StatusCode]]:
+def cases(stack: LocalStack, certs: Certs) -> dict[str, tuple[Attempt, tuple[grpc.StatusCode, ...]]]:
     front, model = stack.address, stack.services["separator"].address
-    unauth, unavailable = grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNAVAILABLE
+    # Past 5 failed token attempts a minute from one host, its failed attempts get RESOURCE_EXHAUSTED.
+    unauth = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    unavailable = (grpc.StatusCode.UNAVAILABLE,)
     return {
         "no token (Describe)": (describe(lambda: open_channel(front, ca=certs.ca)), unauth),
-        "wrong token": (describe(lambda: open_channel(front, ca=certs.ca, token="guess")), unauth),
-        "removed token (after reload)": (describe(lambda: open_channel(front, ca=certs.ca, token="gone")), unauth),
+        "wrong token": (describe(lambda: open_channel(front, ca=certs.ca, token=GUESS)), unauth),
+        "removed token (after reload)": (describe(lambda: open_channel(front, ca=certs.ca, token=GONE)), unauth),
         "plaintext to the TLS port": (describe(lambda: grpc.insecure_channel(front)), unavailable),
-        "server certificate from another CA": (describe(lambda: open_channel(front, ca=certs.other_ca, token="ok")),
+        "server certificate from another CA": (describe(lambda: open_channel(front, ca=certs.other_ca, token=OK)),
                                                unavailable),
         "model service without a client certificate": (
             describe(lambda: open_channel(model, ca=certs.ca), separator_pb2_grpc.SeparatorStub), unavailable),
         "model service, client certificate from another CA": (
             describe(lambda: open_channel(model, ca=certs.ca, cert=certs.other_cert, key=certs.other_key),
                      separator_pb2_grpc.SeparatorStub), unavailable),
-        "the right token": (describe(lambda: open_channel(front, ca=certs.ca, token="ok")), grpc.StatusCode.OK),
+        "the right token": (describe(lambda: open_channel(front, ca=certs.ca, token=OK)), (grpc.StatusCode.OK,)),
     }
 
 
@@ -91,22 +94,22 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="audiomemory-auth-"))
     certs = make_certs(work)
     tokens = work / "tokens"
-    tokens.write_text("ok tester\ngone leaver\n")
+    tokens.write_text(f"{OK} tester\n{GONE} leaver\n")
     overrides = secured(stack_overrides("tiny"), certs.cert, certs.key, certs.ca, tokens)
     with LocalStack(overrides) as stack:
-        tokens.write_text("ok tester\n")  # "gone" is withdrawn: the file is re-read when it changes
+        tokens.write_text(f"{OK} tester\n")  # GONE is withdrawn: the file is re-read when it changes
         stamp = time.time() + 5
         os.utime(tokens, (stamp, stamp))
         report: dict[str, dict[str, object]] = {}
         passed = True
         for name, (attempt, expected) in cases(stack, certs).items():
             got = Counter(attempt().name for _ in range(args.repeat))
-            passed &= set(got) == {expected.name}
-            report[name] = {"expected": expected.name, "got": dict(got)}
+            passed &= set(got) <= {code.name for code in expected}
+            report[name] = {"expected": [code.name for code in expected], "got": dict(got)}
             print(f"{name:52} {dict(got)}", flush=True)
         with open_channel(stack.address, ca=certs.ca) as channel:
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-        with Client(stack.address, tls_ca=certs.ca, token="ok") as client:
+        with Client(stack.address, tls_ca=certs.ca, token=OK) as client:
             job_ok = client.generate(song(), lyrics="after the refusals", seed=1, steps=1).png[:4] == b"\x89PNG"
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(health.status)
     print(json.dumps({"repeat": args.repeat, "cases": report, "all_as_expected": passed, "health_after": status,

@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from audiomemory.runtime.codec import iter_pieces
+from audiomemory.runtime.codec import CHUNK_BYTES, iter_pieces
 from audiomemory.runtime.errors import InvalidInput, shorten
 from audiomemory.runtime.security import open_channel
 from audiomemory.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
@@ -179,6 +179,15 @@ def build_options(lyrics: str = "", *, filename: str = "", **kwargs: Any) -> orc
     return options
 
 
+def file_pieces(path: Path, size: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """The file at ``path`` in pieces of ``size`` bytes, read as they are sent: never whole in memory."""
+    with path.open("rb") as f:
+        piece = f.read(size)
+        yield piece  # an empty file is one empty piece, as ``iter_pieces`` gives
+        while piece := f.read(size):
+            yield piece
+
+
 class ImageJob:
     """One running ``CreateImage``: iterate it for ``StageEvent`` protos, then one ``ImageResult``.
     ``cancel()`` (from any thread) cancels the call, which is how the orchestrator learns to stop the job:
@@ -242,15 +251,17 @@ class Client:
         """Start a job (as ``create_image``) and return its handle, which another thread may cancel."""
         if isinstance(song, str | Path):
             path = Path(song)
-            data = path.read_bytes()
+            with path.open("rb"):  # a missing file fails here, in the caller's thread
+                pass
             options.setdefault("filename", path.name)
+            pieces = file_pieces(path)
         else:
-            data = song
+            pieces = (piece for piece, _ in iter_pieces(song))
         opts = request if request is not None else build_options(lyrics, **options)
 
         def requests() -> Iterator[orchestrator_pb2.CreateImageRequest]:
             yield orchestrator_pb2.CreateImageRequest(options=opts)
-            for piece, _ in iter_pieces(data):
+            for piece in pieces:
                 yield orchestrator_pb2.CreateImageRequest(file_chunk=piece)
 
         return ImageJob(self._stub.CreateImage(requests(), timeout=self.timeout))

@@ -121,7 +121,7 @@ def test_status_groups_pods_under_their_deployment_and_describes_ready_ones(
     describe_pods(services)
     a, b, c = generator.pods
     assert a.describe is not None
-    expected = generator_replica.backend.describe()
+    expected = generator_replica.backend.describe().to_proto("generator")  # as it leaves the replica
     assert a.describe["model"]["backend"] == expected.backend
     assert a.describe["model"]["model_id"] == expected.model_id
     assert a.describe["cross_attention_dim"] == cast(GeneratorBackend, generator_replica.backend).cross_attention_dim

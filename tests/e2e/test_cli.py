@@ -206,7 +206,8 @@ def test_a_secured_stack_refuses_plaintext_and_tokenless_callers_and_serves_a_to
 
     certs = make_certs(tmp_path / "certs")
     tokens = tmp_path / "tokens"
-    tokens.write_text("t0ken-for-ci ci\n")
+    token = "t0ken-for-ci-0123456789abcdef01234"  # 32+ characters
+    tokens.write_text(f"{token} ci\n")
     overrides = secured(yaml.safe_load(profile.read_text()), certs.cert, certs.key, certs.ca, tokens)
     with LocalStack(overrides) as stack:
         with grpc.insecure_channel(stack.address) as plaintext, pytest.raises(grpc.RpcError) as refused:
@@ -219,7 +220,7 @@ def test_a_secured_stack_refuses_plaintext_and_tokenless_callers_and_serves_a_to
                     attempt()
                 assert denied.value.code() is grpc.StatusCode.UNAUTHENTICATED
         runner = CliRunner()
-        secure = ["--tls-ca", str(certs.ca), "--token", "t0ken-for-ci"]
+        secure = ["--tls-ca", str(certs.ca), "--token", token]
         described = runner.invoke(cli, ["describe", stack.address, *secure], catch_exceptions=False)
         assert described.exit_code == 0, described.output
         assert json.loads(described.output)["service"] == "orchestrator"

@@ -32,7 +32,7 @@ def test_describe_gives_the_io_facts(text_encoder: Stub, tiny_clip: dict[str, st
     assert (info.hidden_size, info.max_length, info.vocab_size) == (32, 77, 49408)
     assert (info.max_texts, info.max_chars) == (4, 500)
     assert info.model.service == "text_encoder" and info.model.backend == "clip"
-    assert info.model.model_id == tiny_clip["model"]
+    assert info.model.model_id == tiny_clip["model"].rsplit("/", 1)[-1]  # the folder's name, never its path
     assert info.model.revision.startswith("sha256:") and info.model.dtype == "float32"
     assert info.model.device == "cpu"
 

@@ -23,14 +23,14 @@ def free_port() -> int:
 class WebServer:
     """``audiomemory web ARGS`` in its own process on a free port; its output goes to ``log``."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = log
         command = [sys.executable, "-m", "audiomemory.cli.main", "web", "--port", str(self.port), *args]
         # PYTHONPATH and the offline switches pass through; an embedded orchestrator's audio cache is the
         # test's own (a cache hit from another run would skip the stages a test watches).
-        env = {**os.environ, "AUDIOMEMORY_ORCHESTRATOR_CACHE_DIR": str(log.parent / "cache")}
+        env = {**os.environ, "AUDIOMEMORY_ORCHESTRATOR_CACHE_DIR": str(log.parent / "cache"), **(env or {})}
         with log.open("wb") as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 

@@ -60,7 +60,8 @@ def test_the_gallery_is_the_images_with_metadata_and_a_remix_finds_the_kept_song
     results = Results(tmp_path / "out", tmp_path / "uploads")
     song = tmp_path / "song.mp3"
     song.write_bytes(b"not really a song, but bytes with a hash")
-    digest = hashlib.sha256(song.read_bytes()).hexdigest()
+    data = song.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
     kept = results.keep_song(song, "song.mp3")
     meta = {"song": {"sha256": digest, "filename": "song.mp3"}, "generation": {"seed": 3, "steps": 2},
             "lyrics": {"full": "la la"}, "fusion": {"strength": 0.25}, "request": {"scheduler": "euler"}}
@@ -71,7 +72,7 @@ def test_the_gallery_is_the_images_with_metadata_and_a_remix_finds_the_kept_song
     assert entry.path == saved and saved.read_bytes() == _png(meta)
     assert entry.caption == "song.mp3 · seed 3" and entry.parameters.endswith("Seed: 3")
     assert entry.form()["lyrics"] == "la la" and entry.form()["scheduler"] == "euler"
-    assert results.song_for(entry) == kept and kept.read_bytes() == song.read_bytes()
+    assert results.song_for(entry) == kept and kept.read_bytes() == data and not song.exists()  # moved
     forged = Entry(saved, "", {"song": {"sha256": "../../etc"}})
     assert results.song_for(forged) is None  # a name from a file's metadata never becomes a path
     assert results.save(ImageResult(_png(meta), meta)) != saved  # never overwrites an earlier image
@@ -93,3 +94,22 @@ def test_the_gallery_lists_the_good_images_and_skips_any_bad_bytes_with_a_line_e
     assert len(logged) == len(bad) and all("\n" not in line for line in logged)
     for name in bad:
         assert sum(f"/{name}.png" in line for line in logged) == 1, (name, logged)
+
+
+def test_only_the_last_songs_stay_and_a_song_is_hashed_without_reading_it_whole(tmp_path: Path) -> None:
+    import tracemalloc
+
+    results = Results(tmp_path / "out", tmp_path / "uploads", keep_songs=2)
+    kept = []
+    for n in range(3):
+        upload = tmp_path / "gradio" / str(n) / "song.wav"
+        upload.parent.mkdir(parents=True)
+        upload.write_bytes(bytes([n]) * (8 << 20))
+        tracemalloc.start()
+        kept.append(results.keep_song(upload, "song.wav"))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 2 << 20, peak  # 8 MiB hashed and moved in blocks
+        assert not upload.parent.exists()  # the upload's own copy and folder are gone
+    assert [k.exists() for k in kept] == [False, True, True]  # the oldest song left the remix window
+    assert results.keep_song(tmp_path / "gradio" / "2" / "song.wav", "song.wav") == kept[2]  # found again

@@ -60,7 +60,8 @@ def secured(overrides: dict[str, dict[str, Any]], cert: Path | None, key: Path |
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The CA that signed it: the services require it of each other (mTLS inside).")
 @click.option("--auth-tokens", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Tokens the orchestrator accepts (one per line, optional name after a space; re-read on change).")
+              help="Tokens the orchestrator accepts (one per line, 32+ characters, optional name after a space; "
+              "re-read on change).")
 def up(models: str, tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None,
        auth_tokens: Path | None) -> None:
     """Run all six services here until Ctrl-C, printing their addresses."""

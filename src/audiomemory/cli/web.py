@@ -8,6 +8,7 @@ token and certificates stay in this process.
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -55,23 +56,29 @@ def web(host: str, port: int, out: Path, auth: str | None, no_auth: bool, models
         connection: Connection) -> None:
     """Serve the web page: drop a song, watch the job, see the image and the gallery."""
     login = _login(auth, host, no_auth)
+    # This run's songs (the last KEEP_SONGS jobs', for remixes) and Gradio's own files (uploads as they
+    # arrive, copies of what the page shows): one folder, gone at exit.
+    work = Path(tempfile.mkdtemp(prefix="audiomemory-web-"))
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(work / "gradio"))  # read when Gradio is imported
     try:
-        from audiomemory.web.app import WebApp
+        from audiomemory.web.app import Limits, WebApp
         from audiomemory.web.results import Results
     except ImportError as exc:
+        shutil.rmtree(work, ignore_errors=True)
         raise click.ClickException(f"the web page needs the web extra (pip install 'audiomemory[web]'): {exc}"
                                    ) from None
-    uploads = Path(tempfile.mkdtemp(prefix="audiomemory-web-"))  # the songs of this run, for remixes
     try:
         with open_orchestrator(models, orchestrator) as target, \
                 (connection if orchestrator else PLAINTEXT).client(target.address) as client:
-            results = Results(out.resolve(), uploads)
-            blocks = WebApp(client, results, tiny=target.tiny).build()
-            _, url, _ = blocks.queue(default_concurrency_limit=None).launch(
-                server_name=host, server_port=port or None, auth=login, allowed_paths=[str(results.out), str(uploads)],
-                footer_links=[], ssr_mode=False, show_error=False, quiet=True, prevent_thread_lock=True)
+            results = Results(out.resolve(), work / "songs")
+            app = WebApp(client, results, limits=Limits.of(client), tiny=target.tiny)
+            _, url, _ = app.build().launch(
+                server_name=host, server_port=port or None, auth=login,
+                allowed_paths=[str(results.out), str(results.uploads)],
+                footer_links=[], ssr_mode=False, show_error=False, quiet=True, prevent_thread_lock=True,
+                **app.launch_options())
             click.echo(f"serving the page at {url} (orchestrator {target.address}; images in {results.out}); "
                        "Ctrl+C stops it", err=True)
-            blocks.block_thread()
+            app.blocks.block_thread()
     finally:
-        shutil.rmtree(uploads, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)

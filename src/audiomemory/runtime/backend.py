@@ -41,9 +41,20 @@ def package_version(package: str) -> str:
         return "unknown"
 
 
+def public_model_id(model: str) -> str:
+    """``model`` as it may leave this machine: a local folder or file (an absolute path, one under ``~``,
+    or one that exists here) by its last name only, never the server's path (the revision, a content
+    hash, still tells two such models apart); a hub id or a built-in name as it is."""
+    path = Path(model).expanduser()
+    if model.startswith(("/", "~", ".")) or path.exists():
+        return path.name or model
+    return model
+
+
 @dataclass
 class ModelInfo:
-    """Identity of a loaded model: enough, with the weights, to reproduce its output."""
+    """Identity of a loaded model: enough, with the weights, to reproduce its output. ``model_id`` leaves
+    the process (``Describe``, an image's record) through ``public_model_id``: a name, never a path."""
 
     backend: str
     model_id: str
@@ -56,7 +67,7 @@ class ModelInfo:
         return common_pb2.ModelInfo(
             service=service,
             backend=self.backend,
-            model_id=self.model_id,
+            model_id=public_model_id(self.model_id),
             revision=self.revision,
             device=self.device,
             dtype=self.dtype,

@@ -74,8 +74,9 @@ class ServiceConfig(BaseSettings):
         None, description="CA (PEM) whose client certificates are required (mTLS); None = any client may connect."
     )
     auth_tokens: Path | None = Field(
-        None, description="File of accepted bearer tokens (one per line, optional name after a space; re-read "
-        "when it changes); every call but health then needs 'authorization: Bearer TOKEN' (TLS only).",
+        None, description="File of accepted bearer tokens (one per line, optional name after a space; each at "
+        "least 32 characters; re-read when it changes, none accepted while it is missing or invalid); every call "
+        "but health then needs 'authorization: Bearer TOKEN' (TLS only).",
     )
 
     @model_validator(mode="after")

@@ -1,7 +1,9 @@
 """One server interceptor: tokens, request ids, metrics, and project errors → gRPC status codes.
 
 With ``auth_tokens`` configured, every call but ``grpc.health.v1`` (probes) must carry an accepted
-``authorization: Bearer`` token, else it ends UNAUTHENTICATED with one line (the token is never logged).
+``authorization: Bearer`` token, else it ends UNAUTHENTICATED with one line, logged with the caller's
+address (the token is never logged); a host with too many failed attempts a minute gets
+RESOURCE_EXHAUSTED at once, with a retry hint that grows while it goes on (``security.Throttle``).
 Each call knows its caller (``current_caller()``: the token's name, else the peer's host), which the
 orchestrator's job gate shares its slots by.
 
@@ -30,7 +32,7 @@ import grpc
 from audiomemory.runtime.errors import AudioMemoryError
 from audiomemory.runtime.metrics import Metrics
 from audiomemory.runtime.pacing import PacedRequests, ReadPolicy, SendWatch
-from audiomemory.runtime.security import AUTHORIZATION, TokenFile
+from audiomemory.runtime.security import AUTHORIZATION, Throttle, TokenFile, peer_host
 
 log = logging.getLogger("audiomemory.rpc")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("audiomemory_request_id", default="-")
@@ -46,16 +48,8 @@ def current_request_id() -> str:
 
 def current_caller() -> str:
     """Who makes the RPC this thread is serving: its token's name when tokens are on, else its peer's host
-    (``ipv4:10.0.0.7``, without the port: one caller opening many connections is one caller)."""
+    (``security.peer_host``: without the port, one caller opening many connections is one caller)."""
     return caller_var.get()
-
-
-def peer_host(peer: str) -> str:
-    """``ipv4:10.0.0.7:51234`` → ``ipv4:10.0.0.7``; ``ipv6:[::1]:51234`` → ``ipv6:[::1]``."""
-    kind, _, address = peer.partition(":")
-    if address.startswith("["):
-        return f"{kind}:{address.split(']', 1)[0]}]"
-    return f"{kind}:{address.rsplit(':', 1)[0]}" if address.count(":") == 1 else peer
 
 
 def _request_id(context: grpc.ServicerContext) -> str:
@@ -69,21 +63,21 @@ _Tokens = tuple[contextvars.Token[str], contextvars.Token[str]]
 _OPEN = "/grpc.health."  # probes answer without a token; never drained or counted (unary, bounded)
 
 
-def _refuse(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    """A handler of ``handler``'s shape that ends the call with UNAUTHENTICATED."""
+def _refuse(handler: grpc.RpcMethodHandler, abort: Callable[[grpc.ServicerContext], None]) -> grpc.RpcMethodHandler:
+    """A handler of ``handler``'s shape that ends the call through ``abort(context)`` (reading nothing)."""
 
-    def abort(request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+    def refuse(request: Any, context: grpc.ServicerContext) -> Any:
+        abort(context)
 
     kwargs = {"request_deserializer": handler.request_deserializer,
               "response_serializer": handler.response_serializer}
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(abort, **kwargs)
+        return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(abort, **kwargs)
+        return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(abort, **kwargs)
-    return grpc.stream_stream_rpc_method_handler(abort, **kwargs)
+        return grpc.unary_stream_rpc_method_handler(refuse, **kwargs)
+    return grpc.stream_stream_rpc_method_handler(refuse, **kwargs)
 
 
 def _bearer(metadata: Any) -> str | None:
@@ -105,6 +99,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         self.reads = reads
         self.sends = sends
         self.on_progress = on_progress  # a message went to or came from the call (the gate's heartbeats)
+        self.throttle = Throttle()  # failed token attempts per peer host
         self._active = 0
         self._draining = False
         self._idle = threading.Condition()
@@ -128,8 +123,8 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         caller = None
         if self.tokens is not None:
             refusal, caller = self._unauthenticated(handler_call_details)
-            if refusal is not None:
-                return _refuse(handler, refusal)
+            if refusal is not None:  # the peer is known only inside the call: refused there
+                return _refuse(handler, lambda context: self._refused(full_method, refusal, context))
         method = full_method.rsplit("/", 1)[-1]
         kwargs = {
             "request_deserializer": handler.request_deserializer,
@@ -186,10 +181,24 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             return "missing token: send 'authorization: Bearer TOKEN' (audiomemory --token or AUDIOMEMORY_TOKEN)", None
         name = self.tokens.who(token)
         if name is None:
-            log.info("%s refused: a token that is not in %s", details.method, self.tokens.path)
             return "unknown token: it is not (or no longer) among this server's accepted tokens", None
         log.debug("%s by %s", details.method, name)
         return None, f"token:{name}"
+
+    def _refused(self, method: str, why: str, context: grpc.ServicerContext) -> None:
+        """End a call without an accepted token: UNAUTHENTICATED, or RESOURCE_EXHAUSTED at once while its
+        host is throttled; logged with the peer (the throttled ones once a spell), never the token."""
+        peer = context.peer()
+        wait = self.throttle.failed(peer_host(peer))
+        if not wait:
+            log.info("%s from %s refused: %s", method, peer, why.partition(":")[0])
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, why)
+        if wait == self.throttle.first:
+            log.warning("%s: more than %d failed token attempts within %g s; its failed attempts are refused "
+                        "at once for a growing while", peer, self.throttle.limit, self.throttle.window)
+        context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, str(int(wait * 1000))),))
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many failed token attempts from this address "
+                      f"({why.partition(':')[0]}): wait {wait:g} s before trying again")
 
     def _wrap_unary(self, method: str, fn: Callable[[Any, grpc.ServicerContext], Any], caller: str | None
                     ) -> Callable[..., Any]:

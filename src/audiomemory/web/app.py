@@ -1,7 +1,10 @@
 """The handlers behind the page: a job goes to the orchestrator over gRPC (``Client.start_image``), its
 ``StageEvent``s become the status line and the progress bar, its PNG is written to ``--out`` as it came
 and the gallery is read back from there. The orchestrator's token stays in this process: the browser
-only ever sees what a handler returns."""
+only ever sees what a handler returns. The page takes what the orchestrator takes (``Limits``, from its
+``Describe``): uploads up to its ``max_upload_bytes``, refused by Gradio while they stream to disk; its
+``concurrency`` jobs at once and ``max_queue`` waiting in Gradio's queue, whose place in line the page
+shows."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,35 +26,66 @@ from audiomemory.web.page import SEED_MAX, layout
 from audiomemory.web.results import Results, read_entry
 
 GALLERY_SIZE = 60  # the newest images shown
+CACHE_CLEANING = (600, 3600)  # every 10 min Gradio deletes its files (abandoned uploads too) older than 1 h
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the orchestrator takes (its ``Describe``'s ``extra``); the defaults are its own defaults, used
+    only when its ``Describe`` cannot be read when the page starts."""
+
+    max_upload_bytes: int = 256 << 20
+    concurrency: int = 2
+    max_queue: int = 8
+
+    @classmethod
+    def of(cls, client: Client) -> Limits:
+        try:
+            extra = client.describe().model.extra
+        except grpc.RpcError:
+            return cls()
+        default = cls()
+        return cls(*(int(extra.get(key, getattr(default, key))) for key in ("max_upload_bytes", "concurrency",
+                                                                             "max_queue")))
 
 
 class WebApp:
     """One page's handlers over one orchestrator ``client``; ``tiny``: the embedded stack runs random weights."""
 
-    def __init__(self, client: Client, results: Results, *, tiny: bool = False) -> None:
+    def __init__(self, client: Client, results: Results, *, limits: Limits | None = None, tiny: bool = False
+                 ) -> None:
         self.client = client
         self.results = results
+        self.limits = limits or Limits()
         self.tiny = tiny
         self.schedulers: list[str] = []
         self._jobs: dict[str, ImageJob] = {}  # the running job of each browser session
         self._lock = threading.Lock()
 
     def build(self) -> gr.Blocks:
-        with gr.Blocks(title="Audio Memory", analytics_enabled=False) as blocks:
+        with gr.Blocks(title="Audio Memory", analytics_enabled=False, delete_cache=CACHE_CLEANING) as blocks:
             page = layout(self.tiny)
             self.page = page
+            self.blocks = blocks
+            # Only jobs take the queue (and its places): the rest answers at once, a full queue or not.
             blocks.load(self.describe, None, [page.steps, page.width, page.height, page.strength, page.scheduler,
-                                              page.from_song, page.status])
-            blocks.load(self.gallery, None, [page.gallery, page.shown])
-            page.dice.click(lambda: random.randint(0, SEED_MAX), None, page.seed)
+                                              page.from_song, page.status], queue=False)
+            blocks.load(self.gallery, None, [page.gallery, page.shown], queue=False)
+            page.dice.click(lambda: random.randint(0, SEED_MAX), None, page.seed, queue=False)
+            # The place in line shows over the image (Gradio's progress), the job's own status beside it.
             page.generate.click(self.generate, page.form, [page.status, page.image, page.parameters, page.download,
                                                            page.gallery, page.shown, page.banner],
-                                concurrency_limit=None, show_progress_on=[page.image])
+                                concurrency_limit=self.limits.concurrency, show_progress_on=[page.image])
             # No output: the job's own handler writes its CANCELLED status, which a later "cancelling…"
             # from here could overwrite.
-            page.cancel.click(self.cancel, None, None, concurrency_limit=None, show_progress="hidden")
-            page.gallery.select(self.remix, page.shown, [*page.form, page.status], show_progress="hidden")
-        return blocks
+            page.cancel.click(self.cancel, None, None, queue=False, show_progress="hidden")
+            page.gallery.select(self.remix, page.shown, [*page.form, page.status], show_progress="hidden",
+                                queue=False)
+        return blocks.queue(default_concurrency_limit=None, max_size=self.limits.max_queue)
+
+    def launch_options(self) -> dict[str, Any]:
+        """``launch``'s settings that carry the limits: the upload cap Gradio checks as a file streams in."""
+        return {"max_file_size": self.limits.max_upload_bytes}
 
     def describe(self) -> tuple[Any, ...]:
         """The form's bounds and defaults from the orchestrator's ``Describe`` (the generator's own lists)."""
@@ -70,7 +105,8 @@ class WebApp:
             gr.update(**size), gr.update(**size), gr.update(value=strength),
             gr.update(choices=[("the model's default", ""), *((s, s) for s in gen.schedulers)], value=""),
             gr.update(visible=info.HasField("transcriber")),
-            f"ready: {gen.model.model_id} on {gen.model.device}; songs up to {limit} s",
+            f"ready: {gen.model.model_id} on {gen.model.device}; songs up to {limit} s and "
+            f"{self.limits.max_upload_bytes / (1 << 20):g} MiB",
         )
 
     def gallery(self) -> tuple[list[tuple[str, str]], list[str]]:
@@ -84,7 +120,11 @@ class WebApp:
         if not song:
             yield {page.status: "song: drop or pick a song file first (wav, flac, mp3, ogg, opus, m4a)"}
             return
-        kept = self.results.keep_song(Path(song), Path(song).name)
+        try:
+            kept = self.results.keep_song(Path(song), Path(song).name)
+        except FileNotFoundError:
+            yield {page.status: "song: this upload is no longer kept here; drop the song again"}
+            return
         options: dict[str, Any] = {"seed": int(seed or 0), "strength": float(strength), "steps": int(steps),
                                    "width": int(width), "height": int(height), "scheduler": scheduler or None}
         if from_song:

@@ -1,11 +1,13 @@
 """The web page's folders: finished images in ``--out`` (the gallery, read back by their PNG metadata)
-and the songs uploaded while the app runs (kept by content hash, so that a remix finds its song again).
-Nothing here knows Gradio."""
+and the songs of the last ``KEEP_SONGS`` jobs (kept by content hash, so that a remix finds its song
+again; older ones are deleted). Nothing here knows Gradio."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import re
 import shutil
 import time
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 
 PARAMETERS_KEY = "parameters"  # the A1111-style text chunk every result PNG carries
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+KEEP_SONGS = 8  # the remix window: the songs of this many recent jobs stay on disk
 
 
 @dataclass(frozen=True)
@@ -75,9 +78,11 @@ def read_entry(path: Path) -> Entry | None:
 class Results:
     """``out``: the images (newest first in the gallery); ``uploads``: the songs, named by their SHA-256."""
 
-    def __init__(self, out: Path, uploads: Path) -> None:
+    def __init__(self, out: Path, uploads: Path, keep_songs: int = KEEP_SONGS) -> None:
         self.out = out
         self.uploads = uploads
+        self.keep_songs = keep_songs
+        self._moved: dict[Path, Path] = {}  # an upload moved into ``uploads`` → where it went
         out.mkdir(parents=True, exist_ok=True)
         uploads.mkdir(parents=True, exist_ok=True)
 
@@ -101,13 +106,37 @@ class Results:
         return [entry for entry in map(read_entry, paths) if entry is not None]
 
     def keep_song(self, path: Path, name: str) -> Path:
-        """Copy an uploaded song into ``uploads`` as ``<sha256>/<name>``; return the copy."""
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        """Move an uploaded song into ``uploads`` as ``<sha256>/<name>`` (hashed as it is read, in blocks:
+        never whole in memory) and return it, the newest kept song; the songs of older jobs beyond
+        ``keep_songs`` are deleted. A song already kept stays where it is; an upload moved earlier is found
+        again, while it is kept (else ``FileNotFoundError``)."""
+        if path.resolve().parent.parent == self.uploads.resolve():  # one of ours (a remix put it back in the form)
+            os.utime(path.parent)
+            return path
+        if not path.exists() and path in self._moved and self._moved[path].exists():
+            os.utime(self._moved[path].parent)
+            return self._moved[path]
+        with path.open("rb") as song:
+            digest = hashlib.file_digest(song, "sha256").hexdigest()
         kept = self.uploads / digest / name
-        if not kept.exists():
-            kept.parent.mkdir(exist_ok=True)
-            shutil.copyfile(path, kept)
+        kept.parent.mkdir(exist_ok=True)
+        if kept.exists():
+            path.unlink()
+        else:
+            shutil.move(path, kept)  # the upload's own copy goes: one copy on disk
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # the upload's folder, when nothing else is in it
+        os.utime(kept.parent)
+        self._moved[path] = kept
+        self._forget_old()
         return kept
+
+    def _forget_old(self) -> None:
+        songs = sorted((d for d in self.uploads.iterdir() if _SHA256.fullmatch(d.name)),
+                       key=lambda d: d.stat().st_mtime_ns, reverse=True)
+        for old in songs[self.keep_songs:]:
+            shutil.rmtree(old, ignore_errors=True)
+        self._moved = {up: kept for up, kept in self._moved.items() if kept.exists()}
 
     def song_for(self, entry: Entry) -> Path | None:
         """The uploaded song an image was made from, when this app still has it."""

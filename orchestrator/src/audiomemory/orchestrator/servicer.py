@@ -82,7 +82,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self.memory.ready.set()
 
     def identity(self) -> common_pb2.ModelInfo:
-        """The orchestrator's own ``ModelInfo``: its version and the fusion settings that shape an image."""
+        """The orchestrator's own ``ModelInfo``: its version, the fusion settings that shape an image and the
+        limits a client (the web page) follows."""
         fusion = self.fusion
         return ModelInfo(
             backend="orchestrator", model_id=PACKAGE, revision=package_version(PACKAGE), device="cpu",
@@ -93,6 +94,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                 "reference_stats": fusion.stats.identity if fusion.stats else "none",
                 "stems": ",".join(STEM_ORDER),
                 "max_seconds": f"{self.config.max_seconds:g}",
+                "max_upload_bytes": str(self.config.max_upload_bytes),  # the web page's limits come from these
+                "concurrency": str(self.config.concurrency), "max_queue": str(self.config.max_queue),
             },
         ).to_proto("orchestrator", PACKAGE)
 
