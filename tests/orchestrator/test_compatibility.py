@@ -126,6 +126,12 @@ def test_an_encoder_that_takes_fewer_signals_than_the_four_stems_is_refused() ->
         check_compatibility(_infos(audio_encoder__max_signals=2), max_seconds=60)
 
 
+def test_a_separator_that_takes_less_than_the_48_khz_songs_are_decoded_to_is_refused() -> None:
+    check_compatibility(_infos(separator__max_input_sample_rate=48000), max_seconds=60)
+    with pytest.raises(FailedPrecondition, match=r"up to 48000 Hz, but the separator .* at most 44100 Hz"):
+        check_compatibility(_infos(separator__max_input_sample_rate=44100), max_seconds=60)
+
+
 def _with_transcriber(**changes: Any) -> Infos:
     from dataclasses import replace
 

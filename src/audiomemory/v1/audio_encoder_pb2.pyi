@@ -33,6 +33,7 @@ class AudioEncoderInfo(_message.Message):
     WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
     MAX_INPUT_FRAMES_FIELD_NUMBER: _builtins.int
     MAX_SIGNALS_FIELD_NUMBER: _builtins.int
+    MAX_INPUT_SAMPLE_RATE_FIELD_NUMBER: _builtins.int
     sample_rate: _builtins.int
     """Rate the model expects (48000 for OpenL3); other rates are resampled."""
     channels: _builtins.int
@@ -47,6 +48,8 @@ class AudioEncoderInfo(_message.Message):
     """Longest signal accepted, in frames at sample_rate."""
     max_signals: _builtins.int
     """Most signals in one Embed call."""
+    max_input_sample_rate: _builtins.int
+    """Highest input rate accepted (0 = not stated: an older service)."""
     @_builtins.property
     def model(self) -> _common_pb2.ModelInfo: ...
     @_builtins.property
@@ -65,10 +68,11 @@ class AudioEncoderInfo(_message.Message):
         window_seconds: _builtins.float = ...,
         max_input_frames: _builtins.int = ...,
         max_signals: _builtins.int = ...,
+        max_input_sample_rate: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_dtypes", b"accepted_dtypes", "channels", b"channels", "embedding_dim", b"embedding_dim", "hop_seconds", b"hop_seconds", "max_input_frames", b"max_input_frames", "max_signals", b"max_signals", "model", b"model", "sample_rate", b"sample_rate", "window_seconds", b"window_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_dtypes", b"accepted_dtypes", "channels", b"channels", "embedding_dim", b"embedding_dim", "hop_seconds", b"hop_seconds", "max_input_frames", b"max_input_frames", "max_input_sample_rate", b"max_input_sample_rate", "max_signals", b"max_signals", "model", b"model", "sample_rate", b"sample_rate", "window_seconds", b"window_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

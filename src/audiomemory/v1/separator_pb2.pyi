@@ -30,6 +30,7 @@ class SeparatorInfo(_message.Message):
     CHANNELS_FIELD_NUMBER: _builtins.int
     MAX_INPUT_FRAMES_FIELD_NUMBER: _builtins.int
     MAX_INPUT_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_INPUT_SAMPLE_RATE_FIELD_NUMBER: _builtins.int
     sample_rate: _builtins.int
     """Rate the model works at (44100 for htdemucs)."""
     channels: _builtins.int
@@ -38,6 +39,8 @@ class SeparatorInfo(_message.Message):
     """Longest input accepted, in frames at the model rate."""
     max_input_bytes: _builtins.int
     """Largest upload accepted, in bytes on the wire (max_input_frames, stereo float32)."""
+    max_input_sample_rate: _builtins.int
+    """Highest input rate accepted (0 = not stated: an older service)."""
     @_builtins.property
     def model(self) -> _common_pb2.ModelInfo: ...
     @_builtins.property
@@ -53,10 +56,11 @@ class SeparatorInfo(_message.Message):
         channels: _builtins.int = ...,
         max_input_frames: _builtins.int = ...,
         max_input_bytes: _builtins.int = ...,
+        max_input_sample_rate: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "max_input_bytes", b"max_input_bytes", "max_input_frames", b"max_input_frames", "model", b"model", "sample_rate", b"sample_rate", "stems", b"stems"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "max_input_bytes", b"max_input_bytes", "max_input_frames", b"max_input_frames", "max_input_sample_rate", b"max_input_sample_rate", "model", b"model", "sample_rate", b"sample_rate", "stems", b"stems"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,8 +3,8 @@
 and the gallery is read back from there. The orchestrator's token stays in this process: the browser
 only ever sees what a handler returns. The page takes what the orchestrator takes (``Limits``, from its
 ``Describe``): uploads up to its ``max_upload_bytes``, refused by Gradio while they stream to disk; its
-``concurrency`` jobs at once and ``max_queue`` waiting in Gradio's queue, whose place in line the page
-shows."""
+``concurrency`` jobs at once (no more than its ``caller_share``: the page is one caller) and ``max_queue``
+waiting in Gradio's queue, whose place in line the page shows."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,11 @@ class Limits:
         except grpc.RpcError:
             return cls()
         default = cls()
-        return cls(*(int(extra.get(key, getattr(default, key))) for key in ("max_upload_bytes", "concurrency",
-                                                                             "max_queue")))
+        limits = cls(*(int(extra.get(key, getattr(default, key))) for key in ("max_upload_bytes", "concurrency",
+                                                                               "max_queue")))
+        # The page is one caller to the orchestrator: it runs no more jobs at once than a caller's share.
+        share = extra.get("caller_share", "")
+        return replace(limits, concurrency=min(limits.concurrency, int(share))) if share.isdigit() else limits
 
 
 class WebApp:

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from audiomemory.orchestrator.decode import MAX_DECODED_RATE
 from audiomemory.orchestrator.fusion import STEM_ORDER, Projection, ReferenceStats
 from audiomemory.runtime.errors import (
     AudioMemoryError,
@@ -172,6 +173,12 @@ def check_lengths(infos: Infos, max_seconds: float) -> None:
                     f"{_who(kind, info)} takes at most {seconds:.0f} s ({info.max_input_frames} frames at "
                     f"{info.sample_rate} Hz); raise its max_seconds or lower the orchestrator's"
                 )
+    rate = infos.separator.max_input_sample_rate
+    if 0 < rate < MAX_DECODED_RATE:  # the separator takes the song as decoded: up to 48 kHz
+        raise FailedPrecondition(
+            f"the orchestrator sends songs at up to {MAX_DECODED_RATE} Hz, but {_who('separator', infos.separator)} "
+            f"takes at most {rate} Hz"
+        )
     signals = infos.audio_encoder.max_signals
     if 0 < signals < len(STEM_ORDER):
         raise FailedPrecondition(

@@ -96,6 +96,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                 "max_seconds": f"{self.config.max_seconds:g}",
                 "max_upload_bytes": str(self.config.max_upload_bytes),  # the web page's limits come from these
                 "concurrency": str(self.config.concurrency), "max_queue": str(self.config.max_queue),
+                "caller_share": "" if self.config.caller_share is None else str(self.config.caller_share),
             },
         ).to_proto("orchestrator", PACKAGE)
 

@@ -20,7 +20,7 @@ import numpy as np
 from audiomemory.audio_encoder.backends import AudioEncoderBackend
 from audiomemory.audio_encoder.config import AudioEncoderConfig
 from audiomemory.audio_encoder.stream import EmbedStream, Frames, frame_count
-from audiomemory.runtime.audio import check_chunk_format, frames_limit
+from audiomemory.runtime.audio import MAX_SAMPLE_RATE, check_chunk_format, frames_limit
 from audiomemory.runtime.codec import CHUNK_BYTES, from_tensor, to_tensor
 from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
 from audiomemory.runtime.gate import Gate
@@ -203,6 +203,7 @@ class AudioEncoderServicer(audio_encoder_pb2_grpc.AudioEncoderServicer):
             window_seconds=self.backend.window_seconds,
             max_input_frames=frames_limit(self.config.max_seconds, self.backend.sample_rate),
             max_signals=self.config.max_signals,
+            max_input_sample_rate=MAX_SAMPLE_RATE,
         )
 
     def Embed(

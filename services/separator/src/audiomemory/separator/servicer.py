@@ -94,6 +94,7 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
             channels=self.backend.channels,
             max_input_frames=self._max_frames(),
             max_input_bytes=max_audio_bytes(self._max_frames()),
+            max_input_sample_rate=MAX_SAMPLE_RATE,
         )
 
     def _max_frames(self) -> int:
