@@ -220,6 +220,8 @@ def test_thirty_orchestrator_jobs_reach_every_replica_and_losing_one_fails_none(
         service_config=cluster_service_config(),
         cache_dir=audio_cache,
         concurrency=CLIENT_THREADS,
+        caller_share=None,  # the client threads stand for many callers, all from 127.0.0.1
+        max_calls_per_caller=None,
     )
     orchestrator = start_service(DEFINITION, config, wait=True, wait_timeout=300)
     song = song_wav()

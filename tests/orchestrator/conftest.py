@@ -59,10 +59,11 @@ def start_orchestrator(tmp_path: Path, start_services: Callable[..., RunningServ
     caches = itertools.count()
 
     def start(services: dict[str, RunningService], *, wait: bool = True, **config: Any) -> RunningService:
-        # Every test caller is 127.0.0.1, one caller to the job gate's share: no share unless a test sets one.
+        # Every test caller is 127.0.0.1, one caller to the job gate's share and the calls-per-caller limit:
+        # neither unless a test sets them.
         settings: dict[str, Any] = {
             "port": 0, "cache_dir": tmp_path / f"cache{next(caches)}", "connect_timeout_seconds": 30,
-            "caller_share": None, **targets(services), **config,
+            "caller_share": None, "max_calls_per_caller": None, **targets(services), **config,
         }
         return start_services(DEFINITION, OrchestratorConfig(**settings), wait=wait)
 
@@ -75,7 +76,7 @@ def orchestrator(models: dict[str, RunningService], tmp_path_factory: pytest.Tem
     """One orchestrator shared by a module, with small limits so limit tests stay small."""
     config = OrchestratorConfig(
         port=0, cache_dir=tmp_path_factory.mktemp("cache"), max_upload_bytes=2_000_000, max_seconds=8.0,
-        caller_share=None, **targets(models),
+        caller_share=None, max_calls_per_caller=None, **targets(models),
     )
     svc = start_service(DEFINITION, config, wait=True, wait_timeout=60)
     yield svc

@@ -40,6 +40,10 @@ class ServiceConfig(BaseSettings):
     )
     max_concurrent_rpcs: int = Field(32, ge=1, description="RPCs in flight before RESOURCE_EXHAUSTED.")
     concurrency: int = Field(1, ge=1, description="Model calls running at once.")
+    max_calls_per_caller: int | None = Field(
+        None, ge=1, description="Calls one caller (its token's name, else its host) may have open at once, "
+        "refused before they hold a thread; None = no limit (a model service's one caller is the orchestrator).",
+    )
     caller_share: int | None = Field(
         None, ge=1, description="Calls one caller (its token's name, else its host) may have running, and as "
         "many waiting; None = no share (a model service's one caller is the orchestrator).",

@@ -19,6 +19,7 @@ code. Anything else is a bug: logged with its traceback, answered INTERNAL with 
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import logging
 import threading
@@ -59,7 +60,7 @@ def _request_id(context: grpc.ServicerContext) -> str:
     return uuid.uuid4().hex[:16]
 
 
-_Tokens = tuple[contextvars.Token[str], contextvars.Token[str]]
+_Tokens = tuple[contextvars.Token[str], contextvars.Token[str], str]  # request id, caller, and the caller
 _OPEN = "/grpc.health."  # probes answer without a token; never drained or counted (unary, bounded)
 
 
@@ -93,6 +94,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
     def __init__(
         self, metrics: Metrics, tokens: TokenFile | None = None, *, reads: ReadPolicy | None = None,
         sends: SendWatch | None = None, on_progress: Callable[[grpc.ServicerContext], None] | None = None,
+        calls_per_caller: int | None = None,
     ) -> None:
         self.metrics = metrics
         self.tokens = tokens
@@ -100,6 +102,8 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         self.sends = sends
         self.on_progress = on_progress  # a message went to or came from the call (the gate's heartbeats)
         self.throttle = Throttle()  # failed token attempts per peer host
+        self.calls_per_caller = calls_per_caller  # calls one caller may have open (None: no limit)
+        self._open: collections.Counter[str] = collections.Counter()
         self._active = 0
         self._draining = False
         self._idle = threading.Condition()
@@ -254,14 +258,20 @@ class ServiceInterceptor(grpc.ServerInterceptor):
 
     def _begin(self, method: str, context: grpc.ServicerContext, caller: str | None
                ) -> tuple[_Tokens, float]:
+        who = caller or peer_host(context.peer())
         with self._idle:
             if self._draining:
                 context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry on another replica")
+            limit = self.calls_per_caller
+            if limit is not None and self._open[who] >= limit:  # refused before it holds anything
+                context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, "5000"),))
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"this caller already has {self._open[who]} "
+                              f"call(s) open (limit max_calls_per_caller={limit}); retry when one ends")
             self._active += 1
+            self._open[who] += 1
         rid = _request_id(context)
-        who = caller_var.set(caller or peer_host(context.peer()))
         self.metrics.in_flight.labels(self.metrics.service, method).inc()
-        return (request_id_var.set(rid), who), time.perf_counter()
+        return (request_id_var.set(rid), caller_var.set(who), who), time.perf_counter()
 
     def _end(
         self, method: str, context: grpc.ServicerContext, start: float, code: grpc.StatusCode,
@@ -279,6 +289,9 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         caller_var.reset(token[1])
         with self._idle:
             self._active -= 1
+            self._open[token[2]] -= 1
+            if not self._open[token[2]]:
+                del self._open[token[2]]
             self._idle.notify_all()
 
     def _classify(self, method: str, context: grpc.ServicerContext, exc: Exception) -> grpc.StatusCode:

@@ -230,6 +230,7 @@ def start_service(
         metrics, TokenFile(config.auth_tokens) if config.auth_tokens else None,
         reads=ReadPolicy(config.min_request_rate, config.request_window_seconds),
         sends=SendWatch(config.send_timeout_seconds, definition.kind), on_progress=gate.progressed,
+        calls_per_caller=config.max_calls_per_caller,
     )
     threads = config.concurrency + config.max_queue + config.max_workers
     server = grpc.server(

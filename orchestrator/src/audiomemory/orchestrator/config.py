@@ -106,6 +106,10 @@ class OrchestratorConfig(ServiceConfig):
     send_timeout_seconds: float = Field(
         60.0, gt=0, description="A caller that takes none of its job's responses for this long is dropped.",
     )
+    max_calls_per_caller: int | None = Field(
+        4, ge=1, description="Calls one caller (its token's name, else its host) may have open at once — jobs, "
+        "waiting or uploading, and Describe — refused before they hold a thread; None = no limit.",
+    )
     caller_share: int | None = Field(
         1, ge=1, description="Jobs one caller (its token's name, else its host) may have running, and as many "
         "waiting; None = no share.",

@@ -2,12 +2,13 @@
 
 ``receive`` reads the ``file_chunk`` messages after the options. The bytes are probed as they double
 (from 256 KiB): a file that declares more than ``max_seconds``, or a rate over ``max_sample_rate``, is
-refused while it is still coming. As soon as the format is known the job waits (``STAGE_QUEUED``,
-"waiting for memory") for room in ``max_audio_bytes`` for ``max_seconds`` of it at the rate it will be
-decoded to (at most 48 kHz: ``decode.py``) — nothing more is read meanwhile — and once the whole file is
-there it keeps only what its header declares (``decode.reserve_frames``). Decoding counts what it
-produces against that room (``Upload.grow`` asks for more, up to ``max_seconds``, when a header
-understated the length and the budget has room; else the job stops with RESOURCE_EXHAUSTED).
+refused while it is still coming. Once the whole file is there the job waits (``STAGE_QUEUED``,
+"waiting for memory") for room in ``max_audio_bytes`` for what its header declares at the rate it will
+be decoded to (at most 48 kHz: ``decode.py``), or ``max_seconds`` of it when it declares no length — not
+before: a caller uploading slowly holds no room while it does (the whole header is read then, too: a
+partial file's length is only FFmpeg's estimate from the bytes so far). Decoding counts what it produces
+against that room (``Upload.grow`` asks for more, up to ``max_seconds``, when a header understated the
+length and the budget has room; else the job stops with RESOURCE_EXHAUSTED).
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ def receive(
     buf = bytearray()
     digest = hashlib.sha256()
     probe_at = PROBE_BYTES
-    room: tuple[Turn, int] | None = None
     for i, req in enumerate(requests, start=1):
         if req.WhichOneof("item") != "file_chunk":
             raise InvalidInput(f"requests[{i}]: options come only once, first; then file_chunk messages")
@@ -70,35 +70,26 @@ def receive(
         digest.update(req.file_chunk)
         if len(buf) >= probe_at:
             probe_at *= 2
-            seen = check_declared_length(buf, filename=filename, max_seconds=config.max_seconds,
-                                         max_sample_rate=config.max_sample_rate)
-            if room is None and seen is not None:  # the whole length may not be known yet: max_seconds
-                room = yield from _room(config, memory, job, held, seen.sample_rate, seen.channels, None)
+            check_declared_length(buf, filename=filename, max_seconds=config.max_seconds,
+                                  max_sample_rate=config.max_sample_rate)
     seen = check_declared_length(buf, filename=filename, max_seconds=config.max_seconds,
                                  max_sample_rate=config.max_sample_rate)
     rate, channels = (seen.sample_rate, seen.channels) if seen is not None else (MAX_DECODED_RATE, 2)
-    declared = seen.declared_seconds if seen is not None else None
-    if room is None:
-        room = yield from _room(config, memory, job, held, rate, channels, declared)
-    turn, _ = room
-    frames = reserve_frames(declared, rate, config.max_seconds)
-    turn.resize(frames * channels * FLOAT32)  # only lowers: what the whole file's header declares
+    frames = reserve_frames(seen.declared_seconds if seen is not None else None, rate, config.max_seconds)
+    room = yield from _room(config, memory, job, held, frames * channels * FLOAT32)
     job.check()
     max_frames = int(config.max_seconds * delivered_rate(rate)) + 1
-    return Upload(buf, digest.hexdigest(), turn, frames, channels, max_frames)  # the bytearray, not a copy
+    return Upload(buf, digest.hexdigest(), room, frames, channels, max_frames)  # the bytearray, not a copy
 
 
 def _room(
-    config: OrchestratorConfig, memory: Gate, job: Job, held: contextlib.ExitStack, rate: int, channels: int,
-    declared: float | None,
-) -> Generator[Event, None, tuple[Turn, int]]:
-    """Wait for room for the song (``declared`` seconds of it, else ``max_seconds``) at the rate it will be
-    decoded to, as float32; ``Turn.resize`` gives back what the decoded song does not need, and all of it
-    once the audio vector is made; what is left goes back when the job ends."""
-    frames = reserve_frames(declared, rate, config.max_seconds)
-    room = held.enter_context(memory.admit(job.context, frames * channels * FLOAT32))
+    config: OrchestratorConfig, memory: Gate, job: Job, held: contextlib.ExitStack, weight: int,
+) -> Generator[Event, None, Turn]:
+    """Wait for ``weight`` bytes of room; ``Turn.resize`` gives back what the decoded song does not need,
+    and all of it once the audio vector is made; what is left goes back when the job ends."""
+    room = held.enter_context(memory.admit(job.context, weight))
     for position in room.waiting():
         yield Event(Stage.STAGE_QUEUED, position, 0, (
             f"waiting for memory: {memory.used / MB:.0f} of max_audio_bytes "
             f"{config.max_audio_bytes / MB:.0f} MB of decoded audio in flight (place {position} in line)"))
-    return room, frames
+    return room
