@@ -137,7 +137,8 @@ class NonReader:
             context = ssl.create_default_context(cafile=str(ca))
             context.set_alpn_protocols(["h2"])
             raw = context.wrap_socket(raw, server_hostname=host)
-        self.sock, self.address, self.tls, self.token = raw, address, ca is not None, token
+        self.sock: socket.socket = raw
+        self.address, self.tls, self.token = address, ca is not None, token
 
     def send_job(self, song: bytes) -> None:
         settings = struct.pack(">HI", INITIAL_WINDOW_SIZE, 0) + struct.pack(">HI", ENABLE_PUSH, 0)
@@ -164,7 +165,8 @@ class NonReader:
         """Frames as they come for ``timeout`` seconds (reading the socket grants no window)."""
         deadline, buf = time.monotonic() + timeout, b""
         while (left := deadline - time.monotonic()) > 0:
-            if not (self.tls and self.sock.pending()) and not select.select([self.sock], [], [], left)[0]:
+            pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
+            if not pending and not select.select([self.sock], [], [], left)[0]:
                 continue
             data = self.sock.recv(65536)
             if not data:

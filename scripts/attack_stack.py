@@ -182,7 +182,7 @@ class Measure:
     victim_token: str | None
     song: bytes = field(default_factory=wav)
 
-    def __call__(self, name: str, attack: Attack, *, legit_mb: float = 0.0, victim_after: float = 1.0
+    def __call__(self, attack: Attack, *, legit_mb: float = 0.0, victim_after: float = 1.0
                  ) -> dict[str, Any]:
         """Run ``attack`` in a thread; ``victim_after`` s later the victim's job; figures once both end."""
         time.sleep(1.0)  # let the last attack's buffers go before the baseline
