@@ -1,8 +1,9 @@
 """The attacked stack and the measuring around an attack, for ``scripts/reliability_attacks.py``.
 
 ``Stack`` runs ``audiomemory up --models tiny`` (plaintext, or TLS + tokens) in a child process under a
-memory cap (``RLIMIT_DATA``, set in the child before it imports anything: ``RLIMIT_AS`` would count
-torch's and gRPC's virtual reservations), so an attack that got past the controls ends in the child's
+memory cap (``RLIMIT_DATA``, set in the child before it imports anything; at rest the tiny stack has
+VmData 0.95 GB and VmSize 1.7 GB, so ``RLIMIT_AS`` would spend its room on libraries' and reservations'
+address space, not on what an attack makes the server hold), so an attack that got past the controls ends in the child's
 MemoryError, not in the machine's OOM killer. Its RSS is read from ``/proc/PID/status`` (``VmHWM``, the
 peak, is reset through ``/proc/PID/clear_refs`` before each attack). ``Measure`` runs one attack beside a
 well-behaved victim's job and a health poller, and judges the issue's four criteria.
