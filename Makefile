@@ -113,9 +113,11 @@ clean:
 	rm -rf $(OUT) .mypy_cache .ruff_cache .pytest_cache
 
 # Reliability figures (RELIABILITY.md): memory under 2 and 8 callers of an 18-minute song, a 200-job soak,
-# every refused credential, and the fuzz and bad-input catalogue at full size.
+# every refused credential, the attack suite (hostile callers against `up`, plaintext and TLS + token), and the
+# fuzz and bad-input catalogue at full size.
 reliability: $(STAMP) system
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/reliability_memory.py --song-minutes 18 --clients 2x4 8
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/reliability_soak.py --jobs 200
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/reliability_auth.py --repeat 50
+	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/reliability_attacks.py
 	$(MAKE) reliability-tests
