@@ -66,7 +66,9 @@ class Stack:
     proc: subprocess.Popen[str] | None = None
 
     def start(self, timeout: float = 600) -> Stack:
-        args = ["up", "--models", "tiny"]
+        # Every IPv4 and IPv6 interface: the attackers come from 127.0.0.1, the plaintext victim from ::1 — another
+        # caller to the front door's share (on the secured stack it has a token of its own).
+        args = ["up", "--models", "tiny", "--host", "::"]
         if self.certs is not None:
             assert self.work is not None
             token_file = self.work / "tokens"
@@ -124,9 +126,9 @@ class Stack:
             return grpc.insecure_channel(self.address)
         return open_channel(self.address, ca=self.certs.ca, token=self.tokens[token] if token else None)
 
-    def client(self, token: str | None = None) -> Client:
+    def client(self, token: str | None = None, *, victim: bool = False) -> Client:
         if self.certs is None:
-            return Client(self.address)
+            return Client(f"[::1]:{self.address.rpartition(':')[2]}" if victim else self.address)
         return Client(self.address, tls_ca=self.certs.ca, token=self.tokens[token] if token else None)
 
 
@@ -163,7 +165,7 @@ def victim_job(stack: Stack, token: str | None, song: bytes) -> tuple[float, str
     """A well-behaved caller's 1-s job (tiny models, one step): its seconds and its ending status."""
     start = time.monotonic()
     try:
-        with stack.client(token) as client:
+        with stack.client(token, victim=True) as client:
             client.timeout = VICTIM_SECONDS
             result = client.generate(song, lyrics="a victim's song", seed=1, steps=1, filename="victim.wav")
             status = "OK" if isinstance(result, ImageResult) and result.png[:4] == b"\x89PNG" else "NO_IMAGE"

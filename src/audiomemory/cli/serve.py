@@ -62,10 +62,14 @@ def secured(overrides: dict[str, dict[str, Any]], cert: Path | None, key: Path |
 @click.option("--auth-tokens", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Tokens the orchestrator accepts (one per line, 32+ characters, optional name after a space; "
               "re-read on change).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface the front door (the orchestrator) binds; :: is every interface, IPv4 and IPv6. "
+              "The model services stay on 127.0.0.1.")
 def up(models: str, tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None,
-       auth_tokens: Path | None) -> None:
+       auth_tokens: Path | None, host: str) -> None:
     """Run all six services here until Ctrl-C, printing their addresses."""
     overrides = secured(stack_overrides(models), tls_cert, tls_key, tls_ca, auth_tokens)
+    overrides.setdefault("orchestrator", {})["host"] = host
     if models == "tiny":
         click.secho(TINY_BANNER, fg="yellow", err=True)
     with LocalStack(overrides) as stack:
