@@ -17,7 +17,7 @@ from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
 from audiomemory.runtime.service import RunningService
 from audiomemory.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
-from .conftest import StartOrchestrator, run_job
+from .conftest import JobResult, StartOrchestrator, run_job
 from .songs import encode_samples, encode_song
 
 
@@ -69,24 +69,32 @@ def _attack(address: str, stop: threading.Event, head: list[orchestrator_pb2.Cre
             errors.append(exc)
 
 
-def test_callers_that_never_send_their_options_hold_no_job_slot(
-    start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
-) -> None:
-    orch = start_orchestrator(models, concurrency=1, max_queue=2)
+def _victim_beside(address: str, attacks: list[list[orchestrator_pb2.CreateImageRequest]], seed: int
+                   ) -> tuple[JobResult, float, list[grpc.RpcError]]:
+    """The attackers (each sends its ``head`` and then nothing) hold on while a victim's 1-s job runs: the
+    victim's result and seconds, and how the attackers' calls ended."""
     stop, errors = threading.Event(), []
-    attackers = [threading.Thread(target=_attack, args=(orch.address, stop, [], errors)) for _ in range(2)]
+    attackers = [threading.Thread(target=_attack, args=(address, stop, head, errors)) for head in attacks]
     for attacker in attackers:
         attacker.start()
     time.sleep(0.5)
     started = time.monotonic()
     try:
-        result = run_job(orch.address, encode_song("wav", 16000, 1, seconds=1.0, seed=51), seed=1, steps=1,
+        result = run_job(address, encode_song("wav", 16000, 1, seconds=1.0, seed=seed), seed=1, steps=1,
                          timeout=20)
     finally:
         stop.set()
         for attacker in attackers:
             attacker.join(30)
-    assert result.png and time.monotonic() - started < 15
+    return result, time.monotonic() - started, errors
+
+
+def test_callers_that_never_send_their_options_hold_no_job_slot(
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
+) -> None:
+    orch = start_orchestrator(models, concurrency=1, max_queue=2)
+    result, seconds, _ = _victim_beside(orch.address, [[], []], seed=51)
+    assert result.png and seconds < 15
     assert not [e for e in result.events if e.stage == orchestrator_pb2.Stage.STAGE_QUEUED]
 
 
@@ -100,24 +108,15 @@ def _wav_header(rate: int, channels: int, seconds: float) -> bytes:
 def test_a_stalled_upload_is_ended_naming_the_setting_and_its_room_goes_to_the_next(
     start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
 ) -> None:
-    # 300 KB of a WAV promising 20 minutes at 48 kHz stereo: room for 461 MB is taken, and the budget has no
-    # room for a second song beside it. The upload then stops: it is ended within its window, its room freed.
+    # 300 KB of a WAV promising 20 minutes at 48 kHz stereo (461 MB decoded: the budget has no room for a second
+    # song beside it), then silence. No room is taken while a file is still coming, and the stalled upload is
+    # ended within its window.
     orch = start_orchestrator(models, max_audio_bytes=470_000_000, request_window_seconds=1.0)
     upload = _wav_header(48000, 2, 1200) + bytes(300_000)
     head = [orchestrator_pb2.CreateImageRequest(options=orchestrator_pb2.CreateImageOptions(steps=1)),
             *(orchestrator_pb2.CreateImageRequest(file_chunk=upload[i : i + 100_000])
               for i in range(0, len(upload), 100_000))]
-    stop, errors = threading.Event(), []
-    attacker = threading.Thread(target=_attack, args=(orch.address, stop, head, errors))
-    attacker.start()
-    time.sleep(0.5)
-    started = time.monotonic()
-    try:
-        result = run_job(orch.address, encode_song("wav", 16000, 1, seconds=1.0, seed=52), seed=1, steps=1,
-                         timeout=20)
-    finally:
-        stop.set()
-        attacker.join(30)
-    assert result.png and time.monotonic() - started < 15
+    result, seconds, errors = _victim_beside(orch.address, [head], seed=52)
+    assert result.png and seconds < 15
     assert errors and errors[0].code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert "min_request_rate=65536 bytes/s averaged over request_window_seconds=1" in errors[0].details()

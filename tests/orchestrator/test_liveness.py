@@ -34,14 +34,19 @@ class SilentDemucs(DemucsBackend):
         yield from super().separate_blocks(*args, **kwargs)
 
 
+def _silent_separator(tiny: Any, start_services: Any) -> tuple[SilentDemucs, RunningService]:
+    """A separator service whose model goes quiet until its ``release`` is set."""
+    d = definition("separator")
+    config = d.config_class(port=0, device="cpu", torch_threads=1, **tiny("separator"))
+    silent = SilentDemucs(config)
+    return silent, start_services(d, config, silent)
+
+
 def test_a_service_that_sends_nothing_for_stall_seconds_fails_the_job_naming_it(
     start_orchestrator: StartOrchestrator, models: dict[str, RunningService], tiny: Any,
     start_services: Any,
 ) -> None:
-    d = definition("separator")
-    config = d.config_class(port=0, device="cpu", torch_threads=1, **tiny("separator"))
-    silent = SilentDemucs(config)
-    separator = start_services(d, config, silent)
+    silent, separator = _silent_separator(tiny, start_services)
     orch = start_orchestrator({**models, "separator": separator}, stall_seconds=1.5)
     started = time.monotonic()
     try:
@@ -96,10 +101,7 @@ def test_a_job_queued_behind_a_hung_call_is_not_kept_alive_by_the_queues_heartbe
 ) -> None:
     # The separator's model hangs in the first job's call: that job is taken for stalled, and so is the one
     # waiting behind it — heartbeats tell of a line that moves, not of one stuck behind a hung call.
-    d = definition("separator")
-    config = d.config_class(port=0, device="cpu", torch_threads=1, **tiny("separator"))
-    silent = SilentDemucs(config)
-    separator = start_services(d, config, silent)
+    silent, separator = _silent_separator(tiny, start_services)
     orch = start_orchestrator({**models, "separator": separator}, stall_seconds=6.0)
     errors: dict[int, grpc.RpcError] = {}
 
