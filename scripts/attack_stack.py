@@ -68,7 +68,7 @@ class Stack:
     def start(self, timeout: float = 600) -> Stack:
         # Every IPv4 and IPv6 interface: the attackers come from 127.0.0.1, the plaintext victim from ::1 — another
         # caller to the front door's share (on the secured stack it has a token of its own).
-        args = ["up", "--models", "tiny", "--host", "::"]
+        args = ["up", "--models", "tiny", "--host", "[::]"]  # (grpc binds "[::]:0", not ":::0")
         if self.certs is not None:
             assert self.work is not None
             token_file = self.work / "tokens"
