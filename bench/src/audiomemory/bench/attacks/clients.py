@@ -1,4 +1,4 @@
-"""Hostile clients for ``scripts/reliability_attacks.py``: each returns its figures and ``as_expected``.
+"""Hostile clients for the suite (``audiomemory.bench.attacks``): each returns its figures and ``as_expected``.
 
 A caller that never reads its responses cannot be written with grpcio (its transport takes what the
 server sends into its own window), so ``NonReader`` speaks HTTP/2 itself on a socket: it announces a

@@ -1,4 +1,4 @@
-"""The attacked stack and the measuring around an attack, for ``scripts/reliability_attacks.py``.
+"""The attacked stack and the measuring around an attack, for the suite (``audiomemory.bench.attacks``).
 
 ``Stack`` runs ``audiomemory up --models tiny`` (plaintext, or TLS + tokens) in a child process under a
 memory cap (``RLIMIT_DATA``, set in the child before it imports anything; at rest the tiny stack has
@@ -28,6 +28,7 @@ import numpy as np
 import soundfile as sf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from audiomemory.bench.certs import Certs
 from audiomemory.client import Client, ImageResult
 from audiomemory.runtime.security import open_channel
 
@@ -59,7 +60,7 @@ class Stack:
 
     cap_bytes: int
     env: dict[str, str]
-    certs: Any = None  # tests/security_certs.Certs
+    certs: Certs | None = None
     tokens: dict[str, str] = field(default_factory=dict)  # name -> token (each >= 32 characters)
     work: Path | None = None
     address: str = ""
