@@ -2,7 +2,7 @@
 
 The stack is what ``audiomemory up --models tiny --tls-cert … --tls-key … --tls-ca … --auth-tokens …``
 runs (``cli.serve.secured``): TLS on every service, mTLS between the orchestrator and the model services,
-bearer tokens at the orchestrator. Certificates come from ``openssl`` (``tests/security_certs.py``: a CA,
+bearer tokens at the orchestrator. Certificates come from ``openssl`` (``audiomemory.bench.certs``: a CA,
 a certificate for 127.0.0.1 signed by it, and an outsider CA with a client certificate of its own).
 Each case runs ``--repeat`` times and records the status codes it got; a case passes when every attempt
 got one of its expected codes. After all of them a token holder's Describe and a whole job still succeed and
@@ -19,7 +19,6 @@ import argparse
 import io
 import json
 import os
-import sys
 import tempfile
 import time
 
@@ -33,15 +32,13 @@ import numpy as np
 import soundfile as sf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from audiomemory.bench.certs import Certs, make_certs
 from audiomemory.cli.common import stack_overrides
 from audiomemory.cli.serve import secured
 from audiomemory.client import Client
 from audiomemory.runtime.security import open_channel
 from audiomemory.stack import LocalStack
 from audiomemory.v1 import common_pb2, orchestrator_pb2_grpc, separator_pb2_grpc
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from security_certs import Certs, make_certs  # the test suite's openssl helper
 
 Attempt = Callable[[], grpc.StatusCode]
 OK, GONE, GUESS = ("tester-" + "0" * 32, "leaver-" + "1" * 32, "guesser-" + "2" * 32)  # tokens: 32+ characters

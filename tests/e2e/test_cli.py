@@ -198,8 +198,8 @@ def test_a_secured_stack_refuses_plaintext_and_tokenless_callers_and_serves_a_to
     # What `audiomemory up --tls-cert --tls-key --tls-ca --auth-tokens` runs: TLS everywhere, mTLS inside.
     import grpc
     from helpers import health
-    from security_certs import make_certs
 
+    from audiomemory.bench.certs import make_certs
     from audiomemory.cli.serve import secured
     from audiomemory.client import Client
     from audiomemory.v1 import common_pb2, orchestrator_pb2_grpc

@@ -13,9 +13,9 @@ import grpc
 import pytest
 import yaml
 from click.testing import CliRunner, Result
-from hostile_png import GOOD, hostile, png
 
 from audiomemory import profiles
+from audiomemory.bench.hostile_png import GOOD, hostile, png
 from audiomemory.cli.main import cli
 from audiomemory.cli.reproduce import recorded_models
 from audiomemory.v1 import orchestrator_pb2, orchestrator_pb2_grpc

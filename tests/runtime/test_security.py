@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 import pytest
 from helpers import health
-from security_certs import Certs, make_certs
 
+from audiomemory.bench.certs import Certs, make_certs
 from audiomemory.runtime.errors import FailedPrecondition
 from audiomemory.runtime.security import Throttle, TokenFile, open_channel, peer_host
 from audiomemory.runtime.service import RunningService

@@ -10,9 +10,9 @@ import logging
 from pathlib import Path
 
 import pytest
-from hostile_png import GOOD, hostile, png
 from PIL import Image, PngImagePlugin
 
+from audiomemory.bench.hostile_png import GOOD, hostile, png
 from audiomemory.client import ImageResult
 from audiomemory.progress import JobState
 from audiomemory.v1 import orchestrator_pb2 as pb

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from security_certs import make_certs
 
+from audiomemory.bench.certs import make_certs
 from audiomemory.cli.main import cli
 
 from .server import WebServer, free_port

@@ -1,5 +1,6 @@
-"""Test certificates made with ``openssl``: a CA, a server/client certificate for 127.0.0.1 and localhost
-signed by it, and a second CA with a client certificate of its own (an outsider)."""
+"""Certificates for the tests and the reliability scripts, made with ``openssl``: a CA, a server/client
+certificate for 127.0.0.1 and localhost signed by it, and a second CA with a client certificate
+of its own (an outsider)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""Hostile clients for ``scripts/reliability_attacks.py``: each returns its figures and ``as_expected``.
+"""Hostile clients for the suite (``audiomemory.bench.attacks``): each returns its figures and ``as_expected``.
 
 A caller that never reads its responses cannot be written with grpcio (its transport takes what the
-server sends into its own window), so ``NonReader`` speaks HTTP/2 itself on a socket: it announces a
-stream window of 0 (SETTINGS_INITIAL_WINDOW_SIZE), sends a whole job, and never grants a byte of
-window, so the server's first response cannot leave; it then watches the socket for the server ending
-the stream (RST_STREAM, or trailers with END_STREAM).
+server sends into its own window), so ``NonReader`` speaks HTTP/2 through ``h2`` on a socket: it announces
+a stream window of 0 (SETTINGS_INITIAL_WINDOW_SIZE), sends a whole job, and never grants a byte of
+window, so the server's first response cannot leave; it then watches for the server ending the stream
+(RST_STREAM, trailers with END_STREAM, or GOAWAY).
 """
 
 from __future__ import annotations
@@ -24,6 +24,18 @@ from typing import Any
 import grpc
 import numpy as np
 import soundfile as sf
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import (
+    ConnectionTerminated,
+    Event,
+    RemoteSettingsChanged,
+    ResponseReceived,
+    StreamReset,
+    TrailersReceived,
+    WindowUpdated,
+)
+from h2.settings import SettingCodes, Settings
 
 from audiomemory.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
@@ -99,36 +111,12 @@ def codes(results: list[tuple[str, str, float]]) -> dict[str, int]:
     return dict(Counter(code for code, _, _ in results))
 
 
-# --- a caller that never reads: HTTP/2 by hand (RFC 9113 frames, RFC 7541 literal headers) ---
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, RST_STREAM, SETTINGS, GOAWAY = 0, 1, 3, 4, 7
-END_STREAM, END_HEADERS, ACK = 0x1, 0x4, 0x1
-INITIAL_WINDOW_SIZE, ENABLE_PUSH = 0x4, 0x2
-MAX_FRAME = 16_384  # SETTINGS_MAX_FRAME_SIZE's initial value
-
-
-def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
-
-
-def _hpack_int(value: int) -> bytes:
-    if value < 127:
-        return bytes([value])
-    out, value = bytearray([127]), value - 127
-    while value >= 128:
-        out.append(value % 128 + 128)
-        value //= 128
-    return bytes(out + bytes([value]))
-
-
-def _headers(pairs: list[tuple[str, str]]) -> bytes:
-    """Literal header fields without indexing, new names, no Huffman."""
-    return b"".join(b"\x00" + _hpack_int(len(k)) + k.encode() + _hpack_int(len(v)) + v.encode() for k, v in pairs)
-
-
 class NonReader:
-    """One CreateImage over a raw HTTP/2 connection whose stream window is 0: the server can send it nothing."""
+    """One CreateImage over an HTTP/2 connection (``h2``) whose stream window is 0: the server can send it nothing.
+
+    The connection's SETTINGS announce SETTINGS_INITIAL_WINDOW_SIZE 0 and no push; received data is never
+    acknowledged, so the window never opens. h2 answers the server's SETTINGS and PINGs itself.
+    """
 
     def __init__(self, address: str, ca: Path | None = None, token: str | None = None) -> None:
         host, port = address.rsplit(":", 1)
@@ -139,54 +127,72 @@ class NonReader:
             raw = context.wrap_socket(raw, server_hostname=host)
         self.sock: socket.socket = raw
         self.address, self.tls, self.token = address, ca is not None, token
+        self.conn = H2Connection(H2Configuration(client_side=True))
+        self.conn.local_settings = Settings(client=True, initial_values={
+            SettingCodes.INITIAL_WINDOW_SIZE: 0, SettingCodes.ENABLE_PUSH: 0})
+        self.stream = 1
+        self.ended: str | None = None  # how the server ended the stream, once it has
 
     def send_job(self, song: bytes) -> None:
-        settings = struct.pack(">HI", INITIAL_WINDOW_SIZE, 0) + struct.pack(">HI", ENABLE_PUSH, 0)
+        """The connection's preface and SETTINGS; once the server's SETTINGS came, the job's one stream."""
+        self.conn.initiate_connection()
+        self._flush()
+        if not any(isinstance(event, RemoteSettingsChanged) for event in self._events(10.0)):
+            raise ConnectionError(f"{self.address} sent no SETTINGS within 10 s")
         headers = [(":method", "POST"), (":scheme", "https" if self.tls else "http"), (":path", CREATE_IMAGE),
                    (":authority", self.address), ("content-type", "application/grpc"), ("te", "trailers")]
         if self.token:
             headers.append(("authorization", f"Bearer {self.token}"))
         messages = [options(filename="song.wav").SerializeToString(), chunk(song).SerializeToString()]
-        body = b"".join(b"\x00" + struct.pack(">I", len(m)) + m for m in messages)
-        self.sock.sendall(PREFACE + _frame(SETTINGS, 0, 0, settings))
-        self._ack_settings()
-        pieces = [body[i:i + MAX_FRAME] for i in range(0, len(body), MAX_FRAME)]
-        self.sock.sendall(_frame(HEADERS, END_HEADERS, 1, _headers(headers)) + b"".join(
-            _frame(DATA, END_STREAM if i == len(pieces) - 1 else 0, 1, piece) for i, piece in enumerate(pieces)))
+        body = b"".join(b"\x00" + struct.pack(">I", len(m)) + m for m in messages)  # gRPC: flag, length, message
+        self.stream = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(self.stream, headers)
+        sent = 0
+        while sent < len(body) and self.ended is None:  # as the server's flow control allows
+            room = min(self.conn.local_flow_control_window(self.stream), self.conn.max_outbound_frame_size)
+            if room == 0:
+                if not any(isinstance(event, WindowUpdated) for event in self._events(10.0)) and self.ended is None:
+                    raise ConnectionError(f"{self.address} opened no window for the request within 10 s")
+                continue
+            piece = body[sent:sent + room]
+            sent += len(piece)
+            self.conn.send_data(self.stream, piece, end_stream=sent == len(body))
+            self._flush()
 
-    def _ack_settings(self) -> None:
-        """Read up to the server's SETTINGS and acknowledge them (else it may close the connection for that)."""
-        for kind, flags, _, _ in self._frames(10.0):
-            if kind == SETTINGS and not flags & ACK:
-                self.sock.sendall(_frame(SETTINGS, ACK, 0, b""))
-                return
+    def _flush(self) -> None:
+        self.sock.sendall(self.conn.data_to_send())
 
-    def _frames(self, timeout: float) -> Iterator[tuple[int, int, int, bytes]]:
-        """Frames as they come for ``timeout`` seconds (reading the socket grants no window)."""
-        deadline, buf = time.monotonic() + timeout, b""
-        while (left := deadline - time.monotonic()) > 0:
+    def _events(self, timeout: float) -> Iterator[Event]:
+        """Events as they come for ``timeout`` seconds, or until one ends the stream (reading grants no window)."""
+        deadline = time.monotonic() + timeout
+        while self.ended is None and (left := deadline - time.monotonic()) > 0:
             pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
             if not pending and not select.select([self.sock], [], [], left)[0]:
                 continue
             data = self.sock.recv(65536)
             if not data:
                 return
-            buf += data
-            while len(buf) >= 9 and len(buf) >= 9 + (size := int.from_bytes(buf[:3], "big")):
-                kind, flags, stream = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
-                yield kind, flags, stream, buf[9:9 + size]
-                buf = buf[9 + size:]
+            events = self.conn.receive_data(data)
+            self._flush()  # h2's acknowledgements of SETTINGS and PING
+            for event in events:
+                self.ended = self.ended or self._ending(event)
+            yield from events
+
+    def _ending(self, event: Event) -> str | None:
+        if isinstance(event, StreamReset) and event.stream_id == self.stream:
+            return "RST_STREAM"
+        if (isinstance(event, ResponseReceived | TrailersReceived) and event.stream_id == self.stream
+                and event.stream_ended is not None):
+            return "trailers"
+        if isinstance(event, ConnectionTerminated):
+            return "GOAWAY"
+        return None
 
     def wait_end(self, timeout: float) -> str | None:
-        """How the server ended stream 1 within ``timeout`` s (``RST_STREAM``/``trailers``/``GOAWAY``), or None."""
-        for kind, flags, stream, _ in self._frames(timeout):
-            if stream == 1 and kind == RST_STREAM:
-                return "RST_STREAM"
-            if stream == 1 and kind == HEADERS and flags & END_STREAM:
-                return "trailers"
-            if kind == GOAWAY:
-                return "GOAWAY"
-        return None
+        """How the server ended the stream within ``timeout`` s (``RST_STREAM``/``trailers``/``GOAWAY``), or None."""
+        for _ in self._events(timeout):
+            pass
+        return self.ended
 
     def close(self) -> None:
         self.sock.close()

@@ -1,4 +1,4 @@
-"""The file-borne attack of ``scripts/reliability_attacks.py``: a shared bundle whose image names a profile
+"""The suite's file-borne attack: a shared bundle whose image names a profile
 that would load a pickle (``audiomemory reproduce`` must refuse the profile, so the pickle never runs)."""
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from typing import Any
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from attack_stack import wav
-from hostile_png import GOOD, png  # the test suite's PNG helpers
+from audiomemory.bench.attacks.stack import wav
+from audiomemory.bench.hostile_png import GOOD, png
 
 
 class _Payload:

@@ -1,4 +1,4 @@
-"""The attacked stack and the measuring around an attack, for ``scripts/reliability_attacks.py``.
+"""The attacked stack and the measuring around an attack, for the suite (``audiomemory.bench.attacks``).
 
 ``Stack`` runs ``audiomemory up --models tiny`` (plaintext, or TLS + tokens) in a child process under a
 memory cap (``RLIMIT_DATA``, set in the child before it imports anything; at rest the tiny stack has
@@ -28,6 +28,7 @@ import numpy as np
 import soundfile as sf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from audiomemory.bench.certs import Certs
 from audiomemory.client import Client, ImageResult
 from audiomemory.runtime.security import open_channel
 
@@ -59,7 +60,7 @@ class Stack:
 
     cap_bytes: int
     env: dict[str, str]
-    certs: Any = None  # tests/security_certs.Certs
+    certs: Certs | None = None
     tokens: dict[str, str] = field(default_factory=dict)  # name -> token (each >= 32 characters)
     work: Path | None = None
     address: str = ""
@@ -68,7 +69,7 @@ class Stack:
     def start(self, timeout: float = 600) -> Stack:
         # Every IPv4 and IPv6 interface: the attackers come from 127.0.0.1, the plaintext victim from ::1 — another
         # caller to the front door's share (on the secured stack it has a token of its own).
-        args = ["up", "--models", "tiny", "--host", "::"]
+        args = ["up", "--models", "tiny", "--host", "[::]"]  # (grpc binds "[::]:0", not ":::0")
         if self.certs is not None:
             assert self.work is not None
             token_file = self.work / "tokens"

@@ -1,5 +1,6 @@
 """Files someone could hand a reader of Audio Memory images (``reproduce``, the gallery, ``generate``'s summary):
-PNGs and not-PNGs whose ``audiomemory`` record is missing, broken, too deep, too big or of the wrong shape."""
+PNGs and not-PNGs whose ``audiomemory`` record is missing, broken, too deep, too big or of the wrong shape (for the
+tests, and the attack suite's file-borne attack)."""
 
 from __future__ import annotations
 
