@@ -99,5 +99,8 @@ class ServiceConfig(BaseSettings):
             return cls(**overrides)
         return CliApp.run(cls, cli_args=list(argv), cli_exit_on_error=False, **overrides)
 
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
+    def address(self, port: int | None = None) -> str:
+        """``host:port`` to bind (``port``: another of this host's, e.g. the health port), an IPv6 host in
+        brackets (``[::]:50051``)."""
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port if port is None else port}"

@@ -223,15 +223,9 @@ def start_service(
         torch.set_num_threads(config.torch_threads)
     if backend is None:
         backend = definition.make_backend(config)
-    metrics = Metrics(definition.kind)
     gate = Gate(config.concurrency, config.max_queue, per_owner=config.caller_share)
     gate.track_progress()  # queued calls hear of the line only while the calls holding slots make progress
-    interceptor = ServiceInterceptor(
-        metrics, TokenFile(config.auth_tokens) if config.auth_tokens else None,
-        reads=ReadPolicy(config.min_request_rate, config.request_window_seconds),
-        sends=SendWatch(config.send_timeout_seconds, definition.kind), on_progress=gate.progressed,
-        calls_per_caller=config.max_calls_per_caller,
-    )
+    interceptor = _interceptor(definition.kind, config, gate)
     threads = config.concurrency + config.max_queue + config.max_workers
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"am-{definition.kind}"),
@@ -247,21 +241,14 @@ def start_service(
     reflection.enable_server_reflection(
         (definition.grpc_service_name, HEALTH_SERVICE, reflection.SERVICE_NAME), server
     )
-    if config.tls_cert is not None and config.tls_key is not None:
-        port = server.add_secure_port(
-            config.address(), server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
-        )
-    else:
-        port = server.add_insecure_port(config.address())
-    if port == 0:
-        raise OSError(f"{definition.kind}: could not bind {config.address()}")
+    port = _bind(server, config, definition.kind)
     running = RunningService(definition, config, backend, server, port, gate, health_servicer, interceptor)
     running._set_serving(False)
     server.start()
     if config.health_port is not None:
         running._health_server, running.health_port = _health_only(config, health_servicer)
     if config.metrics_port is not None:
-        http, _ = start_http_server(config.metrics_port, addr=config.host, registry=metrics.registry)
+        http, _ = start_http_server(config.metrics_port, addr=config.host, registry=interceptor.metrics.registry)
         running._http = http
         running.metrics_port = http.server_port
     running._loader = threading.Thread(target=running._load, name=f"am-{definition.kind}-load", daemon=True)
@@ -269,6 +256,28 @@ def start_service(
     if wait:
         running.wait_ready(wait_timeout)
     return running
+
+
+def _interceptor(kind: str, config: ServiceConfig, gate: Gate) -> ServiceInterceptor:
+    """Tokens, errors, metrics, and every streaming call held to its peer's pace (``pacing.py``)."""
+    return ServiceInterceptor(
+        Metrics(kind), TokenFile(config.auth_tokens) if config.auth_tokens else None,
+        reads=ReadPolicy(config.min_request_rate, config.request_window_seconds),
+        sends=SendWatch(config.send_timeout_seconds, kind), on_progress=gate.progressed,
+        calls_per_caller=config.max_calls_per_caller,
+    )
+
+
+def _bind(server: grpc.Server, config: ServiceConfig, kind: str) -> int:
+    """Bind the service's port, TLS when configured; the port bound."""
+    if config.tls_cert is not None and config.tls_key is not None:
+        credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+        port = server.add_secure_port(config.address(), credentials)
+    else:
+        port = server.add_insecure_port(config.address())
+    if port == 0:
+        raise OSError(f"{kind}: could not bind {config.address()}")
+    return port
 
 
 def _health_only(config: ServiceConfig, servicer: Health) -> tuple[grpc.Server, int]:
@@ -282,9 +291,9 @@ def _health_only(config: ServiceConfig, servicer: Health) -> tuple[grpc.Server, 
         maximum_concurrent_rpcs=HEALTH_CALLS,
     )
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    port = server.add_insecure_port(f"{config.host}:{config.health_port}")
+    port = server.add_insecure_port(config.address(config.health_port))
     if port == 0:
-        raise OSError(f"could not bind the health port {config.host}:{config.health_port}")
+        raise OSError(f"could not bind the health port {config.address(config.health_port)}")
     server.start()
     return server, port
 
