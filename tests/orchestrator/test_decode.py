@@ -124,3 +124,15 @@ def test_decoding_stops_where_the_reservation_ends_when_no_more_room_is_granted(
     with pytest.raises(ResourceExhausted, match=r"more than the 0.5 s reserved for it \(its header declares 0.5 s"):
         samples.add(np.zeros((2, 1), np.float32))
     assert samples.frames == 100
+
+
+@pytest.mark.parametrize(("held", "in_place"), [(950, True), (300, False)])
+def test_a_song_much_shorter_than_its_room_keeps_no_pages_of_the_room(held: int, in_place: bool) -> None:
+    # Rows moved together in place would commit the pages between them: a much shorter song is copied out.
+    from audiomemory.orchestrator.decode import _Limit, _Samples
+
+    samples = _Samples(2, _Limit(1000, 1000, None), "x", 1)
+    samples.add(np.ones((2, held), np.float32))
+    out = samples.result()
+    assert out.shape == (2, held) and np.shares_memory(out, samples.buf) is in_place
+    np.testing.assert_array_equal(out, 1.0)

@@ -46,6 +46,7 @@ _RESERVE_SLACK_S = 2.0
 _TRUNCATED_FRACTION = 0.9
 _TRUNCATED_SLACK_S = 0.25
 _MOVE = 1 << 20  # samples moved at a time when rows are compacted
+_COMPACT_FRACTION = 0.9  # rows of a song at least this share of its reservation are moved together in place
 # Tags that are not UTF-8 (old Latin-1 Vorbis comments, a damaged header) are read with U+FFFD in place
 # of the bad bytes: PyAV decodes every tag as it opens a file, and "strict" made such a song unreadable
 # (UnicodeDecodeError, not an FFmpegError) although its audio is fine.
@@ -194,14 +195,13 @@ class _Limit:
 
 
 class _Samples:
-    """Decoded pieces gathered into one array of the reserved length (its pages committed only as they are
-    written: no list-then-concatenate doubling, a 20-minute song is 461 MB as stereo float32); a piece that
-    would pass the reservation, or is not finite, stops decoding there."""
+    """Decoded pieces gathered into one array of the reserved length (its own pages, committed only as they
+    are written: no list-then-concatenate doubling, a 20-minute song is 461 MB as stereo float32); a piece
+    that would pass the reservation, or is not finite, stops decoding there — unless more room is granted
+    (``_Limit.allows``: the array is then moved into a larger one, a rare path)."""
 
     def __init__(self, channels: int, limit: _Limit, what: str, rate: int) -> None:
-        # Room for the length limit, its pages committed only as they are written: a reservation that grows
-        # does not copy (and its own pages go back to the OS when freed).
-        self.buf = song_array((channels, limit.max_frames))
+        self.buf = song_array((channels, limit.frames))
         self.limit = limit
         self.what = what
         self.rate = rate
@@ -217,6 +217,10 @@ class _Samples:
             raise ResourceExhausted(self._over())
         if not np.isfinite(piece).all():  # piece by piece: no mask the size of the song
             raise InvalidInput(f"file: {self.what} decodes to non-finite samples")
+        if self.held + n > self.buf.shape[1]:  # more room was granted: a larger array
+            larger = song_array((self.buf.shape[0], self.limit.frames))
+            larger[:, : self.held] = self.buf[:, : self.held]
+            self.buf = larger
         self.buf[:, self.held : self.held + n] = piece
         self.held += n
 
@@ -230,8 +234,13 @@ class _Samples:
 
     def result(self) -> np.ndarray:
         """C-contiguous float32 ``[channels, frames]``: the buffer itself, its rows moved together in place
-        when the song was shorter than reserved (a stretch at a time, as memmove would)."""
+        when the song was a little shorter than reserved (a stretch at a time, as memmove would); copied into
+        an array of its own when much shorter (rows moved in place would commit the pages between them)."""
         channels, capacity = self.buf.shape
+        if channels > 1 and self.held < _COMPACT_FRACTION * capacity:
+            exact = song_array((channels, self.held))
+            exact[:] = self.buf[:, : self.held]
+            return exact
         flat = self.buf.reshape(-1)
         for row in range(1, channels):
             for start in range(0, self.held, _MOVE):
