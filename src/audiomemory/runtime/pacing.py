@@ -4,14 +4,15 @@ A caller can hold what a server gives a call (a handler thread, a model slot, ro
 sending nothing, or by not reading what it is sent. Both are bounded here, for every streaming RPC of
 every service, by the one interceptor (``interceptor.py``):
 
-- ``PacedRequests`` reads a request stream on a thread of its own into a one-message mailbox, so the
-  handler waits for the next message with a time limit. The limit is a *credit* of waiting time: it
-  starts at ``window`` seconds, every second spent waiting for the peer spends one, and every byte that
-  arrives earns ``1 / rate`` seconds back, up to ``window`` again. So a peer must send at least ``rate``
-  bytes a second, averaged over ``window`` seconds — one byte every 29 s does not keep a call alive, nor
-  does a fast start followed by silence — and an upload of the size limit ends within
-  ``window + max_bytes / rate`` seconds. Time the handler spends not reading (waiting in line, computing)
-  costs nothing. Running out ends the call with DEADLINE_EXCEEDED naming the settings.
+- ``PacedRequests`` reads a request stream on a thread of its own into a one-message mailbox, one message
+  each time the handler asks (nothing is read ahead: a call waiting in line after its first message holds
+  no more of its upload), so the handler waits for the next message with a time limit. The limit is a
+  *credit* of waiting time: it starts at ``window`` seconds, every second spent waiting for the peer
+  spends one, and every byte that arrives earns ``1 / rate`` seconds back, up to ``window`` again. So a
+  peer must send at least ``rate`` bytes a second, averaged over ``window`` seconds — one byte every 29 s
+  does not keep a call alive, nor does a fast start followed by silence — and an upload of the size limit
+  ends within ``window + max_bytes / rate`` seconds. Time the handler spends not reading (waiting in line,
+  computing) costs nothing. Running out ends the call with DEADLINE_EXCEEDED naming the settings.
 - ``SendWatch`` (one thread per server) cancels a call whose response has waited ``timeout`` seconds to be
   taken by its peer (gRPC's flow control holds a response until the peer reads): the handler's slot is
   released as the call ends.
@@ -33,6 +34,7 @@ from audiomemory.runtime.errors import DeadlineExceeded
 
 log = logging.getLogger("audiomemory.pacing")
 T = TypeVar("T")
+_END = object()
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,8 @@ class ReadPolicy:
 
 
 class PacedRequests(Generic[T]):
-    """A request iterator whose every ``next()`` has a time limit (``ReadPolicy``); read ahead by one
-    message on a thread started at the first ``next()`` (a call waiting in line reads nothing)."""
+    """A request iterator whose every ``next()`` has a time limit (``ReadPolicy``); each message read, when
+    asked for, on a thread started at the first ``next()`` (a call waiting in line reads nothing)."""
 
     def __init__(self, requests: Iterator[T], policy: ReadPolicy, on_message: Callable[[], None] | None = None,
                  name: str = "am-read") -> None:
@@ -63,6 +65,7 @@ class PacedRequests(Generic[T]):
         self._cond = threading.Condition()
         self._box: tuple[str, Any] | None = None  # ("item", message) | ("end", None) | ("error", exc)
         self._closed = False
+        self._asked = False  # the handler waits for a message: the reading thread fetches one
         self._thread: threading.Thread | None = None
         self._credit = policy.window
         self._received = 0
@@ -79,6 +82,8 @@ class PacedRequests(Generic[T]):
             self._thread.start()
         start = time.monotonic()
         with self._cond:
+            self._asked = True
+            self._cond.notify_all()
             if not self._cond.wait_for(lambda: self._box is not None, timeout=max(self._credit, 0.0)):
                 self._finished = True
                 raise DeadlineExceeded(self._policy.message(self._received))
@@ -105,21 +110,30 @@ class PacedRequests(Generic[T]):
             self._box = None
             self._cond.notify_all()
 
+    def _wait_asked(self) -> bool:
+        """Block until the handler asks for a message (True) or is done (False)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._asked or self._closed)
+            return not self._closed
+
     def _put(self, kind: str, value: Any) -> bool:
         with self._cond:
-            self._cond.wait_for(lambda: self._box is None or self._closed)
             if self._closed:
                 return False
+            self._asked = False
             self._box = (kind, value)
             self._cond.notify_all()
             return True
 
     def _pump(self) -> None:
         try:
-            for item in self._requests:
+            while self._wait_asked():
+                item = next(self._requests, _END)
+                if item is _END:
+                    self._put("end", None)
+                    return
                 if not self._put("item", item):
                     return
-            self._put("end", None)
         except Exception as exc:  # the call ended under us (cancelled, deadline): the handler hears it
             self._put("error", exc)
 
