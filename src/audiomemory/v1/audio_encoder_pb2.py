@@ -26,7 +26,7 @@ from audiomemory.v1 import common_pb2 as audiomemory_dot_v1_dot_common__pb2
 from audiomemory.v1 import tensor_pb2 as audiomemory_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"audiomemory/v1/audio_encoder.proto\x12\x0e\x61udiomemory.v1\x1a\x1b\x61udiomemory/v1/common.proto\x1a\x1b\x61udiomemory/v1/tensor.proto\"\xa5\x02\n\x10\x41udioEncoderInfo\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.audiomemory.v1.ModelInfo\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\x12.\n\x0f\x61\x63\x63\x65pted_dtypes\x18\x04 \x03(\x0e\x32\x15.audiomemory.v1.DType\x12\x15\n\rembedding_dim\x18\x05 \x01(\x05\x12\x13\n\x0bhop_seconds\x18\x06 \x01(\x01\x12\x16\n\x0ewindow_seconds\x18\x07 \x01(\x01\x12\x18\n\x10max_input_frames\x18\x08 \x01(\x03\x12\x13\n\x0bmax_signals\x18\t \x01(\x05\x12\x1d\n\x15max_input_sample_rate\x18\n \x01(\x05\"I\n\x0c\x45mbedOptions\x12\x0f\n\x07signals\x18\x01 \x01(\x05\x12\x14\n\x0cinput_frames\x18\x02 \x01(\x03\x12\x12\n\ntimestamps\x18\x03 \x01(\x08\"x\n\x0c\x45mbedRequest\x12)\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x1a.audiomemory.v1.AudioChunk\x12\x0e\n\x06signal\x18\x02 \x01(\x05\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.audiomemory.v1.EmbedOptions\"\xa1\x01\n\x0b\x45mbedFrames\x12\x0e\n\x06signal\x18\x01 \x01(\x05\x12\r\n\x05\x66irst\x18\x02 \x01(\x03\x12*\n\nembeddings\x18\x03 \x01(\x0b\x32\x16.audiomemory.v1.Tensor\x12*\n\ntimestamps\x18\x04 \x01(\x0b\x32\x16.audiomemory.v1.Tensor\x12\x0c\n\x04\x64one\x18\x05 \x01(\x03\x12\r\n\x05total\x18\x06 \x01(\x03\"1\n\x08\x45mbedEnd\x12\x0e\n\x06\x66rames\x18\x01 \x03(\x03\x12\x15\n\rembedding_dim\x18\x02 \x01(\x05\"\xaa\x01\n\rEmbedResponse\x12-\n\x06queued\x18\x03 \x01(\x0b\x32\x1b.audiomemory.v1.QueueStatusH\x00\x12-\n\x06\x66rames\x18\x04 \x01(\x0b\x32\x1b.audiomemory.v1.EmbedFramesH\x00\x12\'\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x18.audiomemory.v1.EmbedEndH\x00\x42\x06\n\x04itemJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03\x32\xa7\x01\n\x0c\x41udioEncoder\x12M\n\x08\x44\x65scribe\x12\x1f.audiomemory.v1.DescribeRequest\x1a .audiomemory.v1.AudioEncoderInfo\x12H\n\x05\x45mbed\x12\x1c.audiomemory.v1.EmbedRequest\x1a\x1d.audiomemory.v1.EmbedResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"audiomemory/v1/audio_encoder.proto\x12\x0e\x61udiomemory.v1\x1a\x1b\x61udiomemory/v1/common.proto\x1a\x1b\x61udiomemory/v1/tensor.proto\"\xa5\x02\n\x10\x41udioEncoderInfo\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.audiomemory.v1.ModelInfo\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\x12.\n\x0f\x61\x63\x63\x65pted_dtypes\x18\x04 \x03(\x0e\x32\x15.audiomemory.v1.DType\x12\x15\n\rembedding_dim\x18\x05 \x01(\x05\x12\x13\n\x0bhop_seconds\x18\x06 \x01(\x01\x12\x16\n\x0ewindow_seconds\x18\x07 \x01(\x01\x12\x18\n\x10max_input_frames\x18\x08 \x01(\x03\x12\x13\n\x0bmax_signals\x18\t \x01(\x05\x12\x1d\n\x15max_input_sample_rate\x18\n \x01(\x05\"k\n\x0c\x45mbedOptions\x12\x0f\n\x07signals\x18\x01 \x01(\x05\x12\x14\n\x0cinput_frames\x18\x02 \x01(\x03\x12\x12\n\ntimestamps\x18\x03 \x01(\x08\x12 \n\x03pin\x18\x04 \x01(\x0b\x32\x13.audiomemory.v1.Pin\"x\n\x0c\x45mbedRequest\x12)\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x1a.audiomemory.v1.AudioChunk\x12\x0e\n\x06signal\x18\x02 \x01(\x05\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.audiomemory.v1.EmbedOptions\"\xa1\x01\n\x0b\x45mbedFrames\x12\x0e\n\x06signal\x18\x01 \x01(\x05\x12\r\n\x05\x66irst\x18\x02 \x01(\x03\x12*\n\nembeddings\x18\x03 \x01(\x0b\x32\x16.audiomemory.v1.Tensor\x12*\n\ntimestamps\x18\x04 \x01(\x0b\x32\x16.audiomemory.v1.Tensor\x12\x0c\n\x04\x64one\x18\x05 \x01(\x03\x12\r\n\x05total\x18\x06 \x01(\x03\"1\n\x08\x45mbedEnd\x12\x0e\n\x06\x66rames\x18\x01 \x03(\x03\x12\x15\n\rembedding_dim\x18\x02 \x01(\x05\"\xd4\x01\n\rEmbedResponse\x12-\n\x06queued\x18\x03 \x01(\x0b\x32\x1b.audiomemory.v1.QueueStatusH\x00\x12-\n\x06\x66rames\x18\x04 \x01(\x0b\x32\x1b.audiomemory.v1.EmbedFramesH\x00\x12\'\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x18.audiomemory.v1.EmbedEndH\x00\x12(\n\x06served\x18\x06 \x01(\x0b\x32\x16.audiomemory.v1.ServedH\x00\x42\x06\n\x04itemJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03\x32\xa7\x01\n\x0c\x41udioEncoder\x12M\n\x08\x44\x65scribe\x12\x1f.audiomemory.v1.DescribeRequest\x1a .audiomemory.v1.AudioEncoderInfo\x12H\n\x05\x45mbed\x12\x1c.audiomemory.v1.EmbedRequest\x1a\x1d.audiomemory.v1.EmbedResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDIOENCODERINFO']._serialized_start=113
   _globals['_AUDIOENCODERINFO']._serialized_end=406
   _globals['_EMBEDOPTIONS']._serialized_start=408
-  _globals['_EMBEDOPTIONS']._serialized_end=481
-  _globals['_EMBEDREQUEST']._serialized_start=483
-  _globals['_EMBEDREQUEST']._serialized_end=603
-  _globals['_EMBEDFRAMES']._serialized_start=606
-  _globals['_EMBEDFRAMES']._serialized_end=767
-  _globals['_EMBEDEND']._serialized_start=769
-  _globals['_EMBEDEND']._serialized_end=818
-  _globals['_EMBEDRESPONSE']._serialized_start=821
-  _globals['_EMBEDRESPONSE']._serialized_end=991
-  _globals['_AUDIOENCODER']._serialized_start=994
-  _globals['_AUDIOENCODER']._serialized_end=1161
+  _globals['_EMBEDOPTIONS']._serialized_end=515
+  _globals['_EMBEDREQUEST']._serialized_start=517
+  _globals['_EMBEDREQUEST']._serialized_end=637
+  _globals['_EMBEDFRAMES']._serialized_start=640
+  _globals['_EMBEDFRAMES']._serialized_end=801
+  _globals['_EMBEDEND']._serialized_start=803
+  _globals['_EMBEDEND']._serialized_end=852
+  _globals['_EMBEDRESPONSE']._serialized_start=855
+  _globals['_EMBEDRESPONSE']._serialized_end=1067
+  _globals['_AUDIOENCODER']._serialized_start=1070
+  _globals['_AUDIOENCODER']._serialized_end=1237
 # @@protoc_insertion_point(module_scope)

@@ -85,6 +85,7 @@ class EmbedOptions(_message.Message):
     SIGNALS_FIELD_NUMBER: _builtins.int
     INPUT_FRAMES_FIELD_NUMBER: _builtins.int
     TIMESTAMPS_FIELD_NUMBER: _builtins.int
+    PIN_FIELD_NUMBER: _builtins.int
     signals: _builtins.int
     """Independent signals in this call; 0 = 1."""
     input_frames: _builtins.int
@@ -93,16 +94,21 @@ class EmbedOptions(_message.Message):
     """
     timestamps: _builtins.bool
     """Also send each frame's timestamp."""
+    @_builtins.property
+    def pin(self) -> _common_pb2.Pin:
+        """The identity the caller needs (unset = any replica)."""
+
     def __init__(
         self,
         *,
         signals: _builtins.int = ...,
         input_frames: _builtins.int = ...,
         timestamps: _builtins.bool = ...,
+        pin: _common_pb2.Pin | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pin", b"pin"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_frames", b"input_frames", "signals", b"signals", "timestamps", b"timestamps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_frames", b"input_frames", "pin", b"pin", "signals", b"signals", "timestamps", b"timestamps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -217,6 +223,7 @@ class EmbedResponse(_message.Message):
     QUEUED_FIELD_NUMBER: _builtins.int
     FRAMES_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
+    SERVED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def queued(self) -> _common_pb2.QueueStatus:
         """While waiting for a model slot."""
@@ -229,18 +236,23 @@ class EmbedResponse(_message.Message):
     def end(self) -> Global___EmbedEnd:
         """Last."""
 
+    @_builtins.property
+    def served(self) -> _common_pb2.Served:
+        """First: who serves this call and the hop it resolved."""
+
     def __init__(
         self,
         *,
         queued: _common_pb2.QueueStatus | None = ...,
         frames: Global___EmbedFrames | None = ...,
         end: Global___EmbedEnd | None = ...,
+        served: _common_pb2.Served | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "frames", b"frames", "item", b"item", "queued", b"queued"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "frames", b"frames", "item", b"item", "queued", b"queued", "served", b"served"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "frames", b"frames", "item", b"item", "queued", b"queued"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "frames", b"frames", "item", b"item", "queued", b"queued", "served", b"served"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["queued", "frames", "end"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["queued", "frames", "end", "served"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 

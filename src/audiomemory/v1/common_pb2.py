@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61udiomemory/v1/common.proto\x12\x0e\x61udiomemory.v1\"\x11\n\x0f\x44\x65scribeRequest\"\xe4\x01\n\tModelInfo\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x10\n\x08revision\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x33\n\x05\x65xtra\x18\x08 \x03(\x0b\x32$.audiomemory.v1.ModelInfo.ExtraEntry\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"0\n\x0bQueueStatus\x12\x10\n\x08position\x18\x01 \x01(\x05\x12\x0f\n\x07running\x18\x02 \x01(\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61udiomemory/v1/common.proto\x12\x0e\x61udiomemory.v1\"\x11\n\x0f\x44\x65scribeRequest\"\xe4\x01\n\tModelInfo\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x10\n\x08revision\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x33\n\x05\x65xtra\x18\x08 \x03(\x0b\x32$.audiomemory.v1.ModelInfo.ExtraEntry\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"0\n\x0bQueueStatus\x12\x10\n\x08position\x18\x01 \x01(\x05\x12\x0f\n\x07running\x18\x02 \x01(\x05\"\xad\x01\n\x06Served\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.audiomemory.v1.ModelInfo\x12\x10\n\x08identity\x18\x02 \x01(\t\x12\x36\n\x08resolved\x18\x03 \x03(\x0b\x32$.audiomemory.v1.Served.ResolvedEntry\x1a/\n\rResolvedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x03Pin\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65scribe\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELINFO_EXTRAENTRY']._loaded_options = None
   _globals['_MODELINFO_EXTRAENTRY']._serialized_options = b'8\001'
+  _globals['_SERVED_RESOLVEDENTRY']._loaded_options = None
+  _globals['_SERVED_RESOLVEDENTRY']._serialized_options = b'8\001'
   _globals['_DESCRIBEREQUEST']._serialized_start=47
   _globals['_DESCRIBEREQUEST']._serialized_end=64
   _globals['_MODELINFO']._serialized_start=67
@@ -41,4 +43,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELINFO_EXTRAENTRY']._serialized_end=295
   _globals['_QUEUESTATUS']._serialized_start=297
   _globals['_QUEUESTATUS']._serialized_end=345
+  _globals['_SERVED']._serialized_start=348
+  _globals['_SERVED']._serialized_end=521
+  _globals['_SERVED_RESOLVEDENTRY']._serialized_start=474
+  _globals['_SERVED_RESOLVEDENTRY']._serialized_end=521
+  _globals['_PIN']._serialized_start=523
+  _globals['_PIN']._serialized_end=564
 # @@protoc_insertion_point(module_scope)

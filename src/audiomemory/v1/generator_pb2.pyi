@@ -112,6 +112,7 @@ class GenerateRequest(_message.Message):
     WIDTH_FIELD_NUMBER: _builtins.int
     HEIGHT_FIELD_NUMBER: _builtins.int
     SCHEDULER_FIELD_NUMBER: _builtins.int
+    PIN_FIELD_NUMBER: _builtins.int
     seed: _builtins.int
     """Seeds a CPU torch.Generator: same meaning on every machine."""
     steps: _builtins.int
@@ -132,6 +133,10 @@ class GenerateRequest(_message.Message):
     def negative_prompt_embeds(self) -> _tensor_pb2.Tensor:
         """Same shape as prompt_embeds."""
 
+    @_builtins.property
+    def pin(self) -> _common_pb2.Pin:
+        """The identity the caller needs (unset = any replica)."""
+
     def __init__(
         self,
         *,
@@ -143,10 +148,11 @@ class GenerateRequest(_message.Message):
         width: _builtins.int = ...,
         height: _builtins.int = ...,
         scheduler: _builtins.str = ...,
+        pin: _common_pb2.Pin | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "guidance", b"guidance", "negative_prompt_embeds", b"negative_prompt_embeds", "prompt_embeds", b"prompt_embeds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "guidance", b"guidance", "negative_prompt_embeds", b"negative_prompt_embeds", "pin", b"pin", "prompt_embeds", b"prompt_embeds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "guidance", b"guidance", "height", b"height", "negative_prompt_embeds", b"negative_prompt_embeds", "prompt_embeds", b"prompt_embeds", "scheduler", b"scheduler", "seed", b"seed", "steps", b"steps", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "guidance", b"guidance", "height", b"height", "negative_prompt_embeds", b"negative_prompt_embeds", "pin", b"pin", "prompt_embeds", b"prompt_embeds", "scheduler", b"scheduler", "seed", b"seed", "steps", b"steps", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__guidance: _TypeAlias = _typing.Literal["guidance"]  # noqa: Y015
     _WhichOneofArgType__guidance: _TypeAlias = _typing.Literal["_guidance", b"_guidance"]  # noqa: Y015
@@ -221,6 +227,7 @@ class GenerateResponse(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
     QUEUED_FIELD_NUMBER: _builtins.int
+    SERVED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def progress(self) -> Global___StepProgress: ...
     @_builtins.property
@@ -229,18 +236,23 @@ class GenerateResponse(_message.Message):
     def queued(self) -> _common_pb2.QueueStatus:
         """Before the first step, while waiting for a model slot."""
 
+    @_builtins.property
+    def served(self) -> _common_pb2.Served:
+        """First: who paints, and the steps, guidance, scheduler and size it resolved."""
+
     def __init__(
         self,
         *,
         progress: Global___StepProgress | None = ...,
         image: Global___ImageChunk | None = ...,
         queued: _common_pb2.QueueStatus | None = ...,
+        served: _common_pb2.Served | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "item", b"item", "progress", b"progress", "queued", b"queued"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "item", b"item", "progress", b"progress", "queued", b"queued", "served", b"served"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "item", b"item", "progress", b"progress", "queued", b"queued"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "item", b"item", "progress", b"progress", "queued", b"queued", "served", b"served"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["progress", "image", "queued"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["progress", "image", "queued", "served"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 

@@ -12,8 +12,10 @@ from audiomemory.v1 import generator_pb2 as _generator_pb2
 from audiomemory.v1 import separator_pb2 as _separator_pb2
 from audiomemory.v1 import text_encoder_pb2 as _text_encoder_pb2
 from audiomemory.v1 import transcriber_pb2 as _transcriber_pb2
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -140,6 +142,27 @@ class CreateImageOptions(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class PinsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _common_pb2.Pin: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _common_pb2.Pin | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     LYRICS_FIELD_NUMBER: _builtins.int
     LYRICS_WINDOW_FIELD_NUMBER: _builtins.int
     NEGATIVE_PROMPT_FIELD_NUMBER: _builtins.int
@@ -154,6 +177,7 @@ class CreateImageOptions(_message.Message):
     KEEP_BOS_FIELD_NUMBER: _builtins.int
     FILENAME_FIELD_NUMBER: _builtins.int
     LYRICS_SOURCE_FIELD_NUMBER: _builtins.int
+    PINS_FIELD_NUMBER: _builtins.int
     lyrics: _builtins.str
     """Full lyrics (may be empty: the audio alone steers)."""
     lyrics_window: _builtins.str
@@ -182,6 +206,12 @@ class CreateImageOptions(_message.Message):
     """Original file name, a hint for the decoder and the metadata."""
     lyrics_source: Global___LyricsSource.ValueType
     """Unset = given lyrics, or none when `lyrics` is empty."""
+    @_builtins.property
+    def pins(self) -> _containers.MessageMap[_builtins.str, _common_pb2.Pin]:
+        """Service kind (separator, audio_encoder, text_encoder, generator, transcriber) → the identity its call
+        must be served by (`reproduce` pins what an image records). A kind left out: any replica.
+        """
+
     def __init__(
         self,
         *,
@@ -199,10 +229,11 @@ class CreateImageOptions(_message.Message):
         keep_bos: _builtins.bool = ...,
         filename: _builtins.str = ...,
         lyrics_source: Global___LyricsSource.ValueType = ...,
+        pins: _abc.Mapping[_builtins.str, _common_pb2.Pin] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "_projection_seed", b"_projection_seed", "_strength", b"_strength", "guidance", b"guidance", "projection_seed", b"projection_seed", "strength", b"strength"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "_projection_seed", b"_projection_seed", "_strength", b"_strength", "filename", b"filename", "guidance", b"guidance", "height", b"height", "keep_bos", b"keep_bos", "lyrics", b"lyrics", "lyrics_source", b"lyrics_source", "lyrics_window", b"lyrics_window", "negative_prompt", b"negative_prompt", "projection_seed", b"projection_seed", "scheduler", b"scheduler", "seed", b"seed", "steps", b"steps", "strength", b"strength", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "_projection_seed", b"_projection_seed", "_strength", b"_strength", "filename", b"filename", "guidance", b"guidance", "height", b"height", "keep_bos", b"keep_bos", "lyrics", b"lyrics", "lyrics_source", b"lyrics_source", "lyrics_window", b"lyrics_window", "negative_prompt", b"negative_prompt", "pins", b"pins", "projection_seed", b"projection_seed", "scheduler", b"scheduler", "seed", b"seed", "steps", b"steps", "strength", b"strength", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__guidance: _TypeAlias = _typing.Literal["guidance"]  # noqa: Y015
     _WhichOneofArgType__guidance: _TypeAlias = _typing.Literal["_guidance", b"_guidance"]  # noqa: Y015

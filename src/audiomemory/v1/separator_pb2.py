@@ -26,7 +26,7 @@ from audiomemory.v1 import common_pb2 as audiomemory_dot_v1_dot_common__pb2
 from audiomemory.v1 import tensor_pb2 as audiomemory_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61udiomemory/v1/separator.proto\x12\x0e\x61udiomemory.v1\x1a\x1b\x61udiomemory/v1/common.proto\x1a\x1b\x61udiomemory/v1/tensor.proto\"\xc1\x01\n\rSeparatorInfo\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.audiomemory.v1.ModelInfo\x12\r\n\x05stems\x18\x02 \x03(\t\x12\x13\n\x0bsample_rate\x18\x03 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x04 \x01(\x05\x12\x18\n\x10max_input_frames\x18\x05 \x01(\x03\x12\x17\n\x0fmax_input_bytes\x18\x06 \x01(\x03\x12\x1d\n\x15max_input_sample_rate\x18\x07 \x01(\x05\"M\n\x0fSeparateOptions\x12+\n\x06output\x18\x01 \x01(\x0b\x32\x1b.audiomemory.v1.AudioFormat\x12\r\n\x05stems\x18\x02 \x03(\t\"z\n\x0fSeparateRequest\x12\x32\n\x07options\x18\x01 \x01(\x0b\x32\x1f.audiomemory.v1.SeparateOptionsH\x00\x12+\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x1a.audiomemory.v1.AudioChunkH\x00\x42\x06\n\x04item\"y\n\x0bStemsHeader\x12\r\n\x05stems\x18\x01 \x03(\t\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\x12$\n\x05\x64type\x18\x04 \x01(\x0e\x32\x15.audiomemory.v1.DType\x12\x0e\n\x06\x66rames\x18\x05 \x01(\x03\"D\n\tStemChunk\x12\x0c\n\x04stem\x18\x01 \x01(\x05\x12)\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x1a.audiomemory.v1.AudioChunk\"\xa4\x01\n\x10SeparateResponse\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1b.audiomemory.v1.StemsHeaderH\x00\x12*\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x19.audiomemory.v1.StemChunkH\x00\x12-\n\x06queued\x18\x03 \x01(\x0b\x32\x1b.audiomemory.v1.QueueStatusH\x00\x42\x06\n\x04item2\xaa\x01\n\tSeparator\x12J\n\x08\x44\x65scribe\x12\x1f.audiomemory.v1.DescribeRequest\x1a\x1d.audiomemory.v1.SeparatorInfo\x12Q\n\x08Separate\x12\x1f.audiomemory.v1.SeparateRequest\x1a .audiomemory.v1.SeparateResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61udiomemory/v1/separator.proto\x12\x0e\x61udiomemory.v1\x1a\x1b\x61udiomemory/v1/common.proto\x1a\x1b\x61udiomemory/v1/tensor.proto\"\xc1\x01\n\rSeparatorInfo\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.audiomemory.v1.ModelInfo\x12\r\n\x05stems\x18\x02 \x03(\t\x12\x13\n\x0bsample_rate\x18\x03 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x04 \x01(\x05\x12\x18\n\x10max_input_frames\x18\x05 \x01(\x03\x12\x17\n\x0fmax_input_bytes\x18\x06 \x01(\x03\x12\x1d\n\x15max_input_sample_rate\x18\x07 \x01(\x05\"o\n\x0fSeparateOptions\x12+\n\x06output\x18\x01 \x01(\x0b\x32\x1b.audiomemory.v1.AudioFormat\x12\r\n\x05stems\x18\x02 \x03(\t\x12 \n\x03pin\x18\x03 \x01(\x0b\x32\x13.audiomemory.v1.Pin\"z\n\x0fSeparateRequest\x12\x32\n\x07options\x18\x01 \x01(\x0b\x32\x1f.audiomemory.v1.SeparateOptionsH\x00\x12+\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x1a.audiomemory.v1.AudioChunkH\x00\x42\x06\n\x04item\"y\n\x0bStemsHeader\x12\r\n\x05stems\x18\x01 \x03(\t\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\x12$\n\x05\x64type\x18\x04 \x01(\x0e\x32\x15.audiomemory.v1.DType\x12\x0e\n\x06\x66rames\x18\x05 \x01(\x03\"D\n\tStemChunk\x12\x0c\n\x04stem\x18\x01 \x01(\x05\x12)\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x1a.audiomemory.v1.AudioChunk\"\xce\x01\n\x10SeparateResponse\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1b.audiomemory.v1.StemsHeaderH\x00\x12*\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x19.audiomemory.v1.StemChunkH\x00\x12-\n\x06queued\x18\x03 \x01(\x0b\x32\x1b.audiomemory.v1.QueueStatusH\x00\x12(\n\x06served\x18\x04 \x01(\x0b\x32\x16.audiomemory.v1.ServedH\x00\x42\x06\n\x04item2\xaa\x01\n\tSeparator\x12J\n\x08\x44\x65scribe\x12\x1f.audiomemory.v1.DescribeRequest\x1a\x1d.audiomemory.v1.SeparatorInfo\x12Q\n\x08Separate\x12\x1f.audiomemory.v1.SeparateRequest\x1a .audiomemory.v1.SeparateResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEPARATORINFO']._serialized_start=109
   _globals['_SEPARATORINFO']._serialized_end=302
   _globals['_SEPARATEOPTIONS']._serialized_start=304
-  _globals['_SEPARATEOPTIONS']._serialized_end=381
-  _globals['_SEPARATEREQUEST']._serialized_start=383
-  _globals['_SEPARATEREQUEST']._serialized_end=505
-  _globals['_STEMSHEADER']._serialized_start=507
-  _globals['_STEMSHEADER']._serialized_end=628
-  _globals['_STEMCHUNK']._serialized_start=630
-  _globals['_STEMCHUNK']._serialized_end=698
-  _globals['_SEPARATERESPONSE']._serialized_start=701
-  _globals['_SEPARATERESPONSE']._serialized_end=865
-  _globals['_SEPARATOR']._serialized_start=868
-  _globals['_SEPARATOR']._serialized_end=1038
+  _globals['_SEPARATEOPTIONS']._serialized_end=415
+  _globals['_SEPARATEREQUEST']._serialized_start=417
+  _globals['_SEPARATEREQUEST']._serialized_end=539
+  _globals['_STEMSHEADER']._serialized_start=541
+  _globals['_STEMSHEADER']._serialized_end=662
+  _globals['_STEMCHUNK']._serialized_start=664
+  _globals['_STEMCHUNK']._serialized_end=732
+  _globals['_SEPARATERESPONSE']._serialized_start=735
+  _globals['_SEPARATERESPONSE']._serialized_end=941
+  _globals['_SEPARATOR']._serialized_start=944
+  _globals['_SEPARATOR']._serialized_end=1114
 # @@protoc_insertion_point(module_scope)

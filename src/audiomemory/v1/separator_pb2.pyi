@@ -72,6 +72,7 @@ class SeparateOptions(_message.Message):
 
     OUTPUT_FIELD_NUMBER: _builtins.int
     STEMS_FIELD_NUMBER: _builtins.int
+    PIN_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def output(self) -> _tensor_pb2.AudioFormat:
         """Format to deliver stems in (rate, channels, wire dtype)."""
@@ -80,15 +81,20 @@ class SeparateOptions(_message.Message):
     def stems(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only these stems, in this order; empty = every stem, in the model's order."""
 
+    @_builtins.property
+    def pin(self) -> _common_pb2.Pin:
+        """The identity the caller needs (unset = any replica)."""
+
     def __init__(
         self,
         *,
         output: _tensor_pb2.AudioFormat | None = ...,
         stems: _abc.Iterable[_builtins.str] | None = ...,
+        pin: _common_pb2.Pin | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "pin", b"pin"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "stems", b"stems"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "pin", b"pin", "stems", b"stems"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -195,6 +201,7 @@ class SeparateResponse(_message.Message):
     HEADER_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
     QUEUED_FIELD_NUMBER: _builtins.int
+    SERVED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> Global___StemsHeader:
         """Once, before the first chunk."""
@@ -207,18 +214,23 @@ class SeparateResponse(_message.Message):
     def queued(self) -> _common_pb2.QueueStatus:
         """Before the header, while waiting for a model slot."""
 
+    @_builtins.property
+    def served(self) -> _common_pb2.Served:
+        """First: who serves this call and the format it resolved."""
+
     def __init__(
         self,
         *,
         header: Global___StemsHeader | None = ...,
         chunk: Global___StemChunk | None = ...,
         queued: _common_pb2.QueueStatus | None = ...,
+        served: _common_pb2.Served | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "item", b"item", "queued", b"queued"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "item", b"item", "queued", b"queued", "served", b"served"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "item", b"item", "queued", b"queued"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "item", b"item", "queued", b"queued", "served", b"served"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["header", "chunk", "queued"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["header", "chunk", "queued", "served"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 

@@ -26,7 +26,7 @@ from audiomemory.v1 import common_pb2 as audiomemory_dot_v1_dot_common__pb2
 from audiomemory.v1 import tensor_pb2 as audiomemory_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!audiomemory/v1/text_encoder.proto\x12\x0e\x61udiomemory.v1\x1a\x1b\x61udiomemory/v1/common.proto\x1a\x1b\x61udiomemory/v1/tensor.proto\"\x9e\x01\n\x0fTextEncoderInfo\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.audiomemory.v1.ModelInfo\x12\x13\n\x0bhidden_size\x18\x02 \x01(\x05\x12\x12\n\nmax_length\x18\x03 \x01(\x05\x12\x12\n\nvocab_size\x18\x04 \x01(\x05\x12\x11\n\tmax_texts\x18\x05 \x01(\x05\x12\x11\n\tmax_chars\x18\x06 \x01(\x05\"\x1e\n\rEncodeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"L\n\x0c\x45ncodeHeader\x12)\n\ttoken_ids\x18\x01 \x01(\x0b\x32\x16.audiomemory.v1.Tensor\x12\x11\n\ttruncated\x18\x02 \x03(\x08\"{\n\x0e\x45ncodeResponse\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.audiomemory.v1.EncodeHeaderH\x00\x12\x31\n\nembeddings\x18\x02 \x01(\x0b\x32\x1b.audiomemory.v1.TensorChunkH\x00\x42\x06\n\x04item2\xa6\x01\n\x0bTextEncoder\x12L\n\x08\x44\x65scribe\x12\x1f.audiomemory.v1.DescribeRequest\x1a\x1f.audiomemory.v1.TextEncoderInfo\x12I\n\x06\x45ncode\x12\x1d.audiomemory.v1.EncodeRequest\x1a\x1e.audiomemory.v1.EncodeResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!audiomemory/v1/text_encoder.proto\x12\x0e\x61udiomemory.v1\x1a\x1b\x61udiomemory/v1/common.proto\x1a\x1b\x61udiomemory/v1/tensor.proto\"\x9e\x01\n\x0fTextEncoderInfo\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.audiomemory.v1.ModelInfo\x12\x13\n\x0bhidden_size\x18\x02 \x01(\x05\x12\x12\n\nmax_length\x18\x03 \x01(\x05\x12\x12\n\nvocab_size\x18\x04 \x01(\x05\x12\x11\n\tmax_texts\x18\x05 \x01(\x05\x12\x11\n\tmax_chars\x18\x06 \x01(\x05\"@\n\rEncodeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12 \n\x03pin\x18\x02 \x01(\x0b\x32\x13.audiomemory.v1.Pin\"L\n\x0c\x45ncodeHeader\x12)\n\ttoken_ids\x18\x01 \x01(\x0b\x32\x16.audiomemory.v1.Tensor\x12\x11\n\ttruncated\x18\x02 \x03(\x08\"\xa5\x01\n\x0e\x45ncodeResponse\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.audiomemory.v1.EncodeHeaderH\x00\x12\x31\n\nembeddings\x18\x02 \x01(\x0b\x32\x1b.audiomemory.v1.TensorChunkH\x00\x12(\n\x06served\x18\x03 \x01(\x0b\x32\x16.audiomemory.v1.ServedH\x00\x42\x06\n\x04item2\xa6\x01\n\x0bTextEncoder\x12L\n\x08\x44\x65scribe\x12\x1f.audiomemory.v1.DescribeRequest\x1a\x1f.audiomemory.v1.TextEncoderInfo\x12I\n\x06\x45ncode\x12\x1d.audiomemory.v1.EncodeRequest\x1a\x1e.audiomemory.v1.EncodeResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,11 +36,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEXTENCODERINFO']._serialized_start=112
   _globals['_TEXTENCODERINFO']._serialized_end=270
   _globals['_ENCODEREQUEST']._serialized_start=272
-  _globals['_ENCODEREQUEST']._serialized_end=302
-  _globals['_ENCODEHEADER']._serialized_start=304
-  _globals['_ENCODEHEADER']._serialized_end=380
-  _globals['_ENCODERESPONSE']._serialized_start=382
-  _globals['_ENCODERESPONSE']._serialized_end=505
-  _globals['_TEXTENCODER']._serialized_start=508
-  _globals['_TEXTENCODER']._serialized_end=674
+  _globals['_ENCODEREQUEST']._serialized_end=336
+  _globals['_ENCODEHEADER']._serialized_start=338
+  _globals['_ENCODEHEADER']._serialized_end=414
+  _globals['_ENCODERESPONSE']._serialized_start=417
+  _globals['_ENCODERESPONSE']._serialized_end=582
+  _globals['_TEXTENCODER']._serialized_start=585
+  _globals['_TEXTENCODER']._serialized_end=751
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,7 @@ from audiomemory.v1 import common_pb2 as audiomemory_dot_v1_dot_common__pb2
 from audiomemory.v1 import tensor_pb2 as audiomemory_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n audiomemory/v1/transcriber.proto\x12\x0e\x61udiomemory.v1\x1a\x1b\x61udiomemory/v1/common.proto\x1a\x1b\x61udiomemory/v1/tensor.proto\"\xff\x01\n\x0fTranscriberInfo\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.audiomemory.v1.ModelInfo\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x1d\n\x15max_input_sample_rate\x18\x03 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x04 \x01(\x05\x12\x1a\n\x12max_input_channels\x18\x05 \x01(\x05\x12.\n\x0f\x61\x63\x63\x65pted_dtypes\x18\x06 \x03(\x0e\x32\x15.audiomemory.v1.DType\x12\x16\n\x0ewindow_seconds\x18\x07 \x01(\x01\x12\x18\n\x10max_input_frames\x18\x08 \x01(\x03\";\n\x11TranscribeOptions\x12\x14\n\x0cinput_frames\x18\x01 \x01(\x03\x12\x10\n\x08language\x18\x02 \x01(\t\"r\n\x11TranscribeRequest\x12\x32\n\x07options\x18\x01 \x01(\x0b\x32!.audiomemory.v1.TranscribeOptions\x12)\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x1a.audiomemory.v1.AudioChunk\"A\n\x12TranscribeProgress\x12\x14\n\x0cseconds_done\x18\x01 \x01(\x01\x12\x15\n\rseconds_total\x18\x02 \x01(\x01\"=\n\x11TranscriptSegment\x12\r\n\x05start\x18\x01 \x01(\x01\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\"r\n\nTranscript\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x33\n\x08segments\x18\x03 \x03(\x0b\x32!.audiomemory.v1.TranscriptSegment\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\"\xb5\x01\n\x12TranscribeResponse\x12-\n\x06queued\x18\x01 \x01(\x0b\x32\x1b.audiomemory.v1.QueueStatusH\x00\x12\x36\n\x08progress\x18\x02 \x01(\x0b\x32\".audiomemory.v1.TranscribeProgressH\x00\x12\x30\n\ntranscript\x18\x03 \x01(\x0b\x32\x1a.audiomemory.v1.TranscriptH\x00\x42\x06\n\x04item2\xb4\x01\n\x0bTranscriber\x12L\n\x08\x44\x65scribe\x12\x1f.audiomemory.v1.DescribeRequest\x1a\x1f.audiomemory.v1.TranscriberInfo\x12W\n\nTranscribe\x12!.audiomemory.v1.TranscribeRequest\x1a\".audiomemory.v1.TranscribeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n audiomemory/v1/transcriber.proto\x12\x0e\x61udiomemory.v1\x1a\x1b\x61udiomemory/v1/common.proto\x1a\x1b\x61udiomemory/v1/tensor.proto\"\xff\x01\n\x0fTranscriberInfo\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.audiomemory.v1.ModelInfo\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x1d\n\x15max_input_sample_rate\x18\x03 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x04 \x01(\x05\x12\x1a\n\x12max_input_channels\x18\x05 \x01(\x05\x12.\n\x0f\x61\x63\x63\x65pted_dtypes\x18\x06 \x03(\x0e\x32\x15.audiomemory.v1.DType\x12\x16\n\x0ewindow_seconds\x18\x07 \x01(\x01\x12\x18\n\x10max_input_frames\x18\x08 \x01(\x03\"]\n\x11TranscribeOptions\x12\x14\n\x0cinput_frames\x18\x01 \x01(\x03\x12\x10\n\x08language\x18\x02 \x01(\t\x12 \n\x03pin\x18\x03 \x01(\x0b\x32\x13.audiomemory.v1.Pin\"r\n\x11TranscribeRequest\x12\x32\n\x07options\x18\x01 \x01(\x0b\x32!.audiomemory.v1.TranscribeOptions\x12)\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x1a.audiomemory.v1.AudioChunk\"A\n\x12TranscribeProgress\x12\x14\n\x0cseconds_done\x18\x01 \x01(\x01\x12\x15\n\rseconds_total\x18\x02 \x01(\x01\"=\n\x11TranscriptSegment\x12\r\n\x05start\x18\x01 \x01(\x01\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\"r\n\nTranscript\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x33\n\x08segments\x18\x03 \x03(\x0b\x32!.audiomemory.v1.TranscriptSegment\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\"\xdf\x01\n\x12TranscribeResponse\x12-\n\x06queued\x18\x01 \x01(\x0b\x32\x1b.audiomemory.v1.QueueStatusH\x00\x12\x36\n\x08progress\x18\x02 \x01(\x0b\x32\".audiomemory.v1.TranscribeProgressH\x00\x12\x30\n\ntranscript\x18\x03 \x01(\x0b\x32\x1a.audiomemory.v1.TranscriptH\x00\x12(\n\x06served\x18\x04 \x01(\x0b\x32\x16.audiomemory.v1.ServedH\x00\x42\x06\n\x04item2\xb4\x01\n\x0bTranscriber\x12L\n\x08\x44\x65scribe\x12\x1f.audiomemory.v1.DescribeRequest\x1a\x1f.audiomemory.v1.TranscriberInfo\x12W\n\nTranscribe\x12!.audiomemory.v1.TranscribeRequest\x1a\".audiomemory.v1.TranscribeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,17 +36,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSCRIBERINFO']._serialized_start=111
   _globals['_TRANSCRIBERINFO']._serialized_end=366
   _globals['_TRANSCRIBEOPTIONS']._serialized_start=368
-  _globals['_TRANSCRIBEOPTIONS']._serialized_end=427
-  _globals['_TRANSCRIBEREQUEST']._serialized_start=429
-  _globals['_TRANSCRIBEREQUEST']._serialized_end=543
-  _globals['_TRANSCRIBEPROGRESS']._serialized_start=545
-  _globals['_TRANSCRIBEPROGRESS']._serialized_end=610
-  _globals['_TRANSCRIPTSEGMENT']._serialized_start=612
-  _globals['_TRANSCRIPTSEGMENT']._serialized_end=673
-  _globals['_TRANSCRIPT']._serialized_start=675
-  _globals['_TRANSCRIPT']._serialized_end=789
-  _globals['_TRANSCRIBERESPONSE']._serialized_start=792
-  _globals['_TRANSCRIBERESPONSE']._serialized_end=973
-  _globals['_TRANSCRIBER']._serialized_start=976
-  _globals['_TRANSCRIBER']._serialized_end=1156
+  _globals['_TRANSCRIBEOPTIONS']._serialized_end=461
+  _globals['_TRANSCRIBEREQUEST']._serialized_start=463
+  _globals['_TRANSCRIBEREQUEST']._serialized_end=577
+  _globals['_TRANSCRIBEPROGRESS']._serialized_start=579
+  _globals['_TRANSCRIBEPROGRESS']._serialized_end=644
+  _globals['_TRANSCRIPTSEGMENT']._serialized_start=646
+  _globals['_TRANSCRIPTSEGMENT']._serialized_end=707
+  _globals['_TRANSCRIPT']._serialized_start=709
+  _globals['_TRANSCRIPT']._serialized_end=823
+  _globals['_TRANSCRIBERESPONSE']._serialized_start=826
+  _globals['_TRANSCRIBERESPONSE']._serialized_end=1049
+  _globals['_TRANSCRIBER']._serialized_start=1052
+  _globals['_TRANSCRIBER']._serialized_end=1232
 # @@protoc_insertion_point(module_scope)

@@ -76,19 +76,25 @@ class TranscribeOptions(_message.Message):
 
     INPUT_FRAMES_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
+    PIN_FIELD_NUMBER: _builtins.int
     input_frames: _builtins.int
     """Frames the signal will have at its own rate (progress totals); 0 = unknown."""
     language: _builtins.str
     """Language code ("en"); "" = the service's setting (detected by default)."""
+    @_builtins.property
+    def pin(self) -> _common_pb2.Pin:
+        """The identity the caller needs (unset = any replica)."""
+
     def __init__(
         self,
         *,
         input_frames: _builtins.int = ...,
         language: _builtins.str = ...,
+        pin: _common_pb2.Pin | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pin", b"pin"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_frames", b"input_frames", "language", b"language"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_frames", b"input_frames", "language", b"language", "pin", b"pin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -211,6 +217,7 @@ class TranscribeResponse(_message.Message):
     QUEUED_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     TRANSCRIPT_FIELD_NUMBER: _builtins.int
+    SERVED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def queued(self) -> _common_pb2.QueueStatus:
         """While waiting for a model slot."""
@@ -223,18 +230,23 @@ class TranscribeResponse(_message.Message):
     def transcript(self) -> Global___Transcript:
         """Last."""
 
+    @_builtins.property
+    def served(self) -> _common_pb2.Served:
+        """First: who serves this call."""
+
     def __init__(
         self,
         *,
         queued: _common_pb2.QueueStatus | None = ...,
         progress: Global___TranscribeProgress | None = ...,
         transcript: Global___Transcript | None = ...,
+        served: _common_pb2.Served | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "progress", b"progress", "queued", b"queued", "transcript", b"transcript"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "progress", b"progress", "queued", b"queued", "served", b"served", "transcript", b"transcript"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "progress", b"progress", "queued", b"queued", "transcript", b"transcript"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "progress", b"progress", "queued", b"queued", "served", b"served", "transcript", b"transcript"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["queued", "progress", "transcript"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["queued", "progress", "transcript", "served"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 

@@ -44,8 +44,9 @@ DEFAULT_SERVICE_CONFIG = json.dumps(
                     "backoffMultiplier": 2,
                     # CANCELLED too: a Python server shutting down cancels calls it accepted but had not
                     # started (grpc/grpc#41785); every call here can be repeated, and gRPC never retries a
-                    # call the client itself cancelled.
-                    "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"],
+                    # call the client itself cancelled. FAILED_PRECONDITION: a replica that runs another identity
+                    # than the call pins (runtime.identity), or whose model failed to load — another may serve it.
+                    "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED", "FAILED_PRECONDITION"],
                 },
             }
         ],
