@@ -12,10 +12,11 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from audiomemory.runtime.kinds import KINDS, MODEL_KINDS
 from audiomemory.runtime.service import RunningService, ServiceDefinition, start_service
 
-MODEL_KINDS: tuple[str, ...] = ("separator", "audio_encoder", "text_encoder", "generator", "transcriber")
-KINDS: tuple[str, ...] = (*MODEL_KINDS, "orchestrator")
+__all__ = ["KINDS", "MODEL_KINDS", "LocalStack", "definition"]
+
 _DISTRIBUTIONS = {kind: f"audiomemory-{kind.replace('_', '-')}" for kind in KINDS}
 
 

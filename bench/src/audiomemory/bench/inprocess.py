@@ -1,129 +1,196 @@
-"""The same pipeline with the four backends called in this process: no gRPC, no services.
+"""The job with the backends called in this process: the in-process adapter of ``orchestrator.stages``.
 
-For benchmarks (gRPC overhead = service path / this path) and for debugging a backend. It runs
-exactly the orchestrator's own pieces — ``decode_audio``, ``StemPool``, ``lyrics_window``, ``fuse``
-— and the services' own streaming steps: the separator's blocks converted to the audio encoder's rate,
-channels and length by the separator's ``StemConverter``, rounded through float16 when the encoder
-accepts it (as on the wire), the four stems embedded in one ``EmbedStream`` (windows of all four
-batched together), the text encoded in one batched call.
+``InProcessStages`` implements the stage interface the orchestrator's job (``orchestrator.pipeline``) is
+written against, with loaded backends instead of gRPC services; ``InProcessPipeline.run`` runs that same
+job code on it. So gRPC overhead = service path / this path, measured on one job. The services' own
+streaming steps are used: the separator's blocks converted to the audio encoder's rate, channels and
+length by the separator's ``StemConverter``, handed on as the wire's ``AudioChunk``s (float16 when the
+encoder accepts it), the four stems embedded in one ``EmbedStream``, the text encoded in one batched call.
+Each stage opens with a ``Served`` header built from its backend's ``describe()``, and honours a pin.
 
     pipeline = InProcessPipeline(separator, audio_encoder, text_encoder, generator)  # loaded backends
-    result = pipeline.run(song_bytes, lyrics="...", seed=7, steps=4, width=256, height=256)
-    result.png, result.timings  # seconds per stage
+    result = pipeline.run(song_bytes, lyrics="...", seed=7, steps=4)
+    result.png, result.record, result.timings  # seconds from the start to the end of each stage
 
-Generation defaults are not resolved here: pass ``steps``, ``guidance``, ``width``, ``height``.
-
-It lives in the development-only ``audiomemory-bench`` distribution (``bench/``), which declares
-every distribution it imports (the orchestrator's pieces, the separator's conversion, the
-generator's request type); no service image installs it.
+It lives in the development-only ``audiomemory-bench`` distribution, which declares every distribution it
+imports; no service image installs it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
-import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from audiomemory.orchestrator.decode import DecodedAudio, decode_audio
-from audiomemory.orchestrator.fusion import Projection, fuse
-from audiomemory.orchestrator.lyrics import lyrics_window
-from audiomemory.orchestrator.pooling import STEM_ORDER, StemPool
+from audiomemory.orchestrator.cache import AudioCache
+from audiomemory.orchestrator.compatibility import Infos
+from audiomemory.orchestrator.fusion import Fusion
+from audiomemory.orchestrator.job import Job
+from audiomemory.orchestrator.pipeline import Limits, Pipeline, Result, Upload
+from audiomemory.orchestrator.stages import (
+    Embedded,
+    Encoded,
+    Frames,
+    Painted,
+    Painting,
+    Pin,
+    Served,
+    StemFormat,
+    StemPiece,
+    StemsStarted,
+    Step,
+)
+from audiomemory.runtime import identity
+from audiomemory.runtime.audio import iter_audio_chunks
+from audiomemory.runtime.codec import from_tensor
+from audiomemory.runtime.errors import AudioMemoryError
+from audiomemory.runtime.gate import Gate
+from audiomemory.v1 import common_pb2, orchestrator_pb2, tensor_pb2
+
+_PACKAGES = {kind: f"audiomemory-{kind.replace('_', '-')}" for kind in
+             ("separator", "audio_encoder", "text_encoder", "generator")}
 
 
-@dataclass
-class InProcessResult:
-    png: bytes
-    pooled: np.ndarray
-    fused: np.ndarray
-    negative: np.ndarray
-    timings: dict[str, float] = field(default_factory=dict)
+def _servicer(kind: str, backend: Any, config: Any | None) -> Any:
+    """The service's own servicer over ``backend`` (``config``, else its defaults), for its ``Describe``."""
+    from audiomemory.stack import definition
+
+    module = __import__(f"audiomemory.{kind}.servicer", fromlist=["*"])
+    cls = next(v for k, v in vars(module).items() if k.endswith("Servicer") and k[0] != "_" and
+               getattr(v, "__module__", "") == module.__name__)
+    gate = Gate(1, 0)
+    gate.ready.set()
+    return cls(backend, gate, config if config is not None else definition(kind).config_class())
+
+
+class InProcessStages:
+    """Loaded backends of the four kinds (``load()`` already called), as the job's stages."""
+
+    def __init__(self, separator: Any, audio_encoder: Any, text_encoder: Any, generator: Any,
+                 configs: dict[str, Any] | None = None) -> None:
+        self.backends = {"separator": separator, "audio_encoder": audio_encoder, "text_encoder": text_encoder,
+                         "generator": generator}
+        self.servicers = {kind: _servicer(kind, backend, (configs or {}).get(kind))
+                          for kind, backend in self.backends.items()}
+        self._infos: Infos | None = None
+
+    def describe(self, job: Job) -> Infos:
+        if self._infos is None:
+            request = common_pb2.DescribeRequest()
+            self._infos = Infos(**{kind: s.Describe(request, None) for kind, s in self.servicers.items()})
+        return self._infos
+
+    def _served(self, kind: str, pin: Pin, **resolved: object) -> Served:
+        model = getattr(self.describe(None), kind).model  # type: ignore[arg-type]
+        identity.check_pin(pin, model, kind)
+        return identity.served(model, resolved)
+
+    def separate(
+        self, job: Job, audio: np.ndarray, sample_rate: int, fmt: StemFormat, stems: tuple[str, ...], pin: Pin,
+    ) -> Iterator[Served | StemsStarted | StemPiece]:
+        from audiomemory.separator.audio import StemConverter, expected_frames
+
+        sep = self.backends["separator"]
+        yield self._served("separator", pin, stems=",".join(stems), sample_rate=fmt.sample_rate,
+                           channels=fmt.channels, dtype=fmt.dtype)
+        order = [sep.stems.index(name) for name in stems]
+        frames = expected_frames(audio.shape[1], sample_rate, fmt.sample_rate)
+        converter = StemConverter(len(order), sep.channels, sep.sample_rate, fmt.sample_rate, fmt.channels, frames,
+                                  float16=fmt.dtype == "float16")
+        yield StemsStarted(stems, frames)
+        for block in sep.separate_blocks(audio, sample_rate, cancelled=job.cancelled.is_set):
+            yield from _pieces(converter.convert(block.audio[order]), fmt)
+        yield from _pieces(converter.finish(), fmt)
+
+    def embed(
+        self, job: Job, signals: int, input_frames: int, pieces: Iterator[tuple[int, tensor_pb2.AudioChunk]],
+        dim: int, pin: Pin,
+    ) -> Iterator[Served | Frames | Embedded]:
+        from audiomemory.audio_encoder.stream import EmbedStream
+
+        enc = self.backends["audio_encoder"]
+        hop = enc.hop_for(input_frames / enc.sample_rate)
+        yield self._served("audio_encoder", pin, hop_frames=hop)
+        stream = EmbedStream(enc, signals, hop=hop)
+        counts = [0] * signals
+        for signal, chunk in pieces:
+            audio = from_tensor(chunk.samples, field="audio", shape=(chunk.channels, None),
+                                dtypes=("float32", "float16"))
+            for frames in stream.add(signal, np.asarray(audio, np.float32), chunk.sample_rate):
+                counts[frames.signal] += len(frames.embeddings)
+                yield Frames(frames.signal, frames.embeddings, sum(counts), 0)
+        for frames in stream.finish():
+            counts[frames.signal] += len(frames.embeddings)
+            yield Frames(frames.signal, frames.embeddings, sum(counts), 0)
+        yield Embedded(tuple(counts))
+
+    def transcribe(self, job: Job, input_frames: int, pieces: Iterator[tensor_pb2.AudioChunk],
+                   pin: Pin) -> Iterator[Any]:
+        raise AudioMemoryError("the in-process stages have no transcriber")
+
+    def encode(self, job: Job, texts: list[str], dims: tuple[int, int], pin: Pin) -> Iterator[Served | Encoded]:
+        yield self._served("text_encoder", pin)
+        encoded = self.backends["text_encoder"].encode(texts)
+        yield Encoded(np.asarray(encoded.embeddings, dtype=np.float32), tuple(encoded.truncated))
+
+    def generate(self, job: Job, painting: Painting, pin: Pin) -> Iterator[Served | Step | Painted]:
+        from audiomemory.generator.backends import ImageRequest
+
+        gen = self.servicers["generator"]
+        config = gen.config
+        request = ImageRequest(
+            prompt_embeds=np.ascontiguousarray(painting.prompt_embeds), seed=painting.seed,
+            negative_prompt_embeds=np.ascontiguousarray(painting.negative_prompt_embeds),
+            steps=painting.steps or config.default_steps,
+            guidance=config.default_guidance if painting.guidance is None else painting.guidance,
+            width=painting.width or config.default_size, height=painting.height or config.default_size,
+            scheduler=painting.scheduler or gen.backend.default_scheduler,
+        )
+        yield self._served("generator", pin, steps=request.steps, guidance=request.guidance,
+                           scheduler=request.scheduler, width=request.width, height=request.height)
+        generated = gen.backend.generate(request, lambda step, total: None, job.cancelled.is_set)
+        buf = io.BytesIO()
+        generated.image.save(buf, format="PNG")
+        width, height = generated.image.size
+        yield Painted(buf.getvalue(), width, height, generated.scheduler)
+
+
+def _pieces(stems: np.ndarray, fmt: StemFormat) -> Iterator[StemPiece]:
+    for index, stem in enumerate(stems):
+        for chunk in iter_audio_chunks(stem, fmt.sample_rate, dtype=fmt.dtype):
+            yield StemPiece(index, int(chunk.samples.shape[1]), chunk)
+
+
+class _NoRoom:
+    def resize(self, weight: int) -> None:
+        pass
 
 
 class InProcessPipeline:
-    """Loaded backends of the four kinds (``load()`` already called)."""
+    """The orchestrator's job (``orchestrator.pipeline.Pipeline``) on ``InProcessStages``; no cache."""
 
     def __init__(self, separator: Any, audio_encoder: Any, text_encoder: Any, generator: Any,
-                 *, wire_float16: bool = True) -> None:
-        self.separator = separator
-        self.audio_encoder = audio_encoder
-        self.text_encoder = text_encoder
-        self.generator = generator
-        self.wire_float16 = wire_float16
+                 *, configs: dict[str, Any] | None = None, fusion: Fusion | None = None) -> None:
+        from audiomemory.orchestrator.config import OrchestratorConfig
 
-    def front_half(self, decoded: DecodedAudio) -> tuple[np.ndarray, dict[str, float]]:
-        """Separate block by block, convert each block as the separator service does, embed the four stems
-        as the audio encoder service does (one stream, windows batched across stems), pool → ``(a, timings)``.
+        config = OrchestratorConfig()
+        self.stages = InProcessStages(separator, audio_encoder, text_encoder, generator, configs)
+        self.fusion = fusion or Fusion.from_files(None, None, default_strength=config.strength,
+                                                  default_projection_seed=config.projection_seed)
+        limits = Limits(config.max_upload_bytes, config.max_seconds, config.max_sample_rate, config.max_lyrics_chars,
+                        "in-process")
+        self.pipeline = Pipeline(self.stages, AudioCache("/nonexistent", 0), self.fusion, limits,
+                                 lambda: common_pb2.ModelInfo(backend="in-process"))
 
-        The same steps as the services, in one thread: the separator's ``separate_blocks`` and
-        ``StemConverter`` (rate, channels, length, float16 range), the wire's float16 rounding, the
-        encoder's ``EmbedStream`` at the hop for the song's length, the orchestrator's ``StemPool``.
-        """
-        from audiomemory.audio_encoder.stream import EmbedStream
-        from audiomemory.separator.audio import StemConverter, expected_frames
-
-        sep, enc = self.separator, self.audio_encoder
-        rate, channels = enc.sample_rate, enc.channels or sep.channels
-        order = [sep.stems.index(name) for name in STEM_ORDER]
-        announced = expected_frames(decoded.frames, decoded.sample_rate, rate)  # the orchestrator's input_frames
-        converter = StemConverter(len(order), sep.channels, sep.sample_rate, rate, channels, announced,
-                                  float16=self.wire_float16)
-        stream = EmbedStream(enc, len(STEM_ORDER), hop=enc.hop_for(announced / rate))
-        pool = StemPool(STEM_ORDER)
-        timings = {"separate": 0.0, "embed": 0.0}
-
-        def embed(stems: np.ndarray) -> None:
-            start = time.perf_counter()
-            if self.wire_float16:
-                stems = stems.astype(np.float16).astype(np.float32)  # the wire's rounding
-            for signal, audio in enumerate(stems):
-                for frames in stream.add(signal, audio, rate):
-                    pool.add(frames.signal, frames.embeddings)
-            timings["embed"] += time.perf_counter() - start
-
-        start = time.perf_counter()
-        for block in sep.separate_blocks(decoded.samples, decoded.sample_rate):
-            timings["separate"] += time.perf_counter() - start
-            embed(converter.convert(block.audio[order]))
-            start = time.perf_counter()
-        embed(converter.finish())
-        start = time.perf_counter()
-        for frames in stream.finish():
-            pool.add(frames.signal, frames.embeddings)
-        timings["embed"] += time.perf_counter() - start
-        return pool.result(), timings
-
-    def run(self, data: bytes, *, lyrics: str = "", window: str = "salient", negative_prompt: str = "",
-            strength: float = 0.1, projection_seed: int = 0, keep_bos: bool = False, seed: int = 0,
-            steps: int = 30, guidance: float = 7.5, width: int = 512, height: int = 512, scheduler: str = "",
-            ) -> InProcessResult:
-        from audiomemory.generator.backends import ImageRequest  # the generator's own request type
-
-        timings: dict[str, float] = {}
-        t = time.perf_counter()
-        decoded = decode_audio(data)
-        timings["decode"] = time.perf_counter() - t
-        pooled, front = self.front_half(decoded)
-        timings.update(front)
-        t = time.perf_counter()
-        encoded = self.text_encoder.encode([lyrics_window(lyrics, window), negative_prompt])
-        embeddings = np.asarray(encoded.embeddings, dtype=np.float32)
-        timings["encode_text"] = time.perf_counter() - t
-        t = time.perf_counter()
-        projection = Projection.from_seed(embeddings.shape[-1], projection_seed, pooled.size)
-        fused = fuse(embeddings[0:1], pooled, strength, projection=projection, keep_bos=keep_bos)
-        negative = np.ascontiguousarray(embeddings[1:2])
-        timings["fuse"] = time.perf_counter() - t
-        t = time.perf_counter()
-        request = ImageRequest(
-            prompt_embeds=np.ascontiguousarray(fused), negative_prompt_embeds=negative, seed=seed, steps=steps,
-            guidance=guidance, width=width, height=height,
-            scheduler=scheduler or self.generator.default_scheduler,
-        )
-        generated = self.generator.generate(request, lambda step, total: None, lambda: False)
-        buf = io.BytesIO()
-        generated.image.save(buf, format="PNG")
-        timings["generate"] = time.perf_counter() - t
-        return InProcessResult(png=buf.getvalue(), pooled=pooled, fused=fused, negative=negative, timings=timings)
+    def run(self, data: bytes, **options: Any) -> Result:
+        """One job; ``options`` are ``CreateImageOptions`` fields (lyrics, seed, steps, strength, …)."""
+        sent = orchestrator_pb2.CreateImageOptions(**options)
+        job = Job(None, stall_seconds=3600.0)
+        try:
+            upload = Upload(data, hashlib.sha256(data).hexdigest(), _NoRoom())
+            return self.pipeline.run(job, sent, lambda: upload, lambda event: None)
+        finally:
+            job.cancel_all()

@@ -26,7 +26,7 @@ from audiomemory.runtime.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from audiomemory.stack import MODEL_KINDS
+from audiomemory.runtime.kinds import NAMES
 from audiomemory.v1 import (
     audio_encoder_pb2,
     generator_pb2,
@@ -35,15 +35,6 @@ from audiomemory.v1 import (
     text_encoder_pb2,
     transcriber_pb2,
 )
-
-KINDS = MODEL_KINDS  # the services called downstream, in pipeline order (the transcriber optional)
-NAMES = {
-    "separator": "separator",
-    "audio_encoder": "audio encoder",
-    "text_encoder": "text encoder",
-    "generator": "generator",
-    "transcriber": "transcriber",
-}
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,26 @@
-"""The orchestrator's typed client of the model services; protobuf stays in here.
+"""The gRPC adapter of the job's stages (``stages.Stages``): the orchestrator's typed client of the model
+services; protobuf stays in here.
 
 ``Downstream`` is what the orchestrator loads before it serves (``runtime.backend.Loadable``): ``load()``
 opens a channel per service (round-robin + retry service config), waits until each answers
 ``Describe`` and checks that they fit together, so the orchestrator reports SERVING only once the whole
-pipeline can run. Its domain methods are the pipeline's downstream steps:
+pipeline can run. Its methods are the stages (each stream: ``Served`` first, then):
 
-- ``describe_all(job)`` → ``Infos`` (services are redeployed independently: each job asks again);
-- ``separate(job, audio, rate, fmt, stems)`` → ``Queued`` while the separator is busy, ``StemsStarted``,
-  then ``StemPiece``s block by block as the song is separated;
-- ``embed(job, signals, input_frames, pieces)`` → ``Queued``, then ``Frames`` as windows are embedded,
-  then ``Embedded`` (all stems in one call, their pieces interleaved as they come from the separator);
-- ``transcribe(job, input_frames, pieces)`` → ``Queued``, ``Heard`` as windows are transcribed, then the
-  ``Transcript`` (the vocal stem's pieces, as the separator delivers them; ``transcription.py``);
-- ``encode(job, texts)`` → ``Encoded`` (embeddings and which texts were truncated);
-- ``generate(job, request)`` → ``Queued``, ``Step`` per denoising step, then ``Painted``; a replica
-  that dies mid-stream is retried with the whole (deterministic) call.
+- ``describe(job)`` → ``Infos`` (services are redeployed independently: each job asks again);
+- ``separate(...)`` → ``Queued`` while the separator is busy, ``StemsStarted``, then ``StemPiece``s block by
+  block as the song is separated;
+- ``embed(...)`` → ``Queued``, then ``Frames`` as windows are embedded, then ``Embedded`` (all stems in one
+  call, their pieces interleaved as they come from the separator);
+- ``transcribe(...)`` → ``Queued``, ``Heard`` as windows are transcribed, then the ``Transcript`` (the vocal
+  stem's pieces, as the separator delivers them);
+- ``encode(...)`` → ``Encoded`` (embeddings and which texts were truncated);
+- ``generate(...)`` → ``Queued``, ``Step`` per denoising step, then ``Painted``; a replica that dies
+  mid-stream is retried with the whole (deterministic) call, pinned to the identity that started it.
 
-Every call gets the caller's remaining time as its deadline, the request id, and is watched for
-progress and cancelled with the job (``job.Job``).
+Every stream opens with the serving replica's ``Served`` header (passed on as the first event); a call
+carries the stage's ``Pin`` (a replica of another identity refuses it before answering, and the channel's
+retry policy moves it on). Every call gets the caller's remaining time as its deadline, the request id, and
+is watched for progress and cancelled with the job (``job.Job``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -36,13 +38,28 @@ from audiomemory.orchestrator.compatibility import NAMES, Infos, check_compatibi
 from audiomemory.orchestrator.config import OrchestratorConfig
 from audiomemory.orchestrator.fusion import STEM_ORDER, Fusion
 from audiomemory.orchestrator.job import Job
-from audiomemory.orchestrator.transcription import Heard, transcribe
+from audiomemory.orchestrator.stages import (
+    Embedded,
+    Encoded,
+    Frames,
+    Heard,
+    Painted,
+    Painting,
+    Pin,
+    Queued,
+    Served,
+    StemFormat,
+    StemPiece,
+    StemsStarted,
+    Step,
+)
 from audiomemory.runtime import codec
 from audiomemory.runtime.audio import iter_audio_chunks
 from audiomemory.runtime.backend import Loadable
-from audiomemory.runtime.errors import AudioMemoryError, DeadlineExceeded, Unavailable
+from audiomemory.runtime.errors import AudioMemoryError, Cancelled, DeadlineExceeded, Unavailable
+from audiomemory.runtime.identity import pin_for
 from audiomemory.runtime.security import open_channel
-from audiomemory.runtime.transcript import Transcript
+from audiomemory.runtime.transcript import Segment, Transcript
 from audiomemory.v1 import (
     audio_encoder_pb2,
     audio_encoder_pb2_grpc,
@@ -54,6 +71,7 @@ from audiomemory.v1 import (
     tensor_pb2,
     text_encoder_pb2,
     text_encoder_pb2_grpc,
+    transcriber_pb2,
     transcriber_pb2_grpc,
 )
 
@@ -61,84 +79,6 @@ log = logging.getLogger(__name__)
 
 MAX_PNG_BYTES = 64 * 1024 * 1024
 STEMS = "stems"  # the separator and audio encoder calls of a job: one pipeline, alive while either speaks
-
-
-@dataclass(frozen=True)
-class StemFormat:
-    """The format the separator delivers stems in: the audio encoder's own (rate, channels), float16 on
-    the wire when it accepts it."""
-
-    sample_rate: int
-    channels: int
-    dtype: str  # "float16" | "float32"
-
-
-@dataclass(frozen=True)
-class Queued:
-    """A service's reply while the call waits for its model: its place in line (1 = next)."""
-
-    position: int
-
-
-@dataclass(frozen=True)
-class StemsStarted:
-    stems: tuple[str, ...]
-    frames: int  # per stem, at the stem format's rate
-
-
-@dataclass(frozen=True)
-class StemPiece:
-    stem: int  # index into StemsStarted.stems
-    frames: int
-    audio: tensor_pb2.AudioChunk  # passed on to the audio encoder as it came
-
-
-@dataclass(frozen=True)
-class Frames:
-    signal: int
-    embeddings: np.ndarray  # [n, D] float32, the signal's next frames
-    done: int  # frames embedded so far, all signals
-    total: int  # all signals (0 = unknown)
-
-
-@dataclass(frozen=True)
-class Embedded:
-    frames: tuple[int, ...]  # T per signal
-
-
-@dataclass(frozen=True)
-class Encoded:
-    embeddings: np.ndarray  # [B, L, D] float32
-    truncated: tuple[bool, ...]
-
-
-@dataclass(frozen=True)
-class Painting:
-    """What the generator is asked to paint (0 / None = its default)."""
-
-    prompt_embeds: np.ndarray
-    negative_prompt_embeds: np.ndarray
-    seed: int
-    steps: int
-    guidance: float | None
-    width: int
-    height: int
-    scheduler: str
-
-
-@dataclass(frozen=True)
-class Step:
-    step: int
-    total: int
-    attempt: int
-
-
-@dataclass(frozen=True)
-class Painted:
-    png: bytes
-    width: int
-    height: int
-    scheduler: str
 
 
 class Downstream(Loadable):
@@ -190,7 +130,7 @@ class Downstream(Loadable):
                         f"services: {exc}"
                     ) from None
                 log.info("orchestrator: waiting for the model services: %s", exc)
-                time.sleep(1.0)
+                self._closed.wait(1.0)
         self.check(infos)
         if self.fusion.projection is None:  # build (and cache) the default seeded projection now
             self.fusion.projection_for(infos.text_encoder.hidden_size, self.fusion.default_projection_seed,
@@ -224,35 +164,50 @@ class Downstream(Loadable):
                 raise rpc_error(kind, self.targets[kind], exc) from None
         return Infos(**answers)
 
-    # -- the pipeline's calls -----------------------------------------------------------------------
-    def _stream(self, job: Job, kind: str, call: Any, group: str | None = None) -> Iterator[Any]:
-        return job.stream(call, lambda exc: rpc_error(kind, self.targets[kind], exc, job.context), NAMES[kind], group)
+    def describe(self, job: Job) -> Infos:
+        """Every service's ``Describe`` for a job, checked to fit together (they are redeployed independently)."""
+        infos = self.describe_all(job)
+        self.check(infos)
+        return infos
 
-    @staticmethod
-    def stem_format(infos: Infos) -> StemFormat:
-        enc = infos.audio_encoder
-        half = tensor_pb2.DTYPE_FLOAT16 in enc.accepted_dtypes and (
-            infos.transcriber is None or tensor_pb2.DTYPE_FLOAT16 in infos.transcriber.accepted_dtypes)
-        return StemFormat(enc.sample_rate, enc.channels, "float16" if half else "float32")
+    # -- the pipeline's calls -----------------------------------------------------------------------
+    def _replies(self, job: Job, kind: str, call: Any, group: str | None = None) -> Iterator[Any]:
+        """The call's replies after its ``Served`` header, which comes first (as an event of its own)."""
+        def failed(exc: grpc.RpcError) -> AudioMemoryError:
+            if job.cancelled.is_set() and isinstance(exc, grpc.Call) and exc.code() is grpc.StatusCode.CANCELLED:
+                return Cancelled(f"the job was cancelled while the {NAMES[kind]} was working")
+            return rpc_error(kind, self.targets[kind], exc, job.context)
+
+        replies = job.stream(call, failed, NAMES[kind], group)
+        first = next(replies, None)
+        if first is None or first.WhichOneof("item") != "served":
+            what = first.WhichOneof("item") if first is not None else "nothing"
+            raise AudioMemoryError(f"the {NAMES[kind]} sent {what} before its call header (Served): a service "
+                                   "older than this orchestrator?")
+        yield first.served
+        yield from replies
 
     def separate(
-        self, job: Job, audio: np.ndarray, sample_rate: int, fmt: StemFormat, stems: tuple[str, ...]
-    ) -> Iterator[Queued | StemsStarted | StemPiece]:
+        self, job: Job, audio: np.ndarray, sample_rate: int, fmt: StemFormat, stems: tuple[str, ...], pin: Pin,
+    ) -> Iterator[Served | Queued | StemsStarted | StemPiece]:
         """The song to the separator, asking for ``stems``; its stems back in pieces, block by block, as
         they are separated (``StemPiece.stem`` indexes the names ``StemsStarted`` gives)."""
         output = tensor_pb2.AudioFormat(sample_rate=fmt.sample_rate, channels=fmt.channels,
                                         dtype=codec.dtype_enum(fmt.dtype))
 
         def requests() -> Iterator[separator_pb2.SeparateRequest]:
-            yield separator_pb2.SeparateRequest(options=separator_pb2.SeparateOptions(output=output, stems=stems))
+            yield separator_pb2.SeparateRequest(options=separator_pb2.SeparateOptions(output=output, stems=stems,
+                                                                                      pin=pin))
             for chunk in iter_audio_chunks(audio, sample_rate):
                 if job.cancelled.is_set():
                     return
                 yield separator_pb2.SeparateRequest(audio=chunk)
 
         call = self.separator.Separate(requests(), timeout=job.timeout(), metadata=job.metadata)
+        replies = self._replies(job, "separator", call, group=STEMS)
+        yield next(replies)
         names: tuple[str, ...] = ()
-        for reply in self._stream(job, "separator", call, group=STEMS):
+        for reply in replies:
             item = reply.WhichOneof("item")
             if item == "queued":
                 yield Queued(reply.queued.position)
@@ -271,61 +226,75 @@ class Downstream(Loadable):
 
     def embed(
         self, job: Job, signals: int, input_frames: int, pieces: Iterator[tuple[int, tensor_pb2.AudioChunk]],
-        dim: int,
-    ) -> Iterator[Queued | Frames | Embedded]:
+        dim: int, pin: Pin,
+    ) -> Iterator[Served | Queued | Frames | Embedded]:
         """``signals`` streams of audio (``pieces``: (signal, chunk), interleaved) to the audio encoder in one
         call; frame embeddings back as windows are embedded."""
 
         def requests() -> Iterator[audio_encoder_pb2.EmbedRequest]:
-            options = audio_encoder_pb2.EmbedOptions(signals=signals, input_frames=input_frames)
+            options = audio_encoder_pb2.EmbedOptions(signals=signals, input_frames=input_frames, pin=pin)
             yield audio_encoder_pb2.EmbedRequest(options=options)
             for signal, chunk in pieces:
                 yield audio_encoder_pb2.EmbedRequest(audio=chunk, signal=signal)
 
         call = self.audio_encoder.Embed(requests(), timeout=job.timeout(), metadata=job.metadata)
-        next_frame = [0] * signals
-        ended = False
-        for reply in self._stream(job, "audio_encoder", call, group=STEMS):
+        replies = self._replies(job, "audio_encoder", call, group=STEMS)
+        yield next(replies)
+        frames = FrameCheck(signals, dim)
+        for reply in replies:
             item = reply.WhichOneof("item")
             if item == "queued":
                 yield Queued(reply.queued.position)
             elif item == "frames":
-                msg = reply.frames
-                if not 0 <= msg.signal < signals or msg.first != next_frame[msg.signal]:
-                    raise AudioMemoryError(
-                        f"the audio encoder sent frames {msg.first}.. of signal {msg.signal}, expected "
-                        f"signal 0..{signals - 1} from frame {next_frame[min(max(msg.signal, 0), signals - 1)]}"
-                    )
-                frames = codec.from_tensor(msg.embeddings, field=f"audio_encoder.frames[{msg.signal}]",
-                                           shape=(None, dim), dtypes=("float32",), finite=True)
-                next_frame[msg.signal] += frames.shape[0]
-                yield Frames(msg.signal, frames, int(msg.done), int(msg.total))
-            elif item == "end" and not ended:
-                if list(reply.end.frames) != next_frame:
-                    raise AudioMemoryError(
-                        f"the audio encoder ended with {list(reply.end.frames)} frames, sent {next_frame}")
-                ended = True
+                yield frames.add(reply.frames)
+            elif item == "end" and not frames.ended:
+                frames.end(list(reply.end.frames))
             else:
                 raise AudioMemoryError(f"the audio encoder sent an unexpected {item or 'empty'} message")
-        if not ended:
+        if not frames.ended:
             raise AudioMemoryError("the audio encoder's stream ended without its EmbedEnd")
-        yield Embedded(tuple(next_frame))
+        yield Embedded(tuple(frames.next_frame))
 
     def transcribe(
-        self, job: Job, input_frames: int, pieces: Iterator[tensor_pb2.AudioChunk]
-    ) -> Iterator[Queued | Heard | Transcript]:
+        self, job: Job, input_frames: int, pieces: Iterator[tensor_pb2.AudioChunk], pin: Pin,
+    ) -> Iterator[Served | Queued | Heard | Transcript]:
         """The vocal stem (``pieces``, in the stem format) to the transcriber; its progress, then the transcript."""
         if self.transcriber is None:
             raise AudioMemoryError("no transcriber is configured (transcriber_target)")
-        return transcribe(job, self.transcriber, lambda call: self._stream(job, "transcriber", call, group=STEMS),
-                          input_frames, pieces)
 
-    def encode(self, job: Job, texts: list[str], dims: tuple[int, int]) -> Encoded:
+        def requests() -> Iterator[transcriber_pb2.TranscribeRequest]:
+            options = transcriber_pb2.TranscribeOptions(input_frames=input_frames, pin=pin)
+            yield transcriber_pb2.TranscribeRequest(options=options)
+            for chunk in pieces:
+                yield transcriber_pb2.TranscribeRequest(audio=chunk)
+
+        call = self.transcriber.Transcribe(requests(), timeout=job.timeout(), metadata=job.metadata)
+        replies = self._replies(job, "transcriber", call, group=STEMS)
+        yield next(replies)
+        transcript: Transcript | None = None
+        for reply in replies:
+            item = reply.WhichOneof("item")
+            if item == "queued":
+                yield Queued(reply.queued.position)
+            elif item == "progress" and transcript is None:
+                yield Heard(reply.progress.seconds_done, reply.progress.seconds_total)
+            elif item == "transcript" and transcript is None:
+                msg = reply.transcript
+                transcript = Transcript(msg.text, msg.language,
+                                        tuple(Segment(s.start, s.end, s.text) for s in msg.segments), msg.seconds)
+            else:
+                raise AudioMemoryError(f"the transcriber sent an unexpected {item or 'empty'} message")
+        if transcript is None:
+            raise AudioMemoryError("the transcriber's stream ended without its transcript")
+        yield transcript
+
+    def encode(self, job: Job, texts: list[str], dims: tuple[int, int], pin: Pin) -> Iterator[Served | Encoded]:
         """The texts' token embeddings ``[B, L, D]`` (``dims`` = (L, D) from its Describe) in one call."""
         length, hidden = dims
-        call = self.text_encoder.Encode(text_encoder_pb2.EncodeRequest(texts=texts), timeout=job.timeout(),
+        call = self.text_encoder.Encode(text_encoder_pb2.EncodeRequest(texts=texts, pin=pin), timeout=job.timeout(),
                                         metadata=job.metadata)
-        replies = self._stream(job, "text_encoder", call)
+        replies = self._replies(job, "text_encoder", call)
+        yield next(replies)
         first = next(replies, None)
         if first is None or first.WhichOneof("item") != "header":
             raise AudioMemoryError("the text encoder's stream did not start with a header")
@@ -334,44 +303,52 @@ class Downstream(Loadable):
             max_bytes=len(texts) * max(length, 1) * hidden * 4 + 1,
             shape=(len(texts), length or None, hidden), dtypes=("float32", "float16"), finite=True,
         )
-        return Encoded(np.asarray(embeddings, dtype=np.float32), tuple(first.header.truncated))
+        yield Encoded(np.asarray(embeddings, dtype=np.float32), tuple(first.header.truncated))
 
-    def generate(self, job: Job, painting: Painting) -> Iterator[Queued | Step | Painted]:
-        """Steps then the PNG; the whole call again (it is deterministic) if a replica dies mid-stream."""
+    def generate(self, job: Job, painting: Painting, pin: Pin) -> Iterator[Served | Queued | Step | Painted]:
+        """The header, steps then the PNG; the whole call again (it is deterministic, and pinned to the replica
+        that started it) if a replica dies mid-stream."""
         request = generator_pb2.GenerateRequest(
             prompt_embeds=codec.to_tensor(np.ascontiguousarray(painting.prompt_embeds, dtype=np.float32)),
             negative_prompt_embeds=codec.to_tensor(
                 np.ascontiguousarray(painting.negative_prompt_embeds, dtype=np.float32)),
             seed=painting.seed, steps=painting.steps, guidance=painting.guidance, width=painting.width,
-            height=painting.height, scheduler=painting.scheduler,
+            height=painting.height, scheduler=painting.scheduler, pin=pin,
         )
         attempts = self.config.generate_attempts
         for attempt in range(1, attempts + 1):
             started = False
             try:
                 for event in self._generate_once(job, request, attempt):
+                    if isinstance(event, Served) and not request.pin.identity:
+                        request.pin.CopyFrom(pin_for(event))  # a retry paints with the same identity
                     # Any reply, a place in line included, ends gRPC's own retries for this call.
                     started = started or isinstance(event, (Step, Queued))
-                    yield event
+                    if attempt == 1 or not isinstance(event, Served):
+                        yield event
                 return
             except Unavailable as err:
                 # A replica that dies mid-stream (or while the call waits in its line) shows as UNAVAILABLE (or
                 # CANCELLED by a server shutting down, also UNAVAILABLE here). gRPC's retries cannot help once
                 # replies have started: call again.
-                retry = started and attempt < attempts and job.context.is_active() and not job.cancelled.is_set()
+                retry = started and attempt < attempts and job.context is not None and job.context.is_active() \
+                    and not job.cancelled.is_set()
                 if not retry:
                     raise
                 log.warning("generator failed mid-stream (%s); retrying the whole Generate", err)
-                time.sleep(0.2 * attempt)
+                if job.cancelled.wait(0.2 * attempt):
+                    raise
 
     def _generate_once(
         self, job: Job, request: generator_pb2.GenerateRequest, attempt: int
-    ) -> Iterator[Queued | Step | Painted]:
+    ) -> Iterator[Served | Queued | Step | Painted]:
         call = self.generator.Generate(request, timeout=job.timeout(), metadata=job.metadata)
         png = bytearray()
         painted: Painted | None = None
+        replies = self._replies(job, "generator", call)
+        yield next(replies)
         # Read to the end of the stream (its status), so the generator sees the call end OK, not cancelled.
-        for reply in self._stream(job, "generator", call):
+        for reply in replies:
             item = reply.WhichOneof("item")
             if item == "queued":
                 yield Queued(reply.queued.position)
@@ -388,3 +365,30 @@ class Downstream(Loadable):
         if painted is None:
             raise AudioMemoryError("the generator's stream ended without the last image piece")
         yield painted
+
+
+class FrameCheck:
+    """The audio encoder's frames in order, signal by signal, ``[n, dim]`` float32 and finite."""
+
+    def __init__(self, signals: int, dim: int) -> None:
+        self.signals = signals
+        self.dim = dim
+        self.next_frame = [0] * signals
+        self.ended = False
+
+    def add(self, msg: audio_encoder_pb2.EmbedFrames) -> Frames:
+        signals, next_frame = self.signals, self.next_frame
+        if not 0 <= msg.signal < signals or msg.first != next_frame[msg.signal]:
+            raise AudioMemoryError(
+                f"the audio encoder sent frames {msg.first}.. of signal {msg.signal}, expected "
+                f"signal 0..{signals - 1} from frame {next_frame[min(max(msg.signal, 0), signals - 1)]}"
+            )
+        frames = codec.from_tensor(msg.embeddings, field=f"audio_encoder.frames[{msg.signal}]",
+                                   shape=(None, self.dim), dtypes=("float32",), finite=True)
+        next_frame[msg.signal] += frames.shape[0]
+        return Frames(msg.signal, frames, int(msg.done), int(msg.total))
+
+    def end(self, frames: list[int]) -> None:
+        if frames != self.next_frame:
+            raise AudioMemoryError(f"the audio encoder ended with {frames} frames, sent {self.next_frame}")
+        self.ended = True

@@ -153,3 +153,37 @@ def build_metadata(
         "services": services,
         "created_unix": int(time.time()),
     }
+
+
+# --- TEMPORARY (replaced by the typed-record work) ---------------------------------------------------
+def build_record(**kw: Any) -> Any:
+    from audiomemory.runtime.identity import served as _served
+    from audiomemory.v1 import record_pb2
+    served = dict(kw.pop("served"))
+    orchestrator = kw.pop("orchestrator")
+    native = kw.pop("native_size")
+    request = kw.pop("request")
+    gen = served["generator"]
+    rec = record_pb2.ImageRecord(schema=2, profile=kw["profile"], request=request)
+    for kind, header in served.items():
+        rec.served[kind].CopyFrom(header)
+    rec.served["orchestrator"].CopyFrom(_served(orchestrator))
+    opts, painted = kw["opts"], kw["painted"]
+    g = rec.generation
+    g.seed = opts.seed
+    g.steps = int(gen.resolved.get("steps", "0") or 0)
+    g.denoising_steps = kw["denoising_steps"]
+    g.guidance = float(gen.resolved.get("guidance", "0") or 0)
+    g.width, g.height, g.scheduler, g.native_size = painted.width, painted.height, painted.scheduler, native
+    rec.song.sha256 = kw["sha256"]
+    rec.fusion.steered = kw["fused"].steered
+    rec.cache_hit = kw["audio"].cache_hit
+    return rec
+
+
+def record_json(record: Any) -> str:
+    return json_format.MessageToJson(record, preserving_proto_field_name=True, sort_keys=True)
+
+
+def embed_record(png: bytes, record: Any) -> bytes:
+    return png

@@ -14,20 +14,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-from google.protobuf import json_format
+from dataclasses import dataclass, field
 
 from audiomemory.orchestrator.compatibility import Infos
 from audiomemory.orchestrator.fusion import Fusion, resolve_strength
 from audiomemory.orchestrator.lyrics import WINDOWS, lyrics_window
-from audiomemory.runtime.errors import FailedPrecondition, InvalidInput
+from audiomemory.runtime.errors import FailedPrecondition, InvalidInput, describe
+from audiomemory.runtime.kinds import MODEL_KINDS
 from audiomemory.runtime.transcript import Transcript
-from audiomemory.v1 import generator_pb2, orchestrator_pb2
+from audiomemory.v1 import common_pb2, generator_pb2, orchestrator_pb2
 
 MAX_NEGATIVE_CHARS = 10_000
 MAX_FILENAME_CHARS = 512
+MAX_PIN_CHARS = 200  # a pin's identity (32 hex digits) and its description
 #: ``CreateImageOptions.lyrics_source`` → the source a job records ("given" | "transcribe" | "none").
 SOURCES = {
     orchestrator_pb2.LYRICS_SOURCE_GIVEN: "given",
@@ -56,6 +55,7 @@ class JobOptions:
     projection_seed: int
     keep_bos: bool
     filename: str
+    pins: dict[str, common_pb2.Pin] = field(default_factory=dict)  # service kind → the identity it must run
 
 
 def parse_options(msg: orchestrator_pb2.CreateImageOptions, fusion: Fusion, max_lyrics_chars: int) -> JobOptions:
@@ -91,7 +91,23 @@ def parse_options(msg: orchestrator_pb2.CreateImageOptions, fusion: Fusion, max_
         else fusion.default_projection_seed,
         keep_bos=bool(msg.keep_bos),
         filename=msg.filename,
+        pins=_pins(msg),
     )
+
+
+def _pins(msg: orchestrator_pb2.CreateImageOptions) -> dict[str, common_pb2.Pin]:
+    """The pins a request names, by known service kind, each short."""
+    pins = {}
+    for kind, pin in msg.pins.items():
+        if kind not in MODEL_KINDS:
+            raise InvalidInput(f"options.pins: keys are service kinds {list(MODEL_KINDS)}, got {describe(kind)}")
+        for name in ("identity", "describe"):
+            if len(getattr(pin, name)) > MAX_PIN_CHARS:
+                raise InvalidInput(f"options.pins[{kind}].{name}: at most {MAX_PIN_CHARS} characters, got "
+                                   f"{len(getattr(pin, name))}")
+        if pin.identity:
+            pins[kind] = pin
+    return pins
 
 
 def _source(msg: orchestrator_pb2.CreateImageOptions) -> str:
@@ -157,13 +173,15 @@ def _check_generation(opts: JobOptions, gen: generator_pb2.GeneratorInfo) -> Non
         raise InvalidInput(f"options.scheduler: one of {list(gen.schedulers)}, got {opts.scheduler!r}")
 
 
-def resolved_request(sent: orchestrator_pb2.CreateImageOptions, opts: JobOptions) -> dict[str, Any]:
-    """The options as sent, with the orchestrator's defaults that applied filled in: to reproduce the
-    image, ``json_format.ParseDict(metadata["request"], CreateImageOptions())`` and send the same song."""
+def resolved_request(
+    sent: orchestrator_pb2.CreateImageOptions, opts: JobOptions
+) -> orchestrator_pb2.CreateImageOptions:
+    """The options as sent, with the orchestrator's defaults that applied filled in: what an image's record
+    keeps, so that sending it again with the same song reproduces the image."""
     resolved = orchestrator_pb2.CreateImageOptions()
     resolved.CopyFrom(sent)
     resolved.lyrics_window = opts.window
     resolved.strength = opts.strength
     resolved.projection_seed = opts.projection_seed
     resolved.lyrics_source = SOURCE_ENUMS[opts.source]
-    return json_format.MessageToDict(resolved)
+    return resolved

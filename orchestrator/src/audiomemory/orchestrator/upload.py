@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Generator, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 
 from audiomemory.orchestrator.config import OrchestratorConfig
 from audiomemory.orchestrator.decode import MAX_DECODED_RATE, check_declared_length, delivered_rate, reserve_frames
-from audiomemory.orchestrator.front import Event
 from audiomemory.orchestrator.job import Job
+from audiomemory.orchestrator.pipeline import Upload
+from audiomemory.orchestrator.stages import Event
 from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
 from audiomemory.runtime.gate import Gate, Turn
 from audiomemory.v1 import orchestrator_pb2
@@ -32,21 +32,19 @@ MB = 1_000_000
 FLOAT32 = 4
 
 
-@dataclass
-class Upload:
-    """The file, and the room its decoded song holds: ``frames`` at up to ``channels`` as float32."""
+class _Room:
+    """Room for ``frames`` decoded frames at up to ``channels`` as float32, growable up to ``max_frames``."""
 
-    data: bytearray
-    sha256: str
-    room: Turn
-    frames: int
-    channels: int
-    max_frames: int
+    def __init__(self, turn: Turn, frames: int, channels: int, max_frames: int) -> None:
+        self.turn = turn
+        self.frames = frames
+        self.channels = channels
+        self.max_frames = max_frames
 
     def grow(self, frames: int) -> bool:
         """Room for ``frames`` (never past ``max_seconds``), if the budget has it now."""
         frames = min(frames, self.max_frames)
-        if frames > self.frames and self.room.grow(frames * self.channels * FLOAT32):
+        if frames > self.frames and self.turn.grow(frames * self.channels * FLOAT32):
             self.frames = frames
             return True
         return False
@@ -54,8 +52,8 @@ class Upload:
 
 def receive(
     config: OrchestratorConfig, memory: Gate, job: Job, requests: Iterator[orchestrator_pb2.CreateImageRequest],
-    filename: str, held: contextlib.ExitStack,
-) -> Generator[Event, None, Upload]:
+    filename: str, held: contextlib.ExitStack, report: Callable[[Event], None],
+) -> Upload:
     """Read the file (capped at ``max_upload_bytes``), taking room for it as soon as its format is known."""
     limit = config.max_upload_bytes
     buf = bytearray()
@@ -76,20 +74,21 @@ def receive(
                                  max_sample_rate=config.max_sample_rate)
     rate, channels = (seen.sample_rate, seen.channels) if seen is not None else (MAX_DECODED_RATE, 2)
     frames = reserve_frames(seen.declared_seconds if seen is not None else None, rate, config.max_seconds)
-    room = yield from _room(config, memory, job, held, frames * channels * FLOAT32)
+    turn = _room(config, memory, job, held, frames * channels * FLOAT32, report)
     job.check()
-    max_frames = int(config.max_seconds * delivered_rate(rate)) + 1
-    return Upload(buf, digest.hexdigest(), room, frames, channels, max_frames)  # the bytearray, not a copy
+    room = _Room(turn, frames, channels, int(config.max_seconds * delivered_rate(rate)) + 1)
+    return Upload(buf, digest.hexdigest(), turn, frames, room.grow)  # the bytearray, not a copy
 
 
 def _room(
     config: OrchestratorConfig, memory: Gate, job: Job, held: contextlib.ExitStack, weight: int,
-) -> Generator[Event, None, Turn]:
+    report: Callable[[Event], None],
+) -> Turn:
     """Wait for ``weight`` bytes of room; ``Turn.resize`` gives back what the decoded song does not need,
     and all of it once the audio vector is made; what is left goes back when the job ends."""
     room = held.enter_context(memory.admit(job.context, weight))
     for position in room.waiting():
-        yield Event(Stage.STAGE_QUEUED, position, 0, (
+        report(Event(Stage.STAGE_QUEUED, position, 0, (
             f"waiting for memory: {memory.used / MB:.0f} of max_audio_bytes "
-            f"{config.max_audio_bytes / MB:.0f} MB of decoded audio in flight (place {position} in line)"))
+            f"{config.max_audio_bytes / MB:.0f} MB of decoded audio in flight (place {position} in line)")))
     return room
