@@ -26,7 +26,8 @@ PRELOAD = $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
 CHECKOV := .venv-checkov/.installed
 
 .PHONY: system venv dev protos check-protos lint typecheck test demo web clean \
-	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc bench-song reliability reliability-tests
+	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc bench-song reliability reliability-tests \
+	probe-concurrency
 
 $(STAMP): pyproject.toml services/*/pyproject.toml orchestrator/pyproject.toml bench/pyproject.toml \
 		requirements-dev.txt
@@ -108,6 +109,11 @@ bench-scale: $(STAMP) system
 # glibc malloc vs tcmalloc under SD 1.5 UNet calls; the script preloads tcmalloc into one of its workers.
 bench-alloc: $(STAMP)
 	$(BIN)/python scripts/bench_alloc.py
+
+# The orchestrator's relay (the separator's stream into the audio encoder's) over gRPC: structured threads against
+# grpc.aio (docs/DESIGN.md §1, the concurrency choice); ~10 s.
+probe-concurrency: $(STAMP)
+	$(BIN)/python scripts/probe_concurrency.py $(PROBE_ARGS)
 
 clean:
 	rm -rf $(OUT) .mypy_cache .ruff_cache .pytest_cache
