@@ -21,6 +21,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from audiomemory.orchestrator.config import DEFAULT_SERVICE_CONFIG
+
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 OVERLAYS = ("gpu", "cpu")  # also in conftest.py, which renders them
 
@@ -246,10 +248,14 @@ def test_orchestrator_targets_headless_generator_with_round_robin_and_retries(do
     retry = method["retryPolicy"]
     # UNAVAILABLE: replica gone; RESOURCE_EXHAUSTED: replica's queue full; CANCELLED: a gRPC Python server
     # that shuts down cancels calls it had received but not yet handed to a handler (grpc/grpc#41785).
-    assert {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"} <= set(retry["retryableStatusCodes"])
+    # FAILED_PRECONDITION: a replica running another identity than the call pins (or whose model failed to load).
+    codes = set(retry["retryableStatusCodes"])
+    assert {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED", "FAILED_PRECONDITION"} <= codes
     assert 2 <= retry["maxAttempts"] <= 5  # gRPC caps attempts at 5
     for key in ("initialBackoff", "maxBackoff"):
         assert retry[key].endswith("s") and float(retry[key][:-1]) > 0
+    # The cluster's copy is the orchestrator's own default (one definition; kustomize reads files of its tree only).
+    assert config == json.loads(DEFAULT_SERVICE_CONFIG)
 
 
 def test_every_orchestrator_target_names_a_rendered_service_on_the_grpc_port(docs: list[Obj]) -> None:

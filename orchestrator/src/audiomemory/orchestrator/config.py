@@ -38,7 +38,7 @@ DEFAULT_SERVICE_CONFIG = json.dumps(
                     {"service": "audiomemory.v1.Transcriber"},
                 ],
                 "retryPolicy": {
-                    "maxAttempts": 4,
+                    "maxAttempts": 5,  # gRPC caps it at 5
                     "initialBackoff": "0.2s",
                     "maxBackoff": "2s",
                     "backoffMultiplier": 2,
