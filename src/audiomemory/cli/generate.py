@@ -84,7 +84,8 @@ def _clock(seconds: float) -> str:
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("memory.png"),
               show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--strength", type=float, help="Fusion strength alpha in [0, 1] (default 0.1).")
+@click.option("--strength", type=float,
+              help="Fusion strength alpha in [0, 1] (default: the orchestrator's, 0.1 unless configured).")
 @click.option("--steps", type=int, help="Denoising steps (default: the generator's, 20).")
 @click.option("--guidance", type=float, help="Classifier-free guidance (default 7.5).")
 @click.option("--size", help="WIDTHxHEIGHT (default 512x512).")

@@ -20,6 +20,7 @@ import gradio as gr
 import grpc
 
 from audiomemory.client import Client, ImageJob, ImageResult, status_text
+from audiomemory.defaults import DEFAULT_STRENGTH
 from audiomemory.progress import JobState
 from audiomemory.v1 import orchestrator_pb2
 from audiomemory.web.page import SEED_MAX, layout
@@ -101,7 +102,7 @@ class WebApp:
         self.schedulers = list(gen.schedulers)
         size: dict[str, Any] = {"minimum": gen.min_size, "maximum": gen.max_size, "step": gen.size_multiple,
                                 "value": gen.default_size}
-        strength = float(info.model.extra.get("default_strength", "0.1"))
+        strength = float(info.model.extra.get("default_strength", DEFAULT_STRENGTH))
         limit = info.model.extra.get("max_seconds", "?")
         return (
             gr.update(minimum=gen.min_steps, maximum=gen.max_steps, value=gen.default_steps),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from audiomemory.cli.common import TINY_BANNER
+from audiomemory.defaults import DEFAULT_STRENGTH
 
 # What the file picker offers (the orchestrator's decoder takes more, and judges what it is given).
 AUDIO_TYPES = ["audio", ".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac"]
@@ -50,8 +51,8 @@ def _form() -> dict[str, gr.components.Component]:
                                  elem_id="lyrics")
     parts["from_song"] = gr.Checkbox(False, label="Lyrics from the song (its vocals, transcribed; the box is "
                                      "then ignored)", visible=False, elem_id="from-song")
-    parts["strength"] = gr.Slider(0.0, 1.0, value=0.1, step=0.01, label="Strength (how far the audio bends "
-                                  "the lyrics)", elem_id="strength")
+    parts["strength"] = gr.Slider(0.0, 1.0, value=DEFAULT_STRENGTH, step=0.01,
+                                  label="Strength (how far the audio bends the lyrics)", elem_id="strength")
     with gr.Row(equal_height=True):
         parts["seed"] = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=SEED_MAX, scale=4,
                                   elem_id="seed")

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from audiomemory.defaults import DEFAULT_STRENGTH
 from audiomemory.orchestrator.decode import DEFAULT_MAX_SAMPLE_RATE, DEFAULT_MAX_SECONDS, MAX_DECODED_RATE
 from audiomemory.runtime.config import ServiceConfig
 
@@ -121,7 +122,8 @@ class OrchestratorConfig(ServiceConfig):
         "take 6 bytes of JSON (\\u0001), and the record must stay under the 1 MiB a reader takes back.",
     )
 
-    strength: float = Field(0.1, ge=0.0, le=1.0, description="Default fusion alpha when a request sets none.")
+    strength: float = Field(DEFAULT_STRENGTH, ge=0.0, le=1.0,
+                            description="Default fusion alpha when a request sets none.")
     projection_seed: int = Field(0, ge=0, description="Default seed of the random projection (metadata).")
     reference_stats: Path | None = Field(None, description=".npz/.safetensors with per-dim mean, std.")
     projection_file: Path | None = Field(None, description=".npz/.safetensors with weight [D,4096], bias [D].")

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from audiomemory.defaults import DEFAULT_STRENGTH
 from audiomemory.orchestrator.pooling import STEM_ORDER, pool_stems
 from audiomemory.runtime.errors import FailedPrecondition, InvalidInput
 
@@ -308,7 +309,7 @@ class Fusion:
 
     projection: Projection | None = None
     stats: ReferenceStats | None = None
-    default_strength: float = 0.1
+    default_strength: float = DEFAULT_STRENGTH
     default_projection_seed: int = 0
 
     @classmethod

@@ -1,0 +1,10 @@
+"""Defaults more than one part of the system shows or falls back to, each defined once here.
+
+The service that owns a setting publishes its configured value (e.g. the orchestrator's ``default_strength``
+in its ``Describe``); clients show that, and fall back to these only before it has answered.
+"""
+
+from __future__ import annotations
+
+#: Fusion strength α when a request sets none (the orchestrator's ``strength`` setting; docs/DESIGN.md §2).
+DEFAULT_STRENGTH = 0.1
