@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -190,15 +189,6 @@ def test_reference_statistics_centre_per_dimension(tmp_path: Path) -> None:
 def test_strength_outside_zero_one_is_invalid(alpha: float) -> None:
     with pytest.raises(InvalidInput, match="strength"):
         fuse(_embeddings(0), _audio(0), alpha)
-
-
-def test_torch_input_gives_torch_output_matching_numpy() -> None:
-    e, a = _embeddings(9), _audio(9)
-    out = fuse(torch.from_numpy(e), torch.from_numpy(a), 0.4, keep_bos=True)
-    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
-    np.testing.assert_array_equal(out.numpy(), fuse(e, a, 0.4, keep_bos=True))
-    same = fuse(torch.from_numpy(e), a, 0.0)
-    assert torch.equal(same, torch.from_numpy(e))
 
 
 def test_pooling_is_mean_then_population_std_in_fixed_stem_order() -> None:

@@ -186,9 +186,6 @@ class AudioCache:
                 total -= size
                 self.stats.evictions += 1
 
-    def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.root.glob(f"*/*{_SUFFIX}") if not p.name.startswith(".tmp-"))
-
     def _count(self, name: str) -> None:
         with self._lock:
             setattr(self.stats, name, getattr(self.stats, name) + 1)

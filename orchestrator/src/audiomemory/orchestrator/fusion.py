@@ -14,8 +14,7 @@ Public API:
                                     the audio steered (``Fused.steered``).
 - ``resolve_strength(value)``     — α as the wire carries it (float32), whoever chose it.
 
-Everything here is pure: numpy in, numpy out (torch tensors are accepted by ``fuse`` and returned as
-torch tensors of the same dtype and device). Arithmetic is float64 and the result is cast back to the
+Everything here is pure: numpy in, numpy out. Arithmetic is float64 and the result is cast back to the
 dtype of ``E``; α = 0 returns an exact copy of ``E`` (no arithmetic at all), so it is bit-identical.
 
 Projection recipe (``Projection.from_seed(dim, seed, in_dim)``), so that anyone can rebuild it:
@@ -223,11 +222,9 @@ def fuse(
     """§2: ``E'_i = E_i + α‖E_i‖û`` for every token of ``embeddings [..., L, D]``.
 
     ``projection`` defaults to ``Projection.from_seed(D, projection_seed, a.size)``. With ``keep_bos``
-    token 0 is left untouched. Returns the same kind (numpy or torch), dtype and device as ``embeddings``.
+    token 0 is left untouched. Returns the same dtype as ``embeddings``.
     """
     alpha = validate_strength(alpha)
-    if _is_torch(embeddings):
-        return _fuse_torch(embeddings, a, alpha, projection, projection_seed, stats, keep_bos)
     fused, _ = _fuse_numpy(np.asarray(embeddings), a, alpha, projection, projection_seed, stats, keep_bos)
     return fused  # type: ignore[return-value]
 
@@ -257,34 +254,6 @@ def _fuse_numpy(
     if keep_bos:
         fused[..., 0, :] = e[..., 0, :]
     return fused, True
-
-
-def _is_torch(x: Any) -> bool:
-    mod = type(x).__module__
-    return mod.startswith("torch") and hasattr(x, "detach")
-
-
-def _fuse_torch(
-    embeddings: Any,
-    a: Any,
-    alpha: float,
-    projection: Projection | None,
-    projection_seed: int,
-    stats: ReferenceStats | None,
-    keep_bos: bool,
-) -> Any:
-    import torch
-
-    tensor: torch.Tensor = embeddings
-    if alpha == 0.0:
-        return tensor.clone()
-    as_np = tensor.detach().to("cpu", torch.float64).numpy()
-    a_np = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-    fused = fuse(as_np, a_np, alpha, projection=projection, projection_seed=projection_seed, stats=stats)
-    out = torch.from_numpy(fused).to(device=tensor.device, dtype=tensor.dtype)
-    if keep_bos:
-        out[..., 0, :] = tensor[..., 0, :]
-    return out
 
 
 def resolve_strength(value: float) -> float:

@@ -46,10 +46,6 @@ class StemPool:
         self._mean: list[np.ndarray | None] = [None] * len(order)
         self._m2: list[np.ndarray | None] = [None] * len(order)  # sum of squared deviations from the mean
 
-    def frames(self, stem: int) -> int:
-        """Frames pooled so far for stem index ``stem``."""
-        return self._count[stem]
-
     def add(self, stem: int, frames: np.ndarray) -> None:
         """Pool ``frames`` ``[n, D]`` (the next frames of stem index ``stem``, any float dtype)."""
         name = self.order[stem]
