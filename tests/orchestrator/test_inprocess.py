@@ -1,4 +1,4 @@
-"""The in-process pipeline (benchmarks' baseline) computes what the service path computes."""
+"""The in-process adapter of the job's stages runs the same job code as the services and computes the same image."""
 
 from __future__ import annotations
 
@@ -25,16 +25,13 @@ def _pixels(png: bytes) -> np.ndarray:
 def test_in_process_pipeline_matches_the_service_path(
     start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
 ) -> None:
-    pipeline = InProcessPipeline(*(models[k].backend for k in ("separator", "audio_encoder", "text_encoder",
-                                                                "generator")))
-    generator_config = models["generator"].config
+    kinds = ("separator", "audio_encoder", "text_encoder", "generator")
+    pipeline = InProcessPipeline(*(models[k].backend for k in kinds), configs={k: models[k].config for k in kinds})
     data = encode_song("flac", 44100, 2, seconds=1.5, seed=5)
     orch = start_orchestrator(models)
-    sizes = {"guidance": generator_config.default_guidance,  # type: ignore[attr-defined]
-             "width": generator_config.default_size, "height": generator_config.default_size}  # type: ignore[attr-defined]
     for strength in (0.0, 0.5):
         served = run_job(orch.address, data, lyrics=LYRICS, seed=4, steps=2, strength=strength)
-        local = pipeline.run(data, lyrics=LYRICS, seed=4, steps=2, strength=strength, **sizes)
+        local = pipeline.run(data, lyrics=LYRICS, seed=4, steps=2, strength=strength)
         # the audio vector: the same stems, conversion and windows on both paths (only the batches the
         # encoder forms may differ, which moves float sums in their last bits)
         meta = read_metadata(served.png)
@@ -47,4 +44,8 @@ def test_in_process_pipeline_matches_the_service_path(
         # α = 0 and α = 0.5: the same image, bit for bit
         np.testing.assert_array_equal(_pixels(served.png), _pixels(local.png))
         assert meta["fusion"]["steered"] is (strength > 0)
-    assert set(local.timings) == {"decode", "separate", "embed", "encode_text", "fuse", "generate"}
+        # the same identities ran, and both records say so
+        for kind in kinds:
+            assert local.record.served[kind].identity == meta["served"][kind]["identity"]
+        assert local.record.generation.steps == meta["generation"]["steps"] == 2
+    assert set(local.timings) == {"decode", "audio", "encode_text", "fuse", "generate"}

@@ -28,6 +28,7 @@ import av
 import av.error
 import numpy as np
 
+from audiomemory.runtime.audio import MAX_SAMPLE_RATE
 from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
 from audiomemory.runtime.memory import song_array
 
@@ -36,8 +37,9 @@ DEFAULT_MAX_SECONDS = 20 * 60.0
 #: The highest rate a song is delivered at (higher rates are resampled while decoding; no model here
 #: uses more: Demucs 44.1 kHz, OpenL3 48 kHz, Whisper 16 kHz).
 MAX_DECODED_RATE = 48_000
-#: The highest rate a file may declare (the DXD rate; FLAC allows 655 350 Hz, a WAV header anything).
-DEFAULT_MAX_SAMPLE_RATE = 384_000
+#: The highest rate a file may declare by default: the wire's limit (the DXD rate; FLAC allows 655 350 Hz, a WAV
+#: header anything).
+DEFAULT_MAX_SAMPLE_RATE = MAX_SAMPLE_RATE
 # A header's length is reserved with this much room for encoder padding and estimated (VBR) durations.
 _RESERVE_FRACTION = 1.05
 _RESERVE_SLACK_S = 2.0
