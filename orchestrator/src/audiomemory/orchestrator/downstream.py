@@ -203,7 +203,7 @@ class Downstream(Loadable):
                     return
                 yield separator_pb2.SeparateRequest(audio=chunk)
 
-        call = self.separator.Separate(requests(), timeout=job.timeout(), metadata=job.metadata)
+        call = job.open(lambda: self.separator.Separate(requests(), timeout=job.timeout(), metadata=job.metadata))
         replies = self._replies(job, "separator", call, group=STEMS)
         yield next(replies)
         names: tuple[str, ...] = ()
@@ -237,7 +237,7 @@ class Downstream(Loadable):
             for signal, chunk in pieces:
                 yield audio_encoder_pb2.EmbedRequest(audio=chunk, signal=signal)
 
-        call = self.audio_encoder.Embed(requests(), timeout=job.timeout(), metadata=job.metadata)
+        call = job.open(lambda: self.audio_encoder.Embed(requests(), timeout=job.timeout(), metadata=job.metadata))
         replies = self._replies(job, "audio_encoder", call, group=STEMS)
         yield next(replies)
         frames = FrameCheck(signals, dim)
@@ -259,7 +259,8 @@ class Downstream(Loadable):
         self, job: Job, input_frames: int, pieces: Iterator[tensor_pb2.AudioChunk], pin: Pin,
     ) -> Iterator[Served | Queued | Heard | Transcript]:
         """The vocal stem (``pieces``, in the stem format) to the transcriber; its progress, then the transcript."""
-        if self.transcriber is None:
+        transcriber = self.transcriber
+        if transcriber is None:
             raise AudioMemoryError("no transcriber is configured (transcriber_target)")
 
         def requests() -> Iterator[transcriber_pb2.TranscribeRequest]:
@@ -268,7 +269,7 @@ class Downstream(Loadable):
             for chunk in pieces:
                 yield transcriber_pb2.TranscribeRequest(audio=chunk)
 
-        call = self.transcriber.Transcribe(requests(), timeout=job.timeout(), metadata=job.metadata)
+        call = job.open(lambda: transcriber.Transcribe(requests(), timeout=job.timeout(), metadata=job.metadata))
         replies = self._replies(job, "transcriber", call, group=STEMS)
         yield next(replies)
         transcript: Transcript | None = None
@@ -291,8 +292,8 @@ class Downstream(Loadable):
     def encode(self, job: Job, texts: list[str], dims: tuple[int, int], pin: Pin) -> Iterator[Served | Encoded]:
         """The texts' token embeddings ``[B, L, D]`` (``dims`` = (L, D) from its Describe) in one call."""
         length, hidden = dims
-        call = self.text_encoder.Encode(text_encoder_pb2.EncodeRequest(texts=texts, pin=pin), timeout=job.timeout(),
-                                        metadata=job.metadata)
+        request = text_encoder_pb2.EncodeRequest(texts=texts, pin=pin)
+        call = job.open(lambda: self.text_encoder.Encode(request, timeout=job.timeout(), metadata=job.metadata))
         replies = self._replies(job, "text_encoder", call)
         yield next(replies)
         first = next(replies, None)
@@ -342,7 +343,7 @@ class Downstream(Loadable):
     def _generate_once(
         self, job: Job, request: generator_pb2.GenerateRequest, attempt: int
     ) -> Iterator[Served | Queued | Step | Painted]:
-        call = self.generator.Generate(request, timeout=job.timeout(), metadata=job.metadata)
+        call = job.open(lambda: self.generator.Generate(request, timeout=job.timeout(), metadata=job.metadata))
         png = bytearray()
         painted: Painted | None = None
         replies = self._replies(job, "generator", call)

@@ -66,10 +66,21 @@ class Job:
     def track(self, call: T) -> T:
         """Remember ``call`` (a gRPC call or future) so that ``cancel_all`` reaches it."""
         with self._lock:
-            self._calls.append(call)
+            if not any(known is call for known in self._calls):
+                self._calls.append(call)
             cancelled = self.cancelled.is_set()
         if cancelled:
             call.cancel()  # type: ignore[attr-defined]
+        return call
+
+    def open(self, start: Callable[[], T]) -> T:
+        """``start()`` a downstream call and track it, unless the job is already cancelled (``Cancelled``):
+        atomic with ``cancel_all``, so no call is opened after a job has ended."""
+        with self._lock:
+            if self.cancelled.is_set():
+                raise Cancelled("the job was cancelled")
+            call = start()
+            self._calls.append(call)
         return call
 
     def on_cancel(self, wake: Callable[[], None]) -> None:
