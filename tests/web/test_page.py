@@ -130,8 +130,8 @@ def test_a_dropped_song_becomes_an_image_with_its_parameters_a_png_download_and_
     wait_status(page, "done in")
     assert page.locator("#gallery img").count() == 2
     remixed = read_entry(max((server.log.parent / "out").glob("*.png"), key=lambda p: p.stat().st_mtime))
-    assert remixed is not None and remixed.metadata["cache_hit"]  # the same song: the orchestrator's cache
-    assert remixed.metadata["generation"]["seed"] == int(seed) and remixed.form()["steps"] == 2
+    assert remixed is not None and remixed.record.cache_hit  # the same song: the orchestrator's cache
+    assert remixed.record.generation.seed == int(seed) and remixed.form()["steps"] == 2
 
 
 def test_a_text_file_named_mp3_shows_the_decoders_message_and_the_next_song_works(
@@ -165,5 +165,5 @@ def test_lyrics_from_the_song_are_transcribed_when_the_orchestrator_has_a_transc
     page.locator("#generate").click()
     done = wait_status(page, "done in")
     entry = read_entry(server.log.parent / "out" / done.split(": ")[-1])
-    assert entry is not None and entry.metadata["lyrics"]["source"] == "transcribed"
+    assert entry is not None and entry.record.lyrics.source == "transcribed"
     assert entry.form()["from_song"] is True

@@ -18,7 +18,7 @@ import grpc
 from tqdm import tqdm
 
 from audiomemory import profiles
-from audiomemory.client import Client, ImageResult, UnreadableMetadata, status_text
+from audiomemory.client import Client, ImageResult, UnreadableMetadata, record_dict, status_text
 from audiomemory.progress import JobState, stage_name
 from audiomemory.runtime.backend import download_blocked, hf_endpoint
 from audiomemory.runtime.errors import FailedPrecondition
@@ -212,5 +212,5 @@ def write_result(result: ImageResult, out: Path, sidecar: bool) -> None:
     click.echo(f"wrote {out}", err=True)
     if sidecar:
         side = out.with_suffix(".json")
-        side.write_text(json.dumps(result.metadata, indent=2, sort_keys=True))
+        side.write_text(json.dumps(record_dict(result.record), indent=2, sort_keys=True))
         click.echo(f"wrote {side}", err=True)
