@@ -1,15 +1,18 @@
 """The one reader of an image's record (``client.read_record`` / ``record_from_json``): records written before
 ``ImageRecord`` (schema 1, the untyped dict) read into the same message, hostile records are one clear line that
-names the field and never quotes the payload."""
+names the field and never quotes the payload, and ``reproduce`` pins what an image records."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import grpc
 import pytest
 
 from audiomemory.bench.hostile_png import png
+from audiomemory.cli.common import JobFailed
+from audiomemory.cli.reproduce import missing_identity, recorded_request
 from audiomemory.client import MAX_RECORD_BYTES, UnreadableMetadata, read_record, record_from_json, record_json
 from audiomemory.runtime import identity
 from audiomemory.v1 import common_pb2, orchestrator_pb2, record_pb2, transcriber_pb2
@@ -120,3 +123,44 @@ def test_a_record_that_cannot_be_read_is_one_line_naming_the_field_never_the_pay
     message = str(refused.value)
     assert message.startswith("forged.png: ") and says in message, message
     assert "\n" not in message and MARK not in message and len(message) < 300
+
+
+def test_reproduce_pins_every_service_the_image_records_and_sends_transcribed_lyrics_as_given() -> None:
+    generator = identity.served(common_pb2.ModelInfo(backend="diffusers", model_id="sd15", revision="a" * 40,
+                                                     dtype="bfloat16"), {"steps": 20, "guidance": 7.5})
+    separator = identity.served(common_pb2.ModelInfo(backend="demucs", model_id="htdemucs", dtype="float32"))
+    record = record_pb2.ImageRecord(
+        schema=2,
+        request=orchestrator_pb2.CreateImageOptions(seed=3, lyrics_source=orchestrator_pb2.LYRICS_SOURCE_TRANSCRIBE),
+        served={"generator": generator, "separator": separator,
+                "orchestrator": identity.served(common_pb2.ModelInfo(backend="orchestrator"))},
+        lyrics=record_pb2.LyricsRecord(source="transcribed", transcript=transcriber_pb2.Transcript(segments=[
+            transcriber_pb2.TranscriptSegment(start=0, end=1, text="la la"),
+            transcriber_pb2.TranscriptSegment(start=1, end=2, text="the night")])))
+    request = recorded_request(record)
+    assert dict(request.pins) == {"generator": identity.pin_for(generator), "separator": identity.pin_for(separator)}
+    assert request.pins["generator"].describe == "diffusers/sd15@aaaaaaaaaaaa (bfloat16)"
+    assert request.seed == 3 and request.lyrics == "la la\nthe night"
+    assert request.lyrics_source == orchestrator_pb2.LYRICS_SOURCE_GIVEN
+    assert not record.request.pins  # the record itself is left as read
+
+    refused = JobFailed(_Failed(grpc.StatusCode.FAILED_PRECONDITION, f"generator: the request pins "
+                                f"{request.pins['generator'].describe} (identity {generator.identity}); this "
+                                "replica runs diffusers/sd15@aaaaaaaaaaaa (float32) (identity 0123)"))
+    said = missing_identity(refused, request)
+    assert said.startswith("no generator replica runs diffusers/sd15@aaaaaaaaaaaa (bfloat16) (identity ")
+    assert "the image was painted by it" in said
+    assert missing_identity(JobFailed(_Failed(grpc.StatusCode.UNAVAILABLE, "down")), request) == ""
+    record.schema = 1  # a Describe answer, maybe not the replica that ran: not pinned
+    assert not recorded_request(record).pins
+
+
+class _Failed(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details

@@ -186,10 +186,20 @@ def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
+class JobFailed(click.ClickException):
+    """A job the orchestrator ended with a status: ``code`` and ``details`` as the call's status said them."""
+
+    def __init__(self, err: grpc.RpcError) -> None:
+        super().__init__(status_text(err))
+        self.code: grpc.StatusCode | None = err.code() if hasattr(err, "code") else None
+        self.details = str(err.details() if hasattr(err, "details") else err)
+
+
 def run_job(address: str, song: Path, lyrics: str, options: dict[str, Any],
             request: orchestrator_pb2.CreateImageOptions | None = None,
             connection: Connection = PLAINTEXT) -> ImageResult:
-    """One ``CreateImage`` with its progress on stderr (``JobProgress``); the finished image."""
+    """One ``CreateImage`` with its progress on stderr (``JobProgress``); the finished image (a failed call:
+    ``JobFailed``)."""
     progress = JobProgress()
     with connection.client(address) as client:
         try:
@@ -198,7 +208,7 @@ def run_job(address: str, song: Path, lyrics: str, options: dict[str, Any],
                     return event
                 progress.show(event)
         except grpc.RpcError as err:
-            raise click.ClickException(status_text(err)) from None
+            raise JobFailed(err) from None
         except UnreadableMetadata as err:  # an orchestrator whose record no reader could use
             raise click.ClickException(str(err)) from None
         finally:

@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 import click
+import grpc
 import numpy as np
 
 from audiomemory.cli.common import (
     MODELS_HELP,
     PLAINTEXT,
     Connection,
+    JobFailed,
     connection_options,
     orchestrator_address,
     run_job,
@@ -21,6 +23,7 @@ from audiomemory.cli.common import (
 )
 from audiomemory.client import UnreadableMetadata, read_record
 from audiomemory.runtime.errors import describe
+from audiomemory.runtime.identity import pin_for
 from audiomemory.v1 import orchestrator_pb2, record_pb2
 
 BUILT_IN_PROFILES = ("tiny", "default")  # names of profiles the code defines, not files
@@ -33,16 +36,37 @@ def _pixels(png: bytes) -> np.ndarray:
 
 
 def recorded_request(record: record_pb2.ImageRecord) -> orchestrator_pb2.CreateImageOptions:
-    """The options an image's record holds. Lyrics that were transcribed go back as given lyrics: the recorded
-    transcript's segments, one line each (``Transcript.lines``) — the lines the image's lyrics window was made
-    of — so nothing is transcribed again."""
+    """The options an image's record holds, pinned to what served it: for every kind it records but the
+    orchestrator, the identity of the replica that served that call (``identity.pin_for``), so the job runs
+    on the same models at the same precision or fails saying which is missing. A schema-1 record is not
+    pinned: it holds a ``Describe`` answer, maybe another replica's than the one that ran. Lyrics that were transcribed
+    go back as given lyrics: the recorded transcript's segments, one line each (``Transcript.lines``) — the
+    lines the image's lyrics window was made of — so nothing is transcribed again."""
     request = orchestrator_pb2.CreateImageOptions()
     request.CopyFrom(record.request)
+    request.pins.clear()
+    for kind, header in sorted(record.served.items()):
+        if kind != "orchestrator" and record.schema >= 2:
+            request.pins[kind].CopyFrom(pin_for(header))
     transcript = record.lyrics.transcript
     if request.lyrics_source == orchestrator_pb2.LYRICS_SOURCE_TRANSCRIBE and record.lyrics.HasField("transcript"):
         request.lyrics = "\n".join(segment.text for segment in transcript.segments)
         request.lyrics_source = orchestrator_pb2.LYRICS_SOURCE_GIVEN
     return request
+
+
+def missing_identity(failed: JobFailed, request: orchestrator_pb2.CreateImageOptions) -> str:
+    """What a job refused for a pin (FAILED_PRECONDITION naming a pinned identity) lacks, said plainly; ``""``
+    when it failed for another reason."""
+    if failed.code is not grpc.StatusCode.FAILED_PRECONDITION:
+        return ""
+    for kind, pin in sorted(request.pins.items()):
+        if pin.identity and pin.identity[:32] in failed.details:
+            made = "painted" if kind == "generator" else "made"
+            named = pin.describe[:200] if pin.describe[:200].isprintable() else ascii(pin.describe[:200])
+            return (f"no {kind} replica runs {named} (identity {pin.identity[:12]}); the image was {made} by it: "
+                    f"start one to reproduce it exactly ({failed.format_message()})")
+    return ""
 
 
 def recorded_models(record: record_pb2.ImageRecord, models: str | None) -> str:
@@ -97,8 +121,14 @@ def reproduce(image: Path, song: Path, out: Path | None, models: str | None, orc
         click.echo(f"re-using the transcript the image records ({segments} segment(s)): nothing is transcribed "
                    "again", err=True)
     with orchestrator_address(models or "auto", orchestrator) as address:
-        result = run_job(address, song, "", {}, request=request,
-                         connection=connection if orchestrator else PLAINTEXT)
+        try:
+            result = run_job(address, song, "", {}, request=request,
+                             connection=connection if orchestrator else PLAINTEXT)
+        except JobFailed as failed:
+            missing = missing_identity(failed, request)
+            if missing:
+                raise click.ClickException(missing) from None
+            raise
     if out is not None:
         write_result(result, out, sidecar=False)
     before, after = _pixels(original), _pixels(result.png)
