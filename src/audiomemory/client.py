@@ -5,8 +5,10 @@
     with Client("127.0.0.1:50051") as client:
         for event in client.create_image("song.mp3", lyrics=open("lyrics.txt").read(), seed=7):
             print(event)                      # StageEvent protos, then one ImageResult
-        # or: result = client.generate("song.mp3", lyrics=..., seed=7); result.png, result.metadata
+        # or: result = client.generate("song.mp3", lyrics=..., seed=7); result.png, result.record
         # or: job = client.start_image(...); iterate it in one thread, job.cancel() from another
+
+    record = read_record(Path("memory.png"))  # an image's ImageRecord (record.proto), None when it has none
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +24,20 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
+from audiomemory.runtime import identity
 from audiomemory.runtime.codec import CHUNK_BYTES, iter_pieces
 from audiomemory.runtime.errors import InvalidInput, shorten
 from audiomemory.runtime.security import open_channel
-from audiomemory.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
+from audiomemory.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc, record_pb2, transcriber_pb2
 
-METADATA_KEY = "audiomemory"  # the PNG text chunk holding everything needed to reproduce an image
+METADATA_KEY = "audiomemory"  # the PNG text chunk holding the image's record (record.proto's ImageRecord)
+PARAMETERS_KEY = "parameters"  # the A1111-style text chunk every result PNG carries (prompt, steps, seed…)
 #: The largest record (UTF-8 bytes of its JSON) a reader takes and the orchestrator writes: Pillow's
 #: ``PngImagePlugin.MAX_TEXT_CHUNK``, the most a compressed text chunk may hold for Pillow to read it back.
 MAX_RECORD_BYTES = 1 << 20
+SCHEMA = 2  # ImageRecord.schema the orchestrator writes; 1: the untyped record before it
 
 
 class UnreadableMetadata(InvalidInput):
@@ -38,12 +45,21 @@ class UnreadableMetadata(InvalidInput):
     that names the file."""
 
 
-def read_metadata(png: bytes | Path, name: str | None = None) -> dict[str, Any] | None:
-    """The checked record (``parse_record``) in a PNG's ``audiomemory`` chunk; ``None`` when it has none.
+def record_dict(record: record_pb2.ImageRecord) -> dict[str, Any]:
+    """``record`` as JSON data (proto field names, every field): what a sidecar and ``record_json`` hold."""
+    return json_format.MessageToDict(record, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
 
-    ``png`` is the file's bytes or its path; ``name`` what messages call it (default: the path). Any other
-    bytes — not a PNG, truncated, a record that is not JSON, nested too deep, too big or with a field of
-    the wrong type — raise ``UnreadableMetadata`` naming the file, never another exception."""
+
+def record_json(record: record_pb2.ImageRecord) -> str:
+    """The one JSON form of a record: the PNG's ``audiomemory`` chunk and ``ImageResult.metadata_json``."""
+    return json.dumps(record_dict(record), sort_keys=True, ensure_ascii=False)
+
+
+def read_png_text(png: bytes | Path, name: str = "") -> dict[str, str]:
+    """A PNG's text chunks (``METADATA_KEY``, ``PARAMETERS_KEY``, …): the one PNG reader. ``png`` is the file's
+    bytes or its path; ``name`` what messages call it (default: the path). Any bytes that are not a PNG Pillow
+    reads raise ``UnreadableMetadata`` naming the file, never another exception."""
     label = _printable(name or (str(png) if isinstance(png, Path) else "the image"))
     from PIL import Image
 
@@ -51,99 +67,157 @@ def read_metadata(png: bytes | Path, name: str | None = None) -> dict[str, Any] 
         raise UnreadableMetadata(f"{label}: not a regular file")
     try:
         with Image.open(png if isinstance(png, Path) else io.BytesIO(png)) as image:
-            text = getattr(image, "text", {}).get(METADATA_KEY)
+            return {str(k): str(v) for k, v in getattr(image, "text", {}).items()}
     except Exception as exc:  # a parser fed any bytes raises any of a dozen types
         raise UnreadableMetadata(f"{label}: not a PNG Audio Memory can read ({type(exc).__name__}: "
                                  f"{_printable(shorten(exc))})") from None
-    return None if text is None else parse_record(str(text), label)
 
 
-def parse_record(text: str, label: str) -> dict[str, Any]:
-    """A record's JSON ``text`` as a dict whose fields the readers use have the types they expect
-    (``record_problem``); else ``UnreadableMetadata`` naming ``label``."""
+def read_record(png: bytes | Path, name: str = "") -> record_pb2.ImageRecord | None:
+    """The record in a PNG's ``audiomemory`` chunk (``record_from_json``); ``None`` when it has none.
+
+    Any other bytes — not a PNG, truncated, a record that is not JSON, nested too deep, too big or with a
+    field of the wrong type — raise ``UnreadableMetadata`` naming the file, never another exception."""
+    label = _printable(name or (str(png) if isinstance(png, Path) else "the image"))
+    text = read_png_text(png, label).get(METADATA_KEY)
+    return None if text is None else record_from_json(text, label)
+
+
+def record_from_json(text: str, name: str = "the record") -> record_pb2.ImageRecord:
+    """A record's JSON (a PNG's chunk, a sidecar, ``metadata_json``) as an ``ImageRecord``; a schema-1 record
+    (the untyped dict before ``ImageRecord``) is translated (``_from_schema_1``). Unknown fields are ignored;
+    else ``UnreadableMetadata`` naming ``name`` and the field, never quoting the payload."""
+    label = _printable(name)
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_RECORD_BYTES:
         raise UnreadableMetadata(f"{label}: its metadata is {size} bytes, over the {MAX_RECORD_BYTES} a reader takes")
     try:
-        record = json.loads(text)
+        data = json.loads(text)
     except RecursionError:
         raise UnreadableMetadata(f"{label}: its metadata nests deeper than a reader follows") from None
     except ValueError as exc:
         raise UnreadableMetadata(f"{label}: its metadata is not JSON ({_printable(shorten(exc))})") from None
-    problem = record_problem(record)
-    if problem:
-        raise UnreadableMetadata(f"{label}: its metadata is not an Audio Memory record ({problem})")
-    return dict(record)
-
-
-_TEXT: tuple[type, ...] = (str,)
-_INT: tuple[type, ...] = (int,)
-_NUMBER: tuple[type, ...] = (int, float)
-#: The fields the readers use (``reproduce``, the gallery, ``generate``'s summary), by section, and the types
-#: they must have when present (when absent, the reader's default applies); a record where one has another
-#: type is refused whole, so no reader's ``.get`` chain meets a wrong type. ``request`` must parse as the
-#: ``CreateImageOptions`` it records; ``lyrics.transcript``, when not null, as ``Transcript.to_dict`` wrote it.
-RECORD_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
-    "": {"schema": _INT, "profile": _TEXT, "request": (dict,), "cache_hit": (bool,), "created_unix": _INT},
-    "song": {"sha256": _TEXT, "filename": _TEXT, "bytes": _INT, "seconds": _NUMBER},
-    "lyrics": {"window": _TEXT, "text": _TEXT, "full": _TEXT, "negative_prompt": _TEXT, "source": _TEXT,
-               "transcript": (dict, type(None))},
-    "fusion": {"strength": _NUMBER, "projection_seed": _INT},
-    "generation": {"seed": _INT, "steps": _INT, "width": _INT, "height": _INT, "scheduler": _TEXT},
-}
-_TRANSCRIPT = {"text": _TEXT, "language": _TEXT, "seconds": _NUMBER, "segments": (list,)}
-_SEGMENT = {"start": _NUMBER, "end": _NUMBER, "text": _TEXT}
-
-
-def record_problem(record: Any) -> str:
-    """What makes ``record`` unfit for the readers (the first field of the wrong type), or ``""``."""
-    if not isinstance(record, dict):
-        return f"the record: expected an object, got {_kind(record)}"
-    for section, fields in RECORD_FIELDS.items():
-        part = record.get(section, {}) if section else record
-        if not isinstance(part, dict):
-            return f"{section}: expected an object, got {_kind(part)}"
-        problem = _fields_problem(part, fields, f"{section}." if section else "", required=False)
-        if problem:
-            return problem
-    transcript = record.get("lyrics", {}).get("transcript")
-    problem = "" if transcript is None else transcript_problem(transcript)
-    if problem:
-        return problem
+    schema = data.get("schema", 1) if isinstance(data, dict) else SCHEMA
+    legacy = schema in (1, "1") and not isinstance(schema, bool)
+    data = _from_schema_1(data) if legacy else data
     try:
-        json_format.ParseDict(record.get("request", {}), orchestrator_pb2.CreateImageOptions(),
-                              ignore_unknown_fields=True)
+        problem = _shape_problem(data, record_pb2.ImageRecord.DESCRIPTOR, "")
+        if problem:
+            raise UnreadableMetadata(problem)
+        record = json_format.ParseDict(data, record_pb2.ImageRecord(), ignore_unknown_fields=True)
+    except UnreadableMetadata as exc:
+        raise UnreadableMetadata(f"{label}: its metadata is not an Audio Memory record ({exc})") from None
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-        return f"request: {_printable(shorten(exc))}"
+        where = ".".join(re.findall(r"Failed to parse (\w+) field", str(exc))) or "the record"
+        raise UnreadableMetadata(f"{label}: its metadata is not an Audio Memory record ({where}: a value out of "
+                                 "range or of the wrong form)") from None
+    if legacy:
+        _identify_schema_1(record)
+    return record
+
+
+def _from_schema_1(old: Any) -> Any:
+    """A schema-1 record (today's sections by name; ``services``: each kind's whole ``Describe`` in camelCase;
+    ``request`` in camelCase, maybe with the ``strengthSet``/``guidanceSet`` of before strength and guidance
+    had presence, a 0 left out) as ``ImageRecord`` JSON data; ``_identify_schema_1`` finishes it once parsed."""
+    if not isinstance(old, dict):
+        return old
+    new = {key: value for key, value in old.items() if key not in ("services", "request")}
+    new["schema"] = 1
+    request = old.get("request")
+    if isinstance(request, dict):
+        request = dict(request)
+        for name in ("strength", "guidance"):
+            if request.pop(f"{name}Set", False):
+                request.setdefault(name, 0.0)
+    new["request"] = request
+    services = old.get("services")
+    if isinstance(services, dict):  # each kind's Describe: its ``model`` is the ModelInfo
+        new["served"] = {kind: {"model": info.get("model")} if isinstance(info, dict) else info
+                         for kind, info in services.items()}
+    elif services is not None:
+        new["served"] = services
+    return new
+
+
+def _identify_schema_1(record: record_pb2.ImageRecord) -> None:
+    """The identities a schema-1 record's ``Describe`` infos stand for, and the generator's steps and guidance
+    as its ``generation`` recorded them (the resolution a schema-2 call header carries)."""
+    gen = record.generation
+    for kind, header in record.served.items():
+        resolved = {"steps": gen.steps, "guidance": gen.guidance} if kind == "generator" else {}
+        header.CopyFrom(identity.served(header.model, resolved))
+
+
+_INTEGERS = frozenset({
+    FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_FIXED32,
+    FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED32, FieldDescriptor.TYPE_SFIXED64})
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+
+
+def _shape_problem(value: Any, descriptor: Descriptor, path: str) -> str:
+    """The first field of ``value`` (JSON data for ``descriptor``) whose JSON type is not its field's — an object
+    for a message or a map, a list for a repeated field, a finite number for a float… — or ``""``. Unknown
+    fields and nulls are left to ``ParseDict`` (which ignores and clears them); so is an integer's range."""
+    if not isinstance(value, dict):
+        return f"{path or 'the record'}: expected an object, got {_kind(value)}"
+    fields = {**{f.json_name: f for f in descriptor.fields}, **{f.name: f for f in descriptor.fields}}
+    for key, item in value.items():
+        field = fields.get(key) if isinstance(key, str) else None
+        if field is None or item is None:
+            continue
+        where = f"{path}.{field.name}" if path else field.name
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            if not isinstance(item, dict):
+                return f"{where}: expected an object, got {_kind(item)}"
+            entry = field.message_type.fields_by_name["value"]
+            parts = [(f"{where}.{k}" if _KEY.fullmatch(str(k)) else f"{where}[…]", v) for k, v in item.items()]
+        elif field.is_repeated:
+            if not isinstance(item, list):
+                return f"{where}: expected a list, got {_kind(item)}"
+            entry, parts = field, [(f"{where}[{i}]", v) for i, v in enumerate(item)]
+        else:
+            entry, parts = field, [(where, item)]
+        for at, part in parts:
+            problem = _value_problem(part, entry, at)
+            if problem:
+                return problem
     return ""
+
+
+def _value_problem(value: Any, field: FieldDescriptor, where: str) -> str:
+    kind = field.type
+    if field.message_type is not None:
+        return _shape_problem(value, field.message_type, where)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        fits, expected = number and math.isfinite(value), "a finite number"
+    elif kind in _INTEGERS:  # 64-bit integers are strings in proto3's JSON
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        fits, expected = (number and whole) or isinstance(value, str), "an integer"
+    elif kind == FieldDescriptor.TYPE_BOOL:
+        fits, expected = isinstance(value, bool), "true or false"
+    elif kind == FieldDescriptor.TYPE_ENUM:
+        fits, expected = isinstance(value, str) or (number and isinstance(value, int)), "an enum name"
+    else:  # string, bytes (base64)
+        fits, expected = isinstance(value, str), "a string"
+    return "" if fits or value is None else f"{where}: expected {expected}, got {_kind(value)}"
 
 
 def transcript_problem(transcript: Any) -> str:
-    """What makes ``transcript`` other than ``Transcript.to_dict`` writes it (types, finite times), or ``""``."""
+    """What makes ``transcript`` other than ``Transcript.to_dict`` writes it (types, finite times), or ``""``
+    (the orchestrator's cache reads its transcripts with it)."""
     if not isinstance(transcript, dict):
-        return f"lyrics.transcript: expected an object, got {_kind(transcript)}"
-    problem = _fields_problem(transcript, _TRANSCRIPT, "lyrics.transcript.", required=True)
-    for i, segment in enumerate(() if problem else transcript["segments"]):
-        where = f"lyrics.transcript.segments[{i}]"
-        if not isinstance(segment, dict):
-            return f"{where}: expected an object, got {_kind(segment)}"
-        problem = _fields_problem(segment, _SEGMENT, f"{where}.", required=True)
-        if problem:
-            break
-    return problem
-
-
-def _fields_problem(part: dict[str, Any], fields: dict[str, tuple[type, ...]], prefix: str, *, required: bool) -> str:
-    for key, types in fields.items():
-        if key not in part:
-            if required:
-                return f"{prefix}{key}: missing"
-            continue
-        value = part[key]
-        fits = isinstance(value, types) and (bool in types or not isinstance(value, bool))
-        if not fits or (isinstance(value, float) and not math.isfinite(value)):
-            return f"{prefix}{key}: expected {' or '.join(t.__name__ for t in types)}, got {_kind(value)}"
-    return ""
+        return f"transcript: expected an object, got {_kind(transcript)}"
+    missing = [key for key in ("text", "language", "seconds", "segments") if key not in transcript]
+    segments = transcript.get("segments")
+    if not missing and isinstance(segments, list):
+        missing = [f"segments[{i}].{key}" for i, s in enumerate(segments) if isinstance(s, dict)
+                   for key in ("start", "end", "text") if key not in s]
+    if missing:
+        return f"transcript.{missing[0]}: missing"
+    return _shape_problem(transcript, transcriber_pb2.Transcript.DESCRIPTOR, "transcript")
 
 
 def _kind(value: Any) -> str:
@@ -164,10 +238,15 @@ def status_text(err: grpc.RpcError) -> str:
 
 @dataclass
 class ImageResult:
-    """The finished image: PNG bytes (with metadata text chunks) and the metadata as a dict."""
+    """The finished image: PNG bytes (with its text chunks) and its record."""
 
     png: bytes
-    metadata: dict[str, Any] = field(default_factory=dict)
+    record: record_pb2.ImageRecord = field(default_factory=record_pb2.ImageRecord)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The record as JSON data (``record_dict``), for JSON output; readers use ``record``."""
+        return record_dict(self.record)
 
 
 def build_options(lyrics: str = "", *, filename: str = "", **kwargs: Any) -> orchestrator_pb2.CreateImageOptions:
@@ -208,8 +287,8 @@ class ImageJob:
                 png += response.result.png
                 if response.result.last:
                     text = response.result.metadata_json
-                    meta = parse_record(text, "the orchestrator's record") if text else {}
-                    yield ImageResult(bytes(png), meta)
+                    record = record_from_json(text, "the orchestrator's record") if text else None
+                    yield ImageResult(bytes(png), record or record_pb2.ImageRecord())
 
 
 class Client:

@@ -151,7 +151,7 @@ def test_generate_without_lyrics_transcribes_and_a_reseed_reads_the_transcript_f
     meta1 = json.loads((tmp_path / "a.json").read_text())
     meta2 = json.loads((tmp_path / "b.json").read_text())
     assert meta1["lyrics"]["source"] == "transcribed" and meta1["lyrics"]["transcript_cache_hit"] is False
-    assert meta1["services"]["transcriber"]["model"]["backend"] == "whisper"
+    assert meta1["served"]["transcriber"]["model"]["backend"] == "whisper"
     assert "[transcribing] (transcribed)" in first.output
     segments = meta1["lyrics"]["transcript"]["segments"]
     assert f"# transcribed ({meta1['lyrics']['transcript']['language'] or '-'}), {len(segments)} segment(s)" \

@@ -18,7 +18,7 @@ from audiomemory import profiles
 from audiomemory.bench.hostile_png import GOOD, hostile, png
 from audiomemory.cli.main import cli
 from audiomemory.cli.reproduce import recorded_models
-from audiomemory.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from audiomemory.v1 import orchestrator_pb2, orchestrator_pb2_grpc, record_pb2
 
 HOSTILE = hostile()
 
@@ -69,13 +69,16 @@ def test_reproduce_never_loads_a_profile_an_image_names(tmp_path: Path, monkeypa
 
 
 def test_reproduce_takes_only_a_built_in_profile_name_from_an_image() -> None:
-    assert recorded_models({"profile": "tiny"}, None) == "tiny"
-    assert recorded_models({"profile": "default"}, None) == "default"
-    assert recorded_models({"profile": ""}, None) == "auto"  # a deployment records none
-    assert recorded_models({"profile": "/somewhere/else.yaml"}, "tiny") == "tiny"  # what the user passes wins
+    def profile(name: str) -> record_pb2.ImageRecord:
+        return record_pb2.ImageRecord(profile=name)
+
+    assert recorded_models(profile("tiny"), None) == "tiny"
+    assert recorded_models(profile("default"), None) == "default"
+    assert recorded_models(profile(""), None) == "auto"  # a deployment records none
+    assert recorded_models(profile("/somewhere/else.yaml"), "tiny") == "tiny"  # what the user passes wins
     for named in ("/somewhere/else.yaml", "tiny.yaml", "../tiny", "auto\nwith a second line"):
         with pytest.raises(Exception, match="will not load") as refused:
-            recorded_models({"profile": named}, None)
+            recorded_models(profile(named), None)
         assert "\n" not in str(refused.value)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from audiomemory.bench.inprocess import InProcessPipeline
-from audiomemory.client import read_metadata
+from audiomemory.client import read_record
 from audiomemory.orchestrator.cache import AudioCache
 from audiomemory.runtime.service import RunningService
 
@@ -34,7 +34,7 @@ def test_in_process_pipeline_matches_the_service_path(
         local = pipeline.run(data, lyrics=LYRICS, seed=4, steps=2, strength=strength)
         # the audio vector: the same stems, conversion and windows on both paths (only the batches the
         # encoder forms may differ, which moves float sums in their last bits)
-        meta = read_metadata(served.png)
+        meta = read_record(served.png)
         assert meta is not None
         cache = AudioCache(orch.config.cache_dir)  # type: ignore[attr-defined]
         (entry,) = list(cache.root.glob("*/*.amc"))
@@ -43,9 +43,9 @@ def test_in_process_pipeline_matches_the_service_path(
         np.testing.assert_allclose(local.pooled, cached.pooled, rtol=1e-4, atol=1e-5)
         # α = 0 and α = 0.5: the same image, bit for bit
         np.testing.assert_array_equal(_pixels(served.png), _pixels(local.png))
-        assert meta["fusion"]["steered"] is (strength > 0)
+        assert meta.fusion.steered is (strength > 0)
         # the same identities ran, and both records say so
         for kind in kinds:
-            assert local.record.served[kind].identity == meta["served"][kind]["identity"]
-        assert local.record.generation.steps == meta["generation"]["steps"] == 2
+            assert local.record.served[kind].identity == meta.served[kind].identity
+        assert local.record.generation.steps == meta.generation.steps == 2
     assert set(local.timings) == {"decode", "audio", "encode_text", "fuse", "generate"}

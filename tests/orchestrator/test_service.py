@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import threading
 import time
@@ -13,12 +12,12 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from google.protobuf import json_format
 from PIL import Image
 
-from audiomemory.client import read_metadata
+from audiomemory.client import read_record, record_from_json
 from audiomemory.orchestrator.lyrics import salient_window
 from audiomemory.runtime import codec
+from audiomemory.runtime.identity import identity
 from audiomemory.runtime.service import RunningService
 from audiomemory.v1 import (
     common_pb2,
@@ -76,27 +75,27 @@ def test_song_in_any_common_format_becomes_a_png_with_metadata(
 
     image = result.image
     assert image.format == "PNG" and image.size[0] > 0
-    meta = read_metadata(result.png)
-    assert meta is not None and meta == json.loads(result.metadata_json)
-    assert meta["song"]["sha256"] == hashlib.sha256(data).hexdigest()
-    assert (meta["song"]["sample_rate"], meta["song"]["channels"]) == (rate, channels)
-    assert meta["lyrics"]["text"] == salient_window(LYRICS) == "Hold me now, Under the lights, Walking alone"
-    assert meta["generation"]["seed"] == 3 and meta["generation"]["steps"] == 2
-    assert meta["generation"]["denoising_steps"] == calls >= 2
-    assert meta["fusion"]["strength"] == pytest.approx(0.1) and meta["cache_hit"] is False
+    meta = read_record(result.png)
+    assert meta is not None and meta == record_from_json(result.metadata_json)
+    assert meta.song.sha256 == hashlib.sha256(data).hexdigest()
+    assert (meta.song.sample_rate, meta.song.channels) == (rate, channels)
+    assert meta.lyrics.text == salient_window(LYRICS) == "Hold me now, Under the lights, Walking alone"
+    assert meta.generation.seed == 3 and meta.generation.steps == 2
+    assert meta.generation.denoising_steps == calls >= 2
+    assert meta.fusion.strength == pytest.approx(0.1) and meta.cache_hit is False
     # stems were asked for in the audio encoder's own format: its rate, mono, float16 on the wire
-    encoder = meta["services"]["audio_encoder"]
-    assert meta["stem_format"] == {
-        "sampleRate": encoder["sampleRate"], "channels": encoder["channels"], "dtype": "float16"
-    }
-    for kind in ("separator", "audio_encoder", "text_encoder", "generator"):
-        assert meta["services"][kind]["model"]["modelId"]
-    sent = json_format.ParseDict(meta["request"], orchestrator_pb2.CreateImageOptions())
+    with grpc.insecure_channel(orchestrator.address) as channel:
+        encoder = orchestrator_pb2_grpc.OrchestratorStub(channel).Describe(common_pb2.DescribeRequest()).audio_encoder
+    assert (meta.stem_format.sample_rate, meta.stem_format.channels, meta.stem_format.dtype) == (
+        encoder.sample_rate, encoder.channels, "float16")
+    for kind in ("separator", "audio_encoder", "text_encoder", "generator", "orchestrator"):
+        assert meta.served[kind].model.model_id and meta.served[kind].identity == identity(meta.served[kind].model)
+    sent = meta.request
     assert sent.seed == 3 and sent.steps == 2 and sent.lyrics == LYRICS and sent.filename == f"song.{ext}"
     assert sent.HasField("strength") and sent.HasField("projection_seed") and sent.lyrics_window == "salient"
     params = image.text["parameters"]  # type: ignore[attr-defined]
     assert params.startswith("Hold me now, Under the lights, Walking alone\nNegative prompt: \nSteps: 2")
-    assert "Seed: 3" in params and f"Song hash: {meta['song']['sha256']}" in params
+    assert "Seed: 3" in params and f"Song hash: {meta.song.sha256}" in params
 
 
 def test_alpha_zero_image_equals_plain_lyrics_only_generation(
@@ -134,15 +133,15 @@ def test_metadata_request_alone_reproduces_the_pixels(
     data = encode_song("ogg", 44100, 2, seconds=1.0, seed=2)
     first = run_job(start_orchestrator(models).address, data, lyrics=LYRICS, seed=9, strength=0.6,
                     projection_seed=4, keep_bos=True, negative_prompt="blurry")
-    meta = read_metadata(first.png)
+    meta = read_record(first.png)
     assert meta is not None
-    options = json_format.ParseDict(meta["request"], orchestrator_pb2.CreateImageOptions())
+    options = meta.request
     fresh = start_orchestrator(models)  # another orchestrator, empty cache: everything recomputed
     again = run_job(fresh.address, data, **{f.name: value for f, value in options.ListFields()})
     np.testing.assert_array_equal(_pixels(first.png), _pixels(again.png))
-    second = read_metadata(again.png)
+    second = read_record(again.png)
     assert second is not None
-    assert second["fusion"] == meta["fusion"] and second["lyrics"] == meta["lyrics"]
+    assert second.fusion == meta.fusion and second.lyrics == meta.lyrics
 
 
 def test_second_run_with_another_seed_is_a_cache_hit(
@@ -161,9 +160,9 @@ def test_second_run_with_another_seed_is_a_cache_hit(
     assert len(hits) == 1 and hits[0].message == "cache hit"
     assert Stage.STAGE_SEPARATING not in _stages(second)
     assert not any(e.cache_hit for e in first.events)
-    meta1, meta2 = json.loads(first.metadata_json), json.loads(second.metadata_json)
-    assert meta2["cache_hit"] is True
-    assert meta1["fusion"]["audio_vector_sha256"] == meta2["fusion"]["audio_vector_sha256"]
+    meta1, meta2 = record_from_json(first.metadata_json), record_from_json(second.metadata_json)
+    assert meta2.cache_hit is True
+    assert meta1.fusion.audio_vector_sha256 == meta2.fusion.audio_vector_sha256
     assert not np.array_equal(_pixels(first.png), _pixels(second.png))  # another seed, another image
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import grpc
 import pytest
 
+from audiomemory.client import record_from_json
 from audiomemory.orchestrator.lyrics import salient_window
 from audiomemory.runtime.service import RunningService
-from audiomemory.runtime.transcript import Transcript
 from audiomemory.v1 import orchestrator_pb2
 
 from .conftest import StartOrchestrator, run_job
@@ -37,19 +35,19 @@ def test_transcribed_lyrics_are_in_the_metadata_and_a_reseed_never_transcribes_a
 
     assert after_first["transcribe"] == before["transcribe"] + 1
     assert _counts(models) == after_first  # the re-seed: no separation, no embedding, no transcription
-    meta1, meta2 = json.loads(first.metadata_json), json.loads(second.metadata_json)
-    lyrics = meta1["lyrics"]
-    assert lyrics["source"] == "transcribed" and lyrics["transcript_cache_hit"] is False
-    transcript = Transcript.from_dict(lyrics["transcript"])
+    meta1, meta2 = record_from_json(first.metadata_json), record_from_json(second.metadata_json)
+    lyrics = meta1.lyrics
+    assert lyrics.source == "transcribed" and lyrics.transcript_cache_hit is False
+    transcript = lyrics.transcript
     assert transcript.seconds == pytest.approx(2.0, abs=0.05)
     assert all(0 <= s.start <= s.end <= transcript.seconds for s in transcript.segments)
-    assert lyrics["text"] == salient_window(transcript.lines())  # the segments are the lines of the window
-    transcriber = meta1["services"]["transcriber"]
-    assert transcriber["model"]["backend"] == "whisper" and transcriber["sampleRate"] == 16000
-    assert meta1["request"]["lyricsSource"] == "LYRICS_SOURCE_TRANSCRIBE"
+    lines = "\n".join(s.text for s in transcript.segments)
+    assert lyrics.text == salient_window(lines)  # the segments are the lines of the window
+    assert meta1.served["transcriber"].model.backend == "whisper"
+    assert meta1.request.lyrics_source == TRANSCRIBE
     transcribing = [e for e in first.events if e.stage == Stage.STAGE_TRANSCRIBING]
     assert transcribing and transcribing[-1].current == transcribing[-1].total == 2
-    assert meta2["lyrics"]["transcript"] == lyrics["transcript"] and meta2["lyrics"]["transcript_cache_hit"] is True
+    assert meta2.lyrics.transcript == lyrics.transcript and meta2.lyrics.transcript_cache_hit is True
     assert [e.message for e in second.events if e.cache_hit] == ["cache hit", "cache hit: transcribed before"]
 
 
@@ -62,10 +60,10 @@ def test_a_cached_vector_without_a_transcript_separates_the_vocals_again_and_ski
     before = _counts(models)
     heard = run_job(orch.address, data, lyrics_source=TRANSCRIBE)
 
-    assert json.loads(given.metadata_json)["lyrics"]["source"] == "given"
+    assert record_from_json(given.metadata_json).lyrics.source == "given"
     assert _counts(models) == {**before, "separate": before["separate"] + 1, "transcribe": before["transcribe"] + 1}
-    meta = json.loads(heard.metadata_json)
-    assert meta["cache_hit"] is True and meta["lyrics"]["source"] == "transcribed"
+    meta = record_from_json(heard.metadata_json)
+    assert meta.cache_hit is True and meta.lyrics.source == "transcribed"
     assert any("for the vocal stem" in e.message for e in heard.events if e.stage == Stage.STAGE_SEPARATING)
     assert not [e for e in heard.events if e.stage == Stage.STAGE_EMBEDDING and not e.cache_hit]
 
@@ -76,14 +74,14 @@ def test_unset_source_keeps_the_given_lyrics_or_none_and_never_transcribes(
     orch = start_orchestrator(models)
     data = encode_song("wav", 22050, 1, seconds=1.0, seed=7)
     before = models["transcriber"].request_count("Transcribe")
-    given = json.loads(run_job(orch.address, data, lyrics="Under the lights").metadata_json)
-    none = json.loads(run_job(orch.address, data).metadata_json)
+    given = record_from_json(run_job(orch.address, data, lyrics="Under the lights").metadata_json)
+    none = record_from_json(run_job(orch.address, data).metadata_json)
 
     assert models["transcriber"].request_count("Transcribe") == before
-    assert given["lyrics"]["source"] == "given" and given["lyrics"]["text"] == "Under the lights"
-    assert none["lyrics"]["source"] == "none" and none["lyrics"]["transcript"] is None
-    assert "transcriber" not in none["services"]
-    assert none["request"]["lyricsSource"] == "LYRICS_SOURCE_NONE"
+    assert given.lyrics.source == "given" and given.lyrics.text == "Under the lights"
+    assert none.lyrics.source == "none" and not none.lyrics.HasField("transcript")
+    assert "transcriber" not in none.served
+    assert none.request.lyrics_source == orchestrator_pb2.LYRICS_SOURCE_NONE
 
 
 def test_transcribe_without_a_transcriber_is_failed_precondition_saying_so(
@@ -95,8 +93,8 @@ def test_transcribe_without_a_transcriber_is_failed_precondition_saying_so(
         run_job(orch.address, data, lyrics_source=TRANSCRIBE)
     assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "no transcriber configured" in (info.value.details() or "")
-    ok = json.loads(run_job(orch.address, data, lyrics="la la").metadata_json)  # the rest still works
-    assert ok["lyrics"]["source"] == "given"
+    ok = record_from_json(run_job(orch.address, data, lyrics="la la").metadata_json)  # the rest still works
+    assert ok.lyrics.source == "given"
 
 
 @pytest.mark.parametrize("source", [orchestrator_pb2.LYRICS_SOURCE_TRANSCRIBE, orchestrator_pb2.LYRICS_SOURCE_NONE])

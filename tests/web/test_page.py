@@ -8,7 +8,6 @@ and the next song still works. ``AUDIOMEMORY_WEB_SCREENSHOT=docs/web.png`` also 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from audiomemory.client import record_from_json
 from audiomemory.web.results import read_entry
 
 from .server import WebServer
@@ -100,9 +100,9 @@ def test_a_dropped_song_becomes_an_image_with_its_parameters_a_png_download_and_
     image = Image.open(png)
     assert image.format == "PNG" and image.size == (64, 64)
     assert image.text["parameters"] == parameters  # type: ignore[attr-defined]
-    meta = json.loads(image.text["audiomemory"])  # type: ignore[attr-defined]
-    assert meta["song"]["filename"] == "song.mp3" and meta["generation"]["seed"] == 11
-    assert meta["lyrics"]["text"] == "la la la, the night is young"
+    meta = record_from_json(image.text["audiomemory"])  # type: ignore[attr-defined]
+    assert meta.song.filename == "song.mp3" and meta.generation.seed == 11
+    assert meta.lyrics.text == "la la la, the night is young"
     out_files = list((server.log.parent / "out").glob("*.png"))
     assert [p.name for p in out_files] == [done.split(": ")[-1]]
     assert out_files[0].read_bytes() == png.read_bytes()  # the download is the file as the orchestrator made it
@@ -130,8 +130,8 @@ def test_a_dropped_song_becomes_an_image_with_its_parameters_a_png_download_and_
     wait_status(page, "done in")
     assert page.locator("#gallery img").count() == 2
     remixed = read_entry(max((server.log.parent / "out").glob("*.png"), key=lambda p: p.stat().st_mtime))
-    assert remixed is not None and remixed.metadata["cache_hit"]  # the same song: the orchestrator's cache
-    assert remixed.metadata["generation"]["seed"] == int(seed) and remixed.form()["steps"] == 2
+    assert remixed is not None and remixed.record.cache_hit  # the same song: the orchestrator's cache
+    assert remixed.record.generation.seed == int(seed) and remixed.form()["steps"] == 2
 
 
 def test_a_text_file_named_mp3_shows_the_decoders_message_and_the_next_song_works(
@@ -165,5 +165,5 @@ def test_lyrics_from_the_song_are_transcribed_when_the_orchestrator_has_a_transc
     page.locator("#generate").click()
     done = wait_status(page, "done in")
     entry = read_entry(server.log.parent / "out" / done.split(": ")[-1])
-    assert entry is not None and entry.metadata["lyrics"]["source"] == "transcribed"
+    assert entry is not None and entry.record.lyrics.source == "transcribed"
     assert entry.form()["from_song"] is True

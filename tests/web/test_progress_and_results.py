@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from audiomemory.bench.hostile_png import GOOD, hostile, png
-from audiomemory.client import ImageResult
+from audiomemory.client import ImageResult, record_from_json
 from audiomemory.progress import JobState
 from audiomemory.v1 import orchestrator_pb2 as pb
 from audiomemory.web.results import Entry, Results
@@ -65,7 +65,7 @@ def test_the_gallery_is_the_images_with_metadata_and_a_remix_finds_the_kept_song
     kept = results.keep_song(song, "song.mp3")
     meta = {"song": {"sha256": digest, "filename": "song.mp3"}, "generation": {"seed": 3, "steps": 2},
             "lyrics": {"full": "la la"}, "fusion": {"strength": 0.25}, "request": {"scheduler": "euler"}}
-    saved = results.save(ImageResult(_png(meta), meta))
+    saved = results.save(ImageResult(_png(meta), record_from_json(json.dumps(meta))))
     (tmp_path / "out" / "other.png").write_bytes(_png(None))  # a PNG that is not ours
     (tmp_path / "out" / "broken.png").write_bytes(b"\x89PNG not really")
     (entry,) = results.entries()
@@ -73,9 +73,9 @@ def test_the_gallery_is_the_images_with_metadata_and_a_remix_finds_the_kept_song
     assert entry.caption == "song.mp3 · seed 3" and entry.parameters.endswith("Seed: 3")
     assert entry.form()["lyrics"] == "la la" and entry.form()["scheduler"] == "euler"
     assert results.song_for(entry) == kept and kept.read_bytes() == data and not song.exists()  # moved
-    forged = Entry(saved, "", {"song": {"sha256": "../../etc"}})
+    forged = Entry(saved, "", record_from_json(json.dumps({"song": {"sha256": "../../etc"}})))
     assert results.song_for(forged) is None  # a name from a file's metadata never becomes a path
-    assert results.save(ImageResult(_png(meta), meta)) != saved  # never overwrites an earlier image
+    assert results.save(ImageResult(_png(meta), entry.record)) != saved  # never overwrites an earlier image
 
 
 def test_the_gallery_lists_the_good_images_and_skips_any_bad_bytes_with_a_line_each(
@@ -85,7 +85,7 @@ def test_the_gallery_lists_the_good_images_and_skips_any_bad_bytes_with_a_line_e
     bad = hostile()
     for name, data in bad.items():
         (tmp_path / "out" / f"{name}.png").write_bytes(data)
-    saved = results.save(ImageResult(png(GOOD), GOOD))
+    saved = results.save(ImageResult(png(GOOD), record_from_json(json.dumps(GOOD))))
     with caplog.at_level(logging.WARNING, logger="audiomemory.web.results"):
         entries = results.entries()
     assert [entry.path for entry in entries] == [saved]

@@ -18,7 +18,7 @@ import grpc
 from tqdm import tqdm
 
 from audiomemory import profiles
-from audiomemory.client import Client, ImageResult, UnreadableMetadata, status_text
+from audiomemory.client import Client, ImageResult, UnreadableMetadata, record_dict, status_text
 from audiomemory.progress import JobState, stage_name
 from audiomemory.runtime.backend import download_blocked, hf_endpoint
 from audiomemory.runtime.errors import FailedPrecondition
@@ -186,10 +186,20 @@ def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
+class JobFailed(click.ClickException):
+    """A job the orchestrator ended with a status: ``code`` and ``details`` as the call's status said them."""
+
+    def __init__(self, err: grpc.RpcError) -> None:
+        super().__init__(status_text(err))
+        self.code: grpc.StatusCode | None = err.code() if hasattr(err, "code") else None
+        self.details = str(err.details() if hasattr(err, "details") else err)
+
+
 def run_job(address: str, song: Path, lyrics: str, options: dict[str, Any],
             request: orchestrator_pb2.CreateImageOptions | None = None,
             connection: Connection = PLAINTEXT) -> ImageResult:
-    """One ``CreateImage`` with its progress on stderr (``JobProgress``); the finished image."""
+    """One ``CreateImage`` with its progress on stderr (``JobProgress``); the finished image (a failed call:
+    ``JobFailed``)."""
     progress = JobProgress()
     with connection.client(address) as client:
         try:
@@ -198,7 +208,7 @@ def run_job(address: str, song: Path, lyrics: str, options: dict[str, Any],
                     return event
                 progress.show(event)
         except grpc.RpcError as err:
-            raise click.ClickException(status_text(err)) from None
+            raise JobFailed(err) from None
         except UnreadableMetadata as err:  # an orchestrator whose record no reader could use
             raise click.ClickException(str(err)) from None
         finally:
@@ -212,5 +222,5 @@ def write_result(result: ImageResult, out: Path, sidecar: bool) -> None:
     click.echo(f"wrote {out}", err=True)
     if sidecar:
         side = out.with_suffix(".json")
-        side.write_text(json.dumps(result.metadata, indent=2, sort_keys=True))
+        side.write_text(json.dumps(record_dict(result.record), indent=2, sort_keys=True))
         click.echo(f"wrote {side}", err=True)

@@ -55,19 +55,17 @@ def lyrics_options(spec: str, address: str, connection: Connection) -> tuple[str
 
 
 def print_lyrics(result: ImageResult) -> None:
-    """What the image's lyrics were: the transcript's segments with their times, or the given lyrics (the record
-    was checked by ``client.parse_record``: every field read here has its type)."""
-    lyrics = result.metadata.get("lyrics", {})
-    transcript = lyrics.get("transcript")
-    window = lyrics.get("text", "")
-    if transcript is not None:
-        language = transcript["language"] or "-"
-        click.echo(f"# transcribed ({language}), {len(transcript['segments'])} segment(s); window: {window}")
-        for seg in transcript["segments"]:
-            click.echo(f"[{_clock(seg['start'])} → {_clock(seg['end'])}] {seg['text']}")
-    elif lyrics.get("source") == "given":
-        click.echo(f"# given; window: {window}")
-        click.echo(lyrics.get("full", ""))
+    """What the image's lyrics were: the transcript's segments with their times, or the given lyrics."""
+    lyrics = result.record.lyrics
+    if lyrics.HasField("transcript"):
+        transcript = lyrics.transcript
+        click.echo(f"# transcribed ({transcript.language or '-'}), {len(transcript.segments)} segment(s); "
+                   f"window: {lyrics.text}")
+        for seg in transcript.segments:
+            click.echo(f"[{_clock(seg.start)} → {_clock(seg.end)}] {seg.text}")
+    elif lyrics.source == "given":
+        click.echo(f"# given; window: {lyrics.text}")
+        click.echo(lyrics.full)
     else:
         click.echo("# no lyrics: the audio alone steered")
 

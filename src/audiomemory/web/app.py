@@ -174,7 +174,7 @@ class WebApp:
         path = self.results.save(result)
         entry = read_entry(path)
         gallery, shown = self.gallery()
-        tiny = self.tiny or result.metadata.get("profile") == "tiny"
+        tiny = self.tiny or result.record.profile == "tiny"
         return {
             page.status: f"done in {seconds:.1f} s: {path.name}", page.image: str(path),
             page.parameters: entry.parameters if entry else "", page.download: str(path),
@@ -198,7 +198,7 @@ class WebApp:
             return (*(gr.update() for _ in self.page.form), "that image has no Audio Memory metadata any more")
         form = entry.form()
         song = self.results.song_for(entry)
-        name = entry.metadata.get("song", {}).get("filename") or "its song"
+        name = entry.record.song.filename or "its song"
         scheduler = form["scheduler"] if form["scheduler"] in ["", *self.schedulers] else ""
         return (
             str(song) if song else gr.update(), form["lyrics"], form["from_song"], form["strength"],

@@ -15,64 +15,62 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from audiomemory.client import MAX_RECORD_BYTES, ImageResult, UnreadableMetadata, read_metadata
-from audiomemory.runtime.errors import shorten
+from audiomemory.client import (
+    MAX_RECORD_BYTES,
+    METADATA_KEY,
+    PARAMETERS_KEY,
+    ImageResult,
+    UnreadableMetadata,
+    read_png_text,
+    record_from_json,
+)
+from audiomemory.v1 import record_pb2
 
 log = logging.getLogger(__name__)
 
-PARAMETERS_KEY = "parameters"  # the A1111-style text chunk every result PNG carries
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 KEEP_SONGS = 8  # the remix window: the songs of this many recent jobs stay on disk
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One image of the gallery: its file, its ``parameters`` text and its ``audiomemory`` metadata."""
+    """One image of the gallery: its file, its ``parameters`` text and its record."""
 
     path: Path
     parameters: str
-    metadata: dict[str, Any]
+    record: record_pb2.ImageRecord
 
     @property
     def caption(self) -> str:
-        song = self.metadata.get("song", {}).get("filename") or "song"
-        return f"{song} · seed {self.metadata.get('generation', {}).get('seed', '?')}"
+        return f"{self.record.song.filename or 'song'} · seed {self.record.generation.seed}"
 
     def form(self) -> dict[str, Any]:
         """The form's fields as they were for this image (the seed too: a remix draws a new one)."""
-        meta = self.metadata
-        gen = meta.get("generation", {})
+        record, gen = self.record, self.record.generation
         return {
-            "lyrics": meta.get("lyrics", {}).get("full", ""),
-            "from_song": meta.get("lyrics", {}).get("source") == "transcribed",
-            "strength": meta.get("fusion", {}).get("strength"),
-            "seed": gen.get("seed"),
-            "steps": gen.get("steps"),
-            "width": gen.get("width"),
-            "height": gen.get("height"),
-            "scheduler": meta.get("request", {}).get("scheduler", ""),
+            "lyrics": record.lyrics.full,
+            "from_song": record.lyrics.source == "transcribed",
+            "strength": record.fusion.strength if record.HasField("fusion") else None,
+            "seed": gen.seed,
+            "steps": gen.steps,
+            "width": gen.width,
+            "height": gen.height,
+            "scheduler": record.request.scheduler,
         }
 
 
 def read_entry(path: Path) -> Entry | None:
     """``path`` as a gallery entry, or ``None`` when it is not a PNG with Audio Memory metadata (one line logged
-    when it is a file the reader cannot use: any bytes, never an exception). The record is read by
-    ``client.read_metadata``, which checks the type of every field read here."""
+    when it is a file the reader cannot use: any bytes, never an exception). Read once, by ``client``'s reader."""
     try:
-        metadata = read_metadata(path)
-        if metadata is None:
-            return None
-        with Image.open(path) as image:
-            parameters = getattr(image, "info", {}).get(PARAMETERS_KEY, "")
+        text = read_png_text(path)
+        record = record_from_json(text[METADATA_KEY], str(path)) if METADATA_KEY in text else None
     except UnreadableMetadata as exc:
         log.warning("gallery: skipped %s", exc)
         return None
-    except Exception as exc:  # the file changed between the two reads: skipped like any other
-        log.warning("gallery: skipped %s: %s", path, shorten(exc))
+    if record is None:
         return None
-    return Entry(path, str(parameters)[:MAX_RECORD_BYTES], metadata)
+    return Entry(path, text.get(PARAMETERS_KEY, "")[:MAX_RECORD_BYTES], record)
 
 
 class Results:
@@ -88,7 +86,7 @@ class Results:
 
     def save(self, result: ImageResult) -> Path:
         """Write the PNG exactly as the orchestrator made it (metadata chunks and all); return its path."""
-        seed = result.metadata.get("generation", {}).get("seed", 0)
+        seed = result.record.generation.seed
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         for n in range(1000):
             path = self.out / f"{stamp}-seed{seed}{f'-{n}' if n else ''}.png"
@@ -140,7 +138,7 @@ class Results:
 
     def song_for(self, entry: Entry) -> Path | None:
         """The uploaded song an image was made from, when this app still has it."""
-        digest = str(entry.metadata.get("song", {}).get("sha256", ""))
+        digest = entry.record.song.sha256
         if not _SHA256.fullmatch(digest):  # a name from a file's metadata: never a path
             return None
         folder = self.uploads / digest

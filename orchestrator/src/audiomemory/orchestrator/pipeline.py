@@ -27,7 +27,6 @@ from audiomemory.orchestrator.decode import decode_audio
 from audiomemory.orchestrator.front import FrontHalf, pins_for
 from audiomemory.orchestrator.fusion import Fusion
 from audiomemory.orchestrator.job import Job, TaskGroup
-from audiomemory.orchestrator.metadata import build_record
 from audiomemory.orchestrator.options import (
     JobOptions,
     check_with_services,
@@ -35,6 +34,7 @@ from audiomemory.orchestrator.options import (
     resolved_request,
     transcript_window,
 )
+from audiomemory.orchestrator.record import build_record
 from audiomemory.orchestrator.stages import (
     Encoded,
     Event,

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 
 import grpc
 
+from audiomemory.client import record_json
 from audiomemory.orchestrator.cache import AudioCache
 from audiomemory.orchestrator.config import OrchestratorConfig
 from audiomemory.orchestrator.downstream import Downstream
 from audiomemory.orchestrator.job import Job
-from audiomemory.orchestrator.metadata import embed_record, record_json
 from audiomemory.orchestrator.pipeline import Limits, Pipeline, Result
 from audiomemory.orchestrator.pooling import STEM_ORDER
+from audiomemory.orchestrator.record import embed_record
 from audiomemory.orchestrator.stages import Event
 from audiomemory.orchestrator.upload import receive
 from audiomemory.runtime.backend import ModelInfo, package_version
