@@ -22,15 +22,20 @@ import numpy as np
 from audiomemory.audio_encoder.backends import AudioEncoderBackend
 from audiomemory.audio_encoder.config import AudioEncoderConfig
 from audiomemory.audio_encoder.stream import EmbedStream, Frames, frame_count
-from audiomemory.runtime.audio import MAX_SAMPLE_RATE, check_chunk_format, frames_limit
+from audiomemory.runtime.audio import (
+    ACCEPTED_AUDIO_DTYPES,
+    MAX_SAMPLE_RATE,
+    WIRE_AUDIO_DTYPES,
+    check_chunk_format,
+    frames_limit,
+)
 from audiomemory.runtime.codec import CHUNK_BYTES, from_tensor, to_tensor
 from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
 from audiomemory.runtime.gate import Gate
 from audiomemory.runtime.servicer import ModelServicer, OptionsFirst
-from audiomemory.v1 import audio_encoder_pb2, audio_encoder_pb2_grpc, common_pb2, tensor_pb2
+from audiomemory.v1 import audio_encoder_pb2, audio_encoder_pb2_grpc, common_pb2
 
 SERVICE = "audio_encoder"
-ACCEPTED_DTYPES = [tensor_pb2.DTYPE_FLOAT32, tensor_pb2.DTYPE_FLOAT16]
 
 
 @dataclass
@@ -116,7 +121,7 @@ class _EmbedCall:
                 f"x{signal.channels} to {chunk.sample_rate} Hz x{chunk.channels}"
             )
         samples = from_tensor(
-            chunk.samples, field=f"{field}.samples", shape=(chunk.channels, None), dtypes=("float32", "float16"),
+            chunk.samples, field=f"{field}.samples", shape=(chunk.channels, None), dtypes=WIRE_AUDIO_DTYPES,
             finite=True,
         )
         limit = frames_limit(self.config.max_seconds, chunk.sample_rate)
@@ -190,7 +195,7 @@ class AudioEncoderServicer(
     def info(self, model: common_pb2.ModelInfo) -> audio_encoder_pb2.AudioEncoderInfo:
         b, rate = self.backend, self.backend.sample_rate
         return audio_encoder_pb2.AudioEncoderInfo(
-            model=model, sample_rate=rate, channels=b.channels, accepted_dtypes=ACCEPTED_DTYPES,
+            model=model, sample_rate=rate, channels=b.channels, accepted_dtypes=ACCEPTED_AUDIO_DTYPES,
             embedding_dim=b.embedding_dim, hop_seconds=b.hop_seconds, window_seconds=b.window_seconds,
             max_input_frames=frames_limit(self.config.max_seconds, rate), max_signals=self.config.max_signals,
             max_input_sample_rate=MAX_SAMPLE_RATE,

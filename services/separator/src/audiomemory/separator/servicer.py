@@ -22,6 +22,8 @@ import numpy as np
 
 from audiomemory.runtime.audio import (
     MAX_SAMPLE_RATE,
+    WIRE_AUDIO_DTYPES,
+    WIRE_CHANNELS,
     AudioAssembler,
     frames_limit,
     iter_audio_chunks,
@@ -37,11 +39,8 @@ from audiomemory.separator.config import SeparatorConfig
 from audiomemory.v1 import common_pb2, separator_pb2, separator_pb2_grpc, tensor_pb2
 
 SERVICE = "separator"
-WIRE_DTYPES = {
-    tensor_pb2.DTYPE_UNSPECIFIED: "float32",
-    tensor_pb2.DTYPE_FLOAT32: "float32",
-    tensor_pb2.DTYPE_FLOAT16: "float16",
-}
+#: The stems' dtype on the wire for each one a caller may ask (unspecified: float32).
+WIRE_DTYPES = {tensor_pb2.DTYPE_UNSPECIFIED: "float32", **{dtype_enum(n): n for n in WIRE_AUDIO_DTYPES}}
 
 
 @dataclass(frozen=True)
@@ -170,7 +169,7 @@ class SeparatorServicer(ModelServicer[SeparatorBackend, SeparatorConfig], separa
                 f"options.output.sample_rate: expected 0 (native) or 1..{MAX_SAMPLE_RATE} Hz, got {rate}"
             )
         channels = out.channels or self.backend.channels
-        if channels not in (1, 2):
+        if channels not in WIRE_CHANNELS:
             raise InvalidInput(f"options.output.channels: expected 0 (native), 1 or 2, got {channels}")
         if out.dtype not in WIRE_DTYPES:
             raise InvalidInput(

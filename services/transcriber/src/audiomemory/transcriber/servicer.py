@@ -14,7 +14,13 @@ from collections.abc import Iterator
 
 import grpc
 
-from audiomemory.runtime.audio import MAX_SAMPLE_RATE, AudioStreamReader, frames_limit
+from audiomemory.runtime.audio import (
+    ACCEPTED_AUDIO_DTYPES,
+    MAX_SAMPLE_RATE,
+    WIRE_CHANNELS,
+    AudioStreamReader,
+    frames_limit,
+)
 from audiomemory.runtime.errors import InvalidInput
 from audiomemory.runtime.gate import Gate
 from audiomemory.runtime.servicer import ModelServicer, OptionsFirst
@@ -22,11 +28,9 @@ from audiomemory.runtime.transcript import Transcript
 from audiomemory.transcriber.backends import TranscriberBackend
 from audiomemory.transcriber.config import TranscriberConfig
 from audiomemory.transcriber.stream import TranscribeStream
-from audiomemory.v1 import common_pb2, tensor_pb2, transcriber_pb2, transcriber_pb2_grpc
+from audiomemory.v1 import common_pb2, transcriber_pb2, transcriber_pb2_grpc
 
 SERVICE = "transcriber"
-ACCEPTED_DTYPES = [tensor_pb2.DTYPE_FLOAT32, tensor_pb2.DTYPE_FLOAT16]
-MAX_INPUT_CHANNELS = 2
 
 
 def transcript_proto(transcript: Transcript) -> transcriber_pb2.Transcript:
@@ -102,7 +106,7 @@ class TranscriberServicer(
         rate = self.backend.sample_rate
         return transcriber_pb2.TranscriberInfo(
             model=model, sample_rate=rate, max_input_sample_rate=MAX_SAMPLE_RATE, channels=1,
-            max_input_channels=MAX_INPUT_CHANNELS, accepted_dtypes=ACCEPTED_DTYPES,
+            max_input_channels=max(WIRE_CHANNELS), accepted_dtypes=ACCEPTED_AUDIO_DTYPES,
             window_seconds=self.backend.window / rate, max_input_frames=frames_limit(self.config.max_seconds, rate),
         )
 
