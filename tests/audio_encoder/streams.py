@@ -62,6 +62,7 @@ class Answer:
     queued: list[common_pb2.QueueStatus] = field(default_factory=list)
     end: audio_encoder_pb2.EmbedEnd | None = None
     kinds: list[str] = field(default_factory=list)
+    served: common_pb2.Served | None = None  # the call's first message
 
 
 def collect(responses: Iterator[audio_encoder_pb2.EmbedResponse]) -> Answer:
@@ -73,7 +74,10 @@ def collect(responses: Iterator[audio_encoder_pb2.EmbedResponse]) -> Answer:
         assert response.ByteSize() <= 1 << 20
         kind = response.WhichOneof("item") or ""
         answer.kinds.append(kind)
-        if kind == "queued":
+        if kind == "served":
+            assert answer.kinds == ["served"], "the Served header comes first, once"
+            answer.served = response.served
+        elif kind == "queued":
             answer.queued.append(response.queued)
         elif kind == "frames":
             f = response.frames

@@ -159,23 +159,23 @@ def test_int8_is_the_same_model_on_every_load_and_leaves_the_float_weights_alone
 
 
 @pytest.mark.parametrize(
-    ("precision", "device", "native_bf16", "int8_dot", "expected"),
+    ("precision", "device", "flags", "expected"),
     [
-        ("auto", "cpu", True, True, "int8"),
-        ("auto", "cpu", True, False, "bfloat16"),
-        ("auto", "cpu", False, False, "float32"),
-        ("auto", "cuda", True, True, "float32"),
-        ("float32", "cpu", True, True, "float32"),
-        ("bfloat16", "cpu", False, True, "bfloat16"),
-        ("int8", "cpu", False, False, "int8"),
+        ("auto", "cpu", {"avx512_bf16", "avx512_vnni"}, "int8"),
+        ("auto", "cpu", {"avx512_bf16"}, "bfloat16"),
+        ("auto", "cpu", {"avx2"}, "float32"),
+        ("auto", "cuda", {"avx512_bf16", "avx512_vnni"}, "float32"),
+        ("float32", "cpu", {"avx512_bf16", "avx512_vnni"}, "float32"),
+        ("bfloat16", "cpu", {"avx512_vnni"}, "bfloat16"),
+        ("int8", "cpu", set(), "int8"),
     ],
 )
 def test_auto_precision_is_int8_with_vnni_then_bfloat16_with_native_bf16(
-    monkeypatch: pytest.MonkeyPatch, precision: str, device: str, native_bf16: bool, int8_dot: bool, expected: str
+    precision: str, device: str, flags: set[str], expected: str
 ) -> None:
-    monkeypatch.setattr(int8, "cpu_has_native_bf16", lambda: native_bf16)
-    monkeypatch.setattr(int8, "cpu_has_int8_dot", lambda: int8_dot)
-    assert resolve_precision(precision, torch.device(device)) == expected
+    if expected == "int8" and not int8.x86_int8_engine():
+        pytest.skip("this torch build has no x86 quantised engine")
+    assert resolve_precision(precision, torch.device(device), frozenset(flags)) == expected
 
 
 def test_int8_on_cuda_is_refused_naming_the_device() -> None:
@@ -188,7 +188,7 @@ def test_int8_without_the_x86_engine_is_refused_naming_the_way_out(monkeypatch: 
     with pytest.raises(FailedPrecondition, match=r"x86 quantised engine.*use auto, bfloat16 or float32"):
         resolve_precision("int8", torch.device("cpu"))
     assert not int8.cpu_has_int8_dot()  # so auto never picks it there
-    assert resolve_precision("auto", torch.device("cpu")) in ("bfloat16", "float32")
+    assert resolve_precision("auto", torch.device("cpu"), frozenset({"avx512_vnni", "avx512_bf16"})) == "bfloat16"
 
 
 @pytest.mark.parametrize(

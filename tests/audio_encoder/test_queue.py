@@ -63,6 +63,7 @@ def test_second_caller_behind_a_busy_slot_hears_position_1_then_gets_its_frames(
         runner.start()
         assert backend.entered.wait(10)  # the first call holds the slot, inside the model
         second = stub.Embed(requests(tone(48000, 1, 0.4), 48000), timeout=30)
+        assert next(second).WhichOneof("item") == "served"
         reply = next(second)
         assert reply.WhichOneof("item") == "queued"
         assert (reply.queued.position, reply.queued.running) == (1, 1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +13,6 @@ import torch
 from audiomemory.generator.backends import ImageRequest
 from audiomemory.generator.backends.stable_diffusion import StableDiffusionBackend, compute_dtype
 from audiomemory.generator.config import GeneratorConfig
-from audiomemory.runtime.backend import cpu_flags
 
 #: Measured on the tiny model (64 px, seed 3, guidance 5): bfloat16 vs float32 8-bit images at
 #: 49.2-52.9 dB PSNR (max pixel diff 2-5) over ddim/pndm/euler_a/dpm++2m at 3 and 10 steps; the
@@ -75,13 +73,6 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 )
 def test_precision_resolves_to_a_dtype(precision: Any, device: str, flags: set[str], expected: torch.dtype) -> None:
     assert compute_dtype(precision, device, frozenset(flags)) == expected
-
-
-def test_cpu_flags_reads_the_flags_line(tmp_path: Path) -> None:
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\nbugs\t\t: spectre\n")
-    assert cpu_flags(cpuinfo) == {"fpu", "avx512f", "avx512_bf16"}
-    assert cpu_flags(tmp_path / "missing") == frozenset()
 
 
 def test_describe_reports_the_precision(backends: dict[str, StableDiffusionBackend]) -> None:

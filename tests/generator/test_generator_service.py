@@ -35,7 +35,8 @@ SEED = 1234
 
 def encode(text_encoder: TextStub, texts: list[str]) -> np.ndarray:
     responses = list(text_encoder.Encode(text_encoder_pb2.EncodeRequest(texts=texts), timeout=30))
-    return assemble_tensor((r.embeddings for r in responses[1:]), "embeddings", max_bytes=1 << 26)
+    assert [r.WhichOneof("item") for r in responses[:2]] == ["served", "header"]
+    return assemble_tensor((r.embeddings for r in responses[2:]), "embeddings", max_bytes=1 << 26)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +65,9 @@ def generate(
     steps: list[tuple[int, int]] = []
     chunks: list[generator_pb2.ImageChunk] = []
     for response in stub.Generate(request, timeout=60):
+        if response.WhichOneof("item") == "served":
+            assert not steps and not chunks, "the Served header after the work started"
+            continue
         if response.WhichOneof("item") == "queued":
             assert not steps and not chunks, "a place in line after the work started"
             continue
@@ -220,6 +224,7 @@ def first_progress(stub: GenStub, request: generator_pb2.GenerateRequest) -> gen
     """The call's first progress event (so the request was accepted), then cancel the rest of the run."""
     call = stub.Generate(request, timeout=60)
     try:
+        assert next(call).WhichOneof("item") == "served"
         response = next(call)
         while response.WhichOneof("item") == "queued":  # behind a call that is still letting go of the slot
             response = next(call)

@@ -213,7 +213,7 @@ def encode(*texts: str) -> Call:
 
 def _encoded(count: int) -> Callable[[list[Any]], bool]:
     def check(answer: list[Any]) -> bool:
-        ids = answer[0].header.token_ids
+        ids = next(r.header for r in answer if r.WhichOneof("item") == "header").token_ids
         return ids.shape[0] == count and answer[-1].embeddings.shape[0] == count
 
     return check

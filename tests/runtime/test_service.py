@@ -189,7 +189,7 @@ def test_bad_audio_streams_get_clear_statuses_and_the_server_keeps_serving(separ
         assert err.value.code() == code, case
         assert needle in err.value.details(), (case, err.value.details())
     responses = _separate(separator.address, good)
-    assert responses[0].header.stems  # still serving
+    assert responses[0].served.identity and responses[1].header.stems  # still serving
 
 
 def test_unexpected_failures_are_internal_without_leaking_details(tiny: Callable[[str], dict[str, Any]]) -> None:
@@ -310,6 +310,7 @@ def test_sigterm_lets_the_in_flight_call_finish(tiny: Callable[[str], dict[str, 
             stub = generator_pb2_grpc.GeneratorStub(channel)
             dim = stub.Describe(common_pb2.DescribeRequest(), timeout=10).cross_attention_dim
             call = stub.Generate(_good_request(dim, steps=12), timeout=300)
+            assert next(call).WhichOneof("item") == "served"
             first = next(call)
             assert first.progress.step == 1
             proc.send_signal(signal.SIGTERM)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from audiomemory.runtime.audio import AudioAssembler, iter_audio_chunks
-from audiomemory.v1 import separator_pb2, tensor_pb2
+from audiomemory.v1 import common_pb2, separator_pb2, tensor_pb2
 
 
 def tone(rate: int, channels: int, seconds: float, seed: int = 0) -> np.ndarray:
@@ -41,12 +41,18 @@ class Separated:
     largest_message: int               # bytes of the largest response message
     rounds: list[int]                  # frames of each round (one chunk per stem over the same frames)
     queued: list[separator_pb2.SeparateResponse]  # QueueStatus answers before the header
+    served: common_pb2.Served | None  # the call's first message (None: the caller read it already)
 
 
-def collect(responses: Iterator[separator_pb2.SeparateResponse]) -> Separated:
-    """Read a Separate answer: any QueueStatus, the header, then rounds of one chunk per stem (header
-    order, same frames), checking that order as it goes."""
+def collect(responses: Iterator[separator_pb2.SeparateResponse], opened: bool = False) -> Separated:
+    """Read a Separate answer: the Served header (unless ``opened``: read already), any QueueStatus, the header,
+    then rounds of one chunk per stem (header order, same frames), checking that order as it goes."""
     queued = []
+    served = None
+    if not opened:
+        opening = next(responses)
+        assert opening.WhichOneof("item") == "served"
+        served = opening.served
     first = next(responses)
     while first.WhichOneof("item") == "queued":
         queued.append(first)
@@ -71,7 +77,7 @@ def collect(responses: Iterator[separator_pb2.SeparateResponse]) -> Separated:
         assert chunk.audio.channels == header.channels
         assemblers[chunk.stem].add(chunk.audio)
     stems = {name: assembler.result()[0] for name, assembler in zip(header.stems, assemblers, strict=True)}
-    return Separated(header, stems, dtypes, largest, rounds, queued)
+    return Separated(header, stems, dtypes, largest, rounds, queued, served)
 
 
 def output(

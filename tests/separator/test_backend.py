@@ -161,14 +161,11 @@ def test_describe_reports_the_arithmetic_precision_in_the_identity(
     assert (info.dtype, info.extra["precision"]) == (dtype, reported)
 
 
-def test_auto_precision_is_bfloat16_only_on_a_cpu_with_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
-    from audiomemory.separator.backends import numerics
-
-    assert resolve_precision("auto", torch.device("cuda")) == "float32"
-    monkeypatch.setattr(numerics, "cpu_has_native_bf16", lambda: True)
-    assert resolve_precision("auto", torch.device("cpu")) == "bfloat16"
-    monkeypatch.setattr(numerics, "cpu_has_native_bf16", lambda: False)
-    assert resolve_precision("auto", torch.device("cpu")) == "float32"
+def test_auto_precision_is_bfloat16_only_on_a_cpu_with_native_bf16() -> None:
+    assert resolve_precision("auto", torch.device("cuda"), frozenset({"avx512_bf16"})) == "float32"
+    assert resolve_precision("auto", torch.device("cpu"), frozenset({"avx512_bf16"})) == "bfloat16"
+    assert resolve_precision("auto", torch.device("cpu"), frozenset({"amx_bf16", "amx_int8"})) == "bfloat16"
+    assert resolve_precision("auto", torch.device("cpu"), frozenset({"avx2", "avx512_vnni"})) == "float32"
     assert resolve_precision("bfloat16", torch.device("cpu")) == "bfloat16"
 
 

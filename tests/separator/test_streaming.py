@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from helpers import served
 
 from audiomemory.runtime.service import RunningService
 from audiomemory.separator.audio import to_output_format
@@ -80,14 +81,16 @@ def test_caller_behind_a_busy_slot_hears_its_place_in_line_before_its_header(
     with grpc.insecure_channel(svc.address) as channel:
         stub = separator_pb2_grpc.SeparatorStub(channel)
         first = stub.Separate(requests(tone(44100, 2, 0.3), 44100), timeout=60)
+        served(first)
         assert next(first).WhichOneof("item") == "header"  # first holds the slot, held in separate_blocks
         second = stub.Separate(requests(tone(44100, 2, 0.3), 44100), timeout=60)
+        served(second)
         waiting = next(second)
         assert waiting.WhichOneof("item") == "queued"
         assert (waiting.queued.position, waiting.queued.running) == (1, 1)
         backend.release.set()
         assert sum(1 for _ in first) > 0
-        got = collect(second)
+        got = collect(second, opened=True)
         assert got.header.frames == 13230 and len(got.stems) == 4
 
 
@@ -97,6 +100,7 @@ def test_twenty_minute_song_is_accepted_and_its_first_block_streams(stub: separa
     song = (1e-3 * np.sin(np.arange(1200 * rate) * 0.3)).astype(np.float32)[None]
     call = stub.Separate(requests(song, rate, output=output(rate, 1, tensor_pb2.DTYPE_FLOAT16), dtype="float16"),
                          timeout=120)
+    served(call)
     header = next(call).header
     assert (header.frames, list(header.stems)) == (1200 * rate, STEMS)
     block = [next(call).chunk for _ in STEMS]
@@ -127,8 +131,10 @@ def test_a_full_queue_holds_threads_but_health_and_describe_still_answer(
     with grpc.insecure_channel(svc.address) as channel:
         stub = separator_pb2_grpc.SeparatorStub(channel)
         calls = [stub.Separate(requests(tone(44100, 2, 0.3), 44100), timeout=60)]
+        served(calls[0])
         assert next(calls[0]).WhichOneof("item") == "header"  # holds the slot, held in separate_blocks
         calls += [stub.Separate(requests(tone(44100, 2, 0.3), 44100), timeout=60) for _ in range(3)]
+        assert len({served(c).identity for c in calls[1:]}) == 1  # each opens with its header, then waits
         assert [next(c).WhichOneof("item") for c in calls[1:]] == ["queued"] * 3
         assert health(channel, "") == 1
         assert stub.Describe(common_pb2.DescribeRequest(), timeout=5).stems

@@ -16,10 +16,10 @@ Stub = text_encoder_pb2_grpc.TextEncoderStub
 
 def encode(stub: Stub, texts: list[str]) -> tuple[text_encoder_pb2.EncodeHeader, np.ndarray]:
     responses = list(stub.Encode(text_encoder_pb2.EncodeRequest(texts=texts), timeout=30))
-    assert responses[0].WhichOneof("item") == "header"
-    assert all(r.WhichOneof("item") == "embeddings" for r in responses[1:])
-    embeddings = assemble_tensor((r.embeddings for r in responses[1:]), "embeddings", max_bytes=1 << 26)
-    return responses[0].header, embeddings
+    assert [r.WhichOneof("item") for r in responses[:2]] == ["served", "header"]
+    assert all(r.WhichOneof("item") == "embeddings" for r in responses[2:])
+    embeddings = assemble_tensor((r.embeddings for r in responses[2:]), "embeddings", max_bytes=1 << 26)
+    return responses[1].header, embeddings
 
 
 def assert_still_serving(stub: Stub) -> None:

@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     import torch
 
 MAX_SAMPLE_RATE = 384_000
+#: The channel counts audio on the wire may have (mono, stereo).
+WIRE_CHANNELS = (1, 2)
+#: The sample types audio on the wire may have, by name and as the wire's enum (a service's ``accepted_dtypes``).
+WIRE_AUDIO_DTYPES = ("float32", "float16")
+ACCEPTED_AUDIO_DTYPES = [tensor_pb2.DTYPE_FLOAT32, tensor_pb2.DTYPE_FLOAT16]
 
 
 def iter_audio_chunks(
@@ -53,7 +58,7 @@ def check_chunk_format(where: str, chunk: tensor_pb2.AudioChunk) -> None:
     """A chunk's own rate and channel count are ones the wire allows (``where`` names it in the message)."""
     if not 1 <= chunk.sample_rate <= MAX_SAMPLE_RATE:
         raise InvalidInput(f"{where}.sample_rate: expected 1..{MAX_SAMPLE_RATE} Hz, got {chunk.sample_rate}")
-    if chunk.channels not in (1, 2):
+    if chunk.channels not in WIRE_CHANNELS:
         raise InvalidInput(f"{where}.channels: expected 1 or 2, got {chunk.channels}")
 
 
@@ -98,7 +103,7 @@ class AudioAssembler:
             chunk.samples,
             field=f"{where}.samples",
             shape=(chunk.channels, None),
-            dtypes=("float32", "float16"),
+            dtypes=WIRE_AUDIO_DTYPES,
             finite=True,
         )
         self.frames += part.shape[1]
@@ -163,7 +168,7 @@ def check_audio(audio: np.ndarray, sample_rate: int) -> None:
     """A backend's input check: float32 ``[channels, frames]``, 1-2 channels, frames, a sane rate, finite."""
     if not isinstance(audio, np.ndarray) or audio.ndim != 2:
         raise InvalidInput(f"audio: expected a [channels, frames] array, got {describe(audio)}")
-    if audio.shape[0] not in (1, 2):
+    if audio.shape[0] not in WIRE_CHANNELS:
         raise InvalidInput(f"audio: expected 1 or 2 channels, got {audio.shape[0]}")
     if audio.shape[1] == 0:
         raise InvalidInput("audio: empty, no frames")

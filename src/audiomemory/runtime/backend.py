@@ -128,18 +128,6 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The first ``flags`` line of ``cpuinfo`` (x86 Linux); empty where there is none (macOS, ARM)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.partition(":")[2].split())
-    return frozenset()
-
-
 def offline() -> bool:
     """True when the Hugging Face / hub libraries are told not to touch the network."""
     flags = ("HF_HUB_OFFLINE", "AUDIOMEMORY_OFFLINE")

@@ -14,6 +14,13 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 MiB = 1 << 20
+#: The one length limit (docs/DESIGN.md §4): the longest song, in seconds, every service takes by default
+#: (the orchestrator's ``max_seconds`` too), 20 minutes of decoded audio.
+MAX_SONG_SECONDS = 1200.0
+#: The pace of a request stream that relays the separator's output as it is separated (the audio encoder's,
+#: the transcriber's): a lower rate, over a longer window, than an upload's.
+RELAYED_MIN_REQUEST_RATE = 8 * 1024
+RELAYED_REQUEST_WINDOW_SECONDS = 120.0
 
 
 class ServiceConfig(BaseSettings):
@@ -104,3 +111,21 @@ class ServiceConfig(BaseSettings):
         brackets (``[::]:50051``)."""
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         return f"{host}:{self.port if port is None else port}"
+
+
+def max_seconds_field(what: str = "signal") -> Any:
+    """The ``max_seconds`` setting of a service that takes audio: ``MAX_SONG_SECONDS`` by default."""
+    return Field(MAX_SONG_SECONDS, gt=0, description=f"Longest {what} accepted, in seconds (whole songs).")
+
+
+class RelayedAudioConfig(ServiceConfig):
+    """A service whose audio is the separator's output, relayed as it is separated (and paced by the other
+    consumers): its request stream is held to a lower rate, over a longer window, than an upload's."""
+
+    min_request_rate: float = Field(
+        RELAYED_MIN_REQUEST_RATE, gt=0, description=ServiceConfig.model_fields["min_request_rate"].description
+    )
+    request_window_seconds: float = Field(
+        RELAYED_REQUEST_WINDOW_SECONDS, gt=0,
+        description=ServiceConfig.model_fields["request_window_seconds"].description,
+    )

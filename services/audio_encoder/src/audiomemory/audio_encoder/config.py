@@ -8,10 +8,10 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from audiomemory.runtime.config import ServiceConfig
+from audiomemory.runtime.config import RelayedAudioConfig, max_seconds_field
 
 
-class AudioEncoderConfig(ServiceConfig):
+class AudioEncoderConfig(RelayedAudioConfig):
     """Which OpenL3 variant to load, how to frame and compute, and how much audio one call may carry."""
 
     model_config = SettingsConfigDict(
@@ -19,14 +19,6 @@ class AudioEncoderConfig(ServiceConfig):
     )
 
 
-    # Its audio is the separator's output, relayed as it is separated (and paced by the other consumers):
-    # a lower rate, over a longer window, than an upload's.
-    min_request_rate: float = Field(
-        8 * 1024, gt=0, description=ServiceConfig.model_fields["min_request_rate"].description
-    )
-    request_window_seconds: float = Field(
-        120.0, gt=0, description=ServiceConfig.model_fields["request_window_seconds"].description
-    )
     backend: str = Field("openl3", description="Registered audio encoder backend (entry point).")
     content_type: Literal["music", "env"] = Field("music", description="OpenL3 training content.")
     input_repr: Literal["mel256", "mel128", "linear"] = Field("mel256", description="OpenL3 input spectrogram.")
@@ -54,5 +46,5 @@ class AudioEncoderConfig(ServiceConfig):
     weights_dir: Path | None = Field(
         None, description="TORCH_HOME-like root holding hub/checkpoints/torchopenl3_*.pth.tar; None = torch's."
     )
-    max_seconds: float = Field(1200.0, gt=0, description="Longest signal accepted, in seconds.")
+    max_seconds: float = max_seconds_field()
     max_signals: int = Field(8, ge=1, le=64, description="Most signals (e.g. stems) in one Embed call.")

@@ -1,7 +1,9 @@
 """The gRPC ``AudioEncoder`` service: validate, frame as audio arrives, stream embeddings with progress.
 
-``Embed`` takes a model slot first (answering ``queued`` with its place in line while it waits),
-then reads ``EmbedOptions`` (first request only) and the ``AudioChunk``s of ``signals``
+``Embed`` reads its first message (the optional ``EmbedOptions``, whose pin it checks), opens as every model
+call does (``runtime.servicer``: the ``Served`` header with the hop this call uses, then ``queued`` with its
+place in line while it waits for a model slot: audio is read and held only by a call that is running); then
+reads the ``AudioChunk``s of ``signals``
 independent signals, interleaved in any order (any rate 1..384 kHz, 1 or 2 channels,
 float32/float16, each signal at most ``max_seconds``). Windows are embedded as soon as they are
 whole, the ready windows of all signals batched into one model call (``stream.EmbedStream``), and
@@ -20,14 +22,20 @@ import numpy as np
 from audiomemory.audio_encoder.backends import AudioEncoderBackend
 from audiomemory.audio_encoder.config import AudioEncoderConfig
 from audiomemory.audio_encoder.stream import EmbedStream, Frames, frame_count
-from audiomemory.runtime.audio import MAX_SAMPLE_RATE, check_chunk_format, frames_limit
+from audiomemory.runtime.audio import (
+    ACCEPTED_AUDIO_DTYPES,
+    MAX_SAMPLE_RATE,
+    WIRE_AUDIO_DTYPES,
+    check_chunk_format,
+    frames_limit,
+)
 from audiomemory.runtime.codec import CHUNK_BYTES, from_tensor, to_tensor
 from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
 from audiomemory.runtime.gate import Gate
-from audiomemory.v1 import audio_encoder_pb2, audio_encoder_pb2_grpc, common_pb2, tensor_pb2
+from audiomemory.runtime.servicer import ModelServicer, OptionsFirst
+from audiomemory.v1 import audio_encoder_pb2, audio_encoder_pb2_grpc, common_pb2
 
 SERVICE = "audio_encoder"
-ACCEPTED_DTYPES = [tensor_pb2.DTYPE_FLOAT32, tensor_pb2.DTYPE_FLOAT16]
 
 
 @dataclass
@@ -40,17 +48,19 @@ class _Signal:
 
 
 class _EmbedCall:
-    """One Embed call after it holds the slot: request checks, the stream, and the answers."""
+    """One Embed call from its options on: request checks, the stream (once it holds the slot), the answers."""
 
-    def __init__(self, backend: AudioEncoderBackend, config: AudioEncoderConfig, context: grpc.ServicerContext):
-        self.backend = backend
-        self.config = config
+    def __init__(self, servicer: AudioEncoderServicer, options: audio_encoder_pb2.EmbedOptions,
+                 context: grpc.ServicerContext) -> None:
+        self.backend = servicer.backend
+        self.config = servicer.config
         self.context = context
         self.stream: EmbedStream | None = None
         self.signals: list[_Signal] = []
-        self.input_frames = 0
-        self.timestamps = False
         self.sent = 0  # frames answered so far, all signals
+        self._options(options)
+        # The hop grows with the signal's length when the caller says it (input_frames); else the base hop.
+        self.hop = self.backend.hop_for(self.input_frames / self.backend.sample_rate)
 
     # -- requests ---------------------------------------------------------------------------------
     def _options(self, options: audio_encoder_pb2.EmbedOptions) -> None:
@@ -70,33 +80,28 @@ class _EmbedCall:
                 f"{field}.input_frames: {options.input_frames} is over the limit of {limit} frames "
                 f"({self.config.max_seconds:g} s at {self.backend.sample_rate} Hz)"
             )
+        self.count = count
         self.input_frames = options.input_frames
         self.timestamps = options.timestamps
-        self._start(count)
 
-    def _start(self, count: int) -> None:
-        self.signals = [_Signal() for _ in range(count)]
+    def resolved(self) -> dict[str, object]:
+        rate = self.backend.sample_rate
+        return {"hop_seconds": self.hop / rate, "window_seconds": self.backend.window / rate,
+                "embedding_dim": self.backend.embedding_dim}
+
+    def run(self, requests: OptionsFirst[audio_encoder_pb2.EmbedRequest]) -> Iterator[audio_encoder_pb2.EmbedResponse]:
+        """Holding the slot: frame the signals' audio as it arrives, answer frames, then ``end``."""
+        self.signals = [_Signal() for _ in range(self.count)]
         # The check holds the context, not this call: a call → stream → check → call cycle would keep each
         # call's buffers (MBs) until Python's rare full collection (the soak grew 0.6 MB a job).
         context = self.context
-        # The hop grows with the signal's length when the caller says it (input_frames); else the base hop.
-        hop = self.backend.hop_for(self.input_frames / self.backend.sample_rate)
-        self.stream = EmbedStream(self.backend, count, cancelled=lambda: not context.is_active(), hop=hop)
+        self.stream = EmbedStream(self.backend, self.count, cancelled=lambda: not context.is_active(), hop=self.hop)
+        for i, request in requests.audio():
+            yield from self.add(i, request)
+        yield from self.finish(requests.count)
 
     def add(self, i: int, request: audio_encoder_pb2.EmbedRequest) -> Iterator[audio_encoder_pb2.EmbedResponse]:
         """Check request ``i`` and feed its audio; answer the frames that became ready."""
-        if request.HasField("options"):
-            if i > 0:
-                raise InvalidInput(
-                    f"requests[{i}].options: expected in the first request only, got it in request {i}"
-                )
-            self._options(request.options)
-        elif i == 0:
-            self._start(1)
-        if not request.HasField("audio"):
-            if i == 0 and request.HasField("options"):
-                return
-            raise InvalidInput(f"requests[{i}].audio: missing, every request after the options carries audio")
         assert self.stream is not None
         count = len(self.signals)
         if not 0 <= request.signal < count:
@@ -116,7 +121,7 @@ class _EmbedCall:
                 f"x{signal.channels} to {chunk.sample_rate} Hz x{chunk.channels}"
             )
         samples = from_tensor(
-            chunk.samples, field=f"{field}.samples", shape=(chunk.channels, None), dtypes=("float32", "float16"),
+            chunk.samples, field=f"{field}.samples", shape=(chunk.channels, None), dtypes=WIRE_AUDIO_DTYPES,
             finite=True,
         )
         limit = frames_limit(self.config.max_seconds, chunk.sample_rate)
@@ -131,8 +136,6 @@ class _EmbedCall:
 
     def finish(self, requests: int) -> Iterator[audio_encoder_pb2.EmbedResponse]:
         """All requests read: check every signal had audio, embed the rest, answer ``end``."""
-        if self.stream is None:
-            self._start(1)
         assert self.stream is not None
         count = len(self.signals)
         for index, signal in enumerate(self.signals):
@@ -181,47 +184,28 @@ class _EmbedCall:
             )
 
 
-class AudioEncoderServicer(audio_encoder_pb2_grpc.AudioEncoderServicer):
+class AudioEncoderServicer(
+    ModelServicer[AudioEncoderBackend, AudioEncoderConfig], audio_encoder_pb2_grpc.AudioEncoderServicer
+):
     """Thin edge: protobuf ⇄ numpy; ``stream`` frames, the backend embeds."""
 
-    def __init__(self, backend: AudioEncoderBackend, gate: Gate, config: AudioEncoderConfig) -> None:
-        self.backend = backend
-        self.gate = gate
-        self.config = config
+    kind = SERVICE
+    package = "audiomemory-audio-encoder"
 
-    def Describe(
-        self, request: common_pb2.DescribeRequest, context: grpc.ServicerContext
-    ) -> audio_encoder_pb2.AudioEncoderInfo:
-        self.gate.check_ready()
+    def info(self, model: common_pb2.ModelInfo) -> audio_encoder_pb2.AudioEncoderInfo:
+        b, rate = self.backend, self.backend.sample_rate
         return audio_encoder_pb2.AudioEncoderInfo(
-            model=self.backend.describe().to_proto(SERVICE, package="audiomemory-audio-encoder"),
-            sample_rate=self.backend.sample_rate,
-            channels=self.backend.channels,
-            accepted_dtypes=ACCEPTED_DTYPES,
-            embedding_dim=self.backend.embedding_dim,
-            hop_seconds=self.backend.hop_seconds,
-            window_seconds=self.backend.window_seconds,
-            max_input_frames=frames_limit(self.config.max_seconds, self.backend.sample_rate),
-            max_signals=self.config.max_signals,
+            model=model, sample_rate=rate, channels=b.channels, accepted_dtypes=ACCEPTED_AUDIO_DTYPES,
+            embedding_dim=b.embedding_dim, hop_seconds=b.hop_seconds, window_seconds=b.window_seconds,
+            max_input_frames=frames_limit(self.config.max_seconds, rate), max_signals=self.config.max_signals,
             max_input_sample_rate=MAX_SAMPLE_RATE,
         )
 
     def Embed(
         self, request_iterator: Iterator[audio_encoder_pb2.EmbedRequest], context: grpc.ServicerContext
     ) -> Iterator[audio_encoder_pb2.EmbedResponse]:
-        self.gate.check_ready()
-        # The slot first: audio is read (and held) only by a call that is running.
-        with self.gate.admit(context) as turn:
-            for position in turn.waiting():
-                yield audio_encoder_pb2.EmbedResponse(
-                    queued=common_pb2.QueueStatus(position=position, running=self.gate.running_count)
-                )
-            call = _EmbedCall(self.backend, self.config, context)
-            count = 0
-            for i, request in enumerate(request_iterator):
-                count = i + 1
-                yield from call.add(i, request)
-            yield from call.finish(count)
+        return self.serve_stream(context, request_iterator, audio_encoder_pb2.EmbedOptions(),
+                                 lambda options: _EmbedCall(self, options, context), audio_encoder_pb2.EmbedResponse)
 
 
 def add_servicer(

@@ -1,37 +1,29 @@
 """The gRPC ``Generator`` service: validate, run the backend under the gate, stream steps then the PNG.
 
-The denoising loop runs on a worker thread so this handler can stream one ``StepProgress`` per step
-while it runs. Cancellation: ``context.add_callback`` (fired when the call ends for any reason:
-client cancel, deadline, disconnect) sets a flag the backend polls after every step. The handler
-keeps the model slot until the worker has really stopped, so the next job never overlaps the tail
-of a cancelled one.
+The call opens as every model call does (``runtime.servicer``: the pin, a place in line, the ``Served`` header
+with the steps, guidance, scheduler and size this request resolved, the place in line while it waits). The
+denoising loop runs on a ``Worker`` thread so this handler can stream one ``StepProgress`` per step while it
+runs; the backend polls the worker's stop flag after every step, and the slot is held until the loop has
+really stopped, so the next job never overlaps the tail of a cancelled one. The PNG is sent after the slot
+is given back.
 """
 
 from __future__ import annotations
 
-import contextvars
 import io
-import queue
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import numpy as np
 
 from audiomemory.generator import backends as limits  # the MIN_/MAX_ bounds check_request enforces
-from audiomemory.generator.backends import (
-    GeneratedImage,
-    GenerationStopped,
-    GeneratorBackend,
-    ImageRequest,
-    check_request,
-)
+from audiomemory.generator.backends import GeneratedImage, GeneratorBackend, ImageRequest, check_request
 from audiomemory.generator.config import GeneratorConfig
 from audiomemory.runtime.codec import CHUNK_BYTES, from_tensor, iter_pieces
 from audiomemory.runtime.errors import InvalidInput
-from audiomemory.runtime.service import Gate
+from audiomemory.runtime.gate import Gate
+from audiomemory.runtime.servicer import ModelServicer, Worker
 from audiomemory.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 
 SERVICE = "generator"
@@ -39,46 +31,21 @@ EMBED_DTYPES = ("float32", "float16")
 MAX_PROMPT_TOKENS = 77 * 4  # generous: SD was trained with 77; more only burns memory
 
 
-@dataclass(frozen=True)
-class _Step:
-    step: int
-    total: int
-
-
-@dataclass(frozen=True)
-class _Done:
-    result: GeneratedImage | None
-    error: BaseException | None
-
-
-class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
+class GeneratorServicer(ModelServicer[GeneratorBackend, GeneratorConfig], generator_pb2_grpc.GeneratorServicer):
     """Thin edge: protobuf ⇄ ``ImageRequest``/PNG; the backend paints."""
 
-    def __init__(self, backend: GeneratorBackend, gate: Gate, config: GeneratorConfig) -> None:
-        self.backend = backend
-        self.gate = gate
-        self.config = config
+    kind = SERVICE
+    package = "audiomemory-generator"
 
-    def Describe(
-        self, request: common_pb2.DescribeRequest, context: grpc.ServicerContext
-    ) -> generator_pb2.GeneratorInfo:
-        self.gate.check_ready()
+    def info(self, model: common_pb2.ModelInfo) -> generator_pb2.GeneratorInfo:
+        b, c = self.backend, self.config
         return generator_pb2.GeneratorInfo(
-            model=self.backend.describe().to_proto(SERVICE, package="audiomemory-generator"),
-            cross_attention_dim=self.backend.cross_attention_dim,
-            max_length=self.backend.max_length,
-            native_size=self.backend.native_size,
-            schedulers=self.backend.schedulers,
+            model=model, cross_attention_dim=b.cross_attention_dim, max_length=b.max_length,
+            native_size=b.native_size, schedulers=b.schedulers,
             # The limits check_request enforces and the defaults _request fills in.
-            default_steps=self.config.default_steps,
-            min_steps=limits.MIN_STEPS,
-            max_steps=limits.MAX_STEPS,
-            default_guidance=self.config.default_guidance,
-            min_guidance=limits.MIN_GUIDANCE,
-            max_guidance=limits.MAX_GUIDANCE,
-            default_size=self.config.default_size,
-            min_size=limits.MIN_SIZE,
-            max_size=limits.MAX_SIZE,
+            default_steps=c.default_steps, min_steps=limits.MIN_STEPS, max_steps=limits.MAX_STEPS,
+            default_guidance=c.default_guidance, min_guidance=limits.MIN_GUIDANCE, max_guidance=limits.MAX_GUIDANCE,
+            default_size=c.default_size, min_size=limits.MIN_SIZE, max_size=limits.MAX_SIZE,
             size_multiple=limits.SIZE_MULTIPLE,
         )
 
@@ -127,57 +94,20 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
     def Generate(
         self, request: generator_pb2.GenerateRequest, context: grpc.ServicerContext
     ) -> Iterator[generator_pb2.GenerateResponse]:
-        self.gate.check_ready()
-        image_request = self._request(request)
-        stop = threading.Event()
-        # Fires on cancel, deadline, disconnect — and normal end; False means the call already ended.
-        if not context.add_callback(stop.set):
-            stop.set()
-        events: queue.Queue[_Step | _Done] = queue.Queue()
-
-        def should_stop() -> bool:
-            return stop.is_set() or not context.is_active()
-
-        def work() -> None:
-            try:
-                result = self.backend.generate(
-                    image_request, lambda step, total: events.put(_Step(step, total)), should_stop
-                )
-                events.put(_Done(result, None))
-            except BaseException as exc:  # handed to the RPC thread, which raises it
-                events.put(_Done(None, exc))
-
-        with self.gate.admit(context) as turn:
-            for position in turn.waiting():
-                yield generator_pb2.GenerateResponse(
-                    queued=common_pb2.QueueStatus(position=position, running=self.gate.running_count)
-                )
-            # copy_context: the worker logs under this call's request id.
-            worker = threading.Thread(
-                target=contextvars.copy_context().run, args=(work,), name="am-generator-denoise", daemon=True
-            )
-            worker.start()
-            try:
-                while True:
-                    event = events.get()
-                    if isinstance(event, _Step):
-                        yield generator_pb2.GenerateResponse(
-                            progress=generator_pb2.StepProgress(step=event.step, total=event.total)
-                        )
-                        continue
-                    if event.error is not None:
-                        if isinstance(event.error, GenerationStopped) and not context.is_active():
-                            return  # the caller is gone (cancel/deadline): nobody to answer
-                        raise event.error
-                    assert event.result is not None
-                    generated = event.result
-                    break
-            finally:
-                # Reached early when the client cancels mid-stream (GeneratorExit at a yield): stop the
-                # loop and keep the slot until it has stopped, at most one denoising step away.
-                stop.set()
-                worker.join()
-        yield from _image_chunks(generated)
+        model = self.model()
+        image = self._request(request)
+        resolved = {"steps": image.steps, "guidance": image.guidance, "scheduler": image.scheduler,
+                    "width": image.width, "height": image.height}
+        worker: Worker[tuple[int, int], GeneratedImage] = Worker(
+            context, lambda report, stop: self.backend.generate(image, lambda *step: report(step), stop),
+            name="am-generator-denoise",
+        )
+        with self.admitted(context, model, request.pin, resolved, generator_pb2.GenerateResponse) as opening:
+            yield from opening
+            for step, total in worker.reports():
+                yield generator_pb2.GenerateResponse(progress=generator_pb2.StepProgress(step=step, total=total))
+        if worker.result is not None:  # None: stopped because the caller is gone
+            yield from _image_chunks(worker.result)
 
 
 def _image_chunks(generated: GeneratedImage) -> Iterator[generator_pb2.GenerateResponse]:

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from audiomemory.runtime.config import ServiceConfig
+from audiomemory.runtime.config import ServiceConfig, max_seconds_field
 
 
 class SeparatorConfig(ServiceConfig):
@@ -29,4 +29,4 @@ class SeparatorConfig(ServiceConfig):
     )
     shifts: int = Field(0, ge=0, le=20, description="Random time shifts averaged (0 = off, deterministic).")
     # The one length limit: the upload's byte cap follows from it (stereo float32 frames at its rate).
-    max_seconds: float = Field(1200.0, gt=0, description="Longest input accepted, in seconds (whole songs).")
+    max_seconds: float = max_seconds_field("input")

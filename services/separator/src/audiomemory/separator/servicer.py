@@ -1,8 +1,9 @@
 """The gRPC ``Separator`` service: take a model slot, read the song, stream the stems block by block.
 
-``Separate`` first waits for a model slot (``Gate.admit``), answering ``QueueStatus`` while it waits,
-so a queued caller's audio is not held here; then reads an optional ``SeparateOptions`` and the
-``AudioChunk``s (any rate 1..384 kHz, 1 or 2 channels, float32/float16, at most ``max_seconds``),
+``Separate`` reads its first message (the optional ``SeparateOptions``, whose pin it checks), opens as every
+model call does (``runtime.servicer``: the ``Served`` header with the stems, rate, channels and dtype it will
+deliver, then ``QueueStatus`` while it waits for a model slot, so a queued caller's audio is not held here);
+then reads the ``AudioChunk``s (any rate 1..384 kHz, 1 or 2 channels, float32/float16, at most ``max_seconds``),
 building the model's input from them part by part; answers one ``StemsHeader`` (the asked stems, in
 the asked order); then streams the stems in time order as the backend separates them: per block,
 one ``StemChunk`` per stem over the same frames (several rounds when a block is over ~1 MiB a
@@ -21,6 +22,8 @@ import numpy as np
 
 from audiomemory.runtime.audio import (
     MAX_SAMPLE_RATE,
+    WIRE_AUDIO_DTYPES,
+    WIRE_CHANNELS,
     AudioAssembler,
     frames_limit,
     iter_audio_chunks,
@@ -29,17 +32,15 @@ from audiomemory.runtime.audio import (
 from audiomemory.runtime.codec import CHUNK_BYTES, dtype_enum, dtype_name_safe
 from audiomemory.runtime.errors import InvalidInput
 from audiomemory.runtime.gate import Gate
+from audiomemory.runtime.servicer import ModelServicer, OptionsFirst
 from audiomemory.separator.audio import SongBuffer, StemConverter, expected_frames
 from audiomemory.separator.backends import SeparatorBackend
 from audiomemory.separator.config import SeparatorConfig
 from audiomemory.v1 import common_pb2, separator_pb2, separator_pb2_grpc, tensor_pb2
 
 SERVICE = "separator"
-WIRE_DTYPES = {
-    tensor_pb2.DTYPE_UNSPECIFIED: "float32",
-    tensor_pb2.DTYPE_FLOAT32: "float32",
-    tensor_pb2.DTYPE_FLOAT16: "float16",
-}
+#: The stems' dtype on the wire for each one a caller may ask (unspecified: float32).
+WIRE_DTYPES = {tensor_pb2.DTYPE_UNSPECIFIED: "float32", **{dtype_enum(n): n for n in WIRE_AUDIO_DTYPES}}
 
 
 @dataclass(frozen=True)
@@ -75,25 +76,74 @@ class SongAssembler(AudioAssembler):
         return self.song.result()
 
 
-class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
+class _SeparateCall:
+    """One Separate call from its options on: the format asked, then the song read and separated."""
+
+    def __init__(self, servicer: SeparatorServicer, fmt: OutputFormat, context: grpc.ServicerContext) -> None:
+        self.backend = servicer.backend
+        self.max_seconds = servicer.config.max_seconds
+        self.fmt = fmt
+        self.context = context
+
+    def resolved(self) -> dict[str, object]:
+        names = self.backend.stems
+        return {"stems": ",".join(names[i] for i in self.fmt.stems), "sample_rate": self.fmt.sample_rate,
+                "channels": self.fmt.channels, "dtype": self.fmt.dtype}
+
+    def _read(self, requests: OptionsFirst[separator_pb2.SeparateRequest]) -> tuple[np.ndarray, int, int]:
+        """The song at the model's rate and channels in an array of our own, with the input's length and
+        rate (the stems' length follows from them)."""
+        song: SongAssembler | None = None
+        model = (self.backend.sample_rate, self.backend.channels)
+        for _, request in requests.audio():
+            song = song or SongAssembler("audio", request.audio, self.max_seconds, *model)
+            song.add(request.audio)
+        if song is None:
+            raise InvalidInput("audio: empty, the stream held no audio chunks")
+        return song.song_result(), song.frames, song.sample_rate
+
+    def run(self, requests: OptionsFirst[separator_pb2.SeparateRequest]) -> Iterator[separator_pb2.SeparateResponse]:
+        fmt, context = self.fmt, self.context
+        audio, frames_in, rate = self._read(requests)
+        frames = expected_frames(frames_in, rate, fmt.sample_rate)
+        names = self.backend.stems
+        yield separator_pb2.SeparateResponse(
+            header=separator_pb2.StemsHeader(
+                stems=[names[i] for i in fmt.stems], sample_rate=fmt.sample_rate, channels=fmt.channels,
+                dtype=dtype_enum(fmt.dtype), frames=frames,
+            )
+        )
+        converter = StemConverter(len(fmt.stems), self.backend.channels, self.backend.sample_rate,
+                                  fmt.sample_rate, fmt.channels, frames, float16=fmt.dtype == "float16")
+        # Donated: the backend normalises the song in place rather than copying it.
+        blocks = self.backend.separate_blocks(audio, self.backend.sample_rate, donate=True,
+                                              cancelled=lambda: not context.is_active())
+        del audio
+        for block in blocks:
+            yield from _rounds(converter.convert(block.audio[list(fmt.stems)]), fmt)
+        yield from _rounds(converter.finish(), fmt)
+
+
+def _rounds(stems: np.ndarray, fmt: OutputFormat) -> Iterator[separator_pb2.SeparateResponse]:
+    """``[stems, channels, n]`` as rounds of one ``StemChunk`` per stem over the same frames, each at most
+    ``CHUNK_BYTES`` of samples."""
+    per_stem = [iter_audio_chunks(s, fmt.sample_rate, dtype=fmt.dtype, chunk_bytes=CHUNK_BYTES) for s in stems]
+    for chunks in zip(*per_stem, strict=True):
+        for index, chunk in enumerate(chunks):
+            yield separator_pb2.SeparateResponse(chunk=separator_pb2.StemChunk(stem=index, audio=chunk))
+
+
+class SeparatorServicer(ModelServicer[SeparatorBackend, SeparatorConfig], separator_pb2_grpc.SeparatorServicer):
     """Thin edge: protobuf ⇄ numpy; the backend does the work."""
 
-    def __init__(self, backend: SeparatorBackend, gate: Gate, config: SeparatorConfig) -> None:
-        self.backend = backend
-        self.gate = gate
-        self.config = config
+    kind = SERVICE
+    package = "audiomemory-separator"
 
-    def Describe(
-        self, request: common_pb2.DescribeRequest, context: grpc.ServicerContext
-    ) -> separator_pb2.SeparatorInfo:
-        self.gate.check_ready()
+    def info(self, model: common_pb2.ModelInfo) -> separator_pb2.SeparatorInfo:
+        frames = self._max_frames()
         return separator_pb2.SeparatorInfo(
-            model=self.backend.describe().to_proto(SERVICE, package="audiomemory-separator"),
-            stems=list(self.backend.stems),
-            sample_rate=self.backend.sample_rate,
-            channels=self.backend.channels,
-            max_input_frames=self._max_frames(),
-            max_input_bytes=max_audio_bytes(self._max_frames()),
+            model=model, stems=list(self.backend.stems), sample_rate=self.backend.sample_rate,
+            channels=self.backend.channels, max_input_frames=frames, max_input_bytes=max_audio_bytes(frames),
             max_input_sample_rate=MAX_SAMPLE_RATE,
         )
 
@@ -119,7 +169,7 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
                 f"options.output.sample_rate: expected 0 (native) or 1..{MAX_SAMPLE_RATE} Hz, got {rate}"
             )
         channels = out.channels or self.backend.channels
-        if channels not in (1, 2):
+        if channels not in WIRE_CHANNELS:
             raise InvalidInput(f"options.output.channels: expected 0 (native), 1 or 2, got {channels}")
         if out.dtype not in WIRE_DTYPES:
             raise InvalidInput(
@@ -127,66 +177,13 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
             )
         return OutputFormat(rate, channels, WIRE_DTYPES[out.dtype], self._stems(list(options.stems)))
 
-    def _read(
-        self, requests: Iterator[separator_pb2.SeparateRequest]
-    ) -> tuple[OutputFormat, np.ndarray, int, int]:
-        """The options, and the song at the model's rate and channels in an array of our own, with the
-        input's length and rate (the stems' length follows from them)."""
-        fmt: OutputFormat | None = None
-        song: SongAssembler | None = None
-        model = (self.backend.sample_rate, self.backend.channels)
-        for i, request in enumerate(requests):
-            item = request.WhichOneof("item")
-            if item == "options":
-                if fmt is not None or song is not None:
-                    raise InvalidInput(f"requests[{i}].options: options come at most once, before any audio")
-                fmt = self._output_format(request.options)
-            elif item == "audio":
-                song = song or SongAssembler("audio", request.audio, self.config.max_seconds, *model)
-                song.add(request.audio)
-            else:
-                raise InvalidInput(f"requests[{i}]: empty request, expected options or audio")
-        if song is None:
-            raise InvalidInput("audio: empty, the stream held no audio chunks")
-        audio = song.song_result()
-        return fmt or self._output_format(separator_pb2.SeparateOptions()), audio, song.frames, song.sample_rate
-
     def Separate(
         self, request_iterator: Iterator[separator_pb2.SeparateRequest], context: grpc.ServicerContext
     ) -> Iterator[separator_pb2.SeparateResponse]:
-        # The slot first: a caller waiting in line has not sent its song into this process yet.
-        with self.gate.admit(context) as turn:
-            for position in turn.waiting():
-                yield separator_pb2.SeparateResponse(
-                    queued=common_pb2.QueueStatus(position=position, running=self.gate.running_count)
-                )
-            fmt, audio, frames_in, rate = self._read(request_iterator)
-            frames = expected_frames(frames_in, rate, fmt.sample_rate)
-            names = self.backend.stems
-            yield separator_pb2.SeparateResponse(
-                header=separator_pb2.StemsHeader(
-                    stems=[names[i] for i in fmt.stems], sample_rate=fmt.sample_rate, channels=fmt.channels,
-                    dtype=dtype_enum(fmt.dtype), frames=frames,
-                )
-            )
-            converter = StemConverter(len(fmt.stems), self.backend.channels, self.backend.sample_rate,
-                                      fmt.sample_rate, fmt.channels, frames, float16=fmt.dtype == "float16")
-            # Donated: the backend normalises the song in place rather than copying it.
-            blocks = self.backend.separate_blocks(audio, self.backend.sample_rate, donate=True,
-                                                  cancelled=lambda: not context.is_active())
-            del audio
-            for block in blocks:
-                yield from self._rounds(converter.convert(block.audio[list(fmt.stems)]), fmt)
-            yield from self._rounds(converter.finish(), fmt)
-
-    @staticmethod
-    def _rounds(stems: np.ndarray, fmt: OutputFormat) -> Iterator[separator_pb2.SeparateResponse]:
-        """``[stems, channels, n]`` as rounds of one ``StemChunk`` per stem over the same frames, each
-        at most ``CHUNK_BYTES`` of samples."""
-        per_stem = [iter_audio_chunks(s, fmt.sample_rate, dtype=fmt.dtype, chunk_bytes=CHUNK_BYTES) for s in stems]
-        for chunks in zip(*per_stem, strict=True):
-            for index, chunk in enumerate(chunks):
-                yield separator_pb2.SeparateResponse(chunk=separator_pb2.StemChunk(stem=index, audio=chunk))
+        return self.serve_stream(
+            context, request_iterator, separator_pb2.SeparateOptions(),
+            lambda options: _SeparateCall(self, self._output_format(options), context), separator_pb2.SeparateResponse,
+        )
 
 
 def add_servicer(server: grpc.Server, backend: SeparatorBackend, gate: Gate, config: SeparatorConfig) -> None:

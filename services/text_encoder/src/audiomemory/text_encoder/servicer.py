@@ -1,7 +1,9 @@
 """The gRPC ``TextEncoder`` service: validate, call the backend under the gate, stream the result.
 
 Limits are checked before the model is touched: too many texts is RESOURCE_EXHAUSTED (the caller
-should split the batch), an over-long text is INVALID_ARGUMENT; both messages name the limit.
+should split the batch), an over-long text is INVALID_ARGUMENT; both messages name the limit. The call opens
+as every model call does (``runtime.servicer``: the pin, then the ``Served`` header with the token length and
+hidden size), waits for a model slot, encodes, and sends the result once the slot is given back.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import grpc
 
 from audiomemory.runtime.codec import CHUNK_BYTES, iter_tensor_chunks, to_tensor
 from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
-from audiomemory.runtime.service import Gate
+from audiomemory.runtime.gate import Gate
+from audiomemory.runtime.servicer import ModelServicer
 from audiomemory.text_encoder.backends import TextEncoderBackend
 from audiomemory.text_encoder.config import TextEncoderConfig
 from audiomemory.v1 import common_pb2, text_encoder_pb2, text_encoder_pb2_grpc
@@ -20,25 +23,19 @@ from audiomemory.v1 import common_pb2, text_encoder_pb2, text_encoder_pb2_grpc
 SERVICE = "text_encoder"
 
 
-class TextEncoderServicer(text_encoder_pb2_grpc.TextEncoderServicer):
+class TextEncoderServicer(
+    ModelServicer[TextEncoderBackend, TextEncoderConfig], text_encoder_pb2_grpc.TextEncoderServicer
+):
     """Thin edge: protobuf ⇄ lists and numpy; the backend does the work."""
 
-    def __init__(self, backend: TextEncoderBackend, gate: Gate, config: TextEncoderConfig) -> None:
-        self.backend = backend
-        self.gate = gate
-        self.config = config
+    kind = SERVICE
+    package = "audiomemory-text-encoder"
 
-    def Describe(
-        self, request: common_pb2.DescribeRequest, context: grpc.ServicerContext
-    ) -> text_encoder_pb2.TextEncoderInfo:
-        self.gate.check_ready()
+    def info(self, model: common_pb2.ModelInfo) -> text_encoder_pb2.TextEncoderInfo:
+        b = self.backend
         return text_encoder_pb2.TextEncoderInfo(
-            model=self.backend.describe().to_proto(SERVICE, package="audiomemory-text-encoder"),
-            hidden_size=self.backend.hidden_size,
-            max_length=self.backend.max_length,
-            vocab_size=self.backend.vocab_size,
-            max_texts=self.config.max_texts,
-            max_chars=self.config.max_chars,
+            model=model, hidden_size=b.hidden_size, max_length=b.max_length, vocab_size=b.vocab_size,
+            max_texts=self.config.max_texts, max_chars=self.config.max_chars,
         )
 
     def _texts(self, request: text_encoder_pb2.EncodeRequest) -> list[str]:
@@ -61,7 +58,10 @@ class TextEncoderServicer(text_encoder_pb2_grpc.TextEncoderServicer):
         self, request: text_encoder_pb2.EncodeRequest, context: grpc.ServicerContext
     ) -> Iterator[text_encoder_pb2.EncodeResponse]:
         texts = self._texts(request)
-        with self.gate.slot(context):
+        model = self.model()
+        resolved = {"max_length": self.backend.max_length, "hidden_size": self.backend.hidden_size}
+        with self.admitted(context, model, request.pin, resolved, text_encoder_pb2.EncodeResponse) as opening:
+            yield from opening  # the header, then the slot (this response has no place in line)
             encoded = self.backend.encode(texts)
         header = text_encoder_pb2.EncodeHeader(
             token_ids=to_tensor(encoded.token_ids, dtype="int64"), truncated=encoded.truncated

@@ -5,26 +5,18 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from audiomemory.runtime.config import ServiceConfig
+from audiomemory.runtime.config import RelayedAudioConfig, max_seconds_field
 
 #: Whisper large-v3-turbo: large-v3's 32-layer encoder (the best Whisper on sung vocals among the open
 #: checkpoints) with a 4-layer decoder, so decoding costs about what whisper-small's does; 100 languages.
 DEFAULT_MODEL = "openai/whisper-large-v3-turbo"
 
 
-class TranscriberConfig(ServiceConfig):
+class TranscriberConfig(RelayedAudioConfig):
     """Which Whisper to load, the guards against text where nobody sings, and how long a signal may be."""
 
     model_config = SettingsConfigDict(env_prefix="AUDIOMEMORY_TRANSCRIBER_", extra="forbid", validate_default=True)
 
-    # Its audio is the separator's output, relayed as it is separated (and paced by the other consumers):
-    # a lower rate, over a longer window, than an upload's.
-    min_request_rate: float = Field(
-        8 * 1024, gt=0, description=ServiceConfig.model_fields["min_request_rate"].description
-    )
-    request_window_seconds: float = Field(
-        120.0, gt=0, description=ServiceConfig.model_fields["request_window_seconds"].description
-    )
     backend: str = Field("whisper", description="Registered transcriber backend (entry point).")
     model: str = Field(
         DEFAULT_MODEL, description="Hub id (e.g. openai/whisper-small) or a local folder written by save_pretrained."
@@ -51,4 +43,4 @@ class TranscriberConfig(ServiceConfig):
         2.4, gt=0, description="A window whose text gzip-compresses by more than this (a repetition loop) "
         "yields nothing; decoding is greedy, so there is no retry at a higher temperature; None = off.",
     )
-    max_seconds: float = Field(1200.0, gt=0, description="Longest signal accepted, in seconds.")
+    max_seconds: float = max_seconds_field()

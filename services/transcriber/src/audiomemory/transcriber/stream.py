@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import soxr
@@ -27,9 +28,32 @@ import soxr
 from audiomemory.runtime.backend import CancelCheck
 from audiomemory.runtime.errors import Cancelled
 from audiomemory.runtime.transcript import Segment, Transcript
+from audiomemory.transcriber.config import TranscriberConfig
 
-if TYPE_CHECKING:
-    from audiomemory.transcriber.backends import TranscriberBackend
+
+@dataclass(frozen=True)
+class Heard:
+    """What one window held."""
+
+    segments: tuple[Segment, ...]  # the finished segments, seconds from the window's start, in order
+    language: str  # code of the language the window was read in
+    unfinished: Segment | None = None  # a last segment the window's end cut (no closing timestamp)
+    dropped: str = ""  # the guard that threw the window's text away ("" = kept)
+
+
+class WindowReader(Protocol):
+    """What the windowing needs from a backend (``backends.TranscriberBackend``): its facts and one call."""
+
+    config: TranscriberConfig
+
+    @property
+    def sample_rate(self) -> int: ...
+    @property
+    def window(self) -> int: ...
+
+    def decode_window(self, audio: np.ndarray, language: str | None) -> Heard:
+        """float32 mono ``[n]`` (n ≤ ``window``) at ``sample_rate`` → what was heard."""
+        ...
 
 
 def level_dbfs(audio: np.ndarray) -> float:
@@ -43,7 +67,7 @@ def level_dbfs(audio: np.ndarray) -> float:
 class TranscribeStream:
     """One signal, window by window; ``add``/``finish`` yield the seconds done after each window."""
 
-    def __init__(self, model: TranscriberBackend, language: str | None = None,
+    def __init__(self, model: WindowReader, language: str | None = None,
                  cancelled: CancelCheck | None = None) -> None:
         self.model = model
         self.language = language or model.config.language

@@ -1,7 +1,8 @@
 """OpenL3's CNN in int8: which precision a machine gets, the calibration input, static quantisation.
 
-``resolve_precision`` picks the CNN's compute mode (``auto``: int8 on an x86 CPU with int8 dot
-products, else bf16 where native, else float32; see ``openl3``'s docstring for the figures).
+``resolve_precision`` picks the CNN's compute mode through the one precision policy (``runtime.precision``;
+``auto``: int8 on an x86 CPU with int8 dot products, else bf16 where native, else float32; see
+``openl3``'s docstring for the figures).
 ``quantise_int8`` quantises a float CNN with PyTorch FX for x86, its activation ranges calibrated on
 ``calibration_windows`` (seeded synthetic audio) and kept in a small file so a later load reads them.
 """
@@ -18,20 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from audiomemory.runtime.backend import cpu_flags
 from audiomemory.runtime.errors import FailedPrecondition, shorten
+from audiomemory.runtime.precision import choose_precision, has_int8_dot
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 48_000  # OpenL3's input rate; one window is 1 s
 CALIBRATION_WINDOWS = 16  # int8 calibration windows (calibration_windows)
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when this CPU runs bf16 matrix math natively (AVX512-BF16 or AMX), per /proc/cpuinfo."""
-    if torch.backends.cpu.get_cpu_capability().startswith("AMX"):
-        return True
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def x86_int8_engine() -> bool:
@@ -41,25 +35,23 @@ def x86_int8_engine() -> bool:
 
 def cpu_has_int8_dot() -> bool:
     """True on an x86 CPU with int8 dot-product instructions (VNNI or AMX) and torch's x86 int8 engine."""
-    return x86_int8_engine() and bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return x86_int8_engine() and has_int8_dot()
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """The CNN's compute mode, "float32", "bfloat16" or "int8", for ``precision`` on ``device``."""
-    if precision != "auto":
-        if precision == "int8" and device.type != "cpu":
-            raise FailedPrecondition(f"audio_encoder: precision int8 runs on the CPU only, the device is {device}")
-        if precision == "int8" and not x86_int8_engine():
-            raise FailedPrecondition(
-                "audio_encoder: precision int8 needs torch's x86 quantised engine, which this build lacks "
-                f"(it has {list(torch.backends.quantized.supported_engines)}); use auto, bfloat16 or float32"
-            )
-        return precision
-    if device.type != "cpu":
-        return "float32"
-    if cpu_has_int8_dot():
-        return "int8"
-    return "bfloat16" if cpu_has_native_bf16() else "float32"
+def resolve_precision(precision: str, device: torch.device, flags: frozenset[str] | None = None) -> str:
+    """The CNN's compute mode, "float32", "bfloat16" or "int8", for ``precision`` on ``device`` whose CPU has
+    ``flags`` (this machine's by default), as the one precision policy decides it; an explicit int8 that
+    cannot run here is refused."""
+    if precision == "int8" and device.type != "cpu":
+        raise FailedPrecondition(f"audio_encoder: precision int8 runs on the CPU only, the device is {device}")
+    if precision == "int8" and not x86_int8_engine():
+        raise FailedPrecondition(
+            "audio_encoder: precision int8 needs torch's x86 quantised engine, which this build lacks "
+            f"(it has {list(torch.backends.quantized.supported_engines)}); use auto, bfloat16 or float32"
+        )
+    # The CNN runs int8 only on torch's x86 engine, and never float16 (CUDA keeps float32).
+    supports = ("int8", "bfloat16") if x86_int8_engine() else ("bfloat16",)
+    return choose_precision(precision, device.type, supports, flags)
 
 
 def calibration_windows(count: int = CALIBRATION_WINDOWS, seed: int = 0) -> np.ndarray:

@@ -6,8 +6,9 @@ shares the loaded UNet and VAE but owns its scheduler and interrupt flag, so con
 never share scheduler state. Denoising returns latents; the VAE decode runs here so a cancelled
 run skips it and always runs in float32 (SD 1.5's VAE overflows to NaN/black in float16).
 
-The UNet's dtype comes from ``GeneratorConfig.precision`` (``compute_dtype``): float16 on CUDA,
-bfloat16 on a CPU with native bf16 instructions, else float32. Measured with
+The UNet's dtype comes from ``GeneratorConfig.precision`` through the one precision policy
+(``runtime.precision``, ``compute_dtype``): float16 on CUDA, bfloat16 on a CPU with native bf16
+instructions, else float32. Measured with
 ``scripts/bench_bf16.py`` on the 2-core AVX-512 BF16 sandbox, full-size random-weight SD 1.5: a UNet
 step 1.5-1.6x faster at 512 px and 1.9x at 256 px, the 8-bit image 50 dB PSNR from float32's.
 The initial noise is always drawn in float32 and then cast, so one seed starts every precision
@@ -30,9 +31,10 @@ from audiomemory.generator.backends import (
     ImageRequest,
     check_request,
 )
-from audiomemory.runtime.backend import ModelInfo, cpu_flags, resolve_device
+from audiomemory.runtime.backend import ModelInfo, resolve_device
 from audiomemory.runtime.errors import AudioMemoryError, FailedPrecondition
 from audiomemory.runtime.hub import pull_model, resolve_model_dir, safetensors_only
+from audiomemory.runtime.precision import choose_precision
 
 if TYPE_CHECKING:
     import torch
@@ -58,27 +60,18 @@ TRAINED_PROMPT_LENGTH = 77
 TINY_CROSS_ATTENTION_DIM = 32
 TINY_DIRNAME = "tiny-sd"
 
-#: /proc/cpuinfo flags of x86 CPUs with bfloat16 dot-product instructions (oneDNN's native bf16
-#: convolutions and matmuls). Without them PyTorch emulates bf16 through float32, slower than float32.
-NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+#: What ``auto`` may run besides float32 (``runtime.precision``): float16 on CUDA, bfloat16 on a native-bf16 CPU.
+SUPPORTED_PRECISIONS = ("float16", "bfloat16")
 
-def compute_dtype(precision: Precision, device_type: str, flags: frozenset[str]) -> torch.dtype:
-    """The UNet's dtype for ``precision`` on a device of ``device_type`` whose CPU has ``flags``.
 
-    ``auto``: float16 on CUDA (tensor cores, half the memory); bfloat16 on a CPU with native bf16
-    instructions; float32 otherwise (no fast float16 kernels on CPUs, emulated bf16 is slower).
-    """
+def compute_dtype(precision: Precision, device_type: str, flags: frozenset[str] | None = None) -> torch.dtype:
+    """The UNet's dtype for ``precision`` on a device of ``device_type`` whose CPU has ``flags`` (this
+    machine's by default), as the one precision policy decides it (``runtime.precision.choose_precision``)."""
     import torch
 
-    if precision == "float32":
-        return torch.float32
-    if precision == "bfloat16":
-        return torch.bfloat16
-    if device_type == "cuda":
-        return torch.float16
-    if device_type == "cpu" and flags & NATIVE_BF16_FLAGS:
-        return torch.bfloat16
-    return torch.float32
+    chosen = choose_precision(precision, device_type, SUPPORTED_PRECISIONS, flags)
+    dtype: torch.dtype = getattr(torch, chosen)
+    return dtype
 
 
 # name → (diffusers class name, overrides on the pipeline's own scheduler config). The config keeps
@@ -160,7 +153,7 @@ class StableDiffusionBackend(GeneratorBackend):
             self.config.model, self.config.revision, ALLOW_PATTERNS, service="generator"
         )
         self._device = resolve_device(self.config.device)
-        self._dtype = compute_dtype(self.config.precision, self._device.type, cpu_flags())
+        self._dtype = compute_dtype(self.config.precision, self._device.type)
         pipe = safetensors_only("generator", folder, lambda: StableDiffusionPipeline.from_pretrained(
             str(folder),
             text_encoder=None,

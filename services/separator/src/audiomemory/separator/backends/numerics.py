@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from audiomemory.runtime.backend import cpu_flags
+from audiomemory.runtime.precision import choose_precision
+
+#: What ``auto`` may run besides float32 (``runtime.precision``): bfloat16 autocast on a native-bf16 CPU, where
+#: htdemucs measured ~7 % faster at >= 45 dB SNR per stem (CUDA keeps float32).
+SUPPORTED_PRECISIONS = ("bfloat16",)
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bfloat16 natively (avx512_bf16 or AMX): torch's capability string
-    first, then the Linux cpuinfo flags (torch reports plain "AVX512" on avx512_bf16 parts)."""
-    capability = torch.backends.cpu.get_cpu_capability().upper()
-    if "AMX" in capability or "BF16" in capability:
-        return True
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """"float32" or "bfloat16" for the configured ``precision`` on ``device`` (auto: bfloat16 only on a CPU
-    with native bf16, where htdemucs measured ~7 % faster at >= 45 dB SNR per stem; elsewhere float32)."""
-    if precision != "auto":
-        return precision
-    return "bfloat16" if device.type == "cpu" and cpu_has_native_bf16() else "float32"
+def resolve_precision(precision: str, device: torch.device, flags: frozenset[str] | None = None) -> str:
+    """"float32" or "bfloat16" for the configured ``precision`` on ``device``, as the one precision policy
+    decides it (``runtime.precision.choose_precision``)."""
+    return choose_precision(precision, device.type, SUPPORTED_PRECISIONS, flags)
 
 
 def normalise_(mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

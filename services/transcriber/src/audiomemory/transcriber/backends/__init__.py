@@ -3,37 +3,25 @@
 A backend states its ``sample_rate`` and ``window`` (samples it reads at once) and implements
 ``decode_window``: mono float32 audio of at most ``window`` samples at ``sample_rate`` → ``Heard`` (the
 window's finished segments, the one its end cut if any, its language, and which guard dropped its text).
-Mixing, resampling, windowing and the silence gate live in ``audiomemory.transcriber.stream``, shared by
-every backend; ``transcribe`` (one whole signal, for in-process callers) runs that same code, so it gives
-the transcript the gRPC service streams.
+Mixing, resampling, windowing and the silence gate live in ``audiomemory.transcriber.stream`` (which needs
+only a ``WindowReader``, so the two modules do not import each other), shared by every backend;
+``transcribe`` (one whole signal, for in-process callers) runs that same code, so it gives the transcript
+the gRPC service streams.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from audiomemory.runtime.audio import check_audio
 from audiomemory.runtime.backend import Backend, CancelCheck
 from audiomemory.runtime.transcript import Segment, Transcript
-
-if TYPE_CHECKING:
-    from audiomemory.transcriber.config import TranscriberConfig
+from audiomemory.transcriber.config import TranscriberConfig
+from audiomemory.transcriber.stream import Heard, TranscribeStream
 
 __all__ = ["Heard", "Segment", "TranscriberBackend", "Transcript"]
-
-
-@dataclass(frozen=True)
-class Heard:
-    """What one window held."""
-
-    segments: tuple[Segment, ...]  # the finished segments, seconds from the window's start, in order
-    language: str  # code of the language the window was read in
-    unfinished: Segment | None = None  # a last segment the window's end cut (no closing timestamp)
-    dropped: str = ""  # the guard that threw the window's text away ("" = kept)
 
 
 class TranscriberBackend(Backend):
@@ -62,8 +50,6 @@ class TranscriberBackend(Backend):
         cancelled: CancelCheck | None = None,
     ) -> Transcript:
         """The transcript of one whole float32 ``[channels, frames]`` signal: what the service answers for it."""
-        from audiomemory.transcriber.stream import TranscribeStream
-
         check_audio(audio, sample_rate)
         stream = TranscribeStream(self, language, cancelled)
         for _ in stream.add(audio, sample_rate):

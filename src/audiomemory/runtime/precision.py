@@ -1,0 +1,66 @@
+"""One precision policy: the arithmetic a backend computes in on a device (docs/DESIGN.md §9).
+
+Every backend's ``precision`` setting goes through ``choose_precision``: an explicit setting is honoured
+as it is (the backend refuses one it cannot run); ``auto`` picks, from what the backend can run
+(``supports``, beside float32) and the device:
+
+- CUDA: float16 where the backend runs it (the generator: tensor cores, half the memory), else float32;
+- a CPU with int8 dot products (VNNI, AMX: ``INT8_DOT_FLAGS``): int8 where the backend runs it (the
+  audio encoder's CNN, with torch's x86 quantised engine);
+- a CPU with native bfloat16 (avx512_bf16 or AMX: ``NATIVE_BF16_FLAGS``): bfloat16 where the backend runs
+  it (without them PyTorch emulates bf16 through float32, slower than float32);
+- else float32 (no fast float16 kernels on CPUs).
+
+The CPU's flags are read once, from ``/proc/cpuinfo`` (``cpu_flags``); tests pass flags in instead.
+The answer is the backend's ``ModelInfo.dtype``, which ``Describe`` and every call's ``Served`` header carry.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Collection
+from pathlib import Path
+
+#: /proc/cpuinfo flags of x86 CPUs with bfloat16 dot-product instructions (oneDNN's native bf16
+#: convolutions and matmuls).
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+#: /proc/cpuinfo flags of x86 CPUs with int8 dot-product instructions (VNNI, AMX): int8 without 16-bit overflow.
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+#: What ``auto`` may pick besides float32, in the order it prefers them on a CPU.
+_CPU_ORDER = (("int8", INT8_DOT_FLAGS), ("bfloat16", NATIVE_BF16_FLAGS))
+
+
+@functools.cache
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The first ``flags`` line of ``cpuinfo`` (x86 Linux), read once; empty where there is none (macOS, ARM)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+def has_int8_dot(flags: frozenset[str] | None = None) -> bool:
+    """Whether a CPU with ``flags`` (this one's by default) has int8 dot-product instructions."""
+    return bool((cpu_flags() if flags is None else flags) & INT8_DOT_FLAGS)
+
+
+def choose_precision(setting: str, device_type: str, supports: Collection[str] = (),
+                     flags: frozenset[str] | None = None) -> str:
+    """"float32", "bfloat16", "float16" or "int8" for a backend set to ``setting`` on a ``device_type``
+    ("cpu", "cuda", "mps"…) device whose CPU has ``flags`` (this machine's by default). ``supports``: what
+    the backend's ``auto`` may run besides float32 (see the module docstring)."""
+    if setting != "auto":
+        return setting
+    if device_type == "cuda":
+        return "float16" if "float16" in supports else "float32"
+    if device_type != "cpu":
+        return "float32"
+    have = cpu_flags() if flags is None else flags
+    for mode, needs in _CPU_ORDER:
+        if mode in supports and have & needs:
+            return mode
+    return "float32"
