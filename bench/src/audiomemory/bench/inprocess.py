@@ -113,7 +113,9 @@ class InProcessStages:
 
         enc = self.backends["audio_encoder"]
         hop = enc.hop_for(input_frames / enc.sample_rate)
-        yield self._served("audio_encoder", pin, hop_frames=hop)
+        rate = enc.sample_rate
+        yield self._served("audio_encoder", pin, hop_seconds=hop / rate, window_seconds=enc.window / rate,
+                           embedding_dim=enc.embedding_dim)
         stream = EmbedStream(enc, signals, hop=hop)
         counts = [0] * signals
         for signal, chunk in pieces:
@@ -132,8 +134,9 @@ class InProcessStages:
         raise AudioMemoryError("the in-process stages have no transcriber")
 
     def encode(self, job: Job, texts: list[str], dims: tuple[int, int], pin: Pin) -> Iterator[Served | Encoded]:
-        yield self._served("text_encoder", pin)
-        encoded = self.backends["text_encoder"].encode(texts)
+        text = self.backends["text_encoder"]
+        yield self._served("text_encoder", pin, max_length=text.max_length, hidden_size=text.hidden_size)
+        encoded = text.encode(texts)
         yield Encoded(np.asarray(encoded.embeddings, dtype=np.float32), tuple(encoded.truncated))
 
     def generate(self, job: Job, painting: Painting, pin: Pin) -> Iterator[Served | Step | Painted]:
