@@ -33,7 +33,8 @@ def test_defaults_follow_the_design() -> None:
     service_config = json.loads(config.service_config)
     assert service_config["loadBalancingConfig"] == [{"round_robin": {}}]
     retry = service_config["methodConfig"][0]["retryPolicy"]
-    assert set(retry["retryableStatusCodes"]) == {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"}
+    codes = {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED", "FAILED_PRECONDITION"}
+    assert set(retry["retryableStatusCodes"]) == codes
 
 
 def test_bad_settings_are_refused() -> None:

@@ -354,7 +354,7 @@ class Downstream(Loadable):
             if item == "queued":
                 yield Queued(reply.queued.position)
             elif item == "progress":
-                yield Step(reply.progress.step, reply.progress.total, attempt)
+                yield Step(reply.progress.step, reply.progress.total, attempt, self.config.generate_attempts)
             elif item == "image" and painted is None:
                 png += reply.image.png
                 if len(png) > MAX_PNG_BYTES:

@@ -179,7 +179,8 @@ class Pipeline:
             elif isinstance(event, Step):
                 total = event.total
                 step = min(asked, round(event.step * asked / max(event.total, 1)))
-                note = "" if event.attempt == 1 else f" (replica lost; retrying (attempt {event.attempt}))"
+                note = "" if event.attempt == 1 else \
+                    f" (replica lost; retrying (attempt {event.attempt}/{event.attempts}))"
                 report(Event(Stage.STAGE_GENERATING, step, asked, f"step {step}/{asked}{note}"))
             elif isinstance(event, Painted) and served is not None:
                 return served, event, total

@@ -121,7 +121,8 @@ class Painting:
 class Step:
     step: int
     total: int
-    attempt: int
+    attempt: int  # 1, or the whole call again after a replica was lost mid-stream
+    attempts: int = 1  # at most
 
 
 @dataclass(frozen=True)
