@@ -13,6 +13,7 @@ import pytest
 
 from audiomemory.bench.common import song_wav
 from audiomemory.runtime.allocator import find_tcmalloc
+from audiomemory.stack import MODEL_KINDS
 
 from .smoke import SCRIPTS, run_script
 
@@ -49,12 +50,26 @@ def test_bench_vision_reports_unet_steps_and_clip_encode() -> None:
 def test_bench_e2e_compares_the_services_with_the_in_process_pipeline(bench_work: Path) -> None:
     """All five model services (the transcriber too) and the orchestrator, against ``InProcessPipeline``."""
     report = run_script("bench_e2e", "--tiny", "--seconds", "1", "--size", "64", "--steps", "1", "--repeat", "1",
-                        "--hop", "10", "--root", str(bench_work))
+                        "--hop", "10", "--no-warm-up", "--root", str(bench_work))
     assert report["bench"] == "e2e" and report["models"] == "tiny profile"
     assert {"grpc_over_inprocess", "grpc_over_inprocess_median", "grpc_over_inprocess_cpu", "cache_hit_over_cold",
             "grpc_total_s", "inprocess_total_s", "front_half_cold_s", "front_half_hit_s"} <= set(report)
     assert report["grpc_cold_stage_stamps_s"]["STAGE_DONE"] > 0
     assert set(report["inprocess_stage_s"]) == {"decode", "separate", "embed", "encode_text", "fuse", "generate"}
+
+
+def test_bench_e2e_gives_the_full_size_models_a_transcriber(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full-size models are four kinds; the stack starts five model services (what ``make bench-e2e`` crashed
+    on): the transcriber gets the tiny profile's Whisper, every model service CPU and the threads asked for."""
+    from audiomemory.bench import e2e
+
+    monkeypatch.setattr(e2e, "write_models", lambda root, tiny=False: {k: {"model": k} for k in e2e.PIPELINE_KINDS})
+    overrides = e2e.stack_overrides(e2e.parse(["--hop", "0.4", "--threads", "1"]), tmp_path, tmp_path / "cache")
+    assert set(overrides) == {*MODEL_KINDS, "orchestrator"}
+    assert Path(overrides["transcriber"]["model"]).is_dir()
+    assert all(overrides[kind]["device"] == "cpu" and overrides[kind]["torch_threads"] == 1 for kind in MODEL_KINDS)
+    assert overrides["audio_encoder"]["hop_seconds"] == 0.4
+    assert overrides["orchestrator"] == {"cache_dir": str(tmp_path / "cache")}
 
 
 @pytest.mark.slow

@@ -120,6 +120,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--root", type=Path, default=None, help="where models go (kept; reused if written)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--tiny", action="store_true", help="the tiny profile's models (a quick check of this script)")
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                        help="no warm-up jobs before the timed ones (a quick check of this script)")
     return parser.parse_args(argv)
 
 
@@ -140,12 +142,13 @@ def stack_overrides(args: argparse.Namespace, root: Path, cache_dir: Path) -> di
 
 
 def measure(stack: LocalStack, song: bytes, options: dict[str, Any], repeat: int,
-            cache_dir: Path) -> dict[str, list[dict[str, Any]]]:
+            cache_dir: Path, warm_up: bool = True) -> dict[str, list[dict[str, Any]]]:
     """Warm-up jobs each way, then ``repeat`` rounds of gRPC cold, gRPC hit and in-process, interleaved."""
     pipeline = InProcessPipeline(*(stack.services[kind].backend for kind in PIPELINE_KINDS))
-    start = time.perf_counter()
-    pipeline.run(song, lyrics=LYRICS, **{**options, "steps": 1})  # warm-up: pages every weight in
-    progress(f"warm-up job (1 step, in-process) {time.perf_counter() - start:.1f} s")
+    if warm_up:
+        start = time.perf_counter()
+        pipeline.run(song, lyrics=LYRICS, **{**options, "steps": 1})  # warm-up: pages every weight in
+        progress(f"warm-up job (1 step, in-process) {time.perf_counter() - start:.1f} s")
     runs: dict[str, list[dict[str, Any]]] = {"grpc_cold": [], "grpc_hit": [], "inprocess": []}
 
     def local(i: int) -> None:
@@ -155,9 +158,10 @@ def measure(stack: LocalStack, song: bytes, options: dict[str, Any], repeat: int
     with Client(stack.address) as client:
         # The first job through the services is much slower than later ones (each service's
         # handler threads run their first model calls), so it is a warm-up too, not a sample.
-        start = time.perf_counter()
-        grpc_job(client, song, {**options, "steps": 1})
-        progress(f"warm-up job (1 step, gRPC, cold) {time.perf_counter() - start:.1f} s")
+        if warm_up:
+            start = time.perf_counter()
+            grpc_job(client, song, {**options, "steps": 1})
+            progress(f"warm-up job (1 step, gRPC, cold) {time.perf_counter() - start:.1f} s")
         for i in range(repeat):
             # Alternate which side goes first: on a shared machine the load drifts during a
             # run, and a fixed order would hand the quieter moments to one side.
@@ -236,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
         "models": "tiny profile" if args.tiny else "full-size random weights",
         "clip_seconds": args.seconds, "clip_format": "WAV float32 44.1 kHz stereo",
         "openl3_hop_s": args.hop, "width": args.size, "height": args.size, "steps": args.steps,
-        "guidance": args.guidance, "scheduler": "generator default", "repeat": args.repeat,
+        "guidance": args.guidance, "scheduler": "generator default", "repeat": args.repeat, "warm_up": args.warm_up,
         "torch_threads": torch.get_num_threads(), "device": "cpu", "allocator": heap_allocator(),
         "inprocess_front": "separator blocks -> one EmbedStream of the four stems, one thread",
     }
@@ -251,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         with LocalStack(overrides) as stack:
             progress(f"stack up in {time.perf_counter() - start:.0f} s at {stack.address}")
-            runs = measure(stack, song_wav(args.seconds), options, args.repeat, cache_dir)
+            runs = measure(stack, song_wav(args.seconds), options, args.repeat, cache_dir, args.warm_up)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the cache, and the models unless --root kept them elsewhere
     table(runs)
