@@ -61,8 +61,7 @@ REFERENCE: dict[str, dict[str, Any]] = {
     "separator": {"precision": "float32"},
     "generator": {"precision": "float32", "default_steps": 30, "default_scheduler": "pndm"},
 }
-#: ``--tiny``: the services in this process, one OpenL3 window a second, one denoising step (set by ``main``).
-QUICK = False
+#: ``--tiny``: the services in this process, one OpenL3 window a second, one denoising step.
 QUICK_ENCODER = {"hop_seconds": 1.0, "hop_growth_seconds": 0}
 
 
@@ -152,18 +151,18 @@ def direction(a: np.ndarray) -> np.ndarray:
 
 
 def phase(name: str, settings: dict[str, dict[str, Any]], work: Path, jobs: list[tuple[str, Path, dict[str, Any]]],
-          *, fresh: bool = True) -> tuple[dict[str, dict[str, Any]], dict[str, float], Path]:
+          *, fresh: bool = True, quick: bool = False) -> tuple[dict[str, dict[str, Any]], dict[str, float], Path]:
     """Start the services with ``settings``, run ``jobs``; ``fresh``: with an empty audio cache (a vector
-    cached by an earlier run of the same song would make its front half a cache hit). The smoke version
-    (``--tiny``) hosts them in this process, and its jobs take one step at hop 1 s."""
+    cached by an earlier run of the same song would make its front half a cache hit). ``quick`` (``--tiny``):
+    the services in this process, and the jobs take one step at hop 1 s."""
     cache = work / f"cache-{name}"
     if fresh:
         shutil.rmtree(cache, ignore_errors=True)
     progress(f"{name}: starting the five services")
-    if QUICK:
+    if quick:
         settings = {**settings, "audio_encoder": {**settings.get("audio_encoder", {}), **QUICK_ENCODER}}
         jobs = [(label, song, {**options, "steps": 1}) for label, song, options in jobs]
-    services = (InProcessServices if QUICK else Services)(settings, cache).start()
+    services = (InProcessServices if quick else Services)(settings, cache).start()
     results: dict[str, dict[str, Any]] = {}
     try:
         for label, song, options in jobs:
@@ -204,8 +203,6 @@ def main(argv: list[str] | None = None) -> None:
                         "settings against the new defaults: which modes keep the fidelity rule")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    global QUICK
-    QUICK = args.tiny
     models = write_models(args.work if args.tiny else args.root or args.work / "models", tiny=args.tiny)
     song_file, control_file = (args.song, args.control) if args.song else fetch_songs(args.work)
     song, compare, control = inputs(args, song_file, control_file)
@@ -219,14 +216,15 @@ def main(argv: list[str] | None = None) -> None:
 
     control_job = {"steps": 1, "width": 64, "height": 64, "seed": 1}
     if args.candidates:
-        return candidates(models, args.work, compare, control, control_job, compared)
+        return candidates(models, args.work, compare, control, control_job, compared, args.tiny)
     new_jobs = [("whole", song, {"seed": 1})]
     if compare is not song:
         new_jobs.append(("compare", compare, {"seed": 1}))
-    new, new_peaks, new_cache = phase("new", models, args.work, new_jobs)
+    new, new_peaks, new_cache = phase("new", models, args.work, new_jobs, quick=args.tiny)
     reference_settings = {k: {**models.get(k, {}), **REFERENCE.get(k, {})} for k in KINDS}
     ref, ref_peaks, ref_cache = phase("reference", reference_settings, args.work,
-                                      [("compare", compare, {"seed": 1}), ("control", control, control_job)])
+                                      [("compare", compare, {"seed": 1}), ("control", control, control_job)],
+                                      quick=args.tiny)
     report(new, ref, new["compare" if compare is not song else "whole"], (new_cache, ref_cache),
            {"new": new_peaks, "reference": ref_peaks}, {"song_seconds": song_seconds, "compared_on_seconds": compared})
 
@@ -279,18 +277,19 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def candidates(models: dict[str, dict[str, Any]], work: Path, compare: Path, control: Path,
-               job: dict[str, Any], compared: float) -> None:
+               job: dict[str, Any], compared: float, quick: bool = False) -> None:
     """The reference's û on the compared input and the control, then each candidate's: the rule per candidate."""
     reference_settings = {k: {**models.get(k, {}), **REFERENCE.get(k, {})} for k in KINDS}
     ref, _, ref_cache = phase("reference", reference_settings, work, [("compare", compare, job),
-                                                                      ("control", control, job)], fresh=False)
+                                                                      ("control", control, job)],
+                              fresh=False, quick=quick)
     a_ref = pooled(ref_cache, ref["compare"]["metadata"]["fusion"]["audio_vector_sha256"])
     a_other = pooled(ref_cache, ref["control"]["metadata"]["fusion"]["audio_vector_sha256"])
     u_ref = direction(a_ref)
     allowed = 0.1 * (1 - cos(u_ref, direction(a_other)))
     for name, changes in CANDIDATES.items():
         settings = {k: {**models.get(k, {}), **changes.get(k, {})} for k in KINDS}
-        new, _, cache = phase(name, settings, work, [("compare", compare, job)])
+        new, _, cache = phase(name, settings, work, [("compare", compare, job)], quick=quick)
         a_new = pooled(cache, new["compare"]["metadata"]["fusion"]["audio_vector_sha256"])
         error = 1 - cos(direction(a_new), u_ref)
         print(json.dumps({"candidate": name, "compared_on_seconds": compared, "pooled_cos": round(cos(a_new, a_ref), 6),
