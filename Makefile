@@ -9,8 +9,10 @@ MODELS ?= auto
 OUT ?= out
 # PyTorch pinned on the same pip line as everything else: no CUDA build, no torchvision is pulled.
 TORCH ?= torch==2.13.0
-# bench/ (audiomemory-bench, the in-process pipeline of benchmarks and tests) is for development only:
-# it depends on every service distribution, and no image installs it.
+# bench/ (audiomemory-bench: every benchmark's code, the in-process pipeline of benchmarks and tests) is for
+# development only: it depends on every service distribution, and no image installs it. scripts/ holds the
+# build helpers below and one thin entry point per bench-*/reliability command; each has a smoke test
+# (tests/scripts/: tiny models, its JSON keys checked).
 # The core with its `web` extra (Gradio: `audiomemory web`).
 DISTS := -e ".[web]" -e ./services/separator -e ./services/audio_encoder -e ./services/text_encoder \
 	-e ./services/generator -e ./services/transcriber -e ./orchestrator -e ./bench

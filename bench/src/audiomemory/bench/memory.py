@@ -1,0 +1,186 @@
+"""Memory under many callers: peak RSS of ``audiomemory up`` with 2, then 8 clients uploading a long song at once.
+
+The job budget (docs/DESIGN.md §4) says memory must not grow with the number of waiting callers: a queued
+job is not read until it runs, and running jobs share ``max_audio_bytes`` of decoded audio. One
+``audiomemory up --models tiny`` (all five services in one process, as a new user runs it; the command
+preloads tcmalloc itself when it is installed) gets, for each client count in turn, that many clients
+at once, each uploading the same ``--song-minutes`` MP3 (a synthetic one, stereo 44.1 kHz, written with
+PyAV); the process's peak RSS is reset in between (``/proc/PID/clear_refs``), so each count has its own
+peak. ``2x4`` is two callers at once, four times in a row under one peak: as many jobs as 8 callers at
+once, so the two peaks differ by the callers waiting and not by the jobs a stack has run (its peak rises
+with those by itself: one pair of a 6-minute song peaked ~200 MB below eight callers, four pairs −1 and
++122 MB). A client whose job reaches its first embedded frames — the song is decoded, separated and
+streaming — cancels it (a whole 18-minute job on the tiny profile's full-size OpenL3 would take half an
+hour a job); every call's final status is recorded (OK, RESOURCE_EXHAUSTED, or CANCELLED by its client;
+anything else is a failure), and health is checked every 2 s while they run and after.
+
+    python scripts/reliability_memory.py --song-minutes 18 --clients 2x4 8
+
+Prints one JSON line per client count and a last one with the growth and whether it is within 512 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import av
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from audiomemory.bench.common import progress
+from audiomemory.client import Client, ImageResult
+from audiomemory.runtime.allocator import heap_allocator
+from audiomemory.v1 import orchestrator_pb2
+
+RATE = 44_100
+
+
+def write_mp3(path: Path, minutes: float) -> Path:
+    """A stereo chord with a little noise, ``minutes`` long, as a 128 kb/s MP3 (10 s at a time)."""
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", format="mp3") as container:
+        stream: Any = container.add_stream("libmp3lame", rate=RATE, layout="stereo")
+        stream.bit_rate = 128_000
+        for start in range(0, int(minutes * 60), 10):
+            t = (start * RATE + np.arange(10 * RATE)) / RATE
+            tone = 0.2 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 330 * t)
+            block = np.stack([tone, tone * 0.8]) + 0.01 * rng.standard_normal((2, t.size))
+            frame = av.AudioFrame.from_ndarray(block.astype(np.float32), format="fltp", layout="stereo")
+            frame.sample_rate = RATE
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def client(address: str, song: Path, seed: int, statuses: list[str]) -> None:
+    """One caller: upload, follow the events, cancel once frames are embedded; record how the call ended."""
+    try:
+        with Client(address) as c:
+            for event in c.create_image(song, lyrics="a long song", seed=seed, steps=1):
+                if isinstance(event, ImageResult):
+                    statuses.append("OK")
+                    return
+                if event.stage == orchestrator_pb2.Stage.STAGE_EMBEDDING and event.current > 0:
+                    statuses.append("CANCELLED")  # by this client: leaving the loop cancels the call
+                    return
+    except grpc.RpcError as exc:
+        statuses.append(exc.code().name)
+
+
+def serving(address: str, problems: list[str]) -> bool:
+    """Whether health says SERVING now; what it said otherwise goes to ``problems``."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        except grpc.RpcError as exc:
+            problems.append(f"{exc.code().name}: {exc.details()}")
+            return False
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            problems.append(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def callers(address: str, clients: int, song: Path) -> dict[str, Any]:
+    """``clients`` callers at once; their statuses and whether health said SERVING throughout."""
+    statuses: list[str] = []
+    threads = [threading.Thread(target=client, args=(address, song, seed, statuses)) for seed in range(clients)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    healthy, problems = True, list[str]()
+    while any(t.is_alive() for t in threads):
+        healthy &= serving(address, problems)
+        time.sleep(2)
+    healthy &= serving(address, problems)
+    return {"clients": clients, "statuses": dict(Counter(statuses)), "health_serving_throughout": healthy,
+            "health_problems": problems[:3], "wall_s": round(time.monotonic() - started, 1)}
+
+
+def measure(counts: list[int | tuple[int, int]], song: Path) -> list[dict[str, Any]]:
+    """One ``up --models tiny``; for each count, that many callers at once and the peak RSS while they ran
+    (the kernel's high-water mark, reset between counts through ``/proc/PID/clear_refs``). A count
+    ``(n, rounds)``: n callers at once, ``rounds`` times in a row under one high-water mark — as many jobs
+    as ``n * rounds`` callers at once, so the two peaks differ by the callers waiting, not by the jobs run."""
+    cmd = [sys.executable, "-m", "audiomemory.cli.main", "up", "--models", "tiny"]
+    # The callers stand for many callers, but all come from 127.0.0.1: one caller to the front door's share.
+    env = {**os.environ, "AUDIOMEMORY_ORCHESTRATOR_CALLER_SHARE": "1000",
+           "AUDIOMEMORY_ORCHESTRATOR_MAX_CALLS_PER_CALLER": "1000"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        address = next(m.group(1) for line in proc.stdout if (m := re.match(r"orchestrator\s+(\S+)", line)))
+        status = Path(f"/proc/{proc.pid}/status")
+        runs = []
+        for count in counts:
+            clients, rounds = count if isinstance(count, tuple) else (count, 1)
+            Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS now
+            before = _kib(status.read_text(), "VmRSS")
+            run = callers(address, clients, song)
+            for _ in range(rounds - 1):
+                more = callers(address, clients, song)
+                run = {**more, "statuses": dict(Counter(run["statuses"]) + Counter(more["statuses"])),
+                       "health_serving_throughout": run["health_serving_throughout"]
+                       and more["health_serving_throughout"],
+                       "health_problems": (run["health_problems"] + more["health_problems"])[:3],
+                       "wall_s": round(run["wall_s"] + more["wall_s"], 1)}
+            run["rounds"] = rounds
+            runs.append({**run, "rss_before_mb": round(before / 1024, 1),
+                         "peak_rss_mb": round(_kib(status.read_text(), "VmHWM") / 1024, 1),
+                         "allocator": heap_allocator(Path(f"/proc/{proc.pid}/maps"))})
+            progress(json.dumps(runs[-1]))
+        return runs
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def _count(text: str) -> int | tuple[int, int]:
+    clients, _, rounds = text.partition("x")
+    return (int(clients), int(rounds)) if rounds else int(clients)
+
+
+def _kib(status: str, field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--song-minutes", type=float, default=18.0)
+    parser.add_argument("--clients", type=_count, nargs="+", default=[(2, 4), 8],
+                        help="callers at once, one count after another; NxR: N at once, R rounds in a row")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "audiomemory-reliability")
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    song = args.work / f"song-{args.song_minutes:g}min.mp3"
+    if not song.exists():
+        progress(f"writing a {args.song_minutes:g}-minute MP3")
+        write_mp3(song, args.song_minutes)
+    runs = measure(args.clients, song)
+    for run in runs:
+        print(json.dumps(run), flush=True)
+    allowed = {"OK", "RESOURCE_EXHAUSTED", "CANCELLED"}
+    growth = runs[-1]["peak_rss_mb"] - runs[0]["peak_rss_mb"]
+    print(json.dumps({
+        "song_mb": round(song.stat().st_size / 1e6, 1), "song_minutes": args.song_minutes,
+        "growth_mb": round(growth, 1), "growth_within_512_mb": growth <= 512,
+        "only_ok_exhausted_or_cancelled": all(set(r["statuses"]) <= allowed for r in runs),
+        "health_serving_throughout": all(r["health_serving_throughout"] for r in runs),
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()

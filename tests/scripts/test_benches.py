@@ -1,0 +1,104 @@
+"""Every ``make bench-*`` target's entry point in its smoke version (tiny models or sizes, one repeat): it runs to
+its end and its last line is the JSON object with the keys the benchmark reports — so that none can rot
+unnoticed (``make bench-e2e`` did: a ``KeyError: 'transcriber'`` once the transcriber service was added).
+The real defaults stay the targets' own."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from audiomemory.bench.common import song_wav
+from audiomemory.runtime.allocator import find_tcmalloc
+from audiomemory.stack import MODEL_KINDS
+
+from .smoke import SCRIPTS, run_script
+
+
+def test_bench_codec_reports_every_path() -> None:
+    report = run_script("bench_codec", "--megabytes", "1", "--repeat", "1")
+    paths = ("memcpy", "codec", "wire", "socket", "stream")
+    assert set(report) == {f"{p}_gib_s" for p in paths} | {"codec_over_memcpy", "stream_over_socket"}
+    assert all(report[f"{p}_gib_s"] > 0 for p in paths)
+
+
+@pytest.mark.slow
+def test_bench_audio_reports_demucs_openl3_and_memory() -> None:
+    report = run_script("bench_audio", "--tiny", "--seconds", "1", "--repeat", "1", "--frames", "2",
+                        "--batches", "2", "--memory", "1")
+    assert report["bench"] == "audio" and report["openl3_frames"] == 2
+    assert {"demucs_in_process_s", "demucs_service_native_s", "demucs_service_48k_mono_f16_s", "demucs_ratio_native",
+            "demucs_ratio_48k_mono_f16", "openl3_fps_batch2", "openl3_fps_service_batch32",
+            "openl3_rss_growth_gb_batch1_torchopenl3", "openl3_rss_growth_gb_batch1_lean"} <= set(report)
+
+
+@pytest.mark.slow
+def test_bench_vision_reports_unet_steps_and_clip_encode() -> None:
+    report = run_script("bench_vision", "--tiny", "--sizes", "64", "--steps", "2", "--encode-repeat", "1")
+    assert report["bench"] == "vision" and report["models"] == "tiny profile"
+    (unet,) = report["unet"]
+    assert unet["size"] == 64 and unet["png_bytes"] > 0
+    assert {"in_process_s_per_step", "service_s_per_step", "ratio_service_over_in_process",
+            "cpu_ratio_service_over_in_process"} <= set(unet)
+    assert {"in_process_s", "service_s", "ratio_service_over_in_process"} <= set(report["clip_l_encode"])
+
+
+@pytest.mark.slow
+def test_bench_e2e_compares_the_services_with_the_in_process_pipeline(bench_work: Path) -> None:
+    """All five model services (the transcriber too) and the orchestrator, against ``InProcessPipeline``."""
+    report = run_script("bench_e2e", "--tiny", "--seconds", "1", "--size", "64", "--steps", "1", "--repeat", "1",
+                        "--hop", "10", "--no-warm-up", "--root", str(bench_work))
+    assert report["bench"] == "e2e" and report["models"] == "tiny profile"
+    assert {"grpc_over_inprocess", "grpc_over_inprocess_median", "grpc_over_inprocess_cpu", "cache_hit_over_cold",
+            "grpc_total_s", "inprocess_total_s", "front_half_cold_s", "front_half_hit_s"} <= set(report)
+    assert report["grpc_cold_stage_stamps_s"]["STAGE_DONE"] > 0
+    assert set(report["inprocess_stage_s"]) == {"decode", "separate", "embed", "encode_text", "fuse", "generate"}
+
+
+def test_bench_e2e_gives_the_full_size_models_a_transcriber(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full-size models are four kinds; the stack starts five model services (what ``make bench-e2e`` crashed
+    on): the transcriber gets the tiny profile's Whisper, every model service CPU and the threads asked for."""
+    from audiomemory.bench import e2e
+
+    monkeypatch.setattr(e2e, "write_models", lambda root, tiny=False: {k: {"model": k} for k in e2e.PIPELINE_KINDS})
+    overrides = e2e.stack_overrides(e2e.parse(["--hop", "0.4", "--threads", "1"]), tmp_path, tmp_path / "cache")
+    assert set(overrides) == {*MODEL_KINDS, "orchestrator"}
+    assert Path(overrides["transcriber"]["model"]).is_dir()
+    assert all(overrides[kind]["device"] == "cpu" and overrides[kind]["torch_threads"] == 1 for kind in MODEL_KINDS)
+    assert overrides["audio_encoder"]["hop_seconds"] == 0.4
+    assert overrides["orchestrator"] == {"cache_dir": str(tmp_path / "cache")}
+
+
+@pytest.mark.slow
+def test_bench_scale_reports_the_two_replica_ratio() -> None:
+    report = run_script("bench_scale", "--jobs", "2", "--rounds", "1", "--steps", "1", "--size", "64")
+    assert set(report) == {"replicas2_over_1"} and report["replicas2_over_1"] > 0
+
+
+@pytest.mark.slow
+def test_bench_alloc_compares_glibc_with_tcmalloc() -> None:
+    args = ["--tiny", "--size", "64", "--steps", "1", "--repeat", "1"]
+    if find_tcmalloc() is None:  # `make test` installs it where the platform allows (`make system`)
+        run = subprocess.run([sys.executable, str(SCRIPTS / "bench_alloc.py"), *args], capture_output=True,
+                             text=True, timeout=60, check=False)
+        assert run.returncode == 1 and "tcmalloc not found" in run.stderr
+        return
+    report = run_script("bench_alloc", *args)
+    assert report["bench"] == "alloc" and report["models"] == "tiny UNet"
+    assert {"tcmalloc_over_glibc_main", "tcmalloc_over_glibc_thread", "thread_over_main_glibc",
+            "thread_over_main_tcmalloc"} <= set(report)
+    assert set(report["minflt_per_call"]) == {"glibc", "tcmalloc"}
+
+
+@pytest.mark.slow
+def test_bench_song_runs_both_phases_and_the_fidelity_control(bench_work: Path, song_file: Path) -> None:
+    control = bench_work / "control.wav"
+    control.write_bytes(song_wav(1.5))
+    report = run_script("bench_song", "--tiny", "--song", str(song_file), "--control", str(control),
+                        "--song-seconds", "2", "--control-seconds", "1", "--work", str(bench_work))
+    assert report["ok"] is True and report["song_seconds"] == 2.0
+    assert {"new_s", "front_speedup", "speedup", "pooled_cos", "direction_cos", "direction_cos_between_songs",
+            "direction_rule_met", "openl3_frames_per_s", "peak_rss_mb", "peak_rss_mb_reference"} <= set(report)

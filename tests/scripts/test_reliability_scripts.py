@@ -1,0 +1,34 @@
+"""The scripts of ``make reliability`` besides the attack suite (test_reliability_attacks.py), in their smoke
+versions: memory under callers, the soak, the refused credentials — each runs to its end and reports its keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .smoke import run_script
+
+
+@pytest.mark.slow
+def test_reliability_memory_reports_peaks_and_statuses(bench_work: Path) -> None:
+    report = run_script("reliability_memory", "--song-minutes", "0.1", "--clients", "1", "--work", str(bench_work))
+    assert set(report) == {"song_mb", "song_minutes", "growth_mb", "growth_within_512_mb",
+                           "only_ok_exhausted_or_cancelled", "health_serving_throughout"}
+    assert report["only_ok_exhausted_or_cancelled"] is True and report["health_serving_throughout"] is True
+
+
+@pytest.mark.slow
+def test_reliability_soak_runs_jobs_through_the_services_as_processes(bench_work: Path) -> None:
+    report = run_script("reliability_soak", "--jobs", "2", "--warmup", "1", "--work", str(bench_work))
+    assert report["jobs"] == 2 and report["failures"] == 0, report["first_failures"]
+    assert set(report["rss_growth_mb"]) == {"separator", "audio_encoder", "text_encoder", "generator", "transcriber",
+                                            "orchestrator"}
+    assert {"seconds", "rss_after_warmup_mb", "rss_end_mb", "max_growth_mb", "growth_within_50_mb"} <= set(report)
+
+
+@pytest.mark.slow
+def test_reliability_auth_refuses_every_bad_credential() -> None:
+    report = run_script("reliability_auth", "--repeat", "1")
+    assert report["all_as_expected"] is True and report["health_after"] == "SERVING" and report["job_after_ok"]
+    assert len(report["cases"]) == 8 and all(set(case) == {"expected", "got"} for case in report["cases"].values())
