@@ -55,7 +55,7 @@ def test_bench_e2e_compares_the_services_with_the_in_process_pipeline(bench_work
     assert {"grpc_over_inprocess", "grpc_over_inprocess_median", "grpc_over_inprocess_cpu", "cache_hit_over_cold",
             "grpc_total_s", "inprocess_total_s", "front_half_cold_s", "front_half_hit_s"} <= set(report)
     assert report["grpc_cold_stage_stamps_s"]["STAGE_DONE"] > 0
-    assert set(report["inprocess_stage_s"]) == {"decode", "separate", "embed", "encode_text", "fuse", "generate"}
+    assert set(report["inprocess_stage_s"]) == {"decode", "audio", "encode_text", "fuse", "generate"}
 
 
 def test_bench_e2e_gives_the_full_size_models_a_transcriber(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,3 +102,12 @@ def test_bench_song_runs_both_phases_and_the_fidelity_control(bench_work: Path, 
     assert report["ok"] is True and report["song_seconds"] == 2.0
     assert {"new_s", "front_speedup", "speedup", "pooled_cos", "direction_cos", "direction_cos_between_songs",
             "direction_rule_met", "openl3_frames_per_s", "peak_rss_mb", "peak_rss_mb_reference"} <= set(report)
+
+
+def test_probe_concurrency_relays_every_piece_both_ways() -> None:
+    """``make probe-concurrency``: the relay through threads and through grpc.aio, each piece answered."""
+    report = run_script("probe_concurrency", "--megabytes", "4", "--jobs", "2", "--repeats", "1")
+    assert report["jobs"] == 2
+    for style in ("threads", "aio"):
+        assert report[style]["wall_s"] > 0 and report[style]["mb_per_s"] > 0
+    assert report["aio_over_threads_wall"] > 0

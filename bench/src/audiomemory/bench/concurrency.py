@@ -16,7 +16,9 @@ Printed: wall seconds, process CPU seconds and MB/s for each, one JSON line.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import queue
 import threading
 import time
@@ -135,3 +137,13 @@ def measure(megabytes: int = 256, piece_kib: int = 256, jobs: int = 2, repeats: 
         out[name] = {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "mb_per_s": round(total_mb / wall, 1)}
     out["aio_over_threads_wall"] = round(best["aio"][0] / best["threads"][0], 3)
     return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The orchestrator's relay over gRPC: threads against grpc.aio.")
+    parser.add_argument("--megabytes", type=int, default=256, help="relayed per job")
+    parser.add_argument("--piece-kib", type=int, default=256)
+    parser.add_argument("--jobs", type=int, default=2, help="relays at once")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    print(json.dumps(measure(args.megabytes, args.piece_kib, args.jobs, args.repeats)))

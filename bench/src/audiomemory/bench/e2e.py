@@ -8,15 +8,15 @@ gRPC, ephemeral ports). On one synthetic song (WAV, 44.1 kHz stereo) it then mea
 
 - (a) a whole job through gRPC (``Client.create_image``: upload → orchestrator → four services → PNG),
   with the orchestrator's audio cache emptied first, so every stage runs;
-- (b) the same job with the *same loaded backends* called in-process (``InProcessPipeline``);
-  ratio ``grpc_over_inprocess`` = (a) / (b) (target <= 1.03);
+- (b) the same job code (``orchestrator.pipeline.Pipeline.run``) with the *same loaded backends* as its
+  in-process stages (``InProcessPipeline``); ratio ``grpc_over_inprocess`` = (a) / (b) (target <= 1.03);
 - (c) the front half (client call start → the ``ENCODING_TEXT`` stage event: upload, decode,
   separate, embed the four stems, pool) cold (empty cache) vs on a second job with the same song
   (cache hit: the events say ``cache_hit``); ratio ``cache_hit_over_cold`` (target <= 0.05).
 
-The in-process side runs the services' streaming steps in one thread (separator blocks into one
-``EmbedStream`` of the four stems); the gRPC side runs them in their services, separation and
-embedding overlapping as the stems stream. Each path runs ``--repeat``
+Both sides run the same job: separation, embedding and text encoding as tasks of the job, the stems handed
+on as they are separated; only the stages' adapter differs (gRPC services, or the backends called in this
+process; the in-process side has no audio cache). Each path runs ``--repeat``
 times, interleaved (gRPC cold, gRPC hit, in-process; the next round in-process first) so drift
 in a shared machine's load hits all alike; the ratios use the minimum of each path (the run least
 disturbed by other work), medians are printed too. Two warm-up jobs (one step; in-process, then
@@ -104,7 +104,7 @@ def inprocess_job(pipeline: InProcessPipeline, song: bytes, options: dict[str, A
     cpu = time.process_time() - cpu0
     if not result.png.startswith(b"\x89PNG"):
         raise RuntimeError("the in-process pipeline returned no PNG")
-    front = result.timings["decode"] + result.timings["separate"] + result.timings["embed"]
+    front = result.timings["audio"]  # from the start: decode, separate, embed, pool
     return {"total_s": total, "cpu_s": cpu, "front_half_s": front,
             "timings": {k: round(v, 3) for k, v in result.timings.items()}}
 
@@ -144,7 +144,8 @@ def stack_overrides(args: argparse.Namespace, root: Path, cache_dir: Path) -> di
 def measure(stack: LocalStack, song: bytes, options: dict[str, Any], repeat: int,
             cache_dir: Path, warm_up: bool = True) -> dict[str, list[dict[str, Any]]]:
     """Warm-up jobs each way, then ``repeat`` rounds of gRPC cold, gRPC hit and in-process, interleaved."""
-    pipeline = InProcessPipeline(*(stack.services[kind].backend for kind in PIPELINE_KINDS))
+    pipeline = InProcessPipeline(*(stack.services[kind].backend for kind in PIPELINE_KINDS),
+                                 configs={kind: stack.services[kind].config for kind in PIPELINE_KINDS})
     if warm_up:
         start = time.perf_counter()
         pipeline.run(song, lyrics=LYRICS, **{**options, "steps": 1})  # warm-up: pages every weight in
