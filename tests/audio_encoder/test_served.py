@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import grpc
+import torch
 from helpers import OTHER_PIN, refused_before_any_message, served
 
+from audiomemory.audio_encoder.backends.int8 import resolve_precision
 from audiomemory.audio_encoder.config import AudioEncoderConfig
 from audiomemory.runtime.identity import identity, pin_for
 from audiomemory.runtime.service import RunningService
@@ -28,6 +30,8 @@ def test_the_first_message_is_served_with_the_replicas_identity_and_the_hop_used
     answer = collect(stub.Embed(interleaved([(tone(48000, 1, 1.0), 48000)], [48000], _options()), timeout=60))
     assert answer.kinds[0] == "served" and answer.served is not None and answer.end is not None
     assert answer.served.model == info.model and answer.served.identity == identity(info.model)
+    # The precision policy's answer for this machine is what the header (and Describe) report.
+    assert answer.served.model.dtype == resolve_precision("auto", torch.device("cpu"))
     assert dict(answer.served.resolved) == {"hop_seconds": repr(HOP), "window_seconds": "1.0",
                                             "embedding_dim": str(info.embedding_dim)}
 

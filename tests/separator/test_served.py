@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import grpc
 import pytest
+import torch
 from helpers import OTHER_PIN, refused_before_any_message
 
 from audiomemory.runtime.identity import identity, pin_for
+from audiomemory.separator.backends.numerics import resolve_precision
 from audiomemory.v1 import common_pb2, separator_pb2, separator_pb2_grpc, tensor_pb2
 
 from .streams import collect, output, requests, tone
@@ -21,6 +23,8 @@ def test_the_first_message_is_served_with_the_replicas_identity_and_the_format_d
     got = collect(stub.Separate(requests(tone(44100, 2, 0.3), 44100, output=asked), timeout=60))
     assert got.served is not None and got.served.model == model
     assert got.served.identity == identity(model)
+    # The precision policy's answer for this machine is what the header (and Describe) report.
+    assert got.served.model.dtype == resolve_precision("auto", torch.device("cpu"))
     assert dict(got.served.resolved) == {"stems": "vocals,drums", "sample_rate": "48000", "channels": "1",
                                          "dtype": "float16"}
     assert list(got.header.stems) == ["vocals", "drums"]  # the header agrees with what Served resolved
