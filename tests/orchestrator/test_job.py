@@ -158,3 +158,22 @@ def test_a_call_kept_alive_by_its_group_is_not_stalled_and_a_cancel_ends_it_as_a
             pass
     assert time.monotonic() - start > 1.3  # the group's replies kept it alive past stall_seconds
     stop.set()
+
+
+def test_no_call_is_opened_once_the_job_is_cancelled() -> None:
+    """The cancellation flake's cause (a job's text encoder call opened after the job was cancelled, by a
+    pool thread that started late) cannot recur: opening a call is atomic with ``cancel_all``."""
+    job = Job(None, 60)
+    opened: list[_Call] = []
+
+    def start() -> _Call:
+        call = _Call()
+        opened.append(call)
+        return call
+
+    first = job.open(start)
+    job.cancel_all()
+    assert first.cancelled
+    with pytest.raises(Cancelled):
+        job.open(start)
+    assert opened == [first]
