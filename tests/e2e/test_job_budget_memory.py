@@ -1,5 +1,5 @@
 """Memory does not grow with the number of callers: ``audiomemory up --models tiny`` with 2 callers of the
-same long song at once four times in a row, then 8 at once (``scripts/reliability_memory.py``, here with a
+same long song at once four times in a row, then 8 at once (``audiomemory.bench.memory``, here with a
 6-minute song; `make reliability` runs it with 18 minutes). Two jobs run at a time and share
 ``max_audio_bytes``; the others wait unread. Without that, six more running jobs would hold six more
 decoded songs (6 × 127 MB here). Both counts run eight jobs: the peak of a stack that has run more jobs is
@@ -8,11 +8,9 @@ the test is about the callers waiting, not the jobs run."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from reliability_memory import measure, write_mp3  # the script `make reliability` runs
+from audiomemory.bench.memory import measure, write_mp3  # what `make reliability` runs
 
 DECODED_MB = 6 * 60 * 44_100 * 2 * 4 / 1e6  # one decoded 6-minute 44.1 kHz stereo song, float32: 127 MB
 
