@@ -53,7 +53,16 @@ def test_a_job_cancelled_before_its_text_encoder_call_never_opens_it(
     real_encode = downstream.encode
     stub = _OpenedCalls(downstream.text_encoder)
     monkeypatch.setattr(downstream, "text_encoder", stub)
-    monkeypatch.setattr(downstream, "encode", lambda *a, **k: release.wait(30) and real_encode(*a, **k))
+    returned = threading.Event()
+
+    def held_encode(*args: Any, **kwargs: Any) -> Any:
+        release.wait(30)
+        try:
+            return real_encode(*args, **kwargs)
+        finally:
+            returned.set()
+
+    monkeypatch.setattr(downstream, "encode", held_encode)
     data = encode_song("wav", 22050, 1, seconds=2.0, seed=11)  # a new song: no cache hit
     with grpc.insecure_channel(orchestrator.address) as channel:
         call = orchestrator_pb2_grpc.OrchestratorStub(channel).CreateImage(requests(data, seed=5), timeout=60)
@@ -67,5 +76,5 @@ def test_a_job_cancelled_before_its_text_encoder_call_never_opens_it(
     assert not _in_flight(orchestrator, "CreateImage")  # the job is over
     ended = time.monotonic()
     release.set()  # its text encoding now runs, as it would in a pool thread that started late
-    time.sleep(1.0)
+    assert returned.wait(30)
     assert [t for t in stub.opened if t >= ended] == []
