@@ -22,6 +22,31 @@ from audiomemory.runtime.service import RunningService, ServiceDefinition, start
 TinyOverrides = Callable[[str], dict[str, Any]]
 StartService = Callable[..., RunningService]
 
+# `make test` runs the suite on two xdist workers (`-n 2 --dist loadgroup`). Each module's tests stay on one
+# worker (its module fixtures — a started orchestrator, a web server — are set up once), and the modules
+# that load the machine the most or assert on timing share one worker, so that they never overlap each other.
+_ONE_WORKER = {
+    "tests/e2e/test_job_budget_memory.py",  # a whole stack in a subprocess, 8 callers of a long song
+    "tests/orchestrator/test_liveness.py",  # progress at least every N s
+    "tests/deploy/test_scaled_generator_tier.py",  # three generator replicas, one of them killed
+}
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    # Two workers on two cores: one torch thread each (in this process only; subprocesses keep their own
+    # settings). Two threads each would oversubscribe the cores, and OpenMP's spinning threads thrash.
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    root = Path(str(config.rootpath))
+    for item in items:
+        module = Path(str(item.path)).relative_to(root).as_posix()
+        item.add_marker(pytest.mark.xdist_group("timing" if module in _ONE_WORKER else module))
+
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyOverrides:

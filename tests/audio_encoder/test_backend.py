@@ -113,13 +113,14 @@ def test_fast_precisions_keep_frames_within_cosine_0999_of_float32(
 ) -> None:
     fast = OpenL3Backend(AudioEncoderConfig(hop_seconds=0.5, precision=precision, **tiny_encoder))
     fast.load()
-    audio = tone(44100, 2, 0.8, seed=7)
+    # One frame (0.4 s: one window): on a CPU without native bf16 the emulated bf16 CNN takes ~25 s a window.
+    audio = tone(44100, 2, 0.4, seed=7)
     ref, _ = backend.embed(audio, 44100)
     got, _ = fast.embed(audio, 44100)
     assert (backend.precision, fast.precision) == ("float32", precision)
     assert fast.describe().extra["precision"] == precision and fast.describe().dtype == precision
     cosine = np.sum(ref * got, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
-    assert ref.shape == got.shape == (2, 512)
+    assert ref.shape == got.shape == (1, 512)
     assert cosine.min() >= 0.999, cosine
     assert np.abs(ref - got).max() > 0  # really computed in another precision
 

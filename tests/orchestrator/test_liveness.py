@@ -165,14 +165,15 @@ def test_a_twenty_minute_song_is_accepted_and_separated_and_embedded_as_it_strea
 def test_progress_inside_separation_and_embedding_comes_at_least_every_30_s(
     orchestrator_for_progress: RunningService, models: dict[str, RunningService]
 ) -> None:
-    # A song several separator segments long: the separator's seconds and the encoder's frames are
-    # reported as they are done, a segment or a batch at a time, never 30 s of wall time without an
-    # event between the first separation event and the last embedding event.
+    # A song several separator segments long (three: the full-size OpenL3 embeds four stems of it, the
+    # test's cost): the separator's seconds and the encoder's frames are reported as they are done, a
+    # segment or a batch at a time, never 30 s of wall time without an event between the first separation
+    # event and the last embedding event.
     separator: Any = models["separator"].backend
     encoder: Any = models["audio_encoder"].backend
     segment = float(separator.describe().extra["segment"])
     batch = int(encoder.describe().extra["batch_size"])
-    seconds = 5 * segment
+    seconds = 3 * segment
     times: list[float] = []
     events: list[orchestrator_pb2.StageEvent] = []
     started = time.monotonic()
@@ -193,7 +194,7 @@ def test_progress_inside_separation_and_embedding_comes_at_least_every_30_s(
     separated = [e.current for e in events if e.stage == Stage.STAGE_SEPARATING]
     embedded = [e.current for e in events if e.stage == Stage.STAGE_EMBEDDING]
     assert separated[-1] == events[first].total == round(seconds)
-    assert len(set(separated)) >= 5 and max(b - a for a, b in itertools.pairwise(separated)) <= segment + 1
+    assert len(set(separated)) >= 3 and max(b - a for a, b in itertools.pairwise(separated)) <= segment + 1
     assert embedded[-1] == events[last].total and max(b - a for a, b in itertools.pairwise(embedded)) <= batch
 
 
