@@ -9,7 +9,8 @@ run skips it and always runs in float32 (SD 1.5's VAE overflows to NaN/black in 
 The UNet's dtype comes from ``GeneratorConfig.precision`` through the one precision policy
 (``runtime.precision``, ``compute_dtype``): float16 on CUDA, bfloat16 on a CPU with native bf16
 instructions, else float32. Measured with a one-off probe (BENCHMARKS.md "One-off probes") on the 2-core
-AVX-512 BF16 sandbox, full-size random-weight SD 1.5: a UNet step 1.5-1.6x faster at 512 px and 1.9x at 256 px, the 8-bit image 50 dB PSNR from float32's.
+AVX-512 BF16 sandbox, full-size random-weight SD 1.5: a UNet step 1.5-1.6x faster at 512 px and 1.9x at
+256 px, the 8-bit image 50 dB PSNR from float32's.
 The initial noise is always drawn in float32 and then cast, so one seed starts every precision
 from the same noise.
 """
