@@ -29,11 +29,12 @@ import av.error
 import numpy as np
 
 from audiomemory.runtime.audio import MAX_SAMPLE_RATE
+from audiomemory.runtime.config import MAX_SONG_SECONDS
 from audiomemory.runtime.errors import InvalidInput, ResourceExhausted
 from audiomemory.runtime.memory import song_array
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
-DEFAULT_MAX_SECONDS = 20 * 60.0
+DEFAULT_MAX_SECONDS = MAX_SONG_SECONDS  # the system's one length limit (runtime.config)
 #: The highest rate a song is delivered at (higher rates are resampled while decoding; no model here
 #: uses more: Demucs 44.1 kHz, OpenL3 48 kHz, Whisper 16 kHz).
 MAX_DECODED_RATE = 48_000
