@@ -8,3 +8,7 @@ from __future__ import annotations
 
 #: Fusion strength α when a request sets none (the orchestrator's ``strength`` setting; docs/DESIGN.md §2).
 DEFAULT_STRENGTH = 0.1
+
+#: The Stable Diffusion repository the generator paints with and whose text encoder (CLIP ViT-L/14) the text
+#: encoder runs: the two must match (their cross-attention width), so they are named once.
+STABLE_DIFFUSION_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from audiomemory.defaults import STABLE_DIFFUSION_MODEL
 from audiomemory.generator.backends import (
     MAX_GUIDANCE,
     MAX_SIZE,
@@ -19,7 +20,7 @@ from audiomemory.generator.backends import (
 from audiomemory.runtime.config import ServiceConfig
 
 #: Stable Diffusion 1.5 on the Hugging Face hub (diffusers layout).
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+DEFAULT_MODEL = STABLE_DIFFUSION_MODEL
 
 #: The UNet's compute precision setting (``backends.stable_diffusion.compute_dtype`` resolves it).
 Precision = Literal["auto", "float32", "bfloat16"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from audiomemory.defaults import STABLE_DIFFUSION_MODEL
 from audiomemory.runtime.config import ServiceConfig
 
 #: Stable Diffusion 1.5 on the Hugging Face hub; its ``text_encoder``/``tokenizer`` subfolders hold
 #: CLIP ViT-L/14's text tower, the encoder SD 1.5 was trained against.
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+DEFAULT_MODEL = STABLE_DIFFUSION_MODEL
 
 
 class TextEncoderConfig(ServiceConfig):
