@@ -16,6 +16,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from reliability_memory import measure, write_mp3  # the script `make reliability` runs
 
@@ -23,6 +25,7 @@ MINUTES = 4.0
 DECODED_MB = MINUTES * 60 * 44_100 * 2 * 4 / 1e6  # one decoded 44.1 kHz stereo song, float32: 85 MB
 
 
+@pytest.mark.timeout(600)  # 16 jobs of a long song: ~2 min alone, several beside other tests on 2 cores
 def test_eight_callers_of_a_long_song_cost_less_than_three_more_songs_of_memory_than_two(tmp_path: Path) -> None:
     song = write_mp3(tmp_path / "song.mp3", MINUTES)
     two, eight = measure([(2, 4), 8], song)
