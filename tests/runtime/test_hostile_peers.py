@@ -81,9 +81,10 @@ def test_a_call_that_takes_its_slot_and_sends_nothing_is_ended_and_the_next_runs
     stop = threading.Event()
     errors: list[grpc.RpcError] = []
 
-    def silent() -> None:
+    def silent() -> None:  # its options (so it takes the slot: a pin is read before), then nothing
         try:
-            _separate(separator.address, _then_silence([], stop))
+            options = separator_pb2.SeparateRequest(options=separator_pb2.SeparateOptions())
+            _separate(separator.address, _then_silence([options], stop))
         except grpc.RpcError as exc:
             errors.append(exc)
 
