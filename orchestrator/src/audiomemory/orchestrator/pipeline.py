@@ -130,14 +130,17 @@ class Pipeline:
             audio = self.front.audio_vector(job, infos, song, upload.sha256, encoding is None,
                                             pins_for(infos, opts.pins), report)
             timings["audio"] = time.perf_counter() - start
-        song_facts = song.without_samples()  # the waveform's room goes to the next job while this one paints
-        del song
-        upload.room.resize(0)
-        job.check()
-        if audio.transcript is not None:  # the words heard are the lyrics
+            song_facts = song.without_samples()  # the waveform's room goes to the next job while this one paints
+            del song
+            upload.room.resize(0)
+            report(Event(Stage.STAGE_ENCODING_TEXT, message="encoding lyrics and negative prompt"))
+        job.check()  # (the group has joined the text encoder's task)
+        if encoding is not None:
+            text_served, encoded = encoding()
+        else:  # the words heard are the lyrics
+            assert audio.transcript is not None
             window = transcript_window(opts, audio.transcript, infos)
-        text_served, encoded = encoding() if encoding else self._encode(job, infos, window, opts)
-        report(Event(Stage.STAGE_ENCODING_TEXT, message="encoding lyrics and negative prompt"))
+            text_served, encoded = self._encode(job, infos, window, opts)
         timings["encode_text"] = time.perf_counter() - start
         report(Event(Stage.STAGE_FUSING, message=f"fusing audio into text, strength {opts.strength:g}"))
         fused = self.fusion.apply(encoded.embeddings[0:1], audio.pooled, opts.strength,
