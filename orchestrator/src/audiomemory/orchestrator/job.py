@@ -205,7 +205,12 @@ class TaskGroup:
             thread.join()
         if exc is None and self._failures:
             # A task's own failure before one that only saw the job cancelled; then the earliest-started task's.
-            raise min(self._failures, key=lambda failure: (isinstance(failure[1], Cancelled), failure[0]))[1]
+            failure = min(self._failures, key=lambda failure: (isinstance(failure[1], Cancelled), failure[0]))[1]
+            self._failures.clear()  # no cycle failure → traceback → this frame → group → failure: the frames'
+            try:  # locals (a decoded song) would wait for Python's rare full collection
+                raise failure
+            finally:
+                del failure
 
 
 class _End:

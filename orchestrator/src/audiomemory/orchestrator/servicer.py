@@ -107,10 +107,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         try:
             while not isinstance(item := side.get(), _Finished):
                 yield _event(item)
-            if item.error is not None:
-                raise item.error
-            assert item.result is not None
-            yield from _result(item.result)
+            error, result = item.error, item.result
+            del item
+            if error is not None:
+                try:  # raised without a cycle error → traceback → this frame → error (it holds the job's frames)
+                    raise error
+                finally:
+                    del error
+            assert result is not None
+            yield from _result(result)
         finally:
             job.cancel_all()  # a failed or finished job leaves nothing running
             task.join()
