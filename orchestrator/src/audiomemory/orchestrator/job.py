@@ -150,6 +150,8 @@ class Job:
         finally:
             with self._lock:
                 self._watched.discard(watched)
+                # A finished call needs no cancel: let go of it (and of the request stream it holds, the song).
+                self._calls = [known for known in self._calls if known is not call]
 
     def _watch(self) -> None:
         """Sleep until the earliest moment a watched call would be stalled; cancel the ones that are."""
