@@ -122,17 +122,19 @@ class Pipeline:
         song = decode_audio(upload.data, filename=opts.filename, max_bytes=self.limits.max_upload_bytes,
                             max_seconds=self.limits.max_seconds, max_sample_rate=self.limits.max_sample_rate,
                             max_frames=upload.frames, grow=upload.grow)
-        upload.room.resize(song.samples.nbytes)
+        room, sha256, upload_bytes = upload.room, upload.sha256, len(upload.data)
+        room.resize(song.samples.nbytes)
+        del upload  # the file's bytes (a WAV's are the size of the song) are not kept while the job goes on
         timings["decode"] = time.perf_counter() - start
         job.check()
         with TaskGroup(job, "job") as tasks:
             encoding = None if opts.source == "transcribe" else tasks.spawn(self._encode, job, infos, window, opts)
-            audio = self.front.audio_vector(job, infos, song, upload.sha256, encoding is None,
+            audio = self.front.audio_vector(job, infos, song, sha256, encoding is None,
                                             pins_for(infos, opts.pins), report)
             timings["audio"] = time.perf_counter() - start
             song_facts = song.without_samples()  # the waveform's room goes to the next job while this one paints
             del song
-            upload.room.resize(0)
+            room.resize(0)
             report(Event(Stage.STAGE_ENCODING_TEXT, message="encoding lyrics and negative prompt"))
         job.check()  # (the group has joined the text encoder's task)
         if encoding is not None:
@@ -153,7 +155,7 @@ class Pipeline:
         served = {**audio.served, "text_encoder": text_served, "generator": gen_served}
         record = build_record(
             opts=opts, served=served, orchestrator=self.identity(), profile=self.limits.profile, song=song_facts,
-            sha256=upload.sha256, upload_bytes=len(upload.data), window=window, truncated=encoded.truncated,
+            sha256=sha256, upload_bytes=upload_bytes, window=window, truncated=encoded.truncated,
             fusion=self.fusion, fused=fused, painted=painted, denoising_steps=denoising_steps, audio=audio,
             stem_format=stem_format(infos), request=resolved_request(sent, opts),
             native_size=infos.generator.native_size,
