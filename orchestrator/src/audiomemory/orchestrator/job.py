@@ -234,6 +234,7 @@ class Channel(Generic[T]):
 
     def _wake(self) -> None:
         with self._cond:
+            self._items.clear()  # a cancelled job's pieces (stems) are nobody's any more
             self._cond.notify_all()
 
     def put(self, item: T) -> None:

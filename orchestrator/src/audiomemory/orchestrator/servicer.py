@@ -14,6 +14,7 @@ import contextvars
 import gc
 import queue
 import threading
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -105,7 +106,6 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         task = threading.Thread(target=contextvars.copy_context().run, name="am-orch-job",
                                 args=(self._job, job, sent, request_iterator, side), daemon=True)
         task.start()
-        painted = False
         try:
             while not isinstance(item := side.get(), _Finished):
                 yield _event(item)
@@ -118,15 +118,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                     del error
             assert result is not None
             yield from _result(result)
-            painted = True
         finally:
             job.cancel_all()  # a failed or finished job leaves nothing running
             task.join()
-            if not painted:
-                # A failed or cancelled job's exceptions hold its threads' frames (and so its decoded song, 10^8
-                # bytes) in reference cycles that would wait for Python's rare full collection: with 8 callers
-                # cancelling, +1.5 GB (RELIABILITY.md). Collected now, once per failed job.
-                gc.collect()
 
     def _job(
         self, job: Job, sent: orchestrator_pb2.CreateImageOptions,
@@ -137,13 +131,43 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                 for position in turn.waiting():  # nothing more of a queued job is read until it runs
                     side.put(Event(Stage.STAGE_QUEUED, position, 0,
                                    f"waiting for a free job slot (place {position} in line)"))
-                prepared = self.pipeline.prepare(job, sent)
-                result = self.pipeline.run(
-                    job, sent, lambda: receive(self.config, self.memory, job, requests, prepared[0].filename, held,
-                                               side.put), side.put, prepared)
+                with _frames_let_go():
+                    prepared = self.pipeline.prepare(job, sent)
+                    result = self.pipeline.run(
+                        job, sent, lambda: receive(self.config, self.memory, job, requests, prepared[0].filename,
+                                                   held, side.put), side.put, prepared)
             side.put(_Finished(result, None))
         except BaseException as exc:  # the call's thread raises it
             side.put(_Finished(None, exc))
+
+
+@contextlib.contextmanager
+def _frames_let_go() -> Iterator[None]:
+    """A failed or cancelled job lets go of its memory before its slot and room go to the next job.
+
+    Its exceptions' tracebacks hold the frames of every function the failure passed through, in this
+    thread and in the job's tasks (the task group re-raises a task's failure), and those frames hold the
+    decoded song and its stems (10^8 bytes each) — some in reference cycles that would wait for Python's
+    rare full collection. The frames' locals are cleared (the tracebacks still say where it failed) and
+    the cycles collected while the job still holds its slot: with 8 callers cancelling, the next job
+    would otherwise decode beside the last one's memory (+1.5 GB, RELIABILITY.md).
+    """
+    try:
+        yield
+    except BaseException as exc:
+        seen: set[int] = set()
+        error: BaseException | None = exc
+        pending = [exc]
+        while pending:
+            error = pending.pop()
+            if id(error) in seen:
+                continue
+            seen.add(id(error))
+            traceback.clear_frames(error.__traceback__)
+            pending.extend(e for e in (error.__cause__, error.__context__) if e is not None)
+        del error, pending
+        gc.collect()
+        raise
 
 
 def _first_options(requests: Iterator[orchestrator_pb2.CreateImageRequest]) -> orchestrator_pb2.CreateImageOptions:
