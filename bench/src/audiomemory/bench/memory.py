@@ -9,7 +9,7 @@ PyAV); the process's peak RSS is reset in between (``/proc/PID/clear_refs``), so
 peak. ``2x4`` is two callers at once, four times in a row under one peak: as many jobs as 8 callers at
 once, so the two peaks differ by the callers waiting and not by the jobs a stack has run (its peak rises
 with those by itself: one pair of a 6-minute song peaked ~200 MB below eight callers, four pairs −1 and
-+122 MB). A client whose job reaches its first embedded frames — the song is decoded, separated and
++122 MB). A client whose job reaches its first embedded frames (``--cancel-at embedding``; or 10 s separated) — the song is decoded, separated and
 streaming — cancels it (a whole 18-minute job on the tiny profile's full-size OpenL3 would take half an
 hour a job); every call's final status is recorded (OK, RESOURCE_EXHAUSTED, or CANCELLED by its client;
 anything else is a failure), and health is checked every 2 s while they run and after.
@@ -66,15 +66,23 @@ def write_mp3(path: Path, minutes: float) -> Path:
     return path
 
 
-def client(address: str, song: Path, seed: int, statuses: list[str]) -> None:
-    """One caller: upload, follow the events, cancel once frames are embedded; record how the call ended."""
+#: Where a caller cancels its job: once frames are embedded (the song decoded, separated and streaming through
+#: the audio encoder), or once ``SEPARATED_S`` seconds are separated (decoded and streaming to the separator:
+#: the suite's test, which does not wait for the encoder's first batch — some 15 s a job on two cores).
+CANCEL_AT = {"embedding": (orchestrator_pb2.Stage.STAGE_EMBEDDING, 1),
+             "separating": (orchestrator_pb2.Stage.STAGE_SEPARATING, 10)}
+
+
+def client(address: str, song: Path, seed: int, statuses: list[str], cancel_at: str = "embedding") -> None:
+    """One caller: upload, follow the events, cancel at ``cancel_at`` (``CANCEL_AT``); record how the call ended."""
+    stage, current = CANCEL_AT[cancel_at]
     try:
         with Client(address) as c:
             for event in c.create_image(song, lyrics="a long song", seed=seed, steps=1):
                 if isinstance(event, ImageResult):
                     statuses.append("OK")
                     return
-                if event.stage == orchestrator_pb2.Stage.STAGE_EMBEDDING and event.current > 0:
+                if event.stage == stage and event.current >= current:
                     statuses.append("CANCELLED")  # by this client: leaving the loop cancels the call
                     return
     except grpc.RpcError as exc:
@@ -94,10 +102,11 @@ def serving(address: str, problems: list[str]) -> bool:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def callers(address: str, clients: int, song: Path) -> dict[str, Any]:
+def callers(address: str, clients: int, song: Path, cancel_at: str = "embedding") -> dict[str, Any]:
     """``clients`` callers at once; their statuses and whether health said SERVING throughout."""
     statuses: list[str] = []
-    threads = [threading.Thread(target=client, args=(address, song, seed, statuses)) for seed in range(clients)]
+    threads = [threading.Thread(target=client, args=(address, song, seed, statuses, cancel_at))
+               for seed in range(clients)]
     started = time.monotonic()
     for thread in threads:
         thread.start()
@@ -110,7 +119,7 @@ def callers(address: str, clients: int, song: Path) -> dict[str, Any]:
             "health_problems": problems[:3], "wall_s": round(time.monotonic() - started, 1)}
 
 
-def measure(counts: list[int | tuple[int, int]], song: Path) -> list[dict[str, Any]]:
+def measure(counts: list[int | tuple[int, int]], song: Path, cancel_at: str = "embedding") -> list[dict[str, Any]]:
     """One ``up --models tiny``; for each count, that many callers at once and the peak RSS while they ran
     (the kernel's high-water mark, reset between counts through ``/proc/PID/clear_refs``). A count
     ``(n, rounds)``: n callers at once, ``rounds`` times in a row under one high-water mark — as many jobs
@@ -129,15 +138,15 @@ def measure(counts: list[int | tuple[int, int]], song: Path) -> list[dict[str, A
             clients, rounds = count if isinstance(count, tuple) else (count, 1)
             Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS now
             before = _kib(status.read_text(), "VmRSS")
-            run = callers(address, clients, song)
+            run = callers(address, clients, song, cancel_at)
             for _ in range(rounds - 1):
-                more = callers(address, clients, song)
+                more = callers(address, clients, song, cancel_at)
                 run = {**more, "statuses": dict(Counter(run["statuses"]) + Counter(more["statuses"])),
                        "health_serving_throughout": run["health_serving_throughout"]
                        and more["health_serving_throughout"],
                        "health_problems": (run["health_problems"] + more["health_problems"])[:3],
                        "wall_s": round(run["wall_s"] + more["wall_s"], 1)}
-            run["rounds"] = rounds
+            run["rounds"], run["cancel_at"] = rounds, cancel_at
             runs.append({**run, "rss_before_mb": round(before / 1024, 1),
                          "peak_rss_mb": round(_kib(status.read_text(), "VmHWM") / 1024, 1),
                          "allocator": heap_allocator(Path(f"/proc/{proc.pid}/maps"))})
@@ -162,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--song-minutes", type=float, default=18.0)
     parser.add_argument("--clients", type=_count, nargs="+", default=[(2, 4), 8],
                         help="callers at once, one count after another; NxR: N at once, R rounds in a row")
+    parser.add_argument("--cancel-at", choices=sorted(CANCEL_AT), default="embedding",
+                        help="when each caller cancels its job")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "audiomemory-reliability")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -169,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     if not song.exists():
         progress(f"writing a {args.song_minutes:g}-minute MP3")
         write_mp3(song, args.song_minutes)
-    runs = measure(args.clients, song)
+    runs = measure(args.clients, song, args.cancel_at)
     for run in runs:
         print(json.dumps(run), flush=True)
     allowed = {"OK", "RESOURCE_EXHAUSTED", "CANCELLED"}
