@@ -9,12 +9,13 @@ PyAV); the process's peak RSS is reset in between (``/proc/PID/clear_refs``), so
 peak. ``2x4`` is two callers at once, four times in a row under one peak: as many jobs as 8 callers at
 once, so the two peaks differ by the callers waiting and not by the jobs a stack has run (its peak rises
 with those by itself: one pair of a 6-minute song peaked ~200 MB below eight callers, four pairs −1 and
-+122 MB). A client whose job reaches its first embedded frames (``--cancel-at embedding``; or 10 s separated) — the song is decoded, separated and
-streaming — cancels it (a whole 18-minute job on the tiny profile's full-size OpenL3 would take half an
-hour a job); every call's final status is recorded (OK, RESOURCE_EXHAUSTED, or CANCELLED by its client;
-anything else is a failure), and health is checked every 2 s while they run and after.
++122 MB). A client whose job reaches its first embedded frames (``--cancel-at embedding``: the song is
+decoded, separated and streaming; ``separating``: 10 s separated) cancels it (a whole 18-minute job on the
+tiny profile's full-size OpenL3 would take half an hour a job); every call's final status is recorded (OK,
+RESOURCE_EXHAUSTED, or CANCELLED by its client; anything else is a failure), and health is checked every
+2 s while they run and after.
 
-    python scripts/reliability_memory.py --song-minutes 18 --clients 2x4 8
+    python scripts/reliability_memory.py --song-minutes 18 --clients 4x2 8
 
 Prints one JSON line per client count and a last one with the growth and whether it is within 512 MB.
 """
