@@ -127,7 +127,7 @@ clean:
 # every refused credential, the attack suite (hostile callers against `up`, plaintext and TLS + token), and the
 # fuzz and bad-input catalogue at full size.
 reliability: $(STAMP) system
-	HF_HUB_OFFLINE=1 $(BIN)/python scripts/reliability_memory.py --song-minutes 18 --clients 2x4 8
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/reliability_memory.py --song-minutes 18 --clients 4x2 8
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/reliability_soak.py --jobs 200
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/reliability_auth.py --repeat 50
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/reliability_attacks.py

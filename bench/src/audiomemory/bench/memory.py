@@ -6,10 +6,11 @@ job is not read until it runs, and running jobs share ``max_audio_bytes`` of dec
 preloads tcmalloc itself when it is installed) gets, for each client count in turn, that many clients
 at once, each uploading the same ``--song-minutes`` MP3 (a synthetic one, stereo 44.1 kHz, written with
 PyAV); the process's peak RSS is reset in between (``/proc/PID/clear_refs``), so each count has its own
-peak. ``2x4`` is two callers at once, four times in a row under one peak: as many jobs as 8 callers at
-once, so the two peaks differ by the callers waiting and not by the jobs a stack has run (its peak rises
-with those by itself: one pair of a 6-minute song peaked ~200 MB below eight callers, four pairs −1 and
-+122 MB). A client whose job reaches its first embedded frames (``--cancel-at embedding``: the song is
+peak. ``4x2`` is four callers at once, twice in a row under one peak: as many jobs as 8 callers at
+once, each handing over to a caller already waiting, so the two peaks differ by the callers waiting and not
+by the jobs a stack has run (its peak rises with those by itself) nor by hand-overs (a cancelled job's calls
+still ending in the services while its successor starts; ``2x4`` never hands over: RELIABILITY.md).
+A client whose job reaches its first embedded frames (``--cancel-at embedding``: the song is
 decoded, separated and streaming; ``separating``: 10 s separated) cancels it (a whole 18-minute job on the
 tiny profile's full-size OpenL3 would take half an hour a job); every call's final status is recorded (OK,
 RESOURCE_EXHAUSTED, or CANCELLED by its client; anything else is a failure), and health is checked every
@@ -170,7 +171,7 @@ def _kib(status: str, field: str) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--song-minutes", type=float, default=18.0)
-    parser.add_argument("--clients", type=_count, nargs="+", default=[(2, 4), 8],
+    parser.add_argument("--clients", type=_count, nargs="+", default=[(4, 2), 8],
                         help="callers at once, one count after another; NxR: N at once, R rounds in a row")
     parser.add_argument("--cancel-at", choices=sorted(CANCEL_AT), default="embedding",
                         help="when each caller cancels its job")
