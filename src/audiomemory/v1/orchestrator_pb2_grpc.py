@@ -72,7 +72,7 @@ class OrchestratorServicer:
 
     def CreateReel(self, request_iterator, context):
         """The memory reel: the song's sections found from its own audio, one image per section, streamed as painted
-        (docs/DESIGN.md §10). One job against the job budget; its batches hold one generator slot at a time.
+        (docs/DESIGN.md §11). One job against the job budget; its batches hold one generator slot at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

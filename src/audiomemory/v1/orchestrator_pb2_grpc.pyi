@@ -43,7 +43,7 @@ class OrchestratorStub:
     """
     CreateReel: _grpc.StreamStreamMultiCallable[_orchestrator_pb2.CreateReelRequest, _orchestrator_pb2.CreateReelResponse]
     """The memory reel: the song's sections found from its own audio, one image per section, streamed as painted
-    (docs/DESIGN.md §10). One job against the job budget; its batches hold one generator slot at a time.
+    (docs/DESIGN.md §11). One job against the job budget; its batches hold one generator slot at a time.
     """
 
 @_typing.type_check_only
@@ -57,7 +57,7 @@ class OrchestratorAsyncStub(OrchestratorStub):
     """
     CreateReel: _aio.StreamStreamMultiCallable[_orchestrator_pb2.CreateReelRequest, _orchestrator_pb2.CreateReelResponse]  # type: ignore[assignment]
     """The memory reel: the song's sections found from its own audio, one image per section, streamed as painted
-    (docs/DESIGN.md §10). One job against the job budget; its batches hold one generator slot at a time.
+    (docs/DESIGN.md §11). One job against the job budget; its batches hold one generator slot at a time.
     """
 
 class OrchestratorServicer(metaclass=_abc_1.ABCMeta):
@@ -86,7 +86,7 @@ class OrchestratorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_orchestrator_pb2.CreateReelResponse], _abc.AsyncIterator[_orchestrator_pb2.CreateReelResponse]]:
         """The memory reel: the song's sections found from its own audio, one image per section, streamed as painted
-        (docs/DESIGN.md §10). One job against the job budget; its batches hold one generator slot at a time.
+        (docs/DESIGN.md §11). One job against the job budget; its batches hold one generator slot at a time.
         """
 
 def add_OrchestratorServicer_to_server(servicer: OrchestratorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
