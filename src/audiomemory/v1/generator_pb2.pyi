@@ -39,6 +39,7 @@ class GeneratorInfo(_message.Message):
     MIN_SIZE_FIELD_NUMBER: _builtins.int
     MAX_SIZE_FIELD_NUMBER: _builtins.int
     SIZE_MULTIPLE_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_FIELD_NUMBER: _builtins.int
     cross_attention_dim: _builtins.int
     """D the prompt embeddings must have."""
     max_length: _builtins.int
@@ -67,6 +68,8 @@ class GeneratorInfo(_message.Message):
     """Largest width/height accepted (1024)."""
     size_multiple: _builtins.int
     """Width and height must be multiples of this (8)."""
+    max_batch: _builtins.int
+    """Most prompts one GenerateRequest may carry (1 = no batching)."""
     @_builtins.property
     def model(self) -> _common_pb2.ModelInfo: ...
     @_builtins.property
@@ -91,10 +94,11 @@ class GeneratorInfo(_message.Message):
         min_size: _builtins.int = ...,
         max_size: _builtins.int = ...,
         size_multiple: _builtins.int = ...,
+        max_batch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cross_attention_dim", b"cross_attention_dim", "default_guidance", b"default_guidance", "default_size", b"default_size", "default_steps", b"default_steps", "max_guidance", b"max_guidance", "max_length", b"max_length", "max_size", b"max_size", "max_steps", b"max_steps", "min_guidance", b"min_guidance", "min_size", b"min_size", "min_steps", b"min_steps", "model", b"model", "native_size", b"native_size", "schedulers", b"schedulers", "size_multiple", b"size_multiple"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cross_attention_dim", b"cross_attention_dim", "default_guidance", b"default_guidance", "default_size", b"default_size", "default_steps", b"default_steps", "max_batch", b"max_batch", "max_guidance", b"max_guidance", "max_length", b"max_length", "max_size", b"max_size", "max_steps", b"max_steps", "min_guidance", b"min_guidance", "min_size", b"min_size", "min_steps", b"min_steps", "model", b"model", "native_size", b"native_size", "schedulers", b"schedulers", "size_multiple", b"size_multiple"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -113,6 +117,7 @@ class GenerateRequest(_message.Message):
     HEIGHT_FIELD_NUMBER: _builtins.int
     SCHEDULER_FIELD_NUMBER: _builtins.int
     PIN_FIELD_NUMBER: _builtins.int
+    SEEDS_FIELD_NUMBER: _builtins.int
     seed: _builtins.int
     """Seeds a CPU torch.Generator: same meaning on every machine."""
     steps: _builtins.int
@@ -137,6 +142,12 @@ class GenerateRequest(_message.Message):
     def pin(self) -> _common_pb2.Pin:
         """The identity the caller needs (unset = any replica)."""
 
+    @_builtins.property
+    def seeds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """A batch: prompt_embeds [B, L, D] with B = len(seeds) <= max_batch, item i painted with seeds[i]; the
+        negative prompt [1, L, D] (shared) or [B, L, D]. Empty = one prompt, painted with `seed`.
+        """
+
     def __init__(
         self,
         *,
@@ -149,10 +160,11 @@ class GenerateRequest(_message.Message):
         height: _builtins.int = ...,
         scheduler: _builtins.str = ...,
         pin: _common_pb2.Pin | None = ...,
+        seeds: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "guidance", b"guidance", "negative_prompt_embeds", b"negative_prompt_embeds", "pin", b"pin", "prompt_embeds", b"prompt_embeds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "guidance", b"guidance", "height", b"height", "negative_prompt_embeds", b"negative_prompt_embeds", "pin", b"pin", "prompt_embeds", b"prompt_embeds", "scheduler", b"scheduler", "seed", b"seed", "steps", b"steps", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "guidance", b"guidance", "height", b"height", "negative_prompt_embeds", b"negative_prompt_embeds", "pin", b"pin", "prompt_embeds", b"prompt_embeds", "scheduler", b"scheduler", "seed", b"seed", "seeds", b"seeds", "steps", b"steps", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__guidance: _TypeAlias = _typing.Literal["guidance"]  # noqa: Y015
     _WhichOneofArgType__guidance: _TypeAlias = _typing.Literal["_guidance", b"_guidance"]  # noqa: Y015
@@ -193,6 +205,7 @@ class ImageChunk(_message.Message):
     WIDTH_FIELD_NUMBER: _builtins.int
     HEIGHT_FIELD_NUMBER: _builtins.int
     SCHEDULER_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
     png: _builtins.bytes
     """A piece of the PNG file, in order."""
     last: _builtins.bool
@@ -203,6 +216,8 @@ class ImageChunk(_message.Message):
     """Image height (pixels)."""
     scheduler: _builtins.str
     """Scheduler actually used."""
+    index: _builtins.int
+    """The batch item this image is (0 when not batched); images come in order."""
     def __init__(
         self,
         *,
@@ -211,10 +226,11 @@ class ImageChunk(_message.Message):
         width: _builtins.int = ...,
         height: _builtins.int = ...,
         scheduler: _builtins.str = ...,
+        index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "last", b"last", "png", b"png", "scheduler", b"scheduler", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "index", b"index", "last", b"last", "png", b"png", "scheduler", b"scheduler", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -30,7 +30,7 @@ from audiomemory.v1 import text_encoder_pb2 as audiomemory_dot_v1_dot_text__enco
 from audiomemory.v1 import transcriber_pb2 as audiomemory_dot_v1_dot_transcriber__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!audiomemory/v1/orchestrator.proto\x12\x0e\x61udiomemory.v1\x1a\"audiomemory/v1/audio_encoder.proto\x1a\x1b\x61udiomemory/v1/common.proto\x1a\x1e\x61udiomemory/v1/generator.proto\x1a\x1e\x61udiomemory/v1/separator.proto\x1a!audiomemory/v1/text_encoder.proto\x1a audiomemory/v1/transcriber.proto\"\xc6\x02\n\x10OrchestratorInfo\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.audiomemory.v1.ModelInfo\x12\x30\n\tseparator\x18\x02 \x01(\x0b\x32\x1d.audiomemory.v1.SeparatorInfo\x12\x37\n\raudio_encoder\x18\x03 \x01(\x0b\x32 .audiomemory.v1.AudioEncoderInfo\x12\x35\n\x0ctext_encoder\x18\x04 \x01(\x0b\x32\x1f.audiomemory.v1.TextEncoderInfo\x12\x30\n\tgenerator\x18\x05 \x01(\x0b\x32\x1d.audiomemory.v1.GeneratorInfo\x12\x34\n\x0btranscriber\x18\x06 \x01(\x0b\x32\x1f.audiomemory.v1.TranscriberInfo\"\x80\x04\n\x12\x43reateImageOptions\x12\x0e\n\x06lyrics\x18\x01 \x01(\t\x12\x15\n\rlyrics_window\x18\x02 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x03 \x01(\t\x12\x15\n\x08strength\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\r\n\x05steps\x18\x07 \x01(\x05\x12\x15\n\x08guidance\x18\x08 \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05width\x18\n \x01(\x05\x12\x0e\n\x06height\x18\x0b \x01(\x05\x12\x11\n\tscheduler\x18\x0c \x01(\t\x12\x1c\n\x0fprojection_seed\x18\r \x01(\x04H\x02\x88\x01\x01\x12\x10\n\x08keep_bos\x18\x0e \x01(\x08\x12\x10\n\x08\x66ilename\x18\x0f \x01(\t\x12\x33\n\rlyrics_source\x18\x10 \x01(\x0e\x32\x1c.audiomemory.v1.LyricsSource\x12:\n\x04pins\x18\x11 \x03(\x0b\x32,.audiomemory.v1.CreateImageOptions.PinsEntry\x1a@\n\tPinsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.audiomemory.v1.Pin:\x02\x38\x01\x42\x0b\n\t_strengthB\x0b\n\t_guidanceB\x12\n\x10_projection_seedJ\x04\x08\x05\x10\x06J\x04\x08\t\x10\n\"i\n\x12\x43reateImageRequest\x12\x35\n\x07options\x18\x01 \x01(\x0b\x32\".audiomemory.v1.CreateImageOptionsH\x00\x12\x14\n\nfile_chunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04item\"v\n\nStageEvent\x12$\n\x05stage\x18\x01 \x01(\x0e\x32\x15.audiomemory.v1.Stage\x12\x0f\n\x07\x63urrent\x18\x02 \x01(\x05\x12\r\n\x05total\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\tcache_hit\x18\x05 \x01(\x08\"?\n\x0bImageResult\x12\x0b\n\x03png\x18\x01 \x01(\x0c\x12\x0c\n\x04last\x18\x02 \x01(\x08\x12\x15\n\rmetadata_json\x18\x03 \x01(\t\"y\n\x13\x43reateImageResponse\x12+\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1a.audiomemory.v1.StageEventH\x00\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1b.audiomemory.v1.ImageResultH\x00\x42\x06\n\x04item*|\n\x0cLyricsSource\x12\x1d\n\x19LYRICS_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13LYRICS_SOURCE_GIVEN\x10\x01\x12\x1c\n\x18LYRICS_SOURCE_TRANSCRIBE\x10\x02\x12\x16\n\x12LYRICS_SOURCE_NONE\x10\x03*\xed\x01\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTAGE_UPLOADING\x10\x01\x12\x12\n\x0eSTAGE_DECODING\x10\x02\x12\x14\n\x10STAGE_SEPARATING\x10\x03\x12\x13\n\x0fSTAGE_EMBEDDING\x10\x04\x12\x17\n\x13STAGE_ENCODING_TEXT\x10\x05\x12\x10\n\x0cSTAGE_FUSING\x10\x06\x12\x14\n\x10STAGE_GENERATING\x10\x07\x12\x0e\n\nSTAGE_DONE\x10\x08\x12\x10\n\x0cSTAGE_QUEUED\x10\t\x12\x16\n\x12STAGE_TRANSCRIBING\x10\n2\xb9\x01\n\x0cOrchestrator\x12M\n\x08\x44\x65scribe\x12\x1f.audiomemory.v1.DescribeRequest\x1a .audiomemory.v1.OrchestratorInfo\x12Z\n\x0b\x43reateImage\x12\".audiomemory.v1.CreateImageRequest\x1a#.audiomemory.v1.CreateImageResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!audiomemory/v1/orchestrator.proto\x12\x0e\x61udiomemory.v1\x1a\"audiomemory/v1/audio_encoder.proto\x1a\x1b\x61udiomemory/v1/common.proto\x1a\x1e\x61udiomemory/v1/generator.proto\x1a\x1e\x61udiomemory/v1/separator.proto\x1a!audiomemory/v1/text_encoder.proto\x1a audiomemory/v1/transcriber.proto\"\xc6\x02\n\x10OrchestratorInfo\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.audiomemory.v1.ModelInfo\x12\x30\n\tseparator\x18\x02 \x01(\x0b\x32\x1d.audiomemory.v1.SeparatorInfo\x12\x37\n\raudio_encoder\x18\x03 \x01(\x0b\x32 .audiomemory.v1.AudioEncoderInfo\x12\x35\n\x0ctext_encoder\x18\x04 \x01(\x0b\x32\x1f.audiomemory.v1.TextEncoderInfo\x12\x30\n\tgenerator\x18\x05 \x01(\x0b\x32\x1d.audiomemory.v1.GeneratorInfo\x12\x34\n\x0btranscriber\x18\x06 \x01(\x0b\x32\x1f.audiomemory.v1.TranscriberInfo\"\xdc\x05\n\x12\x43reateImageOptions\x12\x0e\n\x06lyrics\x18\x01 \x01(\t\x12\x15\n\rlyrics_window\x18\x02 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x03 \x01(\t\x12\x15\n\x08strength\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\r\n\x05steps\x18\x07 \x01(\x05\x12\x15\n\x08guidance\x18\x08 \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05width\x18\n \x01(\x05\x12\x0e\n\x06height\x18\x0b \x01(\x05\x12\x11\n\tscheduler\x18\x0c \x01(\t\x12\x1c\n\x0fprojection_seed\x18\r \x01(\x04H\x02\x88\x01\x01\x12\x10\n\x08keep_bos\x18\x0e \x01(\x08\x12\x10\n\x08\x66ilename\x18\x0f \x01(\t\x12\x33\n\rlyrics_source\x18\x10 \x01(\x0e\x32\x1c.audiomemory.v1.LyricsSource\x12:\n\x04pins\x18\x11 \x03(\x0b\x32,.audiomemory.v1.CreateImageOptions.PinsEntry\x12\"\n\x04span\x18\x12 \x01(\x0b\x32\x14.audiomemory.v1.Span\x12I\n\x0cstem_weights\x18\x13 \x03(\x0b\x32\x33.audiomemory.v1.CreateImageOptions.StemWeightsEntry\x12\x37\n\x0ctimed_lyrics\x18\x14 \x03(\x0b\x32!.audiomemory.v1.TranscriptSegment\x1a@\n\tPinsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.audiomemory.v1.Pin:\x02\x38\x01\x1a\x32\n\x10StemWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x0b\n\t_strengthB\x0b\n\t_guidanceB\x12\n\x10_projection_seedJ\x04\x08\x05\x10\x06J\x04\x08\t\x10\n\"&\n\x04Span\x12\x0f\n\x07start_s\x18\x01 \x01(\x05\x12\r\n\x05\x65nd_s\x18\x02 \x01(\x05\"\x9f\x01\n\x0bReelOptions\x12\x31\n\x05image\x18\x01 \x01(\x0b\x32\".audiomemory.v1.CreateImageOptions\x12\x10\n\x08sections\x18\x02 \x01(\x05\x12\x1b\n\x13min_section_seconds\x18\x03 \x01(\x05\x12\x14\n\x0cmax_sections\x18\x04 \x01(\x05\x12\x18\n\x10seed_per_section\x18\x05 \x01(\x08\"a\n\x11\x43reateReelRequest\x12.\n\x07options\x18\x01 \x01(\x0b\x32\x1b.audiomemory.v1.ReelOptionsH\x00\x12\x14\n\nfile_chunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04item\"D\n\x0cReelSections\x12#\n\x05spans\x18\x01 \x03(\x0b\x32\x14.audiomemory.v1.Span\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\"s\n\x0cSectionImage\x12\r\n\x05index\x18\x01 \x01(\x05\x12\"\n\x04span\x18\x02 \x01(\x0b\x32\x14.audiomemory.v1.Span\x12\x0b\n\x03png\x18\x03 \x01(\x0c\x12\x0c\n\x04last\x18\x04 \x01(\x08\x12\x15\n\rmetadata_json\x18\x05 \x01(\t\"\xaa\x01\n\x12\x43reateReelResponse\x12+\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1a.audiomemory.v1.StageEventH\x00\x12\x30\n\x08sections\x18\x02 \x01(\x0b\x32\x1c.audiomemory.v1.ReelSectionsH\x00\x12-\n\x05image\x18\x03 \x01(\x0b\x32\x1c.audiomemory.v1.SectionImageH\x00\x42\x06\n\x04item\"i\n\x12\x43reateImageRequest\x12\x35\n\x07options\x18\x01 \x01(\x0b\x32\".audiomemory.v1.CreateImageOptionsH\x00\x12\x14\n\nfile_chunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04item\"v\n\nStageEvent\x12$\n\x05stage\x18\x01 \x01(\x0e\x32\x15.audiomemory.v1.Stage\x12\x0f\n\x07\x63urrent\x18\x02 \x01(\x05\x12\r\n\x05total\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\tcache_hit\x18\x05 \x01(\x08\"?\n\x0bImageResult\x12\x0b\n\x03png\x18\x01 \x01(\x0c\x12\x0c\n\x04last\x18\x02 \x01(\x08\x12\x15\n\rmetadata_json\x18\x03 \x01(\t\"y\n\x13\x43reateImageResponse\x12+\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1a.audiomemory.v1.StageEventH\x00\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1b.audiomemory.v1.ImageResultH\x00\x42\x06\n\x04item*|\n\x0cLyricsSource\x12\x1d\n\x19LYRICS_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13LYRICS_SOURCE_GIVEN\x10\x01\x12\x1c\n\x18LYRICS_SOURCE_TRANSCRIBE\x10\x02\x12\x16\n\x12LYRICS_SOURCE_NONE\x10\x03*\x83\x02\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTAGE_UPLOADING\x10\x01\x12\x12\n\x0eSTAGE_DECODING\x10\x02\x12\x14\n\x10STAGE_SEPARATING\x10\x03\x12\x13\n\x0fSTAGE_EMBEDDING\x10\x04\x12\x17\n\x13STAGE_ENCODING_TEXT\x10\x05\x12\x10\n\x0cSTAGE_FUSING\x10\x06\x12\x14\n\x10STAGE_GENERATING\x10\x07\x12\x0e\n\nSTAGE_DONE\x10\x08\x12\x10\n\x0cSTAGE_QUEUED\x10\t\x12\x16\n\x12STAGE_TRANSCRIBING\x10\n\x12\x14\n\x10STAGE_SECTIONING\x10\x0b\x32\x92\x02\n\x0cOrchestrator\x12M\n\x08\x44\x65scribe\x12\x1f.audiomemory.v1.DescribeRequest\x1a .audiomemory.v1.OrchestratorInfo\x12Z\n\x0b\x43reateImage\x12\".audiomemory.v1.CreateImageRequest\x1a#.audiomemory.v1.CreateImageResponse(\x01\x30\x01\x12W\n\nCreateReel\x12!.audiomemory.v1.CreateReelRequest\x1a\".audiomemory.v1.CreateReelResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,24 +39,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEIMAGEOPTIONS_PINSENTRY']._loaded_options = None
   _globals['_CREATEIMAGEOPTIONS_PINSENTRY']._serialized_options = b'8\001'
-  _globals['_LYRICSSOURCE']._serialized_start=1510
-  _globals['_LYRICSSOURCE']._serialized_end=1634
-  _globals['_STAGE']._serialized_start=1637
-  _globals['_STAGE']._serialized_end=1874
+  _globals['_CREATEIMAGEOPTIONS_STEMWEIGHTSENTRY']._loaded_options = None
+  _globals['_CREATEIMAGEOPTIONS_STEMWEIGHTSENTRY']._serialized_options = b'8\001'
+  _globals['_LYRICSSOURCE']._serialized_start=2391
+  _globals['_LYRICSSOURCE']._serialized_end=2515
+  _globals['_STAGE']._serialized_start=2518
+  _globals['_STAGE']._serialized_end=2777
   _globals['_ORCHESTRATORINFO']._serialized_start=252
   _globals['_ORCHESTRATORINFO']._serialized_end=578
   _globals['_CREATEIMAGEOPTIONS']._serialized_start=581
-  _globals['_CREATEIMAGEOPTIONS']._serialized_end=1093
-  _globals['_CREATEIMAGEOPTIONS_PINSENTRY']._serialized_start=971
-  _globals['_CREATEIMAGEOPTIONS_PINSENTRY']._serialized_end=1035
-  _globals['_CREATEIMAGEREQUEST']._serialized_start=1095
-  _globals['_CREATEIMAGEREQUEST']._serialized_end=1200
-  _globals['_STAGEEVENT']._serialized_start=1202
-  _globals['_STAGEEVENT']._serialized_end=1320
-  _globals['_IMAGERESULT']._serialized_start=1322
-  _globals['_IMAGERESULT']._serialized_end=1385
-  _globals['_CREATEIMAGERESPONSE']._serialized_start=1387
-  _globals['_CREATEIMAGERESPONSE']._serialized_end=1508
-  _globals['_ORCHESTRATOR']._serialized_start=1877
-  _globals['_ORCHESTRATOR']._serialized_end=2062
+  _globals['_CREATEIMAGEOPTIONS']._serialized_end=1313
+  _globals['_CREATEIMAGEOPTIONS_PINSENTRY']._serialized_start=1139
+  _globals['_CREATEIMAGEOPTIONS_PINSENTRY']._serialized_end=1203
+  _globals['_CREATEIMAGEOPTIONS_STEMWEIGHTSENTRY']._serialized_start=1205
+  _globals['_CREATEIMAGEOPTIONS_STEMWEIGHTSENTRY']._serialized_end=1255
+  _globals['_SPAN']._serialized_start=1315
+  _globals['_SPAN']._serialized_end=1353
+  _globals['_REELOPTIONS']._serialized_start=1356
+  _globals['_REELOPTIONS']._serialized_end=1515
+  _globals['_CREATEREELREQUEST']._serialized_start=1517
+  _globals['_CREATEREELREQUEST']._serialized_end=1614
+  _globals['_REELSECTIONS']._serialized_start=1616
+  _globals['_REELSECTIONS']._serialized_end=1684
+  _globals['_SECTIONIMAGE']._serialized_start=1686
+  _globals['_SECTIONIMAGE']._serialized_end=1801
+  _globals['_CREATEREELRESPONSE']._serialized_start=1804
+  _globals['_CREATEREELRESPONSE']._serialized_end=1974
+  _globals['_CREATEIMAGEREQUEST']._serialized_start=1976
+  _globals['_CREATEIMAGEREQUEST']._serialized_end=2081
+  _globals['_STAGEEVENT']._serialized_start=2083
+  _globals['_STAGEEVENT']._serialized_end=2201
+  _globals['_IMAGERESULT']._serialized_start=2203
+  _globals['_IMAGERESULT']._serialized_end=2266
+  _globals['_CREATEIMAGERESPONSE']._serialized_start=2268
+  _globals['_CREATEIMAGERESPONSE']._serialized_end=2389
+  _globals['_ORCHESTRATOR']._serialized_start=2780
+  _globals['_ORCHESTRATOR']._serialized_end=3054
 # @@protoc_insertion_point(module_scope)

@@ -75,6 +75,8 @@ class _StageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Stage.ValueType
     """Waiting for a downstream model slot (current = place in line)."""
     STAGE_TRANSCRIBING: _Stage.ValueType  # 10
     """The vocal stem being transcribed (seconds done / total)."""
+    STAGE_SECTIONING: _Stage.ValueType  # 11
+    """A reel: finding the song's sections."""
 
 class Stage(_Stage, metaclass=_StageEnumTypeWrapper):
     """Stages, in the order a job passes them."""
@@ -92,6 +94,8 @@ STAGE_QUEUED: Stage.ValueType  # 9
 """Waiting for a downstream model slot (current = place in line)."""
 STAGE_TRANSCRIBING: Stage.ValueType  # 10
 """The vocal stem being transcribed (seconds done / total)."""
+STAGE_SECTIONING: Stage.ValueType  # 11
+"""A reel: finding the song's sections."""
 Global___Stage: _TypeAlias = Stage  # noqa: Y015
 
 @_typing.final
@@ -163,6 +167,26 @@ class CreateImageOptions(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class StemWeightsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     LYRICS_FIELD_NUMBER: _builtins.int
     LYRICS_WINDOW_FIELD_NUMBER: _builtins.int
     NEGATIVE_PROMPT_FIELD_NUMBER: _builtins.int
@@ -178,6 +202,9 @@ class CreateImageOptions(_message.Message):
     FILENAME_FIELD_NUMBER: _builtins.int
     LYRICS_SOURCE_FIELD_NUMBER: _builtins.int
     PINS_FIELD_NUMBER: _builtins.int
+    SPAN_FIELD_NUMBER: _builtins.int
+    STEM_WEIGHTS_FIELD_NUMBER: _builtins.int
+    TIMED_LYRICS_FIELD_NUMBER: _builtins.int
     lyrics: _builtins.str
     """Full lyrics (may be empty: the audio alone steers)."""
     lyrics_window: _builtins.str
@@ -212,6 +239,25 @@ class CreateImageOptions(_message.Message):
         must be served by (`reproduce` pins what an image records). A kind left out: any replica.
         """
 
+    @_builtins.property
+    def span(self) -> Global___Span:
+        """The part of the song this image remembers, in whole seconds [start_s, end_s); unset = the whole song. Its
+        audio vector is pooled from those seconds; its words are the transcript's segments or the timed lyric
+        lines inside it, else the whole song's salient window.
+        """
+
+    @_builtins.property
+    def stem_weights(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """The listener's emphasis: a factor per stem ("vocals", "drums", "bass", "other"), each in [0, 4], scaling
+        that stem's part of the centred audio vector before projection; a stem not named = 1 (all 1 = unweighted).
+        """
+
+    @_builtins.property
+    def timed_lyrics(self) -> _containers.RepeatedCompositeFieldContainer[_transcriber_pb2.TranscriptSegment]:
+        """Lyrics with their times (an LRC file's lines: start = its time tag, end = the next line's tag or the song's
+        end); when set, `lyrics` must be empty and the lines' text is the lyrics.
+        """
+
     def __init__(
         self,
         *,
@@ -230,10 +276,13 @@ class CreateImageOptions(_message.Message):
         filename: _builtins.str = ...,
         lyrics_source: Global___LyricsSource.ValueType = ...,
         pins: _abc.Mapping[_builtins.str, _common_pb2.Pin] | None = ...,
+        span: Global___Span | None = ...,
+        stem_weights: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        timed_lyrics: _abc.Iterable[_transcriber_pb2.TranscriptSegment] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "_projection_seed", b"_projection_seed", "_strength", b"_strength", "guidance", b"guidance", "projection_seed", b"projection_seed", "strength", b"strength"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "_projection_seed", b"_projection_seed", "_strength", b"_strength", "guidance", b"guidance", "projection_seed", b"projection_seed", "span", b"span", "strength", b"strength"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "_projection_seed", b"_projection_seed", "_strength", b"_strength", "filename", b"filename", "guidance", b"guidance", "height", b"height", "keep_bos", b"keep_bos", "lyrics", b"lyrics", "lyrics_source", b"lyrics_source", "lyrics_window", b"lyrics_window", "negative_prompt", b"negative_prompt", "pins", b"pins", "projection_seed", b"projection_seed", "scheduler", b"scheduler", "seed", b"seed", "steps", b"steps", "strength", b"strength", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_guidance", b"_guidance", "_projection_seed", b"_projection_seed", "_strength", b"_strength", "filename", b"filename", "guidance", b"guidance", "height", b"height", "keep_bos", b"keep_bos", "lyrics", b"lyrics", "lyrics_source", b"lyrics_source", "lyrics_window", b"lyrics_window", "negative_prompt", b"negative_prompt", "pins", b"pins", "projection_seed", b"projection_seed", "scheduler", b"scheduler", "seed", b"seed", "span", b"span", "stem_weights", b"stem_weights", "steps", b"steps", "strength", b"strength", "timed_lyrics", b"timed_lyrics", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__guidance: _TypeAlias = _typing.Literal["guidance"]  # noqa: Y015
     _WhichOneofArgType__guidance: _TypeAlias = _typing.Literal["_guidance", b"_guidance"]  # noqa: Y015
@@ -249,6 +298,192 @@ class CreateImageOptions(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__strength) -> _WhichOneofReturnType__strength | None: ...
 
 Global___CreateImageOptions: _TypeAlias = CreateImageOptions  # noqa: Y015
+
+@_typing.final
+class Span(_message.Message):
+    """Whole seconds of the song, [start_s, end_s), 0 <= start_s < end_s <= the song's length (rounded up)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_S_FIELD_NUMBER: _builtins.int
+    END_S_FIELD_NUMBER: _builtins.int
+    start_s: _builtins.int
+    end_s: _builtins.int
+    def __init__(
+        self,
+        *,
+        start_s: _builtins.int = ...,
+        end_s: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_s", b"end_s", "start_s", b"start_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Span: _TypeAlias = Span  # noqa: Y015
+
+@_typing.final
+class ReelOptions(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    SECTIONS_FIELD_NUMBER: _builtins.int
+    MIN_SECTION_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_SECTIONS_FIELD_NUMBER: _builtins.int
+    SEED_PER_SECTION_FIELD_NUMBER: _builtins.int
+    sections: _builtins.int
+    """0 = as many as the song has (at most max_sections); else exactly this many (2..max)."""
+    min_section_seconds: _builtins.int
+    """Shortest section; 0 = the orchestrator's default (8)."""
+    max_sections: _builtins.int
+    """0 = the orchestrator's default (8); at most its limit (16)."""
+    seed_per_section: _builtins.bool
+    """Section i painted with seed + i; default: every section the same seed."""
+    @_builtins.property
+    def image(self) -> Global___CreateImageOptions:
+        """Every section's options (`span` must be unset: the reel sets it)."""
+
+    def __init__(
+        self,
+        *,
+        image: Global___CreateImageOptions | None = ...,
+        sections: _builtins.int = ...,
+        min_section_seconds: _builtins.int = ...,
+        max_sections: _builtins.int = ...,
+        seed_per_section: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "max_sections", b"max_sections", "min_section_seconds", b"min_section_seconds", "sections", b"sections", "seed_per_section", b"seed_per_section"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReelOptions: _TypeAlias = ReelOptions  # noqa: Y015
+
+@_typing.final
+class CreateReelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    FILE_CHUNK_FIELD_NUMBER: _builtins.int
+    file_chunk: _builtins.bytes
+    """The encoded song file, in order."""
+    @_builtins.property
+    def options(self) -> Global___ReelOptions:
+        """First message, exactly once."""
+
+    def __init__(
+        self,
+        *,
+        options: Global___ReelOptions | None = ...,
+        file_chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file_chunk", b"file_chunk", "item", b"item", "options", b"options"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_chunk", b"file_chunk", "item", b"item", "options", b"options"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["options", "file_chunk"]  # noqa: Y015
+    _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
+
+Global___CreateReelRequest: _TypeAlias = CreateReelRequest  # noqa: Y015
+
+@_typing.final
+class ReelSections(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPANS_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    seconds: _builtins.float
+    """The song's length."""
+    @_builtins.property
+    def spans(self) -> _containers.RepeatedCompositeFieldContainer[Global___Span]:
+        """The sections found, in order, covering the song (boundaries on whole seconds)."""
+
+    def __init__(
+        self,
+        *,
+        spans: _abc.Iterable[Global___Span] | None = ...,
+        seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["seconds", b"seconds", "spans", b"spans"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReelSections: _TypeAlias = ReelSections  # noqa: Y015
+
+@_typing.final
+class SectionImage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    SPAN_FIELD_NUMBER: _builtins.int
+    PNG_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    METADATA_JSON_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Which section (0-based, in ReelSections.spans)."""
+    png: _builtins.bytes
+    """A piece of the PNG (with its record), in order."""
+    last: _builtins.bool
+    """True on this image's final piece."""
+    metadata_json: _builtins.str
+    """On the final piece: the ImageRecord."""
+    @_builtins.property
+    def span(self) -> Global___Span: ...
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        span: Global___Span | None = ...,
+        png: _builtins.bytes = ...,
+        last: _builtins.bool = ...,
+        metadata_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["span", b"span"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "last", b"last", "metadata_json", b"metadata_json", "png", b"png", "span", b"span"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SectionImage: _TypeAlias = SectionImage  # noqa: Y015
+
+@_typing.final
+class CreateReelResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    SECTIONS_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___StageEvent: ...
+    @_builtins.property
+    def sections(self) -> Global___ReelSections:
+        """Once, after the audio's pass and before the first image."""
+
+    @_builtins.property
+    def image(self) -> Global___SectionImage:
+        """Each section's image as it is painted."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___StageEvent | None = ...,
+        sections: Global___ReelSections | None = ...,
+        image: Global___SectionImage | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "image", b"image", "item", b"item", "sections", b"sections"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "image", b"image", "item", b"item", "sections", b"sections"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["event", "sections", "image"]  # noqa: Y015
+    _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
+
+Global___CreateReelResponse: _TypeAlias = CreateReelResponse  # noqa: Y015
 
 @_typing.final
 class CreateImageRequest(_message.Message):

@@ -45,6 +45,11 @@ class OrchestratorStub:
                 request_serializer=audiomemory_dot_v1_dot_orchestrator__pb2.CreateImageRequest.SerializeToString,
                 response_deserializer=audiomemory_dot_v1_dot_orchestrator__pb2.CreateImageResponse.FromString,
                 _registered_method=True)
+        self.CreateReel = channel.stream_stream(
+                '/audiomemory.v1.Orchestrator/CreateReel',
+                request_serializer=audiomemory_dot_v1_dot_orchestrator__pb2.CreateReelRequest.SerializeToString,
+                response_deserializer=audiomemory_dot_v1_dot_orchestrator__pb2.CreateReelResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServicer:
@@ -65,6 +70,14 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateReel(self, request_iterator, context):
+        """The memory reel: the song's sections found from its own audio, one image per section, streamed as painted
+        (docs/DESIGN.md §11). One job against the job budget; its batches hold one generator slot at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.CreateImage,
                     request_deserializer=audiomemory_dot_v1_dot_orchestrator__pb2.CreateImageRequest.FromString,
                     response_serializer=audiomemory_dot_v1_dot_orchestrator__pb2.CreateImageResponse.SerializeToString,
+            ),
+            'CreateReel': grpc.stream_stream_rpc_method_handler(
+                    servicer.CreateReel,
+                    request_deserializer=audiomemory_dot_v1_dot_orchestrator__pb2.CreateReelRequest.FromString,
+                    response_serializer=audiomemory_dot_v1_dot_orchestrator__pb2.CreateReelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +151,33 @@ class Orchestrator:
             '/audiomemory.v1.Orchestrator/CreateImage',
             audiomemory_dot_v1_dot_orchestrator__pb2.CreateImageRequest.SerializeToString,
             audiomemory_dot_v1_dot_orchestrator__pb2.CreateImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateReel(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/audiomemory.v1.Orchestrator/CreateReel',
+            audiomemory_dot_v1_dot_orchestrator__pb2.CreateReelRequest.SerializeToString,
+            audiomemory_dot_v1_dot_orchestrator__pb2.CreateReelResponse.FromString,
             options,
             channel_credentials,
             insecure,

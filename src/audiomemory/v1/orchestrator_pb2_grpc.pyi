@@ -41,6 +41,10 @@ class OrchestratorStub:
     """Stream in: CreateImageOptions first, then the song file's bytes in order.
     Stream out: StageEvents as the job advances, then the result.
     """
+    CreateReel: _grpc.StreamStreamMultiCallable[_orchestrator_pb2.CreateReelRequest, _orchestrator_pb2.CreateReelResponse]
+    """The memory reel: the song's sections found from its own audio, one image per section, streamed as painted
+    (docs/DESIGN.md §11). One job against the job budget; its batches hold one generator slot at a time.
+    """
 
 @_typing.type_check_only
 class OrchestratorAsyncStub(OrchestratorStub):
@@ -50,6 +54,10 @@ class OrchestratorAsyncStub(OrchestratorStub):
     CreateImage: _aio.StreamStreamMultiCallable[_orchestrator_pb2.CreateImageRequest, _orchestrator_pb2.CreateImageResponse]  # type: ignore[assignment]
     """Stream in: CreateImageOptions first, then the song file's bytes in order.
     Stream out: StageEvents as the job advances, then the result.
+    """
+    CreateReel: _aio.StreamStreamMultiCallable[_orchestrator_pb2.CreateReelRequest, _orchestrator_pb2.CreateReelResponse]  # type: ignore[assignment]
+    """The memory reel: the song's sections found from its own audio, one image per section, streamed as painted
+    (docs/DESIGN.md §11). One job against the job budget; its batches hold one generator slot at a time.
     """
 
 class OrchestratorServicer(metaclass=_abc_1.ABCMeta):
@@ -69,6 +77,16 @@ class OrchestratorServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_orchestrator_pb2.CreateImageResponse], _abc.AsyncIterator[_orchestrator_pb2.CreateImageResponse]]:
         """Stream in: CreateImageOptions first, then the song file's bytes in order.
         Stream out: StageEvents as the job advances, then the result.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateReel(
+        self,
+        request_iterator: _MaybeAsyncIterator[_orchestrator_pb2.CreateReelRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_orchestrator_pb2.CreateReelResponse], _abc.AsyncIterator[_orchestrator_pb2.CreateReelResponse]]:
+        """The memory reel: the song's sections found from its own audio, one image per section, streamed as painted
+        (docs/DESIGN.md §11). One job against the job budget; its batches hold one generator slot at a time.
         """
 
 def add_OrchestratorServicer_to_server(servicer: OrchestratorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

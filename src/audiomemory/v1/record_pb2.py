@@ -27,7 +27,7 @@ from audiomemory.v1 import orchestrator_pb2 as audiomemory_dot_v1_dot_orchestrat
 from audiomemory.v1 import transcriber_pb2 as audiomemory_dot_v1_dot_transcriber__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61udiomemory/v1/record.proto\x12\x0e\x61udiomemory.v1\x1a\x1b\x61udiomemory/v1/common.proto\x1a!audiomemory/v1/orchestrator.proto\x1a audiomemory/v1/transcriber.proto\"\xff\x03\n\x0bImageRecord\x12\x0e\n\x06schema\x18\x01 \x01(\x05\x12(\n\x04song\x18\x02 \x01(\x0b\x32\x1a.audiomemory.v1.SongRecord\x12,\n\x06lyrics\x18\x03 \x01(\x0b\x32\x1c.audiomemory.v1.LyricsRecord\x12,\n\x06\x66usion\x18\x04 \x01(\x0b\x32\x1c.audiomemory.v1.FusionRecord\x12\x34\n\ngeneration\x18\x05 \x01(\x0b\x32 .audiomemory.v1.GenerationRecord\x12\x11\n\tcache_hit\x18\x06 \x01(\x08\x12\x35\n\x0bstem_format\x18\x07 \x01(\x0b\x32 .audiomemory.v1.StemFormatRecord\x12\x0f\n\x07profile\x18\x08 \x01(\t\x12\x33\n\x07request\x18\t \x01(\x0b\x32\".audiomemory.v1.CreateImageOptions\x12\x37\n\x06served\x18\n \x03(\x0b\x32\'.audiomemory.v1.ImageRecord.ServedEntry\x12\x14\n\x0c\x63reated_unix\x18\x0b \x01(\x03\x1a\x45\n\x0bServedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.audiomemory.v1.Served:\x02\x38\x01\"\x97\x01\n\nSongRecord\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x11\n\tcontainer\x18\x04 \x01(\t\x12\r\n\x05\x63odec\x18\x05 \x01(\t\x12\x13\n\x0bsample_rate\x18\x06 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x07 \x01(\x05\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\"\xc4\x01\n\x0cLyricsRecord\x12\x0e\n\x06window\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x03 \x01(\t\x12\x11\n\ttruncated\x18\x04 \x03(\x08\x12\x0c\n\x04\x66ull\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12.\n\ntranscript\x18\x07 \x01(\x0b\x32\x1a.audiomemory.v1.Transcript\x12\x1c\n\x14transcript_cache_hit\x18\x08 \x01(\x08\"\xb5\x01\n\x0c\x46usionRecord\x12\x10\n\x08strength\x18\x01 \x01(\x01\x12\x17\n\x0fprojection_seed\x18\x02 \x01(\x04\x12\x12\n\nprojection\x18\x03 \x01(\t\x12\x10\n\x08keep_bos\x18\x04 \x01(\x08\x12\x17\n\x0freference_stats\x18\x05 \x01(\t\x12\x0f\n\x07steered\x18\x06 \x01(\x08\x12\r\n\x05stems\x18\x07 \x03(\t\x12\x1b\n\x13\x61udio_vector_sha256\x18\x08 \x01(\t\"\x87\x02\n\x10GenerationRecord\x12\x0c\n\x04seed\x18\x01 \x01(\x04\x12\r\n\x05steps\x18\x02 \x01(\x05\x12\x17\n\x0f\x64\x65noising_steps\x18\x03 \x01(\x05\x12\x10\n\x08guidance\x18\x04 \x01(\x01\x12\x14\n\x0cguidance_set\x18\x05 \x01(\x08\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x11\n\tscheduler\x18\x08 \x01(\t\x12\x1b\n\x13requested_scheduler\x18\t \x01(\t\x12\x17\n\x0frequested_width\x18\n \x01(\x05\x12\x18\n\x10requested_height\x18\x0b \x01(\x05\x12\x13\n\x0bnative_size\x18\x0c \x01(\x05\"H\n\x10StemFormatRecord\x12\x13\n\x0bsample_rate\x18\x01 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x02 \x01(\x05\x12\r\n\x05\x64type\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61udiomemory/v1/record.proto\x12\x0e\x61udiomemory.v1\x1a\x1b\x61udiomemory/v1/common.proto\x1a!audiomemory/v1/orchestrator.proto\x1a audiomemory/v1/transcriber.proto\"\xaf\x04\n\x0bImageRecord\x12\x0e\n\x06schema\x18\x01 \x01(\x05\x12(\n\x04song\x18\x02 \x01(\x0b\x32\x1a.audiomemory.v1.SongRecord\x12,\n\x06lyrics\x18\x03 \x01(\x0b\x32\x1c.audiomemory.v1.LyricsRecord\x12,\n\x06\x66usion\x18\x04 \x01(\x0b\x32\x1c.audiomemory.v1.FusionRecord\x12\x34\n\ngeneration\x18\x05 \x01(\x0b\x32 .audiomemory.v1.GenerationRecord\x12\x11\n\tcache_hit\x18\x06 \x01(\x08\x12\x35\n\x0bstem_format\x18\x07 \x01(\x0b\x32 .audiomemory.v1.StemFormatRecord\x12\x0f\n\x07profile\x18\x08 \x01(\t\x12\x33\n\x07request\x18\t \x01(\x0b\x32\".audiomemory.v1.CreateImageOptions\x12\x37\n\x06served\x18\n \x03(\x0b\x32\'.audiomemory.v1.ImageRecord.ServedEntry\x12\x14\n\x0c\x63reated_unix\x18\x0b \x01(\x03\x12.\n\x07section\x18\x0c \x01(\x0b\x32\x1d.audiomemory.v1.SectionRecord\x1a\x45\n\x0bServedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.audiomemory.v1.Served:\x02\x38\x01\"~\n\rSectionRecord\x12\r\n\x05index\x18\x01 \x01(\x05\x12#\n\x05spans\x18\x02 \x03(\x0b\x32\x14.audiomemory.v1.Span\x12\r\n\x05words\x18\x03 \x01(\t\x12*\n\x05\x62\x61tch\x18\x04 \x01(\x0b\x32\x1b.audiomemory.v1.BatchRecord\"P\n\x0b\x42\x61tchRecord\x12\r\n\x05index\x18\x01 \x01(\x05\x12#\n\x05spans\x18\x02 \x03(\x0b\x32\x14.audiomemory.v1.Span\x12\r\n\x05seeds\x18\x03 \x03(\x04\"\x97\x01\n\nSongRecord\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x11\n\tcontainer\x18\x04 \x01(\t\x12\r\n\x05\x63odec\x18\x05 \x01(\t\x12\x13\n\x0bsample_rate\x18\x06 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x07 \x01(\x05\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\"\xc4\x01\n\x0cLyricsRecord\x12\x0e\n\x06window\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x03 \x01(\t\x12\x11\n\ttruncated\x18\x04 \x03(\x08\x12\x0c\n\x04\x66ull\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12.\n\ntranscript\x18\x07 \x01(\x0b\x32\x1a.audiomemory.v1.Transcript\x12\x1c\n\x14transcript_cache_hit\x18\x08 \x01(\x08\"\xb5\x01\n\x0c\x46usionRecord\x12\x10\n\x08strength\x18\x01 \x01(\x01\x12\x17\n\x0fprojection_seed\x18\x02 \x01(\x04\x12\x12\n\nprojection\x18\x03 \x01(\t\x12\x10\n\x08keep_bos\x18\x04 \x01(\x08\x12\x17\n\x0freference_stats\x18\x05 \x01(\t\x12\x0f\n\x07steered\x18\x06 \x01(\x08\x12\r\n\x05stems\x18\x07 \x03(\t\x12\x1b\n\x13\x61udio_vector_sha256\x18\x08 \x01(\t\"\x87\x02\n\x10GenerationRecord\x12\x0c\n\x04seed\x18\x01 \x01(\x04\x12\r\n\x05steps\x18\x02 \x01(\x05\x12\x17\n\x0f\x64\x65noising_steps\x18\x03 \x01(\x05\x12\x10\n\x08guidance\x18\x04 \x01(\x01\x12\x14\n\x0cguidance_set\x18\x05 \x01(\x08\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x11\n\tscheduler\x18\x08 \x01(\t\x12\x1b\n\x13requested_scheduler\x18\t \x01(\t\x12\x17\n\x0frequested_width\x18\n \x01(\x05\x12\x18\n\x10requested_height\x18\x0b \x01(\x05\x12\x13\n\x0bnative_size\x18\x0c \x01(\x05\"H\n\x10StemFormatRecord\x12\x13\n\x0bsample_rate\x18\x01 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x02 \x01(\x05\x12\r\n\x05\x64type\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,17 +37,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IMAGERECORD_SERVEDENTRY']._loaded_options = None
   _globals['_IMAGERECORD_SERVEDENTRY']._serialized_options = b'8\001'
   _globals['_IMAGERECORD']._serialized_start=146
-  _globals['_IMAGERECORD']._serialized_end=657
-  _globals['_IMAGERECORD_SERVEDENTRY']._serialized_start=588
-  _globals['_IMAGERECORD_SERVEDENTRY']._serialized_end=657
-  _globals['_SONGRECORD']._serialized_start=660
-  _globals['_SONGRECORD']._serialized_end=811
-  _globals['_LYRICSRECORD']._serialized_start=814
-  _globals['_LYRICSRECORD']._serialized_end=1010
-  _globals['_FUSIONRECORD']._serialized_start=1013
-  _globals['_FUSIONRECORD']._serialized_end=1194
-  _globals['_GENERATIONRECORD']._serialized_start=1197
-  _globals['_GENERATIONRECORD']._serialized_end=1460
-  _globals['_STEMFORMATRECORD']._serialized_start=1462
-  _globals['_STEMFORMATRECORD']._serialized_end=1534
+  _globals['_IMAGERECORD']._serialized_end=705
+  _globals['_IMAGERECORD_SERVEDENTRY']._serialized_start=636
+  _globals['_IMAGERECORD_SERVEDENTRY']._serialized_end=705
+  _globals['_SECTIONRECORD']._serialized_start=707
+  _globals['_SECTIONRECORD']._serialized_end=833
+  _globals['_BATCHRECORD']._serialized_start=835
+  _globals['_BATCHRECORD']._serialized_end=915
+  _globals['_SONGRECORD']._serialized_start=918
+  _globals['_SONGRECORD']._serialized_end=1069
+  _globals['_LYRICSRECORD']._serialized_start=1072
+  _globals['_LYRICSRECORD']._serialized_end=1268
+  _globals['_FUSIONRECORD']._serialized_start=1271
+  _globals['_FUSIONRECORD']._serialized_end=1452
+  _globals['_GENERATIONRECORD']._serialized_start=1455
+  _globals['_GENERATIONRECORD']._serialized_end=1718
+  _globals['_STEMFORMATRECORD']._serialized_start=1720
+  _globals['_STEMFORMATRECORD']._serialized_end=1792
 # @@protoc_insertion_point(module_scope)

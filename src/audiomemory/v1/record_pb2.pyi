@@ -61,6 +61,7 @@ class ImageRecord(_message.Message):
     REQUEST_FIELD_NUMBER: _builtins.int
     SERVED_FIELD_NUMBER: _builtins.int
     CREATED_UNIX_FIELD_NUMBER: _builtins.int
+    SECTION_FIELD_NUMBER: _builtins.int
     schema: _builtins.int
     """2 (1: the untyped record before this message)."""
     cache_hit: _builtins.bool
@@ -88,6 +89,10 @@ class ImageRecord(_message.Message):
     def served(self) -> _containers.MessageMap[_builtins.str, _common_pb2.Served]:
         """Service kind → the replica that served this job's call (its call header); "orchestrator" → itself."""
 
+    @_builtins.property
+    def section(self) -> Global___SectionRecord:
+        """Set when the image is a section of a reel (its span is request.span)."""
+
     def __init__(
         self,
         *,
@@ -102,14 +107,83 @@ class ImageRecord(_message.Message):
         request: _orchestrator_pb2.CreateImageOptions | None = ...,
         served: _abc.Mapping[_builtins.str, _common_pb2.Served] | None = ...,
         created_unix: _builtins.int = ...,
+        section: Global___SectionRecord | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["fusion", b"fusion", "generation", b"generation", "lyrics", b"lyrics", "request", b"request", "song", b"song", "stem_format", b"stem_format"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fusion", b"fusion", "generation", b"generation", "lyrics", b"lyrics", "request", b"request", "section", b"section", "song", b"song", "stem_format", b"stem_format"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hit", b"cache_hit", "created_unix", b"created_unix", "fusion", b"fusion", "generation", b"generation", "lyrics", b"lyrics", "profile", b"profile", "request", b"request", "schema", b"schema", "served", b"served", "song", b"song", "stem_format", b"stem_format"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hit", b"cache_hit", "created_unix", b"created_unix", "fusion", b"fusion", "generation", b"generation", "lyrics", b"lyrics", "profile", b"profile", "request", b"request", "schema", b"schema", "section", b"section", "served", b"served", "song", b"song", "stem_format", b"stem_format"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImageRecord: _TypeAlias = ImageRecord  # noqa: Y015
+
+@_typing.final
+class SectionRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    SPANS_FIELD_NUMBER: _builtins.int
+    WORDS_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """This section's place in the reel (0-based)."""
+    words: _builtins.str
+    """Where its words came from: "transcript", "timed_lyrics" or "salient"."""
+    @_builtins.property
+    def spans(self) -> _containers.RepeatedCompositeFieldContainer[_orchestrator_pb2.Span]:
+        """All the reel's sections, in order."""
+
+    @_builtins.property
+    def batch(self) -> Global___BatchRecord:
+        """Set when painting it in a batch changed its pixels (reproduce repaints the batch)."""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        spans: _abc.Iterable[_orchestrator_pb2.Span] | None = ...,
+        words: _builtins.str = ...,
+        batch: Global___BatchRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "index", b"index", "spans", b"spans", "words", b"words"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SectionRecord: _TypeAlias = SectionRecord  # noqa: Y015
+
+@_typing.final
+class BatchRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    SPANS_FIELD_NUMBER: _builtins.int
+    SEEDS_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """This image's item in the batch."""
+    @_builtins.property
+    def spans(self) -> _containers.RepeatedCompositeFieldContainer[_orchestrator_pb2.Span]:
+        """The batch's items' spans, in order."""
+
+    @_builtins.property
+    def seeds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The batch's items' seeds, in order."""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        spans: _abc.Iterable[_orchestrator_pb2.Span] | None = ...,
+        seeds: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "seeds", b"seeds", "spans", b"spans"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchRecord: _TypeAlias = BatchRecord  # noqa: Y015
 
 @_typing.final
 class SongRecord(_message.Message):
