@@ -17,7 +17,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,10 +250,17 @@ class ImageResult:
 
 
 def build_options(lyrics: str = "", *, filename: str = "", **kwargs: Any) -> orchestrator_pb2.CreateImageOptions:
-    """``CreateImageOptions`` from keyword arguments; ``None`` (or leaving one out) means the server's default."""
+    """``CreateImageOptions`` from keyword arguments; ``None`` (or leaving one out) means the server's default. A
+    map field takes a dict (``stem_weights={"vocals": 1.5}``), a repeated one a list (``timed_lyrics``)."""
     options = orchestrator_pb2.CreateImageOptions(lyrics=lyrics, filename=filename)
     for key, value in kwargs.items():
-        if value is not None:
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            getattr(options, key).update(value)
+        elif isinstance(value, list | tuple):
+            getattr(options, key).extend(value)
+        else:
             setattr(options, key, value)
     return options
 

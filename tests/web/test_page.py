@@ -167,3 +167,39 @@ def test_lyrics_from_the_song_are_transcribed_when_the_orchestrator_has_a_transc
     entry = read_entry(server.log.parent / "out" / done.split(": ")[-1])
     assert entry is not None and entry.record.lyrics.source == "transcribed"
     assert entry.form()["from_song"] is True
+
+
+def test_stem_weights_and_lrc_lyrics_reach_the_record_and_a_remix_brings_them_back(
+    page: Any, server: WebServer, song: Path
+) -> None:
+    open_page(page, server)
+    upload(page, song)
+    small_job(page)
+    page.locator("#lyrics textarea").fill("[00:00.50]one\nan untimed line\n")
+    page.locator("#generate").click()
+    bad = wait_status(page, "lyrics:", 30_000)
+    assert bad == "lyrics: they look like LRC, but line 2: neither a time tag [mm:ss.xx] nor a tag [key:value]: " \
+                  "'an untimed line'"
+    lrc = "[00:00.00]la la la\n[00:01.00]the night is young\n"
+    page.locator("#lyrics textarea").fill(lrc)
+    for stem, value in (("vocals", "2.5"), ("drums", "0")):
+        box = page.locator(f"#weight-{stem} input[type=number]")
+        box.fill(value)
+        box.press("Enter")
+    page.locator("#generate").click()
+    done = wait_status(page, "done in")
+    entry = read_entry(server.log.parent / "out" / done.split(": ")[-1])
+    assert entry is not None
+    assert dict(entry.record.request.stem_weights) == {"vocals": 2.5, "drums": 0.0, "bass": 1.0, "other": 1.0}
+    assert [(s.start, s.end, s.text) for s in entry.record.request.timed_lyrics] == [
+        (0.0, 1.0, "la la la"), (1.0, 0.0, "the night is young")]
+    assert "Stem weights: vocals=2.5 drums=0 bass=1 other=1" in page.locator("#parameters textarea").input_value()
+
+    # remix: the weights and the lyrics with their times come back into the form
+    page.locator("#lyrics textarea").fill("")
+    page.locator("#weight-vocals input[type=number]").fill("1")
+    page.locator("#gallery img").first.click()  # the newest image: this one
+    wait_status(page, "remix of")
+    assert page.locator("#lyrics textarea").input_value() == lrc
+    assert page.locator("#weight-vocals input[type=number]").input_value() == "2.5"
+    assert page.locator("#weight-drums input[type=number]").input_value() == "0"

@@ -1,10 +1,12 @@
-"""What the commands share: the embedded stack (with its model profile), running a job, writing its result."""
+"""What the commands share: the embedded stack (with its model profile), running a job, writing its result, and
+reading the options more than one command takes (``--stem-weights``, lyrics files that may be LRC)."""
 
 from __future__ import annotations
 
 import functools
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -19,11 +21,13 @@ from tqdm import tqdm
 
 from audiomemory import profiles
 from audiomemory.client import Client, ImageResult, UnreadableMetadata, record_dict, status_text
+from audiomemory.defaults import MAX_STEM_WEIGHT, STEMS
+from audiomemory.lrc import LrcError, looks_like_lrc, parse_lrc, write_lrc
 from audiomemory.progress import JobState, stage_name
 from audiomemory.runtime.backend import download_blocked, hf_endpoint
 from audiomemory.runtime.errors import FailedPrecondition
 from audiomemory.stack import LocalStack
-from audiomemory.v1 import orchestrator_pb2
+from audiomemory.v1 import orchestrator_pb2, transcriber_pb2
 
 TINY_BANNER = (
     "NOTE: --models tiny uses small RANDOM-WEIGHT models. The pipeline runs for real, "
@@ -224,3 +228,82 @@ def write_result(result: ImageResult, out: Path, sidecar: bool) -> None:
         side = out.with_suffix(".json")
         side.write_text(json.dumps(record_dict(result.record), indent=2, sort_keys=True))
         click.echo(f"wrote {side}", err=True)
+
+
+STEM_WEIGHTS_HELP = (f"The listener's emphasis: STEM=WEIGHT,... with stems {', '.join(STEMS)}, each weight in "
+                     f"[0, {MAX_STEM_WEIGHT:g}] (a stem not named: 1), e.g. vocals=1.5,drums=0.5.")
+
+
+def parse_stem_weights(_ctx: click.Context | None, _param: click.Parameter | None, spec: str | None
+                       ) -> dict[str, float] | None:
+    """``--stem-weights vocals=1.5,drums=0.5`` → ``{"vocals": 1.5, "drums": 0.5}`` (a click callback)."""
+    if not spec:
+        return None
+    weights: dict[str, float] = {}
+    for item in spec.split(","):
+        name, eq, value = (part.strip() for part in item.partition("="))
+        if name not in STEMS or not eq:
+            raise click.BadParameter(f"expected STEM=WEIGHT with STEM one of {', '.join(STEMS)}, got {item.strip()!r}",
+                                     param_hint="--stem-weights")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = math.nan
+        if not 0.0 <= weight <= MAX_STEM_WEIGHT:  # NaN fails too
+            raise click.BadParameter(f"{name}: a weight in [0, {MAX_STEM_WEIGHT:g}], got {value!r}",
+                                     param_hint="--stem-weights")
+        if name in weights:
+            raise click.BadParameter(f"{name} is named twice", param_hint="--stem-weights")
+        weights[name] = weight
+    return weights
+
+
+@dataclass(frozen=True)
+class GivenLyrics:
+    """Lyrics from a file (or stdin): plain ``text``, or ``timed`` lines when it is LRC (``text`` then "")."""
+
+    text: str
+    timed: tuple[transcriber_pb2.TranscriptSegment, ...] = ()
+
+
+def read_lyrics(spec: str) -> GivenLyrics:
+    """A lyrics file (``-``: stdin) as given lyrics: an ``.lrc`` file, or text whose first line that is not a
+    metadata tag starts with a time tag, is read as LRC (``audiomemory.lrc``): its lines with their times (the
+    last line's end 0: the song's end); a line that is not LRC is a usage error naming it."""
+    name = "stdin" if spec == "-" else spec
+    text = sys.stdin.read() if spec == "-" else Path(spec).read_text(encoding="utf-8")
+    if not (spec.lower().endswith(".lrc") or looks_like_lrc(text)):
+        return GivenLyrics(text)
+    try:
+        lrc = parse_lrc(text)
+    except LrcError as exc:
+        raise click.BadParameter(f"{name} is not LRC: {exc}", param_hint="--lyrics") from None
+    if not lrc.lines:
+        raise click.BadParameter(f"{name}: no timed line with words (LRC lines are [mm:ss.xx]words)",
+                                 param_hint="--lyrics")
+    return GivenLyrics("", tuple(transcriber_pb2.TranscriptSegment(start=line.start, end=line.end, text=line.text)
+                                 for line in lrc.lines))
+
+
+def timed_lines(result: ImageResult) -> tuple[list[tuple[float, float, str]], str]:
+    """An image's lyrics with their times — the transcript's segments when they were heard, else the timed
+    lyrics it was given — and where they came from ("transcribed", "given"; ``[]`` and "" when none)."""
+    record = result.record
+    if record.lyrics.HasField("transcript"):
+        return [(s.start, s.end, s.text) for s in record.lyrics.transcript.segments], "transcribed"
+    if record.request.timed_lyrics:
+        return [(s.start, s.end, s.text) for s in record.request.timed_lyrics], "given"
+    return [], ""
+
+
+def write_lrc_file(result: ImageResult, path: Path) -> None:
+    """``--lrc FILE``: the image's timed lyrics as an ``.lrc`` file; a note (and nothing written) when the lyrics
+    have no times."""
+    lines, source = timed_lines(result)
+    if not source:
+        click.secho(f"--lrc: the image's lyrics have no times ({result.record.lyrics.source or 'none'}); {path} "
+                    "not written", fg="yellow", err=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(write_lrc(lines, {"re": f"audiomemory ({source})"}), encoding="utf-8")
+    click.echo(f"wrote {path} ({len(lines)} line(s), {source})", err=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import grpc
@@ -11,17 +12,23 @@ import grpc
 from audiomemory.cli.common import (
     MODELS_HELP,
     PLAINTEXT,
+    STEM_WEIGHTS_HELP,
     Connection,
+    GivenLyrics,
     connection_options,
     orchestrator_address,
+    parse_stem_weights,
+    read_lyrics,
     run_job,
+    write_lrc_file,
     write_result,
 )
 from audiomemory.client import ImageResult
 from audiomemory.v1 import orchestrator_pb2
 
 LYRICS_HELP = ("Lyrics file, - for stdin, auto (transcribe the vocal stem when a transcriber is available, else "
-               "none) or none (the audio alone steers). Default: auto.")
+               "none) or none (the audio alone steers). Default: auto. An .lrc file (or text whose lines start "
+               "with [mm:ss.xx] time tags) gives the lyrics with their times.")
 
 
 def _parse_size(size: str | None) -> tuple[int | None, int | None]:
@@ -63,6 +70,11 @@ def print_lyrics(result: ImageResult) -> None:
                    f"window: {lyrics.text}")
         for seg in transcript.segments:
             click.echo(f"[{_clock(seg.start)} → {_clock(seg.end)}] {seg.text}")
+    elif lyrics.source == "given" and result.record.request.timed_lyrics:
+        timed = result.record.request.timed_lyrics
+        click.echo(f"# given with their times, {len(timed)} line(s); window: {lyrics.text}")
+        for seg in timed:
+            click.echo(f"[{_clock(seg.start)} → {_clock(seg.end) if seg.end else 'end'}] {seg.text}")
     elif lyrics.source == "given":
         click.echo(f"# given; window: {lyrics.text}")
         click.echo(lyrics.full)
@@ -94,22 +106,45 @@ def _clock(seconds: float) -> str:
 @click.option("--models", default="auto", show_default=True, help=MODELS_HELP)
 @click.option("--orchestrator", help="HOST:PORT of a running orchestrator (default: start everything here).")
 @connection_options
+@click.option("--stem-weights", callback=parse_stem_weights, metavar="STEM=W,...", help=STEM_WEIGHTS_HELP)
+@click.option("--lrc", "lrc_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the lyrics with their times (what was heard, or the LRC given) as an .lrc file.")
 @click.option("--sidecar", is_flag=True, help="Also write the metadata as OUT.json.")
 def generate(song: Path, lyrics_spec: str, print_lyrics_: bool, out: Path, seed: int, strength: float | None,
              steps: int | None, guidance: float | None, size: str | None, scheduler: str | None, lyrics_window: str,
-             negative: str, projection_seed: int, models: str, orchestrator: str | None, sidecar: bool,
+             negative: str, projection_seed: int, models: str, orchestrator: str | None,
+             stem_weights: dict[str, float] | None, lrc_out: Path | None, sidecar: bool,
              connection: Connection) -> None:
     """Turn SONG (wav, flac, mp3, ogg, opus, m4a) and its lyrics into an image."""
     width, height = _parse_size(size)
-    options = {"seed": seed, "strength": strength, "steps": steps, "guidance": guidance, "width": width,
-               "height": height, "scheduler": scheduler, "lyrics_window": lyrics_window,
-               "negative_prompt": negative, "projection_seed": projection_seed}
+    options: dict[str, Any] = {
+        "seed": seed, "strength": strength, "steps": steps, "guidance": guidance, "width": width, "height": height,
+        "scheduler": scheduler, "lyrics_window": lyrics_window, "negative_prompt": negative,
+        "projection_seed": projection_seed, "stem_weights": stem_weights}
     connection = connection if orchestrator else PLAINTEXT
-    if lyrics_spec not in ("auto", "none", "-") and not Path(lyrics_spec).is_file():
-        raise click.BadParameter(f"expected a lyrics file, -, auto or none, got {lyrics_spec!r}", param_hint="--lyrics")
+    given = _given_lyrics(lyrics_spec, lrc_out)  # before the services start: a bad file fails at once
     with orchestrator_address(models, orchestrator) as address:
-        lyrics, source = lyrics_options(lyrics_spec, address, connection)
+        if given is None:
+            lyrics, source = lyrics_options(lyrics_spec, address, connection)
+        else:
+            lyrics, source = given.text, orchestrator_pb2.LYRICS_SOURCE_GIVEN
+            options["timed_lyrics"] = list(given.timed) or None
         result = run_job(address, song, lyrics, {**options, "lyrics_source": source}, connection=connection)
     write_result(result, out, sidecar)
+    if lrc_out is not None:
+        write_lrc_file(result, lrc_out)
     if print_lyrics_:
         print_lyrics(result)
+
+
+def _given_lyrics(spec: str, lrc_out: Path | None) -> GivenLyrics | None:
+    """``--lyrics FILE`` (or ``-``) read, an LRC file parsed; ``None`` for auto and none. ``--lrc`` needs lyrics
+    that can have times."""
+    if spec not in ("auto", "none", "-") and not Path(spec).is_file():
+        raise click.BadParameter(f"expected a lyrics file, -, auto or none, got {spec!r}", param_hint="--lyrics")
+    given = None if spec in ("auto", "none") else read_lyrics(spec)
+    if lrc_out is not None and (spec == "none" or (given is not None and not given.timed)):
+        raise click.BadParameter("writes lyrics with their times: transcribed ones (--lyrics auto) or an LRC file; "
+                                 f"--lyrics {'none' if spec == 'none' else 'with plain text'} has none",
+                                 param_hint="--lrc")
+    return given

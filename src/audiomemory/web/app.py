@@ -20,9 +20,10 @@ import gradio as gr
 import grpc
 
 from audiomemory.client import Client, ImageJob, ImageResult, status_text
-from audiomemory.defaults import DEFAULT_STRENGTH
+from audiomemory.defaults import DEFAULT_STRENGTH, STEMS
+from audiomemory.lrc import LrcError, looks_like_lrc, parse_lrc
 from audiomemory.progress import JobState
-from audiomemory.v1 import orchestrator_pb2
+from audiomemory.v1 import orchestrator_pb2, transcriber_pb2
 from audiomemory.web.page import SEED_MAX, layout
 from audiomemory.web.results import Results, read_entry
 
@@ -51,6 +52,21 @@ class Limits:
         # The page is one caller to the orchestrator: it runs no more jobs at once than a caller's share.
         share = extra.get("caller_share", "")
         return replace(limits, concurrency=min(limits.concurrency, int(share))) if share.isdigit() else limits
+
+
+def stem_weights(values: tuple[float, ...]) -> dict[str, float] | None:
+    """The sliders' weights as ``stem_weights``; ``None`` when every one is 1 (nothing to emphasise)."""
+    weights = {stem: float(value) for stem, value in zip(STEMS, values, strict=True)}
+    return None if all(value == 1.0 for value in weights.values()) else weights
+
+
+def lyrics_text(lyrics: str) -> tuple[str, list[transcriber_pb2.TranscriptSegment] | None]:
+    """The lyrics box as (lyrics, timed lines): LRC text (``lrc.looks_like_lrc``) goes as timed lines, any other
+    as the lyrics; ``LrcError`` names a line of LRC that is not."""
+    if not looks_like_lrc(lyrics):
+        return lyrics, None
+    lines = parse_lrc(lyrics).lines
+    return "", [transcriber_pb2.TranscriptSegment(start=line.start, end=line.end, text=line.text) for line in lines]
 
 
 class WebApp:
@@ -118,22 +134,29 @@ class WebApp:
         return [(str(e.path), e.caption) for e in entries], [str(e.path) for e in entries]
 
     def generate(self, song: str | None, lyrics: str, from_song: bool, strength: float, seed: float, steps: float,
-                 width: float, height: float, scheduler: str | None, request: gr.Request,
+                 width: float, height: float, scheduler: str | None, vocals: float, drums: float, bass: float,
+                 other: float, request: gr.Request,
                  progress: gr.Progress = gr.Progress()) -> Iterator[dict[Any, Any]]:  # noqa: B008 (Gradio's way)
         page = self.page
         if not song:
             yield {page.status: "song: drop or pick a song file first (wav, flac, mp3, ogg, opus, m4a)"}
+            return
+        options: dict[str, Any] = {"seed": int(seed or 0), "strength": float(strength), "steps": int(steps),
+                                   "width": int(width), "height": int(height), "scheduler": scheduler or None,
+                                   "stem_weights": stem_weights((vocals, drums, bass, other))}
+        try:
+            text, options["timed_lyrics"] = ("", None) if from_song else lyrics_text(lyrics or "")
+        except LrcError as err:
+            yield {page.status: f"lyrics: they look like LRC, but {err}"}
             return
         try:
             kept = self.results.keep_song(Path(song), Path(song).name)
         except FileNotFoundError:
             yield {page.status: "song: this upload is no longer kept here; drop the song again"}
             return
-        options: dict[str, Any] = {"seed": int(seed or 0), "strength": float(strength), "steps": int(steps),
-                                   "width": int(width), "height": int(height), "scheduler": scheduler or None}
         if from_song:
             options["lyrics_source"] = orchestrator_pb2.LYRICS_SOURCE_TRANSCRIBE
-        job = self.client.start_image(kept, lyrics="" if from_song else lyrics or "", **options)
+        job = self.client.start_image(kept, lyrics=text, **options)
         with self._lock:
             self._jobs[request.session_hash or ""] = job
         started = time.monotonic()
@@ -203,6 +226,6 @@ class WebApp:
         return (
             str(song) if song else gr.update(), form["lyrics"], form["from_song"], form["strength"],
             random.randint(0, SEED_MAX),
-            form["steps"], form["width"], form["height"], scheduler,
+            form["steps"], form["width"], form["height"], scheduler, *form["stem_weights"],
             f"remix of {entry.path.name}: new seed" + ("" if song else f"; drop {name} again to run it"),
         )

@@ -4,11 +4,12 @@ gallery below. ``Page`` names each one so that the handlers (``app``) can update
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
 from audiomemory.cli.common import TINY_BANNER
-from audiomemory.defaults import DEFAULT_STRENGTH
+from audiomemory.defaults import DEFAULT_STRENGTH, MAX_STEM_WEIGHT, STEMS
 
 # What the file picker offers (the orchestrator's decoder takes more, and judges what it is given).
 AUDIO_TYPES = ["audio", ".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac"]
@@ -28,6 +29,7 @@ class Page:
     width: gr.Slider
     height: gr.Slider
     scheduler: gr.Dropdown
+    weights: list[gr.Slider]  # one per stem of STEMS: the listener's emphasis
     generate: gr.Button
     cancel: gr.Button
     status: gr.Textbox
@@ -41,11 +43,11 @@ class Page:
     def form(self) -> list[gr.components.Component]:
         """The job's inputs, in the order the generate handler takes them."""
         return [self.song, self.lyrics, self.from_song, self.strength, self.seed, self.steps, self.width,
-                self.height, self.scheduler]
+                self.height, self.scheduler, *self.weights]
 
 
-def _form() -> dict[str, gr.components.Component]:
-    parts: dict[str, gr.components.Component] = {}
+def _form() -> dict[str, Any]:
+    parts: dict[str, Any] = {}
     parts["song"] = gr.File(label="Song", file_types=AUDIO_TYPES, type="filepath", elem_id="song")
     parts["lyrics"] = gr.Textbox(label="Lyrics (optional: without them the audio alone steers)", lines=6,
                                  elem_id="lyrics")
@@ -63,6 +65,10 @@ def _form() -> dict[str, gr.components.Component]:
         parts["height"] = gr.Slider(64, 1024, value=512, step=8, label="Height", elem_id="height")
     parts["scheduler"] = gr.Dropdown([("the model's default", "")], value="", label="Scheduler",
                                      elem_id="scheduler")
+    gr.Markdown("Emphasis: how much each stem weighs in the song's memory (1 = as heard, 0 = left out)")
+    with gr.Row():
+        parts["weights"] = [gr.Slider(0.0, MAX_STEM_WEIGHT, value=1.0, step=0.05, label=stem.capitalize(),
+                                      elem_id=f"weight-{stem}", min_width=100) for stem in STEMS]
     with gr.Row():
         parts["generate"] = gr.Button("Generate", variant="primary", elem_id="generate")
         parts["cancel"] = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -86,4 +92,4 @@ def layout(tiny: bool) -> Page:
                          fit_columns=False, height=260, object_fit="contain", allow_preview=False,
                          interactive=False, elem_id="gallery")
     return Page(banner=banner, status=status, image=image, parameters=parameters, download=download,
-                gallery=gallery, shown=gr.State([]), **form)  # type: ignore[arg-type]
+                gallery=gallery, shown=gr.State([]), **form)

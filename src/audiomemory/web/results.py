@@ -24,6 +24,8 @@ from audiomemory.client import (
     read_png_text,
     record_from_json,
 )
+from audiomemory.defaults import STEMS
+from audiomemory.lrc import write_lrc
 from audiomemory.v1 import record_pb2
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,10 @@ class Entry:
     def form(self) -> dict[str, Any]:
         """The form's fields as they were for this image (the seed too: a remix draws a new one)."""
         record, gen = self.record, self.record.generation
+        timed = record.request.timed_lyrics  # given as LRC: back as LRC, times and all
+        weights = record.request.stem_weights
         return {
-            "lyrics": record.lyrics.full,
+            "lyrics": write_lrc((s.start, s.end, s.text) for s in timed) if timed else record.lyrics.full,
             "from_song": record.lyrics.source == "transcribed",
             "strength": record.fusion.strength if record.HasField("fusion") else None,
             "seed": gen.seed,
@@ -56,6 +60,7 @@ class Entry:
             "width": gen.width,
             "height": gen.height,
             "scheduler": record.request.scheduler,
+            "stem_weights": [float(weights.get(stem, 1.0)) for stem in STEMS],
         }
 
 

@@ -7,7 +7,10 @@ Public API:
 - ``ReferenceStats``              — per-dimension μ/σ for centring, ``from_file`` (``.npz`` / ``.safetensors``
                                     with ``mean`` and ``std``).
 - ``centre(a, stats)``            — step 1.
-- ``audio_direction(a, P, stats)`` — steps 1–3: the unit vector ``û`` or ``None`` when ``‖u‖ < 1e-8``.
+- ``weigh_stems(a_c, weights)``   — step 1b: each stem's part of the centred vector times its weight
+                                    (``None`` or all 1: ``a_c`` itself, untouched).
+- ``audio_direction(a, P, stats, stem_weights)`` — steps 1–3: the unit vector ``û`` or ``None`` when
+                                    ``‖u‖ < 1e-8``.
 - ``fuse(E, a, alpha, ...)``      — steps 1–4: ``E'_i = E_i + α‖E_i‖û`` for every token i.
 - ``Fusion``                      — the orchestrator's fusion settings (projection file or seed, reference
                                     statistics, default strength) and ``apply``, which also says whether
@@ -28,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,7 +44,7 @@ from audiomemory.runtime.errors import FailedPrecondition, InvalidInput
 
 __all__ = [
     "STEM_ORDER", "Fused", "Fusion", "Projection", "ReferenceStats", "audio_direction", "centre", "fuse",
-    "pool_stems", "resolve_strength",
+    "pool_stems", "resolve_strength", "weigh_stems",
 ]
 
 NORM_EPS = 1e-8  # ‖u‖ below this → no perturbation (§2 step 3)
@@ -180,11 +184,28 @@ def centre(a: np.ndarray, stats: ReferenceStats | None = None) -> np.ndarray:
     return np.where(stats.std < _SIGMA_EPS, 0.0, (a64 - stats.mean) / safe)
 
 
+def weigh_stems(a_c: np.ndarray, weights: Sequence[float] | None) -> np.ndarray:
+    """§2 step 1b: ``a_w = w ⊙ a_c``, ``w`` repeating stem s's weight over its part of the vector (its mean and
+    std: ``a_c.size / len(weights)`` values, stems in ``STEM_ORDER``). ``None`` or all 1: ``a_c`` itself,
+    untouched (bit for bit)."""
+    if weights is None or all(w == 1.0 for w in weights):
+        return a_c
+    if len(weights) != len(STEM_ORDER):
+        raise FailedPrecondition(f"stem weights: one per stem {list(STEM_ORDER)}, got {len(weights)}")
+    if a_c.size % len(weights):
+        raise FailedPrecondition(
+            f"the audio vector's {a_c.size} values do not split into {len(weights)} stems' equal parts"
+        )
+    return a_c * np.repeat(np.asarray(weights, dtype=np.float64), a_c.size // len(weights))
+
+
 def audio_direction(
-    a: np.ndarray, projection: Projection, stats: ReferenceStats | None = None
+    a: np.ndarray, projection: Projection, stats: ReferenceStats | None = None,
+    stem_weights: Sequence[float] | None = None,
 ) -> np.ndarray | None:
-    """§2 steps 1–3: ``û = P a_c / ‖P a_c‖`` (float64 ``[D]``), or ``None`` when ``‖u‖ < 1e-8``."""
-    a_c = centre(a, stats)
+    """§2 steps 1–3: ``û = P a_w / ‖P a_w‖`` (float64 ``[D]``), or ``None`` when ``‖u‖ < 1e-8``; ``a_w`` is the
+    centred vector with each stem's part weighted (``weigh_stems``; ``None`` = unweighted)."""
+    a_c = weigh_stems(centre(a, stats), stem_weights)
     if projection.in_dim != a_c.size:
         raise FailedPrecondition(
             f"the projection takes {projection.in_dim}-d audio vectors but the pooled audio vector has "
@@ -218,20 +239,23 @@ def fuse(
     projection_seed: int = 0,
     stats: ReferenceStats | None = None,
     keep_bos: bool = False,
+    stem_weights: Sequence[float] | None = None,
 ) -> T:
     """§2: ``E'_i = E_i + α‖E_i‖û`` for every token of ``embeddings [..., L, D]``.
 
     ``projection`` defaults to ``Projection.from_seed(D, projection_seed, a.size)``. With ``keep_bos``
-    token 0 is left untouched. Returns the same dtype as ``embeddings``.
+    token 0 is left untouched; ``stem_weights`` (one per stem of ``STEM_ORDER``) weigh the centred vector's
+    stems (step 1b). Returns the same dtype as ``embeddings``.
     """
     alpha = validate_strength(alpha)
-    fused, _ = _fuse_numpy(np.asarray(embeddings), a, alpha, projection, projection_seed, stats, keep_bos)
+    fused, _ = _fuse_numpy(np.asarray(embeddings), a, alpha, projection, projection_seed, stats, keep_bos,
+                           stem_weights)
     return fused  # type: ignore[return-value]
 
 
 def _fuse_numpy(
     e: np.ndarray, a: Any, alpha: float, projection: Projection | None, projection_seed: int,
-    stats: ReferenceStats | None, keep_bos: bool,
+    stats: ReferenceStats | None, keep_bos: bool, stem_weights: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, bool]:
     """``fuse`` on numpy; also whether the audio steered (False for α = 0 or ``‖u‖ < 1e-8``)."""
     if e.ndim < 2 or e.shape[-1] == 0:
@@ -245,7 +269,7 @@ def _fuse_numpy(
             f"the projection gives {projection.out_dim}-d directions but the text embeddings are "
             f"{e.shape[-1]}-d"
         )
-    u_hat = audio_direction(a, projection, stats)
+    u_hat = audio_direction(a, projection, stats, stem_weights)
     if u_hat is None:
         return e.copy(), False
     e64 = e.astype(np.float64)
@@ -298,11 +322,13 @@ class Fusion:
         return self.projection or Projection.from_seed(dim, seed, in_dim)
 
     def apply(
-        self, embeddings: np.ndarray, a: np.ndarray, strength: float, *, projection_seed: int, keep_bos: bool
+        self, embeddings: np.ndarray, a: np.ndarray, strength: float, *, projection_seed: int, keep_bos: bool,
+        stem_weights: Sequence[float] | None = None,
     ) -> Fused:
-        """§2 on ``embeddings [1, L, D]`` with the pooled audio vector ``a``."""
+        """§2 on ``embeddings [1, L, D]`` with the pooled audio vector ``a`` (``stem_weights``: step 1b)."""
         projection = self.projection_for(embeddings.shape[-1], projection_seed, int(a.size))
         fused, steered = _fuse_numpy(
-            np.asarray(embeddings), a, validate_strength(strength), projection, projection_seed, self.stats, keep_bos
+            np.asarray(embeddings), a, validate_strength(strength), projection, projection_seed, self.stats, keep_bos,
+            stem_weights,
         )
         return Fused(fused, steered, projection.identity)

@@ -8,16 +8,21 @@
   generator, checked here before the upload so a bad job costs nothing) and the text encoder's
   ``max_chars``, a transcriber for ``transcribe``; returns the lyrics window the text encoder will read ("" while
   the lyrics are still to be transcribed: ``transcript_window`` then makes it).
+- ``parse_stem_weights(msg)`` — ``stem_weights``: known stems, each in [0, 4] → one weight per stem of
+  ``STEM_ORDER`` (``None``: unweighted); ``timed_lyrics_text(msg, max_lyrics_chars)`` — the lyrics a job reads when
+  they came with their times (``timed_lyrics``: the lines' text, one a line).
 - ``resolved_request(sent, opts)`` — the options as sent with the orchestrator's defaults filled in:
   what an image's metadata records, so that sending it again with the same song reproduces the image.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+from audiomemory.defaults import MAX_STEM_WEIGHT
 from audiomemory.orchestrator.compatibility import Infos
-from audiomemory.orchestrator.fusion import Fusion, resolve_strength
+from audiomemory.orchestrator.fusion import STEM_ORDER, Fusion, resolve_strength
 from audiomemory.orchestrator.lyrics import WINDOWS, lyrics_window
 from audiomemory.runtime.errors import FailedPrecondition, InvalidInput, describe
 from audiomemory.runtime.kinds import MODEL_KINDS
@@ -27,6 +32,7 @@ from audiomemory.v1 import common_pb2, generator_pb2, orchestrator_pb2
 MAX_NEGATIVE_CHARS = 10_000
 MAX_FILENAME_CHARS = 512
 MAX_PIN_CHARS = 200  # a pin's identity (32 hex digits) and its description
+MAX_TIMED_LINES = 2_000  # an LRC file's lines: a record keeps each with its times, and stays under 1 MiB
 #: ``CreateImageOptions.lyrics_source`` → the source a job records ("given" | "transcribe" | "none").
 SOURCES = {
     orchestrator_pb2.LYRICS_SOURCE_GIVEN: "given",
@@ -56,6 +62,7 @@ class JobOptions:
     keep_bos: bool
     filename: str
     pins: dict[str, common_pb2.Pin] = field(default_factory=dict)  # service kind → the identity it must run
+    stem_weights: tuple[float, ...] | None = None  # one per stem of STEM_ORDER; None = unweighted (all 1)
 
 
 def parse_options(msg: orchestrator_pb2.CreateImageOptions, fusion: Fusion, max_lyrics_chars: int) -> JobOptions:
@@ -63,20 +70,21 @@ def parse_options(msg: orchestrator_pb2.CreateImageOptions, fusion: Fusion, max_
     if len(msg.lyrics) > max_lyrics_chars:
         raise InvalidInput(f"options.lyrics: at most {max_lyrics_chars} characters (the orchestrator's "
                            f"max_lyrics_chars), got {len(msg.lyrics)}")
+    lyrics = timed_lyrics_text(msg, max_lyrics_chars) or msg.lyrics
     for name, limit in (("negative_prompt", MAX_NEGATIVE_CHARS), ("filename", MAX_FILENAME_CHARS)):
         value = getattr(msg, name)
         if len(value) > limit:
             raise InvalidInput(f"options.{name}: at most {limit} characters, got {len(value)}")
     if msg.lyrics_window not in ("", *WINDOWS):
         raise InvalidInput(f"options.lyrics_window: one of {list(WINDOWS)}, got {msg.lyrics_window!r}")
-    source = _source(msg)
+    source = _source(msg, lyrics)
     strength = msg.strength if msg.HasField("strength") else fusion.default_strength
     try:
         strength = resolve_strength(strength)
     except InvalidInput:
         raise InvalidInput(f"options.strength: must be in [0, 1], got {msg.strength!r}") from None
     return JobOptions(
-        lyrics=msg.lyrics,
+        lyrics=lyrics,
         source=source,
         window=msg.lyrics_window or WINDOWS[0],
         negative_prompt=msg.negative_prompt,
@@ -92,7 +100,38 @@ def parse_options(msg: orchestrator_pb2.CreateImageOptions, fusion: Fusion, max_
         keep_bos=bool(msg.keep_bos),
         filename=msg.filename,
         pins=_pins(msg),
+        stem_weights=parse_stem_weights(msg),
     )
+
+
+def parse_stem_weights(msg: orchestrator_pb2.CreateImageOptions) -> tuple[float, ...] | None:
+    """``stem_weights`` (stem name → factor, each finite in [0, 4], a stem not named = 1) as one weight per stem
+    of ``STEM_ORDER``; ``None`` when every weight is 1 (the fusion is then the unweighted one, bit for bit)."""
+    for name, value in msg.stem_weights.items():
+        if name not in STEM_ORDER:
+            raise InvalidInput(f"options.stem_weights: keys are the stems {list(STEM_ORDER)}, got {describe(name)}")
+        if not (math.isfinite(value) and 0.0 <= value <= MAX_STEM_WEIGHT):
+            raise InvalidInput(f"options.stem_weights[{name}]: must be in [0, {MAX_STEM_WEIGHT:g}], got {value!r}")
+    weights = tuple(float(msg.stem_weights.get(name, 1.0)) for name in STEM_ORDER)
+    return None if all(w == 1.0 for w in weights) else weights
+
+
+def timed_lyrics_text(msg: orchestrator_pb2.CreateImageOptions, max_lyrics_chars: int) -> str:
+    """The lyrics of ``timed_lyrics`` (an LRC file's lines): their text, one a line — what the whole song's
+    lyrics window reads, as if the same lines had come as ``lyrics``. ``""`` when there are none."""
+    lines = msg.timed_lyrics
+    if not lines:
+        return ""
+    if msg.lyrics:
+        raise InvalidInput(f"options.lyrics: must be empty when timed_lyrics is set (the lines' text is the "
+                           f"lyrics), got {len(msg.lyrics)} characters")
+    if len(lines) > MAX_TIMED_LINES:
+        raise InvalidInput(f"options.timed_lyrics: at most {MAX_TIMED_LINES} lines, got {len(lines)}")
+    text = "\n".join(line.text for line in lines)
+    if len(text) > max_lyrics_chars:
+        raise InvalidInput(f"options.timed_lyrics: at most {max_lyrics_chars} characters of text in all (the "
+                           f"orchestrator's max_lyrics_chars), got {len(text)}")
+    return text
 
 
 def _pins(msg: orchestrator_pb2.CreateImageOptions) -> dict[str, common_pb2.Pin]:
@@ -110,13 +149,17 @@ def _pins(msg: orchestrator_pb2.CreateImageOptions) -> dict[str, common_pb2.Pin]
     return pins
 
 
-def _source(msg: orchestrator_pb2.CreateImageOptions) -> str:
-    """The lyrics source: unset = given lyrics, or none when there are none (what clients sent before)."""
+def _source(msg: orchestrator_pb2.CreateImageOptions, lyrics: str) -> str:
+    """The lyrics source: unset = given lyrics (as text or timed lines), or none when there are none (what
+    clients sent before)."""
     if msg.lyrics_source == orchestrator_pb2.LYRICS_SOURCE_UNSPECIFIED:
-        return "given" if msg.lyrics else "none"
+        return "given" if lyrics else "none"
     if msg.lyrics_source not in SOURCES:
         raise InvalidInput(f"options.lyrics_source: one of {sorted(SOURCE_ENUMS)} (or unset), got {msg.lyrics_source}")
     source = SOURCES[msg.lyrics_source]
+    if source != "given" and msg.timed_lyrics:
+        raise InvalidInput(f"options.timed_lyrics: must be empty when lyrics_source is {source}, got "
+                           f"{len(msg.timed_lyrics)} lines")
     if source != "given" and msg.lyrics:
         raise InvalidInput(f"options.lyrics: must be empty when lyrics_source is {source}, got "
                            f"{len(msg.lyrics)} characters")
@@ -184,4 +227,7 @@ def resolved_request(
     resolved.strength = opts.strength
     resolved.projection_seed = opts.projection_seed
     resolved.lyrics_source = SOURCE_ENUMS[opts.source]
+    if sent.stem_weights:  # the weight of every stem that ran (a stem not named: 1), as the float32 the wire carries
+        resolved.stem_weights.clear()
+        resolved.stem_weights.update(zip(STEM_ORDER, opts.stem_weights or (1.0,) * len(STEM_ORDER), strict=True))
     return resolved

@@ -146,7 +146,8 @@ class Pipeline:
         timings["encode_text"] = time.perf_counter() - start
         report(Event(Stage.STAGE_FUSING, message=f"fusing audio into text, strength {opts.strength:g}"))
         fused = self.fusion.apply(encoded.embeddings[0:1], audio.pooled, opts.strength,
-                                  projection_seed=opts.projection_seed, keep_bos=opts.keep_bos)
+                                  projection_seed=opts.projection_seed, keep_bos=opts.keep_bos,
+                                  stem_weights=opts.stem_weights)
         timings["fuse"] = time.perf_counter() - start
         painting = Painting(fused.embeddings, encoded.embeddings[1:2], opts.seed, opts.steps, opts.guidance,
                             opts.width, opts.height, opts.scheduler)

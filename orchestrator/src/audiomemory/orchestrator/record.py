@@ -60,6 +60,9 @@ def a1111_parameters(record: record_pb2.ImageRecord) -> str:
         ("Lyrics window", lyrics.window),
         ("Song hash", record.song.sha256),
     ]
+    weights = record.request.stem_weights
+    if weights:  # the listener's emphasis, when one was asked for
+        fields.insert(8, ("Stem weights", " ".join(f"{stem}={weights.get(stem, 1.0):g}" for stem in STEM_ORDER)))
     tail = ", ".join(f"{k}: {_one_line(str(v))}" for k, v in fields)
     return f"{lyrics.text}\nNegative prompt: {lyrics.negative_prompt}\n{tail}"
 
