@@ -10,15 +10,24 @@
   the lyrics are still to be transcribed: ``transcript_window`` then makes it).
 - ``resolved_request(sent, opts)`` — the options as sent with the orchestrator's defaults filled in:
   what an image's metadata records, so that sending it again with the same song reproduces the image.
+- ``span_words(opts, infos, transcript)`` — the lyrics window of an image of a span (DESIGN.md §11): the
+  transcript's segments or the timed lyric lines that start inside it, else the whole song's window.
+
+A span (``CreateImageOptions.span``) is checked here for its shape and against the longest song; against the
+song's own length once it is decoded (``timebins.check_span``). Timed lyrics (``timed_lyrics``) are lines with
+finite, non-negative times, in order of their start, at most ``MAX_TIMED_LINES`` of them, their text (one
+line each) counted against ``max_lyrics_chars``; ``lyrics`` must then be empty.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from audiomemory.orchestrator.compatibility import Infos
 from audiomemory.orchestrator.fusion import Fusion, resolve_strength
 from audiomemory.orchestrator.lyrics import WINDOWS, lyrics_window
+from audiomemory.orchestrator.timebins import Span, bin_count, check_span
 from audiomemory.runtime.errors import FailedPrecondition, InvalidInput, describe
 from audiomemory.runtime.kinds import MODEL_KINDS
 from audiomemory.runtime.transcript import Transcript
@@ -27,6 +36,9 @@ from audiomemory.v1 import common_pb2, generator_pb2, orchestrator_pb2
 MAX_NEGATIVE_CHARS = 10_000
 MAX_FILENAME_CHARS = 512
 MAX_PIN_CHARS = 200  # a pin's identity (32 hex digits) and its description
+#: Timed lyric lines a job takes: a line every 0.6 s of a 20-minute song. With ``max_lyrics_chars`` it keeps the
+#: record (which holds the lines with their times, their text and its window) under what a reader takes back.
+MAX_TIMED_LINES = 2000
 #: ``CreateImageOptions.lyrics_source`` → the source a job records ("given" | "transcribe" | "none").
 SOURCES = {
     orchestrator_pb2.LYRICS_SOURCE_GIVEN: "given",
@@ -56,10 +68,32 @@ class JobOptions:
     keep_bos: bool
     filename: str
     pins: dict[str, common_pb2.Pin] = field(default_factory=dict)  # service kind → the identity it must run
+    span: Span | None = None  # [start_s, end_s) of the song this image remembers; None = the whole song
+    timed_lyrics: tuple[TimedLine, ...] = ()  # given lyrics with their times (then ``lyrics`` is their text)
 
 
-def parse_options(msg: orchestrator_pb2.CreateImageOptions, fusion: Fusion, max_lyrics_chars: int) -> JobOptions:
-    """Absurd options → INVALID_ARGUMENT naming the field, the limit and what came."""
+@dataclass(frozen=True)
+class TimedLine:
+    """A line of lyrics with its time (a transcript's segment, or an LRC line), seconds from the song's start."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Words:
+    """An image's lyrics window and where it came from (``ImageRecord.section.words`` for a span's image)."""
+
+    window: str
+    source: str  # "transcript" | "timed_lyrics" | "salient" (the whole song's window)
+
+
+def parse_options(msg: orchestrator_pb2.CreateImageOptions, fusion: Fusion, max_lyrics_chars: int,
+                  max_seconds: float | None = None) -> JobOptions:
+    """Absurd options → INVALID_ARGUMENT naming the field, the limit and what came (a span also against the
+    longest song, ``max_seconds``, when given)."""
+    timed = _timed_lyrics(msg, max_lyrics_chars)
     if len(msg.lyrics) > max_lyrics_chars:
         raise InvalidInput(f"options.lyrics: at most {max_lyrics_chars} characters (the orchestrator's "
                            f"max_lyrics_chars), got {len(msg.lyrics)}")
@@ -76,7 +110,7 @@ def parse_options(msg: orchestrator_pb2.CreateImageOptions, fusion: Fusion, max_
     except InvalidInput:
         raise InvalidInput(f"options.strength: must be in [0, 1], got {msg.strength!r}") from None
     return JobOptions(
-        lyrics=msg.lyrics,
+        lyrics="\n".join(line.text for line in timed) if timed else msg.lyrics,
         source=source,
         window=msg.lyrics_window or WINDOWS[0],
         negative_prompt=msg.negative_prompt,
@@ -92,7 +126,49 @@ def parse_options(msg: orchestrator_pb2.CreateImageOptions, fusion: Fusion, max_
         keep_bos=bool(msg.keep_bos),
         filename=msg.filename,
         pins=_pins(msg),
+        span=_span(msg, max_seconds),
+        timed_lyrics=timed,
     )
+
+
+def _span(msg: orchestrator_pb2.CreateImageOptions, max_seconds: float | None) -> Span | None:
+    """The span asked for: its shape now, and the longest song's length; the song's own once decoded."""
+    if not msg.HasField("span"):
+        return None
+    span = (int(msg.span.start_s), int(msg.span.end_s))
+    if max_seconds is None:
+        check_span(span, max(span[1], 1), "any song")
+    else:
+        check_span(span, bin_count(max_seconds), "the longest song, max_seconds, rounded up")
+    return span
+
+
+def _timed_lyrics(msg: orchestrator_pb2.CreateImageOptions, max_lyrics_chars: int) -> tuple[TimedLine, ...]:
+    """Timed lines: at most ``MAX_TIMED_LINES``, finite non-negative times, in order of their start, their text
+    (a line each) within ``max_lyrics_chars``; ``lyrics`` empty beside them."""
+    lines = msg.timed_lyrics
+    if not lines:
+        return ()
+    if len(lines) > MAX_TIMED_LINES:
+        raise InvalidInput(f"options.timed_lyrics: at most {MAX_TIMED_LINES} lines, got {len(lines)}")
+    if msg.lyrics:
+        raise InvalidInput(f"options.lyrics: must be empty when timed_lyrics are given (their text is the lyrics), "
+                           f"got {len(msg.lyrics)} characters")
+    chars = sum(len(line.text) for line in lines) + len(lines) - 1
+    if chars > max_lyrics_chars:
+        raise InvalidInput(f"options.timed_lyrics: their text, a line each, at most {max_lyrics_chars} characters "
+                           f"(the orchestrator's max_lyrics_chars), got {chars}")
+    previous = 0.0
+    for i, line in enumerate(lines):
+        for name in ("start", "end"):
+            value = getattr(line, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise InvalidInput(f"options.timed_lyrics[{i}].{name}: finite seconds >= 0, got {value!r}")
+        if line.start < previous:
+            raise InvalidInput(f"options.timed_lyrics[{i}].start: lines in order of their start, got {line.start!r} "
+                               f"after {previous!r}")
+        previous = line.start
+    return tuple(TimedLine(line.start, line.end, line.text) for line in lines)
 
 
 def _pins(msg: orchestrator_pb2.CreateImageOptions) -> dict[str, common_pb2.Pin]:
@@ -113,13 +189,16 @@ def _pins(msg: orchestrator_pb2.CreateImageOptions) -> dict[str, common_pb2.Pin]
 def _source(msg: orchestrator_pb2.CreateImageOptions) -> str:
     """The lyrics source: unset = given lyrics, or none when there are none (what clients sent before)."""
     if msg.lyrics_source == orchestrator_pb2.LYRICS_SOURCE_UNSPECIFIED:
-        return "given" if msg.lyrics else "none"
+        return "given" if msg.lyrics or msg.timed_lyrics else "none"
     if msg.lyrics_source not in SOURCES:
         raise InvalidInput(f"options.lyrics_source: one of {sorted(SOURCE_ENUMS)} (or unset), got {msg.lyrics_source}")
     source = SOURCES[msg.lyrics_source]
     if source != "given" and msg.lyrics:
         raise InvalidInput(f"options.lyrics: must be empty when lyrics_source is {source}, got "
                            f"{len(msg.lyrics)} characters")
+    if source != "given" and msg.timed_lyrics:
+        raise InvalidInput(f"options.timed_lyrics: must be empty when lyrics_source is {source}, got "
+                           f"{len(msg.timed_lyrics)} lines")
     return source
 
 
@@ -137,13 +216,32 @@ def check_with_services(opts: JobOptions, infos: Infos) -> str:
             f"options.negative_prompt: the text encoder takes at most {max_chars} characters, "
             f"got {len(opts.negative_prompt)}"
         )
-    return _window(opts.lyrics, opts, infos)
+    return span_words(opts, infos, None).window if opts.source != "transcribe" else ""
 
 
 def transcript_window(opts: JobOptions, transcript: Transcript, infos: Infos) -> str:
     """The lyrics window of what was heard: one line a segment, then the window as for given lyrics (so the
     hook — repeated lines — is counted after the window's normalisation)."""
     return _window(transcript.lines(), opts, infos)
+
+
+def span_words(opts: JobOptions, infos: Infos, transcript: Transcript | None) -> Words:
+    """The lyrics window of the image of ``opts.span`` (DESIGN.md §11): the transcript's segments (when the lyrics
+    were transcribed), else the timed lyric lines, that start inside the span — a line each, then the usual
+    window; without any (or without a span, or with untimed lyrics), the whole song's window. A line's start is
+    taken to the millisecond, as a record holds it, so that an image's recorded lines select the same again."""
+    timed: tuple[TimedLine, ...] = opts.timed_lyrics
+    source = "timed_lyrics"
+    if transcript is not None:
+        timed = tuple(TimedLine(s.start, s.end, s.text) for s in transcript.segments)
+        source = "transcript"
+    if opts.span is not None and timed:
+        start, end = opts.span
+        inside = [line.text for line in timed if start <= round(line.start, 3) < end]
+        if inside:
+            return Words(_window("\n".join(inside), opts, infos), source)
+    whole = transcript.lines() if transcript is not None else opts.lyrics
+    return Words(_window(whole, opts, infos), "salient")
 
 
 def _window(lyrics: str, opts: JobOptions, infos: Infos) -> str:
@@ -184,4 +282,9 @@ def resolved_request(
     resolved.strength = opts.strength
     resolved.projection_seed = opts.projection_seed
     resolved.lyrics_source = SOURCE_ENUMS[opts.source]
+    resolved.seed = opts.seed  # a reel's section may be painted with a seed of its own
+    if opts.span is not None:
+        resolved.span.start_s, resolved.span.end_s = opts.span
+    else:
+        resolved.ClearField("span")
     return resolved
