@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from audiomemory.orchestrator.cache import AudioCache, CachedAudio, cache_key
+from audiomemory.orchestrator.cache import MAX_ENTRY_BYTES, AudioCache, CachedAudio, cache_key
+from audiomemory.orchestrator.timebins import Bins
 
 
 def _value(seed: int) -> CachedAudio:
@@ -167,3 +168,70 @@ def test_an_entry_that_is_a_link_is_not_followed_out_of_the_cache(tmp_path: Path
     link.symlink_to(elsewhere.path(_key(7)))
     assert cache.get(_key(7)) is None
     assert elsewhere.path(_key(7)).exists()  # the file it pointed at is left alone
+
+
+def _bins(seed: int, seconds: int = 5, dim: int = 8) -> Bins:
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(1, 4, (4, seconds)).astype(np.int32)
+    sums = rng.standard_normal((4, seconds, dim)).astype(np.float32)
+    return Bins(counts, sums, np.abs(sums))
+
+
+def test_an_entry_keeps_the_bins_and_one_written_before_them_still_reads_without(tmp_path: Path) -> None:
+    cache = AudioCache(tmp_path)
+    bins = _bins(0)
+    cache.put(_key(1), CachedAudio(np.arange(64, dtype=np.float32), bins))
+    got = cache.get(_key(1))
+    assert isinstance(got, CachedAudio) and got.bins is not None
+    for name in ("counts", "sums", "m2"):
+        np.testing.assert_array_equal(getattr(got.bins, name), getattr(bins, name))
+        assert getattr(got.bins, name).dtype == getattr(bins, name).dtype
+    np.testing.assert_allclose(got.bins.pooled((1, 4)), bins.pooled((1, 4)))
+    _plant(cache, _key(2), _npz({"pooled.npy": _npy(np.ones(64, np.float32))}))  # as entries were written before
+    old = cache.get(_key(2))
+    assert isinstance(old, CachedAudio) and old.bins is None and old.pooled.shape == (64,)
+
+
+def test_a_twenty_minute_songs_bins_fit_an_entry_and_a_longer_ones_are_not_written(tmp_path: Path) -> None:
+    cache = AudioCache(tmp_path)
+    counts = np.ones((4, 1200), np.int32)
+    sums = np.zeros((4, 1200, 512), np.float32)
+    assert cache.put(_key(3), CachedAudio(np.zeros(4096, np.float32), Bins(counts, sums, sums)))
+    assert cache.path(_key(3)).stat().st_size < MAX_ENTRY_BYTES * 0.7  # ~20 MB: room to spare
+    got = cache.get(_key(3))
+    assert isinstance(got, CachedAudio) and got.bins is not None and got.bins.seconds == 1200
+    longer = np.zeros((4, 2200, 512), np.float32)  # 36 minutes: over the entry limit
+    assert not cache.put(_key(4), CachedAudio(np.zeros(4096, np.float32), Bins(np.ones((4, 2200), np.int32),
+                                                                                 longer, longer)))
+    assert not cache.path(_key(4)).exists()
+
+
+def test_bins_that_do_not_fit_together_or_their_vector_are_a_miss(tmp_path: Path) -> None:
+    cache = AudioCache(tmp_path / "cache")
+    pooled, counts = _npy(np.zeros(64, np.float32)), _npy(np.ones((4, 5), np.int32))
+    sums = _npy(np.zeros((4, 5, 8), np.float32))
+    short = _npy(np.zeros((4, 4, 8), np.float32))
+    entries = {
+        "wide-counts": {"bin_counts.npy": _npy(np.ones((4, 5), np.int64)), "bin_sums.npy": sums, "bin_m2.npy": sums},
+        "short-m2": {"bin_counts.npy": counts, "bin_sums.npy": sums, "bin_m2.npy": short},
+        "negative-count": {"bin_counts.npy": _npy(-np.ones((4, 5), np.int32)), "bin_sums.npy": sums,
+                           "bin_m2.npy": sums},
+        "nan-sum": {"bin_counts.npy": counts, "bin_sums.npy": _npy(np.full((4, 5, 8), np.nan, np.float32)),
+                    "bin_m2.npy": sums},
+        "two-thirds": {"bin_counts.npy": counts, "bin_sums.npy": sums},
+        "an-extra": {"bin_counts.npy": counts, "bin_sums.npy": sums, "bin_m2.npy": sums, "more.npy": counts},
+        "fortran": {"bin_counts.npy": counts, "bin_sums.npy": _npy(np.asfortranarray(np.zeros((4, 5, 8), np.float32))),
+                    "bin_m2.npy": sums},
+    }
+    for n, (name, members) in enumerate(entries.items()):
+        key = _key(200 + n)
+        path = _plant(cache, key, _npz({"pooled.npy": pooled, **members}))
+        assert cache.get(key) is None, name
+        assert not path.exists(), name
+    vector = _npy(np.zeros(63, np.float32))  # not 2 · 4 stems · 8 dimensions
+    _plant(cache, _key(300), _npz({"pooled.npy": vector, "bin_counts.npy": counts, "bin_sums.npy": sums,
+                                   "bin_m2.npy": sums}))
+    assert cache.get(_key(300)) is None
+    _plant(cache, _key(301), _npz({"pooled.npy": pooled, "bin_counts.npy": counts, "bin_sums.npy": sums,
+                                   "bin_m2.npy": sums}))
+    assert isinstance(cache.get(_key(301)), CachedAudio)  # the same members, well formed: served

@@ -41,7 +41,8 @@ def recorded_request(record: record_pb2.ImageRecord) -> orchestrator_pb2.CreateI
     on the same models at the same precision or fails saying which is missing. A schema-1 record is not
     pinned: it holds a ``Describe`` answer, maybe another replica's than the one that ran. Lyrics that were transcribed
     go back as given lyrics: the recorded transcript's segments, one line each (``Transcript.lines``) — the
-    lines the image's lyrics window was made of — so nothing is transcribed again."""
+    lines the image's lyrics window was made of — so nothing is transcribed again; for an image of a span, as
+    timed lyrics (the segments with their times), which select the same lines inside it."""
     request = orchestrator_pb2.CreateImageOptions()
     request.CopyFrom(record.request)
     request.pins.clear()
@@ -50,8 +51,11 @@ def recorded_request(record: record_pb2.ImageRecord) -> orchestrator_pb2.CreateI
             request.pins[kind].CopyFrom(pin_for(header))
     transcript = record.lyrics.transcript
     if request.lyrics_source == orchestrator_pb2.LYRICS_SOURCE_TRANSCRIBE and record.lyrics.HasField("transcript"):
-        request.lyrics = "\n".join(segment.text for segment in transcript.segments)
         request.lyrics_source = orchestrator_pb2.LYRICS_SOURCE_GIVEN
+        if request.HasField("span"):  # a span's words are the segments inside it: they go back with their times
+            request.timed_lyrics.extend(transcript.segments)
+        else:
+            request.lyrics = "\n".join(segment.text for segment in transcript.segments)
     return request
 
 

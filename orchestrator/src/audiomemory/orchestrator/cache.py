@@ -5,9 +5,12 @@ only on the audio bytes and on which models (and parameters) ran. ``cache_key`` 
 the song's SHA-256, the separator's and the audio encoder's ``Describe`` identities, and the request
 parameters that change the output (stem format). A hit skips both services.
 
-It stores what a hit reads — the pooled vector ``a`` (16 KB for 4 × 2 × 512 float32), which is also all
-the image's metadata needs of the audio — not the frame embeddings it was pooled from (a 4-minute song's
-``[T, 512]`` arrays were ~20 MB an entry, written and fsynced for no reader).
+It stores what a hit reads — the pooled vector ``a`` (16 KB for 4 × 2 × 512 float32), which is all a
+whole-song image needs of the audio, and the song's one-second bins (``timebins.Bins``: count, sum and centred
+sum of squares per stem, second and dimension, float32; ~4 MB for a 4-minute song, ~20 MB for 20 minutes),
+which is all a span or a reel needs (DESIGN.md §11) — not the frame embeddings they were pooled from. An entry
+written before bins were kept (``pooled`` alone) still reads, with ``bins=None``: it serves whole-song jobs;
+a job that needs the bins takes it as a miss, recomputes and rewrites it.
 
 A transcript is cached apart, under its own key (the song's SHA-256, the separator's and the transcriber's
 identities and the stem format): a job that asks for it on a song whose vector is cached but whose words
@@ -15,14 +18,17 @@ are not (an earlier run had lyrics given) separates again for the vocal stem onl
 transcribes again.
 
 Layout: ``<root>/<key[:2]>/<key>.amc``. An entry is a 32-byte SHA-256 of the payload followed by the
-payload, an ``.npz`` (no pickles) with the ``pooled`` array, or with ``transcript``: the transcript's JSON
+payload, an ``.npz`` (no pickles) with the ``pooled`` array (and ``bin_counts`` int32 ``[stems, S]``,
+``bin_sums`` and ``bin_m2`` float32 ``[stems, S, D]``), or with ``transcript``: the transcript's JSON
 (``runtime.transcript.Transcript.to_dict``) as UTF-8 bytes.
 Writes go to a temporary file in the same folder, are fsynced and ``os.replace``d into place, so a
 reader sees a whole entry or none. On read the checksum is verified; an entry that fails (partial,
 bit-rot, hand-edited) is deleted and reported as a miss — never served. Whoever can write the folder can
 write a matching checksum, so an entry is also read as data only: a link is not followed, a file over
-``MAX_ENTRY_BYTES`` is not read, the ``.npz`` must hold one ``.npy`` of the expected name and dtype whose
-header is checked before its data is read (no pickle, no size a header or compression promises), and a
+``MAX_ENTRY_BYTES`` is not read (nor written: a song too long for it is not cached), the ``.npz`` must hold
+exactly one of the known sets of members, each ``.npy`` of its expected name, dtype and number of dimensions,
+its header checked before its data is read (no pickle, no size a header or compression promises, all members
+together within ``MAX_ENTRY_BYTES``), the bins' shapes must agree with each other and with ``pooled``, and a
 transcript must have ``Transcript.to_dict``'s shape; anything else is a corrupt entry, a miss. A key is
 64 hex digits (``path`` refuses anything else), so no key names a file outside the folder. LRU by file mtime (touched
 on every hit), evicted after each write until the folder is under ``max_bytes``.
@@ -36,6 +42,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import stat
 import tempfile
@@ -43,11 +50,12 @@ import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from audiomemory.client import transcript_problem
+from audiomemory.orchestrator.timebins import Bins, bins_problem
 from audiomemory.runtime.transcript import Transcript
 
 log = logging.getLogger(__name__)
@@ -55,10 +63,17 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 2 * 1024**3
 _SUFFIX = ".amc"
 _DIGEST = 32
-#: The largest entry file read (a pooled vector is ~16 KB, a 20-minute song's transcript some 100 KB): a larger
-#: file, or an array whose header or zip member says more, is a miss and is removed, never read whole.
-MAX_ENTRY_BYTES = 16 << 20
-_ARRAYS: dict[str, np.dtype[Any]] = {"pooled": np.dtype(np.float32), "transcript": np.dtype(np.uint8)}  # one each
+#: The largest entry file read or written (a pooled vector is ~16 KB, a 20-minute song's bins ~20 MB and its
+#: transcript some 100 KB): a larger file, or arrays whose headers or zip members say more, is a miss and is
+#: removed, never read whole; a larger entry is not written (the song is not cached).
+MAX_ENTRY_BYTES = 32 << 20
+#: name → (dtype, dimensions) of every array an entry may hold
+_ARRAYS: dict[str, tuple[np.dtype[Any], int]] = {
+    "pooled": (np.dtype(np.float32), 1), "bin_counts": (np.dtype(np.int32), 2), "bin_sums": (np.dtype(np.float32), 3),
+    "bin_m2": (np.dtype(np.float32), 3), "transcript": (np.dtype(np.uint8), 1),
+}
+#: the members an entry holds: one of these sets exactly
+_ENTRIES = ({"pooled"}, {"pooled", "bin_counts", "bin_sums", "bin_m2"}, {"transcript"})
 
 
 def cache_key(audio_sha256: str, **identity: Any) -> str:
@@ -71,7 +86,8 @@ def cache_key(audio_sha256: str, **identity: Any) -> str:
 class CachedAudio:
     """What the front half of a job produces and a hit reads."""
 
-    pooled: np.ndarray  # float32 [4096]
+    pooled: np.ndarray  # float32 [4096], the whole song
+    bins: Bins | None = None  # the song's one-second bins (None: an entry from before them)
 
 
 @dataclass(frozen=True)
@@ -142,7 +158,8 @@ class AudioCache:
         if not self.enabled:
             return False
         blob = _encode_entry(value)
-        if len(blob) > self.max_bytes:
+        if len(blob) > min(self.max_bytes, MAX_ENTRY_BYTES):
+            log.info("audio cache: an entry of %d bytes is over the limit; not cached", len(blob))
             return False
         path = self.path(key)
         tmp_name: str | None = None
@@ -196,8 +213,11 @@ def _encode_entry(value: Entry) -> bytes:
     if isinstance(value, CachedTranscript):
         text = json.dumps(value.transcript.to_dict(), sort_keys=True, ensure_ascii=False).encode()
         np.savez(buf, allow_pickle=False, transcript=np.frombuffer(text, dtype=np.uint8))
-    else:
+    elif value.bins is None:
         np.savez(buf, allow_pickle=False, pooled=np.asarray(value.pooled, dtype=np.float32))
+    else:
+        np.savez(buf, allow_pickle=False, pooled=np.asarray(value.pooled, dtype=np.float32),
+                 bin_counts=value.bins.counts, bin_sums=value.bins.sums, bin_m2=value.bins.m2)
     payload = buf.getvalue()
     return hashlib.sha256(payload).digest() + payload
 
@@ -221,49 +241,70 @@ def _read_blob(path: Path) -> bytes | None:
 def _decode_entry(blob: bytes) -> Entry | None:
     """The entry in ``blob``, or ``None`` for anything but what ``_encode_entry`` writes. The checksum only
     catches damage (whoever can write the folder can write a matching one), so the payload is read as data:
-    one ``.npy`` member of the expected name and dtype, its header checked before a byte of it is read (no
-    pickle, no allocation a header or a zip member's compression promises beyond ``MAX_ENTRY_BYTES``)."""
+    one of the known sets of ``.npy`` members, each of its expected name, dtype and dimensions, its header
+    checked before a byte of it is read (no pickle, no allocation a header or a zip member's compression
+    promises beyond ``MAX_ENTRY_BYTES`` for all of them together)."""
     if len(blob) <= _DIGEST or len(blob) > MAX_ENTRY_BYTES:
         return None
     digest, payload = blob[:_DIGEST], blob[_DIGEST:]
     if hashlib.sha256(payload).digest() != digest:
         return None
     try:
-        name, array = _read_member(payload)
+        arrays = _read_members(payload)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError):
         return None
-    if name == "transcript":
+    if "transcript" in arrays:
         try:
-            data = json.loads(array.tobytes().decode())
+            data = json.loads(arrays["transcript"].tobytes().decode())
         except (ValueError, RecursionError):
             return None
         if transcript_problem(data):
             return None
         return CachedTranscript(Transcript.from_dict(data))
-    if array.ndim != 1 or not np.isfinite(array).all():
+    pooled = arrays["pooled"]
+    if not np.isfinite(pooled).all():
         return None
-    return CachedAudio(pooled=array)
+    if "bin_counts" not in arrays:
+        return CachedAudio(pooled=pooled)
+    counts, sums, m2 = arrays["bin_counts"], arrays["bin_sums"], arrays["bin_m2"]
+    if bins_problem(counts, sums, m2) or pooled.shape[0] != 2 * sums.shape[0] * sums.shape[2]:
+        return None
+    return CachedAudio(pooled=pooled, bins=Bins(counts, sums, m2))
 
 
-def _read_member(payload: bytes) -> tuple[str, np.ndarray]:
-    """The one array of an entry's ``.npz``, read through numpy's header reader: ValueError for anything else."""
+def _read_members(payload: bytes) -> dict[str, np.ndarray]:
+    """The arrays of an entry's ``.npz``, read through numpy's header reader: ValueError for anything else."""
+    arrays: dict[str, np.ndarray] = {}
+    budget = MAX_ENTRY_BYTES  # all members' data together
     with zipfile.ZipFile(io.BytesIO(payload)) as archive:
         infos = archive.infolist()
-        name = infos[0].filename.removesuffix(".npy") if len(infos) == 1 else ""
-        dtype = _ARRAYS.get(name)
-        if dtype is None or infos[0].file_size > MAX_ENTRY_BYTES:
-            raise ValueError("not one member of a known name and size")
-        with archive.open(infos[0]) as member:
-            version = np.lib.format.read_magic(member)
-            if version not in ((1, 0), (2, 0)):
-                raise ValueError(f"npy version {version}")
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                np.lib.format.read_array_header_2_0
-            shape, _, got = read_header(member)
-            if got != dtype or len(shape) != 1:
-                raise ValueError(f"{got} {shape}, expected a vector of {dtype}")
-            size = int(shape[0]) * dtype.itemsize
-            data = member.read(size + 1)
+        names = [info.filename.removesuffix(".npy") for info in infos]
+        if len(set(names)) != len(names) or set(names) not in _ENTRIES:
+            raise ValueError("not one of the known sets of members")
+        for info, name in zip(infos, names, strict=True):
+            if info.file_size > budget:
+                raise ValueError("a member larger than an entry")
+            with archive.open(info) as member:
+                arrays[name] = _read_array(member, name, budget)
+            budget -= arrays[name].nbytes
+    return arrays
+
+
+def _read_array(member: IO[bytes], name: str, budget: int) -> np.ndarray:
+    """One ``.npy`` of ``name``'s dtype and dimensions, of at most ``budget`` bytes of data."""
+    dtype, ndim = _ARRAYS[name]
+    version = np.lib.format.read_magic(member)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"npy version {version}")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+        np.lib.format.read_array_header_2_0
+    shape, fortran, got = read_header(member)
+    if got != dtype or len(shape) != ndim or fortran:
+        raise ValueError(f"{got} {shape}, expected {ndim} dimensions of {dtype}")
+    size = math.prod(int(n) for n in shape) * dtype.itemsize
+    if size > budget:
+        raise ValueError("an array larger than an entry")
+    data = member.read(size + 1)
     if len(data) != size:
         raise ValueError("the array's data is not the size its header says")
-    return name, np.frombuffer(data, dtype).copy()
+    return np.frombuffer(data, dtype).reshape(shape).copy()

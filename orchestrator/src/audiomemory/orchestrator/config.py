@@ -18,6 +18,7 @@ from pydantic_settings import SettingsConfigDict
 
 from audiomemory.defaults import DEFAULT_STRENGTH
 from audiomemory.orchestrator.decode import DEFAULT_MAX_SAMPLE_RATE, DEFAULT_MAX_SECONDS, MAX_DECODED_RATE
+from audiomemory.orchestrator.sections import DEFAULT_MAX_SECTIONS, DEFAULT_MIN_SECTION_SECONDS, MAX_SECTIONS
 from audiomemory.runtime.config import ServiceConfig
 
 GiB = 1 << 30
@@ -120,6 +121,15 @@ class OrchestratorConfig(ServiceConfig):
         20_000, ge=1, le=30_000, description="Longest lyrics a job accepts, in characters (a long song's are a few "
         "thousand). At most 30 000: the image's record holds the lyrics twice and their window, a character may "
         "take 6 bytes of JSON (\\u0001), and the record must stay under the 1 MiB a reader takes back.",
+    )
+
+    min_section_seconds: int = Field(
+        DEFAULT_MIN_SECTION_SECONDS, ge=1, le=600, description="A reel's shortest section, in seconds, when its "
+        "request sets none (sections are found in the song's one-second bins; docs/DESIGN.md §11).",
+    )
+    max_sections: int = Field(
+        DEFAULT_MAX_SECTIONS, ge=2, le=MAX_SECTIONS, description=f"A reel's most sections when its request sets no "
+        f"maximum (a request may ask for up to {MAX_SECTIONS}, the limit: every section is an image painted).",
     )
 
     strength: float = Field(DEFAULT_STRENGTH, ge=0.0, le=1.0,

@@ -1,17 +1,20 @@
 """The front half of a job: the decoded song → its pooled audio vector ``a`` (DESIGN.md §1), and the
 vocal stem's transcript when the lyrics are to be transcribed.
 
-``FrontHalf.audio_vector(job, infos, song, sha256, transcribe, pins, report)`` returns an ``AudioVector``:
-from the cache when the same song went through the same separator and audio encoder (and transcriber)
-before, else
+``FrontHalf.audio_vector(job, infos, song, sha256, transcribe, pins, report, need_bins)`` returns an
+``AudioVector`` — the whole-song vector, the song's one-second bins (``timebins.Bins``, DESIGN.md §11) and the
+transcript: from the cache when the same song went through the same separator and audio encoder (and
+transcriber) before (an entry written before bins were kept serves a whole-song job; one that needs the bins
+recomputes and rewrites it), else
 
     separate ──stems, block by block──▶ embed (the four stems in one call) ──frames──▶ pool
                    └──the vocal stem's pieces──▶ transcribe (concurrently) ──▶ transcript
 
 one task each (``job.TaskGroup``), the separator's pieces handed on through bounded ``job.Channel``s as
 they arrive, so a slow consumer slows the separator rather than filling memory, and the frames pooled as
-they arrive (``StemPool``): nothing here holds a whole stem or every frame. When the vector is cached but
-the transcript is not, only the vocal stem is separated, and nothing is embedded.
+they arrive (``StemPool`` for the whole-song vector, ``BinPool`` beside it for the bins): nothing here holds a
+whole stem or every frame. When the vector is cached but the transcript is not, only the vocal stem is
+separated, and nothing is embedded.
 
 The cache key names the identities (``runtime.identity``) of the separator and audio encoder, and the
 calls are pinned to exactly those identities: a vector is never stored under an identity that did not
@@ -49,6 +52,7 @@ from audiomemory.orchestrator.stages import (
     queued,
     stem_format,
 )
+from audiomemory.orchestrator.timebins import BinPool, Bins, bin_count
 from audiomemory.runtime import identity
 from audiomemory.runtime.errors import Unavailable
 from audiomemory.runtime.transcript import Transcript
@@ -65,11 +69,12 @@ _FRONT = ("separator", "audio_encoder", "transcriber")
 
 @dataclass(frozen=True)
 class AudioVector:
-    pooled: np.ndarray  # float32 [2 · stems · D]
+    pooled: np.ndarray  # float32 [2 · stems · D], the whole song
     cache_hit: bool
     transcript: Transcript | None = None  # when asked for
     transcript_cache_hit: bool = False
     served: dict[str, Served] = field(default_factory=dict)  # who made it (from the cache: its identity)
+    bins: Bins | None = None  # the song's one-second bins (None: a cache entry from before them, or no hop said)
 
 
 def pins_for(infos: Infos, asked: Mapping[str, Pin]) -> dict[str, Pin]:
@@ -92,7 +97,7 @@ class FrontHalf:
 
     def audio_vector(
         self, job: Job, infos: Infos, song: DecodedAudio, sha256: str, transcribe: bool, pins: Mapping[str, Pin],
-        report: Report,
+        report: Report, need_bins: bool = False,
     ) -> AudioVector:
         fmt = stem_format(infos)
         common = {"separator": pins["separator"].identity, "stem_format": asdict(fmt),
@@ -100,37 +105,40 @@ class FrontHalf:
         key = cache_key(sha256, audio_encoder=pins["audio_encoder"].identity, **common)
         words_key = cache_key(sha256, transcriber=pins["transcriber"].identity, **common) \
             if transcribe and "transcriber" in pins else None
-        cached = self.cache.get(key)
+        cached = _usable(self.cache.get(key), bin_count(song.seconds), need_bins)
         heard = self.cache.get(words_key) if words_key else None
-        pooled = cached.pooled if isinstance(cached, CachedAudio) else None
         transcript = heard.transcript if isinstance(heard, CachedTranscript) else None
         served = {kind: _from_cache(infos, pins[kind]) for kind in ("separator", "audio_encoder")
-                  if pooled is not None}
-        if pooled is not None:
+                  if cached is not None}
+        if cached is not None:
             report(Event(Stage.STAGE_EMBEDDING, len(STEM_ORDER), len(STEM_ORDER), "cache hit", cache_hit=True))
         if transcript is not None:
             served["transcriber"] = _from_cache(infos, pins["transcriber"])
             total = round(transcript.seconds)
             report(Event(Stage.STAGE_TRANSCRIBING, total, total, "cache hit: transcribed before", cache_hit=True))
         missing = words_key is not None and transcript is None
-        if pooled is not None and not missing:
-            return AudioVector(np.asarray(pooled, np.float32), True, transcript, transcript is not None, served)
-        what = "into stems" if pooled is None else "for the vocal stem (the audio vector is cached)"
+        if cached is not None and not missing:
+            return AudioVector(np.asarray(cached.pooled, np.float32), True, transcript, transcript is not None,
+                               served, cached.bins)
+        what = "into stems" if cached is None else "for the vocal stem (the audio vector is cached)"
         report(Event(Stage.STAGE_SEPARATING, 0, round(song.seconds), f"separating {song.seconds:.1f} s {what}"))
-        made, heard_now, ran = self._separate_and_consume(job, infos, fmt, song, pooled is None, missing, pins,
+        made, heard_now, ran = self._separate_and_consume(job, infos, fmt, song, cached is None, missing, pins,
                                                           report)
         if made is not None and _same(ran, pins, "separator", "audio_encoder"):
-            self.cache.put(key, CachedAudio(made))
+            self.cache.put(key, made)
         if heard_now is not None and words_key is not None and _same(ran, pins, "separator", "transcriber"):
             self.cache.put(words_key, CachedTranscript(heard_now))
         served = {**ran, **served}
-        return AudioVector(pooled if pooled is not None else np.asarray(made, np.float32), pooled is not None,
-                           transcript if transcript is not None else heard_now, transcript is not None, served)
+        audio = cached if cached is not None else made
+        assert audio is not None
+        return AudioVector(np.asarray(audio.pooled, np.float32), cached is not None,
+                           transcript if transcript is not None else heard_now, transcript is not None, served,
+                           audio.bins)
 
     def _separate_and_consume(
         self, job: Job, infos: Infos, fmt: StemFormat, song: DecodedAudio, embed: bool, transcribe: bool,
         pins: Mapping[str, Pin], report: Report,
-    ) -> tuple[np.ndarray | None, Transcript | None, dict[str, Served]]:
+    ) -> tuple[CachedAudio | None, Transcript | None, dict[str, Served]]:
         """Separate (all stems to embed, else the vocal stem alone) and feed the encoder and/or transcriber,
         one task each; the separator's failure is the root cause when a consumer's input then ends early."""
         feed: Channel[Piece] | None = Channel(job, _FEED_PIECES) if embed else None
@@ -183,22 +191,26 @@ class FrontHalf:
     def _embed(
         self, job: Job, infos: Infos, fmt: StemFormat, song: DecodedAudio, feed: Channel[Piece], pin: Pin,
         served: dict[str, Served], report: Report,
-    ) -> np.ndarray:
-        """The four stems in one ``Embed``; their frames pooled as they come."""
+    ) -> CachedAudio:
+        """The four stems in one ``Embed``; their frames pooled as they come: the whole-song vector (``StemPool``,
+        as it always was) and, beside it, the one-second bins (``BinPool``, placed by the hop the call resolved)."""
         input_frames = max(1, round(song.frames * fmt.sample_rate / song.sample_rate))
-        pool = StemPool(STEM_ORDER)
-        for event in self.stages.embed(job, len(STEM_ORDER), input_frames, _first_arrived(iter(feed)),
-                                       infos.audio_encoder.embedding_dim, pin):
+        dim = infos.audio_encoder.embedding_dim
+        pool, bins = StemPool(STEM_ORDER), None
+        for event in self.stages.embed(job, len(STEM_ORDER), input_frames, _first_arrived(iter(feed)), dim, pin):
             if isinstance(event, Served):
                 served["audio_encoder"] = event
+                bins = bins or _bin_pool(event, fmt, song, dim)
             elif isinstance(event, Queued):
                 report(queued(NAMES["audio_encoder"], event.position))
             elif isinstance(event, Frames):
                 pool.add(event.signal, event.embeddings)
+                if bins is not None:
+                    bins.add(event.signal, event.embeddings)
                 report(Event(Stage.STAGE_EMBEDDING, event.done, event.total, "embedded"))
             elif isinstance(event, Embedded):
                 break
-        return pool.result()
+        return CachedAudio(pool.result(), bins.result() if bins is not None else None)
 
     def _transcribe(
         self, job: Job, fmt: StemFormat, song: DecodedAudio, words: Channel[Piece], pin: Pin,
@@ -227,6 +239,28 @@ def _first_arrived(pieces: Iterator[T]) -> Iterator[T]:
     if first is None:  # the separator delivered nothing: its own failure says why
         raise Unavailable("the separator delivered no stems")
     return itertools.chain((first,), pieces)
+
+
+def _usable(entry: object, seconds: int, need_bins: bool) -> CachedAudio | None:
+    """A cached audio entry this job can use: any for a whole-song job; one with the song's bins when the job
+    needs them (an entry from before bins were kept is then a miss, recomputed and rewritten)."""
+    if not isinstance(entry, CachedAudio):
+        return None
+    if entry.bins is not None and entry.bins.seconds != seconds:
+        return None  # not this song's length: never serve it
+    return entry if entry.bins is not None or not need_bins else None
+
+
+def _bin_pool(header: Served, fmt: StemFormat, song: DecodedAudio, dim: int) -> BinPool | None:
+    """The bins of this call's frames, from the hop its header resolved (None when it names none: an encoder
+    from before; its jobs then have no bins, and a span job says so)."""
+    try:
+        hop = round(float(header.resolved["hop_seconds"]) * fmt.sample_rate)
+    except (KeyError, ValueError):
+        return None
+    if hop < 1 or dim < 1:
+        return None
+    return BinPool(bin_count(song.seconds), hop, fmt.sample_rate, dim)
 
 
 def _from_cache(infos: Infos, pin: Pin) -> Served:

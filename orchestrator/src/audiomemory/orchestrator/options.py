@@ -9,10 +9,16 @@
   ``max_chars``, a transcriber for ``transcribe``; returns the lyrics window the text encoder will read ("" while
   the lyrics are still to be transcribed: ``transcript_window`` then makes it).
 - ``parse_stem_weights(msg)`` — ``stem_weights``: known stems, each in [0, 4] → one weight per stem of
-  ``STEM_ORDER`` (``None``: unweighted); ``timed_lyrics_text(msg, max_lyrics_chars)`` — the lyrics a job reads when
-  they came with their times (``timed_lyrics``: the lines' text, one a line).
+  ``STEM_ORDER`` (``None``: unweighted).
 - ``resolved_request(sent, opts)`` — the options as sent with the orchestrator's defaults filled in:
   what an image's metadata records, so that sending it again with the same song reproduces the image.
+- ``span_words(opts, infos, transcript)`` — the lyrics window of an image of a span (DESIGN.md §11): the
+  transcript's segments or the timed lyric lines that start inside it, else the whole song's window.
+
+A span (``CreateImageOptions.span``) is checked here for its shape and against the longest song; against the
+song's own length once it is decoded (``timebins.check_span``). Timed lyrics (``timed_lyrics``) are lines with
+finite, non-negative times, in order of their start, at most ``MAX_TIMED_LINES`` of them, their text (one
+line each) counted against ``max_lyrics_chars``; ``lyrics`` must then be empty.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from audiomemory.defaults import MAX_STEM_WEIGHT
 from audiomemory.orchestrator.compatibility import Infos
 from audiomemory.orchestrator.fusion import STEM_ORDER, Fusion, resolve_strength
 from audiomemory.orchestrator.lyrics import WINDOWS, lyrics_window
+from audiomemory.orchestrator.timebins import Span, bin_count, check_span
 from audiomemory.runtime.errors import FailedPrecondition, InvalidInput, describe
 from audiomemory.runtime.kinds import MODEL_KINDS
 from audiomemory.runtime.transcript import Transcript
@@ -32,7 +39,9 @@ from audiomemory.v1 import common_pb2, generator_pb2, orchestrator_pb2
 MAX_NEGATIVE_CHARS = 10_000
 MAX_FILENAME_CHARS = 512
 MAX_PIN_CHARS = 200  # a pin's identity (32 hex digits) and its description
-MAX_TIMED_LINES = 2_000  # an LRC file's lines: a record keeps each with its times, and stays under 1 MiB
+#: Timed lyric lines a job takes: a line every 0.6 s of a 20-minute song. With ``max_lyrics_chars`` it keeps the
+#: record (which holds the lines with their times, their text and its window) under what a reader takes back.
+MAX_TIMED_LINES = 2000
 #: ``CreateImageOptions.lyrics_source`` → the source a job records ("given" | "transcribe" | "none").
 SOURCES = {
     orchestrator_pb2.LYRICS_SOURCE_GIVEN: "given",
@@ -62,29 +71,50 @@ class JobOptions:
     keep_bos: bool
     filename: str
     pins: dict[str, common_pb2.Pin] = field(default_factory=dict)  # service kind → the identity it must run
+    span: Span | None = None  # [start_s, end_s) of the song this image remembers; None = the whole song
+    timed_lyrics: tuple[TimedLine, ...] = ()  # given lyrics with their times (then ``lyrics`` is their text)
     stem_weights: tuple[float, ...] | None = None  # one per stem of STEM_ORDER; None = unweighted (all 1)
 
 
-def parse_options(msg: orchestrator_pb2.CreateImageOptions, fusion: Fusion, max_lyrics_chars: int) -> JobOptions:
-    """Absurd options → INVALID_ARGUMENT naming the field, the limit and what came."""
+@dataclass(frozen=True)
+class TimedLine:
+    """A line of lyrics with its time (a transcript's segment, or an LRC line), seconds from the song's start."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Words:
+    """An image's lyrics window and where it came from (``ImageRecord.section.words`` for a span's image)."""
+
+    window: str
+    source: str  # "transcript" | "timed_lyrics" | "salient" (the whole song's window)
+
+
+def parse_options(msg: orchestrator_pb2.CreateImageOptions, fusion: Fusion, max_lyrics_chars: int,
+                  max_seconds: float | None = None) -> JobOptions:
+    """Absurd options → INVALID_ARGUMENT naming the field, the limit and what came (a span also against the
+    longest song, ``max_seconds``, when given)."""
+    timed = _timed_lyrics(msg, max_lyrics_chars)
     if len(msg.lyrics) > max_lyrics_chars:
         raise InvalidInput(f"options.lyrics: at most {max_lyrics_chars} characters (the orchestrator's "
                            f"max_lyrics_chars), got {len(msg.lyrics)}")
-    lyrics = timed_lyrics_text(msg, max_lyrics_chars) or msg.lyrics
     for name, limit in (("negative_prompt", MAX_NEGATIVE_CHARS), ("filename", MAX_FILENAME_CHARS)):
         value = getattr(msg, name)
         if len(value) > limit:
             raise InvalidInput(f"options.{name}: at most {limit} characters, got {len(value)}")
     if msg.lyrics_window not in ("", *WINDOWS):
         raise InvalidInput(f"options.lyrics_window: one of {list(WINDOWS)}, got {msg.lyrics_window!r}")
-    source = _source(msg, lyrics)
+    source = _source(msg)
     strength = msg.strength if msg.HasField("strength") else fusion.default_strength
     try:
         strength = resolve_strength(strength)
     except InvalidInput:
         raise InvalidInput(f"options.strength: must be in [0, 1], got {msg.strength!r}") from None
     return JobOptions(
-        lyrics=lyrics,
+        lyrics="\n".join(line.text for line in timed) if timed else msg.lyrics,
         source=source,
         window=msg.lyrics_window or WINDOWS[0],
         negative_prompt=msg.negative_prompt,
@@ -100,6 +130,8 @@ def parse_options(msg: orchestrator_pb2.CreateImageOptions, fusion: Fusion, max_
         keep_bos=bool(msg.keep_bos),
         filename=msg.filename,
         pins=_pins(msg),
+        span=_span(msg, max_seconds),
+        timed_lyrics=timed,
         stem_weights=parse_stem_weights(msg),
     )
 
@@ -116,22 +148,44 @@ def parse_stem_weights(msg: orchestrator_pb2.CreateImageOptions) -> tuple[float,
     return None if all(w == 1.0 for w in weights) else weights
 
 
-def timed_lyrics_text(msg: orchestrator_pb2.CreateImageOptions, max_lyrics_chars: int) -> str:
-    """The lyrics of ``timed_lyrics`` (an LRC file's lines): their text, one a line — what the whole song's
-    lyrics window reads, as if the same lines had come as ``lyrics``. ``""`` when there are none."""
+def _span(msg: orchestrator_pb2.CreateImageOptions, max_seconds: float | None) -> Span | None:
+    """The span asked for: its shape now, and the longest song's length; the song's own once decoded."""
+    if not msg.HasField("span"):
+        return None
+    span = (int(msg.span.start_s), int(msg.span.end_s))
+    if max_seconds is None:
+        check_span(span, max(span[1], 1), "any song")
+    else:
+        check_span(span, bin_count(max_seconds), "the longest song, max_seconds, rounded up")
+    return span
+
+
+def _timed_lyrics(msg: orchestrator_pb2.CreateImageOptions, max_lyrics_chars: int) -> tuple[TimedLine, ...]:
+    """Timed lines: at most ``MAX_TIMED_LINES``, finite non-negative times, in order of their start, their text
+    (a line each) within ``max_lyrics_chars``; ``lyrics`` empty beside them."""
     lines = msg.timed_lyrics
     if not lines:
-        return ""
-    if msg.lyrics:
-        raise InvalidInput(f"options.lyrics: must be empty when timed_lyrics is set (the lines' text is the "
-                           f"lyrics), got {len(msg.lyrics)} characters")
+        return ()
     if len(lines) > MAX_TIMED_LINES:
         raise InvalidInput(f"options.timed_lyrics: at most {MAX_TIMED_LINES} lines, got {len(lines)}")
-    text = "\n".join(line.text for line in lines)
-    if len(text) > max_lyrics_chars:
-        raise InvalidInput(f"options.timed_lyrics: at most {max_lyrics_chars} characters of text in all (the "
-                           f"orchestrator's max_lyrics_chars), got {len(text)}")
-    return text
+    if msg.lyrics:
+        raise InvalidInput(f"options.lyrics: must be empty when timed_lyrics are given (their text is the lyrics), "
+                           f"got {len(msg.lyrics)} characters")
+    chars = sum(len(line.text) for line in lines) + len(lines) - 1
+    if chars > max_lyrics_chars:
+        raise InvalidInput(f"options.timed_lyrics: their text, a line each, at most {max_lyrics_chars} characters "
+                           f"(the orchestrator's max_lyrics_chars), got {chars}")
+    previous = 0.0
+    for i, line in enumerate(lines):
+        for name in ("start", "end"):
+            value = getattr(line, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise InvalidInput(f"options.timed_lyrics[{i}].{name}: finite seconds >= 0, got {value!r}")
+        if line.start < previous:
+            raise InvalidInput(f"options.timed_lyrics[{i}].start: lines in order of their start, got {line.start!r} "
+                               f"after {previous!r}")
+        previous = line.start
+    return tuple(TimedLine(line.start, line.end, line.text) for line in lines)
 
 
 def _pins(msg: orchestrator_pb2.CreateImageOptions) -> dict[str, common_pb2.Pin]:
@@ -149,20 +203,19 @@ def _pins(msg: orchestrator_pb2.CreateImageOptions) -> dict[str, common_pb2.Pin]
     return pins
 
 
-def _source(msg: orchestrator_pb2.CreateImageOptions, lyrics: str) -> str:
-    """The lyrics source: unset = given lyrics (as text or timed lines), or none when there are none (what
-    clients sent before)."""
+def _source(msg: orchestrator_pb2.CreateImageOptions) -> str:
+    """The lyrics source: unset = given lyrics, or none when there are none (what clients sent before)."""
     if msg.lyrics_source == orchestrator_pb2.LYRICS_SOURCE_UNSPECIFIED:
-        return "given" if lyrics else "none"
+        return "given" if msg.lyrics or msg.timed_lyrics else "none"
     if msg.lyrics_source not in SOURCES:
         raise InvalidInput(f"options.lyrics_source: one of {sorted(SOURCE_ENUMS)} (or unset), got {msg.lyrics_source}")
     source = SOURCES[msg.lyrics_source]
-    if source != "given" and msg.timed_lyrics:
-        raise InvalidInput(f"options.timed_lyrics: must be empty when lyrics_source is {source}, got "
-                           f"{len(msg.timed_lyrics)} lines")
     if source != "given" and msg.lyrics:
         raise InvalidInput(f"options.lyrics: must be empty when lyrics_source is {source}, got "
                            f"{len(msg.lyrics)} characters")
+    if source != "given" and msg.timed_lyrics:
+        raise InvalidInput(f"options.timed_lyrics: must be empty when lyrics_source is {source}, got "
+                           f"{len(msg.timed_lyrics)} lines")
     return source
 
 
@@ -180,13 +233,32 @@ def check_with_services(opts: JobOptions, infos: Infos) -> str:
             f"options.negative_prompt: the text encoder takes at most {max_chars} characters, "
             f"got {len(opts.negative_prompt)}"
         )
-    return _window(opts.lyrics, opts, infos)
+    return span_words(opts, infos, None).window if opts.source != "transcribe" else ""
 
 
 def transcript_window(opts: JobOptions, transcript: Transcript, infos: Infos) -> str:
     """The lyrics window of what was heard: one line a segment, then the window as for given lyrics (so the
     hook — repeated lines — is counted after the window's normalisation)."""
     return _window(transcript.lines(), opts, infos)
+
+
+def span_words(opts: JobOptions, infos: Infos, transcript: Transcript | None) -> Words:
+    """The lyrics window of the image of ``opts.span`` (DESIGN.md §11): the transcript's segments (when the lyrics
+    were transcribed), else the timed lyric lines, that start inside the span — a line each, then the usual
+    window; without any (or without a span, or with untimed lyrics), the whole song's window. A line's start is
+    taken to the millisecond, as a record holds it, so that an image's recorded lines select the same again."""
+    timed: tuple[TimedLine, ...] = opts.timed_lyrics
+    source = "timed_lyrics"
+    if transcript is not None:
+        timed = tuple(TimedLine(s.start, s.end, s.text) for s in transcript.segments)
+        source = "transcript"
+    if opts.span is not None and timed:
+        start, end = opts.span
+        inside = [line.text for line in timed if start <= round(line.start, 3) < end]
+        if inside:
+            return Words(_window("\n".join(inside), opts, infos), source)
+    whole = transcript.lines() if transcript is not None else opts.lyrics
+    return Words(_window(whole, opts, infos), "salient")
 
 
 def _window(lyrics: str, opts: JobOptions, infos: Infos) -> str:
@@ -230,4 +302,9 @@ def resolved_request(
     if sent.stem_weights:  # the weight of every stem that ran (a stem not named: 1), as the float32 the wire carries
         resolved.stem_weights.clear()
         resolved.stem_weights.update(zip(STEM_ORDER, opts.stem_weights or (1.0,) * len(STEM_ORDER), strict=True))
+    resolved.seed = opts.seed  # a reel's section may be painted with a seed of its own
+    if opts.span is not None:
+        resolved.span.start_s, resolved.span.end_s = opts.span
+    else:
+        resolved.ClearField("span")
     return resolved

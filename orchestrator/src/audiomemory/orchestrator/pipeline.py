@@ -3,10 +3,15 @@ transcript) ∥ text encoding → fuse → generate → record.
 
 ``Pipeline.run(job, sent, upload, report)`` runs one job against ``stages.Stages`` — the gRPC services
 (``downstream.Downstream``) or the backends in this process (``audiomemory.bench.inprocess``) — and
-returns the image with its record. Progress goes to ``report`` (a side channel: the servicer relays it as
-``StageEvent``s), never through the return path. Concurrency is ``job.TaskGroup``'s: the text encoder's
-call runs beside the front half (unless the lyrics are to be heard first), the front half's own calls
-run as tasks of their own; the job's cancellation reaches all of them as one event.
+returns the image with its record. It is two halves any job of a song reuses (a reel, DESIGN.md §11):
+``listen`` (upload → decode → the audio vector, the one-second bins and the transcript, with the text
+encoding of a window already known beside it) → ``Listened``; and ``paint_span`` (the image of one span, or
+of the whole song: ``sketch`` — words, text encoding, the span's audio vector, fusion — then ``paint``, then
+``finish`` — the record), so that a section painted within a reel is the image its span makes alone.
+Progress goes to ``report`` (a side channel: the servicer relays it as ``StageEvent``s), never through the
+return path. Concurrency is ``job.TaskGroup``'s: the text encoder's call runs beside the front half (unless
+the lyrics are to be heard first), the front half's own calls run as tasks of their own; the job's
+cancellation reaches all of them as one event.
 
 What the image records comes from the calls that ran: each stage's ``Served`` header (replica identity
 and resolved parameters), not a ``Describe`` that another replica may have answered.
@@ -23,16 +28,17 @@ import numpy as np
 
 from audiomemory.orchestrator.cache import AudioCache
 from audiomemory.orchestrator.compatibility import NAMES, Infos
-from audiomemory.orchestrator.decode import decode_audio
-from audiomemory.orchestrator.front import FrontHalf, pins_for
-from audiomemory.orchestrator.fusion import Fusion
+from audiomemory.orchestrator.decode import DecodedAudio, decode_audio
+from audiomemory.orchestrator.front import AudioVector, FrontHalf, pins_for
+from audiomemory.orchestrator.fusion import Fused, Fusion
 from audiomemory.orchestrator.job import Job, TaskGroup
 from audiomemory.orchestrator.options import (
     JobOptions,
+    Words,
     check_with_services,
     parse_options,
     resolved_request,
-    transcript_window,
+    span_words,
 )
 from audiomemory.orchestrator.record import build_record
 from audiomemory.orchestrator.stages import (
@@ -48,7 +54,8 @@ from audiomemory.orchestrator.stages import (
     queued,
     stem_format,
 )
-from audiomemory.runtime.errors import AudioMemoryError
+from audiomemory.orchestrator.timebins import Span, bin_count, check_span
+from audiomemory.runtime.errors import AudioMemoryError, FailedPrecondition
 from audiomemory.v1 import common_pb2, orchestrator_pb2, record_pb2
 
 T = TypeVar("T")
@@ -95,6 +102,43 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)  # seconds until each stage ended
 
 
+@dataclass
+class Listened:
+    """A song decoded and heard — what every image of it is painted from (``Pipeline.listen``)."""
+
+    song: DecodedAudio  # its facts (the waveform is let go once the audio vector is made)
+    sha256: str
+    upload_bytes: int
+    audio: AudioVector  # the whole-song vector, the one-second bins, the transcript
+    start: float  # time.perf_counter() when the job started
+    timings: dict[str, float] = field(default_factory=dict)  # seconds from ``start`` until each stage ended
+
+    def pooled(self, span: Span | None) -> np.ndarray:
+        """The audio vector of ``span`` (from the bins), or of the whole song (``None``: ``a`` as always)."""
+        if span is None:
+            return self.audio.pooled
+        if self.audio.bins is None:
+            raise FailedPrecondition("options.span: the audio encoder did not say its hop (hop_seconds in its call "
+                                     "header), so this song has no time bins to pool a span from")
+        return self.audio.bins.pooled(span)
+
+    def mark(self, stage: str) -> None:
+        self.timings[stage] = time.perf_counter() - self.start
+
+
+@dataclass(frozen=True)
+class Sketch:
+    """One image up to the generator (``Pipeline.sketch``): its words, its audio vector, the fused prompt."""
+
+    opts: JobOptions  # its options (a reel's section: its span and seed)
+    words: Words
+    text_served: Served
+    encoded: Encoded  # [lyrics window, negative prompt]
+    pooled: np.ndarray  # the audio vector the fusion read
+    fused: Fused
+    painting: Painting
+
+
 class Pipeline:
     def __init__(self, stages: Stages, cache: AudioCache, fusion: Fusion, limits: Limits,
                  identity: Callable[[], common_pb2.ModelInfo]) -> None:
@@ -106,7 +150,7 @@ class Pipeline:
 
     def prepare(self, job: Job, sent: orchestrator_pb2.CreateImageOptions) -> tuple[JobOptions, Infos, str]:
         """The options checked, the services asked: all before the upload, so a bad job costs nothing."""
-        opts = parse_options(sent, self.fusion, self.limits.max_lyrics_chars)
+        opts = parse_options(sent, self.fusion, self.limits.max_lyrics_chars, self.limits.max_seconds)
         infos = self.stages.describe(job)
         return opts, infos, check_with_services(opts, infos)
 
@@ -114,8 +158,22 @@ class Pipeline:
         self, job: Job, sent: orchestrator_pb2.CreateImageOptions, receive: Callable[[], Upload], report: Report,
         prepared: tuple[JobOptions, Infos, str] | None = None,
     ) -> Result:
-        start, timings = time.perf_counter(), {}
+        """One image: of the whole song, or of ``sent.span``."""
         opts, infos, window = prepared or self.prepare(job, sent)
+        early = None if opts.source == "transcribe" else window
+        listened, encoded = self.listen(job, opts, infos, receive, report, early=early)
+        return self.paint_span(job, sent, opts, infos, listened, report,
+                               early=None if encoded is None or early is None else (early, encoded))
+
+    def listen(
+        self, job: Job, opts: JobOptions, infos: Infos, receive: Callable[[], Upload], report: Report, *,
+        early: str | None = None, need_bins: bool | None = None,
+    ) -> tuple[Listened, tuple[Served, Encoded] | None]:
+        """Upload → decode (``opts.span`` checked against the song's length) → the audio vector, the bins and
+        the transcript (``FrontHalf.audio_vector``), with the text encoder's call for ``early`` (a lyrics window
+        known before the song is heard) beside it. ``need_bins`` (default: when ``opts.span`` is set) takes a
+        cache entry without bins as a miss."""
+        start = time.perf_counter()
         report(Event(Stage.STAGE_UPLOADING, message="receiving the song file"))
         upload = receive()
         report(Event(Stage.STAGE_DECODING, message=f"decoding {len(upload.data)} bytes"))
@@ -125,52 +183,93 @@ class Pipeline:
         room, sha256, upload_bytes = upload.room, upload.sha256, len(upload.data)
         room.resize(song.samples.nbytes)
         del upload  # the file's bytes (a WAV's are the size of the song) are not kept while the job goes on
-        timings["decode"] = time.perf_counter() - start
+        if opts.span is not None:
+            check_span(opts.span, bin_count(song.seconds))
+        timings = {"decode": time.perf_counter() - start}
         job.check()
+        need = opts.span is not None if need_bins is None else need_bins
         with TaskGroup(job, "job") as tasks:
-            encoding = None if opts.source == "transcribe" else tasks.spawn(self._encode, job, infos, window, opts)
-            audio = self.front.audio_vector(job, infos, song, sha256, encoding is None,
-                                            pins_for(infos, opts.pins), report)
+            encoding = None if early is None else tasks.spawn(self.encode, job, infos, early, opts)
+            audio = self.front.audio_vector(job, infos, song, sha256, opts.source == "transcribe",
+                                            pins_for(infos, opts.pins), report, need)
             timings["audio"] = time.perf_counter() - start
             song_facts = song.without_samples()  # the waveform's room goes to the next job while this one paints
             del song
             room.resize(0)
             report(Event(Stage.STAGE_ENCODING_TEXT, message="encoding lyrics and negative prompt"))
         job.check()  # (the group has joined the text encoder's task)
-        if encoding is not None:
-            text_served, encoded = encoding()
-        else:  # the words heard are the lyrics
-            assert audio.transcript is not None
-            window = transcript_window(opts, audio.transcript, infos)
-            text_served, encoded = self._encode(job, infos, window, opts)
-        timings["encode_text"] = time.perf_counter() - start
+        listened = Listened(song_facts, sha256, upload_bytes, audio, start, timings)
+        return listened, (encoding() if encoding is not None else None)
+
+    def paint_span(
+        self, job: Job, sent: orchestrator_pb2.CreateImageOptions, opts: JobOptions, infos: Infos,
+        listened: Listened, report: Report, *, early: tuple[str, tuple[Served, Encoded]] | None = None,
+        section: record_pb2.SectionRecord | None = None,
+    ) -> Result:
+        """The image of ``opts.span`` (``None``: the whole song) with ``opts.seed``: ``sketch`` → ``paint`` →
+        ``finish``. A reel's section painted through here is the image the same span makes alone."""
+        sketch = self.sketch(job, opts, infos, listened, report, early=early)
+        gen_served, painted, denoising_steps = self.paint(job, sketch.painting, opts.pins.get("generator", _NO_PIN),
+                                                          report)
+        listened.mark("generate")
+        return self.finish(sent, infos, listened, sketch, gen_served, painted, denoising_steps, section=section)
+
+    def sketch(
+        self, job: Job, opts: JobOptions, infos: Infos, listened: Listened, report: Report, *,
+        early: tuple[str, tuple[Served, Encoded]] | None = None,
+    ) -> Sketch:
+        """One image up to the generator: its words (``options.span_words``) encoded (``early``'s encoding when it
+        is of the same window), its audio vector (the span's bins, or ``a``), fused (§2), and what to paint."""
+        transcript = listened.audio.transcript
+        if opts.source == "transcribe":
+            assert transcript is not None
+        words = span_words(opts, infos, transcript)
+        if early is not None and early[0] == words.window:
+            text_served, encoded = early[1]
+        else:
+            text_served, encoded = self.encode(job, infos, words.window, opts)
+        listened.mark("encode_text")
         report(Event(Stage.STAGE_FUSING, message=f"fusing audio into text, strength {opts.strength:g}"))
-        fused = self.fusion.apply(encoded.embeddings[0:1], audio.pooled, opts.strength,
+        pooled = listened.pooled(opts.span)
+        fused = self.fusion.apply(encoded.embeddings[0:1], pooled, opts.strength,
                                   projection_seed=opts.projection_seed, keep_bos=opts.keep_bos,
                                   stem_weights=opts.stem_weights)
-        timings["fuse"] = time.perf_counter() - start
+        listened.mark("fuse")
         painting = Painting(fused.embeddings, encoded.embeddings[1:2], opts.seed, opts.steps, opts.guidance,
                             opts.width, opts.height, opts.scheduler)
-        gen_served, painted, denoising_steps = self._paint(job, painting, opts.pins.get("generator", _NO_PIN), report)
-        timings["generate"] = time.perf_counter() - start
-        served = {**audio.served, "text_encoder": text_served, "generator": gen_served}
-        record = build_record(
-            opts=opts, served=served, orchestrator=self.identity(), profile=self.limits.profile, song=song_facts,
-            sha256=sha256, upload_bytes=upload_bytes, window=window, truncated=encoded.truncated,
-            fusion=self.fusion, fused=fused, painted=painted, denoising_steps=denoising_steps, audio=audio,
-            stem_format=stem_format(infos), request=resolved_request(sent, opts),
-            native_size=infos.generator.native_size,
-        )
-        return Result(painted.png, record, audio.pooled, fused.embeddings, timings)
+        return Sketch(opts, words, text_served, encoded, pooled, fused, painting)
 
-    def _encode(self, job: Job, infos: Infos, window: str, opts: JobOptions) -> tuple[Served, Encoded]:
+    def finish(
+        self, sent: orchestrator_pb2.CreateImageOptions, infos: Infos, listened: Listened, sketch: Sketch,
+        gen_served: Served, painted: Painted, denoising_steps: int, *,
+        section: record_pb2.SectionRecord | None = None,
+    ) -> Result:
+        """The painted image with its record: the request resolved with the sketch's own options (its span and
+        seed), so that sending it again alone makes the same image; a span's record says where its words came
+        from (``section.words``; a reel passes its ``SectionRecord`` with the index and spans filled in)."""
+        opts = sketch.opts
+        served = {**listened.audio.served, "text_encoder": sketch.text_served, "generator": gen_served}
+        if opts.span is not None:
+            section = section if section is not None else record_pb2.SectionRecord()
+            section.words = sketch.words.source
+        record = build_record(
+            opts=opts, served=served, orchestrator=self.identity(), profile=self.limits.profile, song=listened.song,
+            sha256=listened.sha256, upload_bytes=listened.upload_bytes, window=sketch.words.window,
+            truncated=sketch.encoded.truncated, fusion=self.fusion, fused=sketch.fused, painted=painted,
+            denoising_steps=denoising_steps, audio=listened.audio, stem_format=stem_format(infos),
+            request=resolved_request(sent, opts), native_size=infos.generator.native_size, pooled=sketch.pooled,
+            section=section,
+        )
+        return Result(painted.png, record, sketch.pooled, sketch.fused.embeddings, listened.timings)
+
+    def encode(self, job: Job, infos: Infos, window: str, opts: JobOptions) -> tuple[Served, Encoded]:
         """The text encoder's call for [lyrics window, negative prompt]."""
         text = infos.text_encoder
         return _served_then(self.stages.encode(job, [window, opts.negative_prompt],
                                                (text.max_length, text.hidden_size),
                                                opts.pins.get("text_encoder", _NO_PIN)), "text_encoder", Encoded)
 
-    def _paint(self, job: Job, painting: Painting, pin: Pin, report: Report) -> tuple[Served, Painted, int]:
+    def paint(self, job: Job, painting: Painting, pin: Pin, report: Report) -> tuple[Served, Painted, int]:
         """The generator's steps as steps of the steps it resolved (a scheduler may run an extra warm-up call:
         PNDM runs 31 for 30); returns its header, the image and the denoising calls it ran."""
         served: Served | None = None

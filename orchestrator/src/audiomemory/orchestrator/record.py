@@ -104,10 +104,13 @@ def build_record(
     *, opts: JobOptions, served: Mapping[str, common_pb2.Served], orchestrator: common_pb2.ModelInfo, profile: str,
     song: DecodedAudio, sha256: str, upload_bytes: int, window: str, truncated: tuple[bool, ...], fusion: Fusion,
     fused: Fused, painted: Painted, denoising_steps: int, audio: AudioVector, stem_format: StemFormat,
-    request: orchestrator_pb2.CreateImageOptions, native_size: int,
+    request: orchestrator_pb2.CreateImageOptions, native_size: int, pooled: np.ndarray | None = None,
+    section: record_pb2.SectionRecord | None = None,
 ) -> record_pb2.ImageRecord:
     """Everything needed to make the image again, and the replica that served each of the job's calls
-    (``served``: kind → its call header; ``served["generator"]`` the replica that painted)."""
+    (``served``: kind → its call header; ``served["generator"]`` the replica that painted). ``pooled`` is the
+    audio vector the fusion read (a span's; default the whole song's), ``section`` the image's place in a reel
+    or, for a span painted alone, where its words came from."""
     painter = served["generator"].resolved
     transcript = audio.transcript
     record = record_pb2.ImageRecord(
@@ -124,7 +127,8 @@ def build_record(
             strength=opts.strength, projection_seed=opts.projection_seed, projection=fused.projection,
             keep_bos=opts.keep_bos, reference_stats=fusion.stats.identity if fusion.stats else "",
             steered=fused.steered, stems=STEM_ORDER,
-            audio_vector_sha256=hashlib.sha256(np.ascontiguousarray(audio.pooled, np.float32).tobytes()).hexdigest()),
+            audio_vector_sha256=hashlib.sha256(np.ascontiguousarray(
+                audio.pooled if pooled is None else pooled, np.float32).tobytes()).hexdigest()),
         generation=record_pb2.GenerationRecord(
             seed=opts.seed, steps=int(painter.get("steps", opts.steps)), denoising_steps=denoising_steps,
             guidance=float(painter.get("guidance", opts.guidance or 0.0)), guidance_set=opts.guidance is not None,
@@ -133,6 +137,7 @@ def build_record(
             native_size=native_size),
         stem_format=record_pb2.StemFormatRecord(
             sample_rate=stem_format.sample_rate, channels=stem_format.channels, dtype=stem_format.dtype),
+        section=section,
     )
     for kind, header in served.items():
         record.served[kind].CopyFrom(header)
