@@ -77,7 +77,7 @@ def test_a_whole_song_image_from_timed_lyrics_equals_the_one_from_the_same_lines
     ({"stem_weights": {"drums": 5.0}}, "options.stem_weights[drums]: must be in [0, 4], got 5.0"),
     ({"stem_weights": {"piano": 1.0}}, "options.stem_weights: keys are the stems"),
     ({"lyrics": "la", "timed_lyrics": [transcriber_pb2.TranscriptSegment(start=0, end=1, text="la")]},
-     "options.lyrics: must be empty when timed_lyrics is set"),
+     "options.lyrics: must be empty when timed_lyrics are given"),
 ])
 def test_bad_weights_or_lyrics_are_invalid_argument_over_grpc(
     orchestrator: RunningService, options: dict[str, Any], words: str

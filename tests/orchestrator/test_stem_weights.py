@@ -143,7 +143,8 @@ def test_timed_lyrics_are_the_lyrics_of_the_whole_song_one_line_each() -> None:
     ({"timed_lyrics": _segments(*((i, i + 1, "") for i in range(MAX_TIMED_LINES + 1)))},
      f"options.timed_lyrics: at most {MAX_TIMED_LINES} lines, got {MAX_TIMED_LINES + 1}"),
     ({"timed_lyrics": _segments((0, 1, "la" * 60), (1, 2, "la" * 60))},
-     "options.timed_lyrics: at most 200 characters of text in all (the orchestrator's max_lyrics_chars), got 241"),
+     "options.timed_lyrics: their text, a line each, at most 200 characters (the orchestrator's "
+     "max_lyrics_chars), got 241"),
 ])
 def test_bad_timed_lyrics_are_invalid_argument_naming_the_field(fields: dict[str, Any], words: str) -> None:
     with pytest.raises(InvalidInput) as info:
