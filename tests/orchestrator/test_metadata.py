@@ -19,13 +19,13 @@ from audiomemory.orchestrator.decode import DecodedAudio
 from audiomemory.orchestrator.downstream import Painted, StemFormat
 from audiomemory.orchestrator.front import AudioVector
 from audiomemory.orchestrator.fusion import Fused
-from audiomemory.orchestrator.options import MAX_FILENAME_CHARS, MAX_NEGATIVE_CHARS, JobOptions
+from audiomemory.orchestrator.options import MAX_FILENAME_CHARS, MAX_NEGATIVE_CHARS, MAX_TIMED_LINES, JobOptions
 from audiomemory.orchestrator.record import build_record, embed_record
 from audiomemory.runtime import identity
 from audiomemory.runtime.errors import AudioMemoryError
 from audiomemory.runtime.service import RunningService
 from audiomemory.runtime.transcript import Segment, Transcript
-from audiomemory.v1 import common_pb2, orchestrator_pb2, record_pb2
+from audiomemory.v1 import common_pb2, orchestrator_pb2, record_pb2, transcriber_pb2
 
 from .conftest import StartOrchestrator, run_job
 from .songs import encode_song
@@ -124,6 +124,25 @@ def test_the_longest_texts_a_job_accepts_make_an_image_every_reader_reads_back(
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert refused.value.details() == (f"options.lyrics: at most {limit} characters (the orchestrator's "
                                        f"max_lyrics_chars), got {limit + 1}")
+
+
+def test_the_most_timed_lyrics_a_job_accepts_make_an_image_every_reader_reads_back(
+    models: dict[str, RunningService], start_orchestrator: StartOrchestrator
+) -> None:
+    # The record holds timed lyrics three times (the request's lines with their times, their text, its window):
+    # the most lines, their text the longest the orchestrator may take, every character six bytes of JSON.
+    limit = _largest("max_lyrics_chars")
+    orchestrator = start_orchestrator(models, max_lyrics_chars=limit)
+    worst, each = "\x01", (limit + 1) // MAX_TIMED_LINES - 1
+    lines = [transcriber_pb2.TranscriptSegment(start=1199.123456 * i / MAX_TIMED_LINES, end=1199.987654,
+                                               text=worst * each) for i in range(MAX_TIMED_LINES)]
+    song = encode_song("wav", 16000, 1, seconds=1.0)
+    result = run_job(orchestrator.address, song, seed=1, width=64, height=64, timed_lyrics=lines,
+                     lyrics_window="head", negative_prompt=worst * MAX_NEGATIVE_CHARS)
+    record = record_from_json(result.metadata_json)
+    assert len(record.request.timed_lyrics) == MAX_TIMED_LINES and len(record.lyrics.full) > limit - MAX_TIMED_LINES
+    assert len(result.metadata_json) > 600_000  # (the window the tiny text encoder keeps is shorter than a real one's)
+    assert read_record(result.png) == record
 
 
 def test_a_record_no_reader_could_read_back_is_never_written() -> None:

@@ -2,9 +2,11 @@
 
 - ``section_ask(sections, min_seconds, max_sections, defaults)`` — a request's section settings (``ReelOptions``:
   0 = the orchestrator's default), checked: INVALID_ARGUMENT naming the field, the limit and what came.
-- ``features(bins)`` — one row a second: every stem's per-second mean embedding side by side, each dimension
-  standardised over the song, reduced to its ``COMPONENTS`` principal components (their scores, unwhitened:
-  a component weighs what it varies; randomized SVD, seeded).
+- ``features(bins)`` — one row a second: every stem's per-second mean embedding side by side (the first and
+  last second taken from their inner neighbours: their windows reach into the silence past the song's ends),
+  each dimension standardised robustly over the song (median, median absolute deviation) and clipped at ±3,
+  reduced to its ``COMPONENTS`` principal components (their scores, unwhitened: a component weighs what it
+  varies; randomized SVD, seeded).
 - ``find_sections(bins, ask)`` — the spans ``[start_s, end_s)`` covering the song, boundaries on whole seconds,
   every section at least ``min_seconds`` long (a song shorter than two of them is one section).
 
@@ -14,9 +16,9 @@ in C, ``min_size`` = the shortest section. Exactly ``N`` sections when asked; el
 maximum that fits) minimising ``cost(K) + β · (K − 1)``, where a new boundary must pay
 ``β = max(2 · log(S) · v, RELATIVE_GAIN · cost(1))`` — ``S`` the song's seconds, ``v`` the features' noise
 variance per second (each component's, from the median absolute difference of consecutive seconds, summed), so
-a boundary must be statistically clear (twice the BIC of a mean shift in every component: BIC alone lets noise
-through at a few hundred seconds and 16 components), and it must explain at least ``RELATIVE_GAIN`` of the
-song's whole variation, so it is musically clear too.
+a boundary must be statistically clear (twice the BIC of a mean shift in every component), and it must explain
+at least ``RELATIVE_GAIN`` of the song's whole variation, so it is musically clear too (in music the variation
+within a part is not white noise, and the second bound is the one that decides).
 """
 
 from __future__ import annotations
