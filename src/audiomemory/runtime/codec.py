@@ -10,6 +10,7 @@ Everything that crosses the wire as numbers goes through here:
   repeats the header, offsets must follow each other, and the total is capped before any allocation.
 - audio streamed as ``AudioChunk`` runs of frames: ``runtime/audio.py``.
 - ``iter_pieces`` for plain bytes (a PNG) split into ``(piece, is_last)`` pairs.
+- ``batch_fits`` for a unary request of several prompts (the generator's batch): how many fit one message.
 
 Every streamed message carries at most ``CHUNK_BYTES`` of payload.
 
@@ -40,6 +41,8 @@ CHUNK_BYTES = (1 << 20) - 1024
 # What numpy can represent: at most 64 dimensions, and a size in bytes that fits its index type.
 MAX_RANK = 64
 _MAX_INDEX = int(np.iinfo(np.intp).max)
+# Room kept in a request for all but its tensors' bytes (its other fields, protobuf framing).
+MESSAGE_MARGIN = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -295,3 +298,9 @@ def iter_pieces(data: bytes, size: int = CHUNK_BYTES) -> Iterator[tuple[bytes, b
         offset = end
         if offset >= total:
             return
+
+
+def batch_fits(max_message_bytes: int, tokens: int, dim: int) -> int:
+    """How many prompts one message of ``max_message_bytes`` carries with as many negative prompts: B items of
+    ``[tokens, dim]`` float32 twice, and ``MESSAGE_MARGIN`` to spare (at least 1)."""
+    return max(1, (max_message_bytes - MESSAGE_MARGIN) // (2 * max(tokens, 1) * max(dim, 1) * 4))

@@ -139,6 +139,9 @@ class InProcessStages:
         encoded = text.encode(texts)
         yield Encoded(np.asarray(encoded.embeddings, dtype=np.float32), tuple(encoded.truncated))
 
+    def max_batch(self, infos: Infos) -> int:
+        return max(1, infos.generator.max_batch)
+
     def generate(self, job: Job, painting: Painting, pin: Pin) -> Iterator[Served | Step | Painted]:
         from audiomemory.generator.backends import ImageRequest
 
@@ -150,15 +153,22 @@ class InProcessStages:
             steps=painting.steps or config.default_steps,
             guidance=config.default_guidance if painting.guidance is None else painting.guidance,
             width=painting.width or config.default_size, height=painting.height or config.default_size,
-            scheduler=painting.scheduler or gen.backend.default_scheduler,
+            scheduler=painting.scheduler or gen.backend.default_scheduler, seeds=tuple(painting.seeds),
         )
-        yield self._served("generator", pin, steps=request.steps, guidance=request.guidance,
-                           scheduler=request.scheduler, width=request.width, height=request.height)
-        generated = gen.backend.generate(request, lambda step, total: None, job.cancelled.is_set)
-        buf = io.BytesIO()
-        generated.image.save(buf, format="PNG")
-        width, height = generated.image.size
-        yield Painted(buf.getvalue(), width, height, generated.scheduler)
+        resolved: dict[str, object] = {"steps": request.steps, "guidance": request.guidance,
+                                       "scheduler": request.scheduler, "width": request.width, "height": request.height}
+        if request.seeds:
+            resolved["batch"] = len(request.seeds)
+        yield self._served("generator", pin, **resolved)
+        if request.seeds:
+            generated = gen.backend.generate_batch(request, lambda step, total: None, job.cancelled.is_set)
+        else:
+            generated = [gen.backend.generate(request, lambda step, total: None, job.cancelled.is_set)]
+        for index, image in enumerate(generated):
+            buf = io.BytesIO()
+            image.image.save(buf, format="PNG")
+            width, height = image.image.size
+            yield Painted(buf.getvalue(), width, height, image.scheduler, index)
 
 
 def _pieces(stems: np.ndarray, fmt: StemFormat) -> Iterator[StemPiece]:

@@ -4,6 +4,8 @@
 - ``check_compatibility(infos, projection, stats, max_seconds)`` — ``FailedPrecondition`` with a sentence
   naming both services and their numbers (stems, dims, token lengths, the length limit, the projection
   and reference statistics files) — checked at start-up and again before each job's upload.
+- ``batch_limit(generator, max_message_bytes)`` — the most prompts one ``Generate`` call carries: the generator's
+  ``max_batch`` (1 from a generator older than batching), lowered to what fits the sender's message limit.
 - ``rpc_error(kind, target, exc)`` — a downstream ``grpc.RpcError`` as the project error that names the
   service: down → UNAVAILABLE naming it and its target, its refusal of bad input → INVALID_ARGUMENT, ...
 """
@@ -17,6 +19,7 @@ import grpc
 
 from audiomemory.orchestrator.decode import MAX_DECODED_RATE
 from audiomemory.orchestrator.fusion import STEM_ORDER, Projection, ReferenceStats
+from audiomemory.runtime.codec import batch_fits
 from audiomemory.runtime.errors import (
     AudioMemoryError,
     Cancelled,
@@ -124,6 +127,13 @@ def check_transcriber(enc: audio_encoder_pb2.AudioEncoderInfo, words: transcribe
         )
     if tensor_pb2.DTYPE_FLOAT32 not in words.accepted_dtypes:
         raise FailedPrecondition(f"{_who('transcriber', words)} does not accept float32 audio")
+
+
+def batch_limit(gen: generator_pb2.GeneratorInfo, max_message_bytes: int) -> int:
+    """The most prompts one ``Generate`` request may carry: the generator's ``max_batch`` (0, from a generator
+    older than batching: 1), lowered so that the request — that many prompts and negative prompts,
+    ``max_length`` tokens each in float32 — fits ``max_message_bytes``, the sender's own message limit."""
+    return max(1, min(gen.max_batch or 1, batch_fits(max_message_bytes, gen.max_length, gen.cross_attention_dim)))
 
 
 def rpc_error(

@@ -14,8 +14,9 @@ pipeline can run. Its methods are the stages (each stream: ``Served`` first, the
 - ``transcribe(...)`` → ``Queued``, ``Heard`` as windows are transcribed, then the ``Transcript`` (the vocal
   stem's pieces, as the separator delivers them);
 - ``encode(...)`` → ``Encoded`` (embeddings and which texts were truncated);
-- ``generate(...)`` → ``Queued``, ``Step`` per denoising step, then ``Painted``; a replica that dies
-  mid-stream is retried with the whole (deterministic) call, pinned to the identity that started it.
+- ``generate(...)`` → ``Queued``, ``Step`` per denoising step, then ``Painted`` (one per item of a batch, in
+  order; ``max_batch(infos)`` items at most); a replica that dies mid-stream is retried with the whole
+  (deterministic) call, pinned to the identity that started it.
 
 Every stream opens with the serving replica's ``Served`` header (passed on as the first event); a call
 carries the stage's ``Pin`` (a replica of another identity refuses it before answering, and the channel's
@@ -34,10 +35,11 @@ from typing import Any
 import grpc
 import numpy as np
 
-from audiomemory.orchestrator.compatibility import NAMES, Infos, check_compatibility, rpc_error
+from audiomemory.orchestrator.compatibility import NAMES, Infos, batch_limit, check_compatibility, rpc_error
 from audiomemory.orchestrator.config import OrchestratorConfig
 from audiomemory.orchestrator.fusion import STEM_ORDER, Fusion
 from audiomemory.orchestrator.job import Job
+from audiomemory.orchestrator.replies import FrameCheck, ImageCheck
 from audiomemory.orchestrator.stages import (
     Embedded,
     Encoded,
@@ -56,7 +58,7 @@ from audiomemory.orchestrator.stages import (
 from audiomemory.runtime import codec
 from audiomemory.runtime.audio import iter_audio_chunks
 from audiomemory.runtime.backend import Loadable
-from audiomemory.runtime.errors import AudioMemoryError, Cancelled, DeadlineExceeded, Unavailable
+from audiomemory.runtime.errors import AudioMemoryError, Cancelled, DeadlineExceeded, ResourceExhausted, Unavailable
 from audiomemory.runtime.identity import pin_for
 from audiomemory.runtime.security import open_channel
 from audiomemory.runtime.transcript import Segment, Transcript
@@ -77,7 +79,6 @@ from audiomemory.v1 import (
 
 log = logging.getLogger(__name__)
 
-MAX_PNG_BYTES = 64 * 1024 * 1024
 STEMS = "stems"  # the separator and audio encoder calls of a job: one pipeline, alive while either speaks
 
 
@@ -306,25 +307,39 @@ class Downstream(Loadable):
         )
         yield Encoded(np.asarray(embeddings, dtype=np.float32), tuple(first.header.truncated))
 
+    def max_batch(self, infos: Infos) -> int:
+        """The generator's ``max_batch``, lowered to what this orchestrator's ``max_message_bytes`` sends."""
+        return batch_limit(infos.generator, self.config.max_message_bytes)
+
     def generate(self, job: Job, painting: Painting, pin: Pin) -> Iterator[Served | Queued | Step | Painted]:
-        """The header, steps then the PNG; the whole call again (it is deterministic, and pinned to the replica
-        that started it) if a replica dies mid-stream."""
+        """The header, steps then the images (a batch's in order); the whole call again (it is deterministic, and
+        pinned to the replica that started it) if a replica dies mid-stream, passing on only the images not
+        passed on before."""
         request = generator_pb2.GenerateRequest(
             prompt_embeds=codec.to_tensor(np.ascontiguousarray(painting.prompt_embeds, dtype=np.float32)),
             negative_prompt_embeds=codec.to_tensor(
                 np.ascontiguousarray(painting.negative_prompt_embeds, dtype=np.float32)),
             seed=painting.seed, steps=painting.steps, guidance=painting.guidance, width=painting.width,
-            height=painting.height, scheduler=painting.scheduler, pin=pin,
+            height=painting.height, scheduler=painting.scheduler, pin=pin, seeds=painting.seeds,
         )
-        attempts = self.config.generate_attempts
+        if request.ByteSize() > self.config.max_message_bytes:
+            raise ResourceExhausted(
+                f"a Generate request of {len(painting.seeds) or 1} prompt(s) is {request.ByteSize()} bytes, over the "
+                f"orchestrator's max_message_bytes ({self.config.max_message_bytes}); paint fewer at once"
+            )
+        attempts, passed_on = self.config.generate_attempts, 0
         for attempt in range(1, attempts + 1):
             started = False
             try:
-                for event in self._generate_once(job, request, attempt):
+                for event in self._generate_once(job, request, attempt, len(painting.seeds) or 1):
                     if isinstance(event, Served) and not request.pin.identity:
                         request.pin.CopyFrom(pin_for(event))  # a retry paints with the same identity
                     # Any reply, a place in line included, ends gRPC's own retries for this call.
                     started = started or isinstance(event, (Step, Queued))
+                    if isinstance(event, Painted):
+                        if event.index < passed_on:
+                            continue
+                        passed_on += 1
                     if attempt == 1 or not isinstance(event, Served):
                         yield event
                 return
@@ -341,11 +356,10 @@ class Downstream(Loadable):
                     raise
 
     def _generate_once(
-        self, job: Job, request: generator_pb2.GenerateRequest, attempt: int
+        self, job: Job, request: generator_pb2.GenerateRequest, attempt: int, count: int
     ) -> Iterator[Served | Queued | Step | Painted]:
         call = job.open(lambda: self.generator.Generate(request, timeout=job.timeout(), metadata=job.metadata))
-        png = bytearray()
-        painted: Painted | None = None
+        images = ImageCheck(count)
         replies = self._replies(job, "generator", call)
         yield next(replies)
         # Read to the end of the stream (its status), so the generator sees the call end OK, not cancelled.
@@ -355,41 +369,10 @@ class Downstream(Loadable):
                 yield Queued(reply.queued.position)
             elif item == "progress":
                 yield Step(reply.progress.step, reply.progress.total, attempt, self.config.generate_attempts)
-            elif item == "image" and painted is None:
-                png += reply.image.png
-                if len(png) > MAX_PNG_BYTES:
-                    raise AudioMemoryError(f"the generator's PNG passed {MAX_PNG_BYTES} bytes")
-                if reply.image.last:
-                    painted = Painted(bytes(png), reply.image.width, reply.image.height, reply.image.scheduler)
+            elif item == "image":
+                painted = images.add(reply.image)
+                if painted is not None:
+                    yield painted
             else:
                 raise AudioMemoryError(f"the generator sent an unexpected {item or 'empty'} message")
-        if painted is None:
-            raise AudioMemoryError("the generator's stream ended without the last image piece")
-        yield painted
-
-
-class FrameCheck:
-    """The audio encoder's frames in order, signal by signal, ``[n, dim]`` float32 and finite."""
-
-    def __init__(self, signals: int, dim: int) -> None:
-        self.signals = signals
-        self.dim = dim
-        self.next_frame = [0] * signals
-        self.ended = False
-
-    def add(self, msg: audio_encoder_pb2.EmbedFrames) -> Frames:
-        signals, next_frame = self.signals, self.next_frame
-        if not 0 <= msg.signal < signals or msg.first != next_frame[msg.signal]:
-            raise AudioMemoryError(
-                f"the audio encoder sent frames {msg.first}.. of signal {msg.signal}, expected "
-                f"signal 0..{signals - 1} from frame {next_frame[min(max(msg.signal, 0), signals - 1)]}"
-            )
-        frames = codec.from_tensor(msg.embeddings, field=f"audio_encoder.frames[{msg.signal}]",
-                                   shape=(None, self.dim), dtypes=("float32",), finite=True)
-        next_frame[msg.signal] += frames.shape[0]
-        return Frames(msg.signal, frames, int(msg.done), int(msg.total))
-
-    def end(self, frames: list[int]) -> None:
-        if frames != self.next_frame:
-            raise AudioMemoryError(f"the audio encoder ended with {frames} frames, sent {self.next_frame}")
-        self.ended = True
+        images.end()

@@ -2,7 +2,8 @@
 
 ``Stages`` is what the job (``pipeline.py``) is written against: ``describe`` and the five model calls,
 each a stream of typed events that opens with the ``Served`` header of whoever served it (the replica's
-identity and what it resolved) and may carry a ``Pin`` (the identity the call needs). Two adapters
+identity and what it resolved) and may carry a ``Pin`` (the identity the call needs); the generator's may
+paint a batch (``Painting.seeds``, at most ``max_batch(infos)`` items, one ``Painted`` each). Two adapters
 implement it: ``downstream.Downstream`` over gRPC (the services), and ``audiomemory.bench.inprocess`` with
 the backends loaded in this process — so the in-process ⇄ services comparison runs the same job code.
 
@@ -105,7 +106,13 @@ class Encoded:
 
 @dataclass(frozen=True)
 class Painting:
-    """What the generator is asked to paint (0 / None = its default)."""
+    """What the generator is asked to paint (0 / None = its default).
+
+    One image: ``prompt_embeds`` and ``negative_prompt_embeds`` ``[1, L, D]``, painted with ``seed``, ``seeds``
+    empty. A batch (one generator call, ``Stages.max_batch`` items at most): ``seeds`` one per item (``seed``
+    unused), ``prompt_embeds`` ``[B, L, D]`` (row i painted with ``seeds[i]``), ``negative_prompt_embeds``
+    ``[1, L, D]`` shared by the batch (or ``[B, L, D]``); item i is the image the same prompt and seed paint
+    alone."""
 
     prompt_embeds: np.ndarray
     negative_prompt_embeds: np.ndarray
@@ -115,6 +122,7 @@ class Painting:
     width: int
     height: int
     scheduler: str
+    seeds: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,7 @@ class Painted:
     width: int
     height: int
     scheduler: str
+    index: int = 0  # the batch's item (0 for one image); a batch's images come in order
 
 
 class Stages(Protocol):
@@ -153,7 +162,14 @@ class Stages(Protocol):
 
     def encode(self, job: Job, texts: list[str], dims: tuple[int, int], pin: Pin) -> Iterator[Served | Encoded]: ...
 
-    def generate(self, job: Job, painting: Painting, pin: Pin) -> Iterator[Served | Queued | Step | Painted]: ...
+    def generate(self, job: Job, painting: Painting, pin: Pin) -> Iterator[Served | Queued | Step | Painted]:
+        """``Served``, places in line, a ``Step`` per denoising step (of the whole batch), then one ``Painted``
+        per item, in order."""
+        ...
+
+    def max_batch(self, infos: Infos) -> int:
+        """The most items one ``generate`` call may carry (``Painting.seeds``) through this adapter."""
+        ...
 
 
 def stem_format(infos: Infos) -> StemFormat:

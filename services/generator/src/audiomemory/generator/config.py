@@ -55,6 +55,11 @@ class GeneratorConfig(ServiceConfig):
         "bfloat16 where the CPU has native bf16 instructions (avx512_bf16/amx_bf16), else float32. "
         "float16 exists for CUDA only and is what auto picks there; CPUs lack fast float16 kernels.",
     )
+    max_batch: int = Field(
+        8, ge=1, le=64, description="Most prompts one Generate call may paint together (GenerateRequest.seeds); "
+        "Describe publishes it lowered so that that many prompts and negative prompts (max_length tokens, "
+        "float32) fit max_message_bytes. The UNet's memory grows with it (2 x B rows with guidance)."
+    )
     default_scheduler: str = Field("", description='Scheduler when a request says ""; "" = the pipeline\'s own.')
     safety_checker: bool = Field(
         False,

@@ -53,6 +53,8 @@ ALLOW_PATTERNS = (
 
 # diffusers builds its pipeline classes lazily; mypy sees a stub without their attributes.
 Pipeline = Any
+StepReport = Callable[[int, int], None]
+StopCheck = Callable[[], bool]
 
 #: Tokens per prompt SD was trained with (CLIP's context length).
 TRAINED_PROMPT_LENGTH = 77
@@ -143,6 +145,8 @@ class StableDiffusionBackend(GeneratorBackend):
         from diffusers import StableDiffusionPipeline
         from diffusers.utils import logging as df_logging
 
+        from audiomemory.generator.backends.batching import itemwise_linears
+
         if self.config.safety_checker:
             raise FailedPrecondition(
                 "safety_checker: the stable-diffusion backend runs without SD's safety checker; "
@@ -172,6 +176,7 @@ class StableDiffusionBackend(GeneratorBackend):
             pipe.vae.to(torch.float32)
         pipe.unet.eval()
         pipe.vae.eval()
+        itemwise_linears(pipe.unet)  # a batch's small products item by item: item i as alone (batching.py)
         self._pipe = pipe
         own = type(pipe.scheduler).__name__
         matches = [n for n, (cls, _) in SCHEDULERS.items() if cls == own]
@@ -262,7 +267,7 @@ class StableDiffusionBackend(GeneratorBackend):
         return pipe
 
     def _initial_noise(self, request: ImageRequest, generator: torch.Generator) -> torch.Tensor:
-        """The initial latents, drawn in float32 and cast to the UNet's dtype.
+        """One item's initial latents ``[1, C, h, w]``, drawn in float32 and cast to the UNet's dtype.
 
         The pipeline would draw them in the UNet's dtype; float32 first gives one seed the same
         starting noise in every precision, and in float32 exactly the tensor the pipeline draws.
@@ -276,24 +281,28 @@ class StableDiffusionBackend(GeneratorBackend):
         noise = randn_tensor(shape, generator=generator, device=self._device, dtype=torch.float32)
         return noise.to(self._dtype)
 
-    def generate(
-        self,
-        request: ImageRequest,
-        on_step: Callable[[int, int], None],
-        should_stop: Callable[[], bool],
-    ) -> GeneratedImage:
+    def generate(self, request: ImageRequest, on_step: StepReport, should_stop: StopCheck) -> GeneratedImage:
+        return self._paint(request, on_step, should_stop, max_batch=1)[0]
+
+    def generate_batch(self, request: ImageRequest, on_step: StepReport, should_stop: StopCheck
+                       ) -> list[GeneratedImage]:
+        return self._paint(request, on_step, should_stop, max_batch=self.config.max_batch)
+
+    def _paint(self, request: ImageRequest, on_step: StepReport, should_stop: StopCheck, max_batch: int
+               ) -> list[GeneratedImage]:
+        """The batch's images in order (one item: ``request.seed``). Item i starts from the noise its own seed
+        draws alone (a CPU generator each: the same on every machine) and draws any later noise (euler_a) from
+        it too; the VAE decodes item by item."""
         import torch
 
-        base = self._loaded()
+        from audiomemory.generator.backends.batching import denoising_batch, guidance_rows
+
         scheduler_name = request.scheduler or self._default_scheduler
-        check_request(
-            replace(request, scheduler=scheduler_name),
-            cross_attention_dim=self.cross_attention_dim,
-            schedulers=self.schedulers,
-        )
+        check_request(replace(request, scheduler=scheduler_name), cross_attention_dim=self.cross_attention_dim,
+                      schedulers=self.schedulers, max_batch=max_batch)
         pipe = self._pipeline_for(scheduler_name)
-        # A CPU generator: the seed picks the same initial noise on every machine.
-        generator = torch.Generator("cpu").manual_seed(request.seed)
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.item_seeds]
+        count = len(generators)
         done = 0
         total = 0
 
@@ -310,28 +319,37 @@ class StableDiffusionBackend(GeneratorBackend):
             raise GenerationStopped(0, request.steps)
         prompt = torch.from_numpy(np.array(request.prompt_embeds, dtype=np.float32))
         negative = torch.from_numpy(np.array(request.negative_prompt_embeds, dtype=np.float32))
-        with torch.inference_mode():
+        with torch.inference_mode(), denoising_batch(count, guidance_rows(pipe, request.guidance)):
             latents = pipe(
-                latents=self._initial_noise(request, generator),
+                latents=torch.cat([self._initial_noise(request, g) for g in generators]),
                 prompt_embeds=prompt.to(self._device, self._dtype),
-                negative_prompt_embeds=negative.to(self._device, self._dtype),
+                negative_prompt_embeds=negative.expand(count, -1, -1).to(self._device, self._dtype),
                 num_inference_steps=request.steps,
                 guidance_scale=request.guidance,
                 width=request.width,
                 height=request.height,
-                generator=generator,
+                generator=generators if count > 1 else generators[0],
                 output_type="latent",
                 callback_on_step_end=step_end,
                 callback_on_step_end_tensor_inputs=[],
                 return_dict=False,
             )[0]
-            if pipe.interrupt or should_stop():
-                raise GenerationStopped(done, total)
-            image = base.vae.decode(latents.float() / base.vae.config.scaling_factor, return_dict=False)[0]
-            if not bool(torch.isfinite(image).all()):
-                raise AudioMemoryError("the VAE decode produced non-finite values (NaN/Inf)")
-            pil = pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=[True])[0]
-        return GeneratedImage(image=pil, scheduler=scheduler_name, steps_run=done, total_steps=total)
+        if pipe.interrupt or should_stop():
+            raise GenerationStopped(done, total)
+        with torch.inference_mode():
+            images = [self._decode(pipe, latents[i:i + 1]) for i in range(count)]
+        return [GeneratedImage(image=image, scheduler=scheduler_name, steps_run=done, total_steps=total)
+                for image in images]
+
+    def _decode(self, pipe: Pipeline, latents: torch.Tensor) -> Any:
+        """One item's latents as a PIL image, the VAE in float32."""
+        import torch
+
+        vae = self._loaded().vae
+        image = vae.decode(latents.float() / vae.config.scaling_factor, return_dict=False)[0]
+        if not bool(torch.isfinite(image).all()):
+            raise AudioMemoryError("the VAE decode produced non-finite values (NaN/Inf)")
+        return pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=[True])[0]
 
     # -- models on disk ----------------------------------------------------------------------
     @classmethod
