@@ -90,7 +90,18 @@ def test_each_item_of_a_batch_is_the_image_its_prompt_and_seed_paint_alone(
     # One progress event per denoising step of the whole batch, as many as one image's.
     assert steps == alone[0][1] and len(steps) >= 2
     assert served.resolved["batch"] == str(len(SEEDS)) and "batch" not in alone[0][0].resolved
+    assert served.resolved["batch_unet"] == "batched"  # auto, on a CPU in float32
     assert {(c.width, c.height, c.scheduler) for c in chunks} == {(64, 64, scheduler)}
+
+
+def test_without_guidance_each_item_is_still_the_image_alone(generator: GenStub) -> None:
+    # guidance <= 1: no classifier-free guidance, one UNet row per item, and oneDNN convolves one row otherwise
+    # than several: such a batch runs per item.
+    prompt = prompts(2, seed=5)
+    served, _, pngs, _ = run(generator, batch_request(prompt, NEGATIVE, (4, 5), guidance=1.0, scheduler="ddim"))
+    assert served.resolved["batch_unet"] == "per_item"
+    assert pngs == [run(generator, one_request(prompt[i:i + 1], NEGATIVE, s, guidance=1.0, scheduler="ddim"))[2][0]
+                    for i, s in enumerate((4, 5))]
 
 
 def test_per_item_negative_prompts_and_the_order_of_items(generator: GenStub) -> None:
@@ -220,3 +231,22 @@ def test_the_one_by_one_default_paints_what_the_batched_backend_paints(tiny_sd: 
     assert one_by_one == [(1, 4), (2, 4), (3, 4), (4, 4)] and batched == [(1, 2), (2, 2)]
     with pytest.raises(InvalidInput, match="seeds: a batch has at most 1 items"):
         backend.generate(request, lambda *s: None, lambda: False)
+
+
+def test_per_item_unet_paints_the_batch_alike_with_one_unet_call_per_item(tiny_sd: dict[str, Any]) -> None:
+    # batch_unet=per_item (auto's choice off a float32 CPU): each item's rows through the UNet in turn.
+    backend = StableDiffusionBackend(GeneratorConfig(device="cpu", precision="float32", batch_unet="per_item",
+                                                     **tiny_sd))
+    backend.load()
+    request = ImageRequest(prompt_embeds=prompts(3, seed=6), negative_prompt_embeds=prompts(3, seed=7), seed=0,
+                           steps=2, guidance=7.5, width=64, height=64, scheduler="euler_a", seeds=(1, 2, 3))
+    assert backend.batch_unet(request) == "per_item"
+    rows: list[int] = []
+    handle = backend.pipeline.unet.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    try:
+        per_item = backend.generate_batch(request, lambda *s: None, lambda: False)
+    finally:
+        handle.remove()
+    assert rows == [2] * 3 * 2  # (negative, positive) of one item per call; 3 items x 2 steps
+    alone = [backend.generate(request.item(i), lambda *s: None, lambda: False) for i in range(3)]
+    assert [np.asarray(i.image).tobytes() for i in per_item] == [np.asarray(i.image).tobytes() for i in alone]

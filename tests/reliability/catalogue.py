@@ -286,6 +286,20 @@ def prompt(shape: Callable[[int], list[int]], dtype: Any = np.float32, fill: flo
     return edit
 
 
+def batch(seeds: int, rows: int) -> Edit:
+    """A batch of ``seeds`` seeds whose prompt has ``rows`` rows (the negative stays [1, 77, D], shared)."""
+    def edit(request: generator_pb2.GenerateRequest, dim: int) -> None:
+        request.seeds[:] = range(seeds)
+        request.prompt_embeds.CopyFrom(to_tensor(np.zeros((rows, 77, dim), np.float32)))
+
+    return edit
+
+
+def _painted_two(answer: list[Any]) -> bool:
+    images = [r.image for r in answer if r.WhichOneof("item") == "image"]
+    return [i.index for i in images if i.last] == [0, 1]
+
+
 def _missing_prompt(request: generator_pb2.GenerateRequest, dim: int) -> None:
     request.ClearField("prompt_embeds")
 
@@ -330,4 +344,8 @@ GENERATOR = [
          generate(prompt(lambda d: [1, 77, d], fill=np.inf, field="negative_prompt_embeds")), INVALID,
          "negative_prompt_embeds"),
     Case("generator/one step at the smallest size", "generator", generate(setting()), OK, check=_painted),
+    Case("generator/seeds past max_batch", "generator", generate(batch(65, 65)), INVALID, "seeds"),
+    Case("generator/seeds without a prompt row each", "generator", generate(batch(3, 1)), INVALID,
+         "prompt_embeds.shape[0]"),
+    Case("generator/a batch of two", "generator", generate(batch(2, 2)), OK, check=_painted_two),
 ]

@@ -69,7 +69,9 @@ class GeneratorInfo(_message.Message):
     size_multiple: _builtins.int
     """Width and height must be multiples of this (8)."""
     max_batch: _builtins.int
-    """Most prompts one GenerateRequest may carry (1 = no batching)."""
+    """Most prompts one GenerateRequest may carry (1 = no batching): the generator's setting, lowered so that as
+    many prompts and negative prompts (max_length tokens each, float32) fit one message (docs/DESIGN.md §4).
+    """
     @_builtins.property
     def model(self) -> _common_pb2.ModelInfo: ...
     @_builtins.property

@@ -158,7 +158,7 @@ class InProcessStages:
         resolved: dict[str, object] = {"steps": request.steps, "guidance": request.guidance,
                                        "scheduler": request.scheduler, "width": request.width, "height": request.height}
         if request.seeds:
-            resolved["batch"] = len(request.seeds)
+            resolved.update(batch=len(request.seeds), batch_unet=gen.backend.batch_unet(request))
         yield self._served("generator", pin, **resolved)
         if request.seeds:
             generated = gen.backend.generate_batch(request, lambda step, total: None, job.cancelled.is_set)

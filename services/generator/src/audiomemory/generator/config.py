@@ -60,6 +60,14 @@ class GeneratorConfig(ServiceConfig):
         "Describe publishes it lowered so that that many prompts and negative prompts (max_length tokens, "
         "float32) fit max_message_bytes. The UNet's memory grows with it (2 x B rows with guidance)."
     )
+    batch_unet: Literal["auto", "batched", "per_item"] = Field(
+        "auto", description="How a batch runs the UNet. batched: one call per step for the whole batch, its small "
+        "matrix products item by item, so that item i is bit for bit the image its prompt and seed paint alone "
+        "(measured on a CPU in float32, BENCHMARKS.md 'Batched painting'); per_item: each item's rows in turn "
+        "(exactly a one-prompt call; a batch then saves calls, not compute). auto: batched on a CPU computing in "
+        "float32, per_item elsewhere (CUDA, bfloat16: not measured). A batch without guidance (<= 1) always runs "
+        "per_item.",
+    )
     default_scheduler: str = Field("", description='Scheduler when a request says ""; "" = the pipeline\'s own.')
     safety_checker: bool = Field(
         False,

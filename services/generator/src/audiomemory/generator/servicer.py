@@ -120,7 +120,7 @@ class GeneratorServicer(ModelServicer[GeneratorBackend, GeneratorConfig], genera
         resolved: dict[str, object] = {"steps": image.steps, "guidance": image.guidance, "scheduler": image.scheduler,
                                        "width": image.width, "height": image.height}
         if image.seeds:
-            resolved["batch"] = len(image.seeds)
+            resolved.update(batch=len(image.seeds), batch_unet=self.backend.batch_unet(image))
         worker: Worker[tuple[int, int], list[GeneratedImage]] = Worker(
             context, lambda report, stop: self._paint(image, lambda *step: report(step), stop),
             name="am-generator-denoise",

@@ -180,6 +180,11 @@ class GeneratorBackend(Backend):
     ) -> GeneratedImage:
         """Paint one image. ``on_step(step, total)`` after every step (1-based); stop when ``should_stop()``."""
 
+    def batch_unet(self, request: ImageRequest) -> str:
+        """How a batch like ``request`` runs the model: ``batched`` (one call per step for the whole batch) or
+        ``per_item`` (each item's own, in turn: this default)."""
+        return "per_item"
+
     def generate_batch(
         self,
         request: ImageRequest,

@@ -11,7 +11,15 @@ ResNet's projection of it (M = 2 rows alone, 2B in a batch).
 So while a batch is denoised (``denoising_batch``), every ``Linear`` of the UNet whose per-item product is
 small (rows x tokens < ``ITEMWISE_ROWS``) computes item by item, each item's rows in the order a call of one
 prompt has them: the same product as alone. Those products are a negligible part of the UNet's work; the
-rest runs batched. Outside a batch nothing changes (a one-prompt call is exactly what it was).
+rest runs batched. Outside a batch nothing changes (a one-prompt call is exactly what it was). Without
+classifier-free guidance (guidance <= 1) an item is ONE row, and oneDNN convolves a batch of one differently
+from a batch of two or more (the 4-channel input convolution, the 1x1 and 2x2 levels): such a batch runs per
+item (below).
+
+That is measured for a CPU computing in float32 only. Elsewhere (CUDA, whose libraries choose kernels by
+shape; a CPU's bfloat16 kernels) the generator's ``batch_unet`` setting resolves to ``per_item``: the pipeline
+gets a ``PerItemUNet``, which calls the UNet on each item's rows in turn — exactly a one-prompt call's input,
+so exactly its output — and a batch saves the calls (one slot, one stream, one step loop), not the compute.
 """
 
 from __future__ import annotations
@@ -68,6 +76,42 @@ def denoising_batch(items: int, rows: int) -> Iterator[None]:
         _BATCH.reset(token)
 
 
-def guidance_rows(pipe: Any, guidance: float) -> int:
+class PerItemUNet:
+    """The UNet as a pipeline sees it, called on each item's rows in turn (``batch_unet = per_item``)."""
+
+    def __init__(self, unet: Any, items: int) -> None:
+        self.unet = unet
+        self.items = items
+
+    def __getattr__(self, name: str) -> Any:  # config, dtype, device, …: the UNet's
+        return getattr(self.unet, name)
+
+    def __call__(self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: torch.Tensor, **kwargs: Any
+                 ) -> tuple[torch.Tensor]:
+        if any(isinstance(v, torch.Tensor) for v in kwargs.values()):
+            raise NotImplementedError("PerItemUNet: per-row keyword inputs (timestep_cond, …) are not split")
+        items, rows = self.items, sample.shape[0] // self.items
+        per_row = isinstance(timestep, torch.Tensor) and timestep.dim() == 1 and len(timestep) == len(sample)
+        out: torch.Tensor | None = None
+        for i in range(items):
+            index = torch.arange(rows, device=sample.device) * items + i  # item i's rows, in the pipeline's order
+            part = self.unet(sample[index], timestep[index] if per_row else timestep,
+                             encoder_hidden_states=encoder_hidden_states[index], **{**kwargs, "return_dict": False})[0]
+            if out is None:
+                out = part.new_empty((len(sample), *part.shape[1:]))
+            out[index] = part
+        assert out is not None
+        return (out,)
+
+
+def guidance_rows(unet: Any, guidance: float) -> int:
     """Rows per item the pipeline gives the UNet: 2 with classifier-free guidance (negative, positive), else 1."""
-    return 2 if guidance > 1 and pipe.unet.config.time_cond_proj_dim is None else 1
+    return 2 if guidance > 1 and unet.config.time_cond_proj_dim is None else 1
+
+
+def resolve_batch_unet(setting: str, device_type: str, dtype: torch.dtype) -> str:
+    """``batched`` or ``per_item``: ``auto`` is batched where a batch (with guidance) was measured bit-identical to
+    its items painted alone (a CPU computing in float32), per_item elsewhere."""
+    if setting != "auto":
+        return setting
+    return "batched" if device_type == "cpu" and dtype == torch.float32 else "per_item"

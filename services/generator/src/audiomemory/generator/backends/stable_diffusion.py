@@ -42,14 +42,8 @@ if TYPE_CHECKING:
     from audiomemory.generator.config import GeneratorConfig, Precision
 
 # What a hub snapshot needs; SD 1.5's text encoder, safety checker and fp16/ema variants are skipped.
-ALLOW_PATTERNS = (
-    "model_index.json",
-    "scheduler/*",
-    "unet/config.json",
-    "unet/diffusion_pytorch_model.safetensors",
-    "vae/config.json",
-    "vae/diffusion_pytorch_model.safetensors",
-)
+ALLOW_PATTERNS = ("model_index.json", "scheduler/*", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                  "vae/config.json", "vae/diffusion_pytorch_model.safetensors")
 
 # diffusers builds its pipeline classes lazily; mypy sees a stub without their attributes.
 Pipeline = Any
@@ -139,13 +133,14 @@ class StableDiffusionBackend(GeneratorBackend):
         self._dtype: torch.dtype | None = None
         self._default_scheduler = ""
         self._own_scheduler_name = ""  # set when the model's scheduler is none of SCHEDULERS
+        self._batch_unet = "per_item"
 
     def load(self) -> None:
         import torch
         from diffusers import StableDiffusionPipeline
         from diffusers.utils import logging as df_logging
 
-        from audiomemory.generator.backends.batching import itemwise_linears
+        from audiomemory.generator.backends.batching import itemwise_linears, resolve_batch_unet
 
         if self.config.safety_checker:
             raise FailedPrecondition(
@@ -177,6 +172,7 @@ class StableDiffusionBackend(GeneratorBackend):
         pipe.unet.eval()
         pipe.vae.eval()
         itemwise_linears(pipe.unet)  # a batch's small products item by item: item i as alone (batching.py)
+        self._batch_unet = resolve_batch_unet(self.config.batch_unet, self._device.type, self._dtype)
         self._pipe = pipe
         own = type(pipe.scheduler).__name__
         matches = [n for n, (cls, _) in SCHEDULERS.items() if cls == own]
@@ -252,8 +248,16 @@ class StableDiffusionBackend(GeneratorBackend):
         )
 
     # -- the verb ----------------------------------------------------------------------------
-    def _pipeline_for(self, scheduler_name: str) -> Pipeline:
-        """A pipeline object of its own (shared UNet/VAE, own scheduler and interrupt flag)."""
+    def batch_unet(self, request: ImageRequest) -> str:
+        """The setting as it resolved (``batching.resolve_batch_unet``); ``per_item`` without guidance (one row
+        an item, which oneDNN convolves otherwise than several)."""
+        from audiomemory.generator.backends.batching import guidance_rows
+
+        with_guidance = guidance_rows(self._loaded().unet, request.guidance) == 2
+        return "batched" if self._batch_unet == "batched" and with_guidance else "per_item"
+
+    def _pipeline_for(self, scheduler_name: str, unet: Any = None) -> Pipeline:
+        """A pipeline object of its own (shared UNet/VAE, own scheduler and interrupt flag; ``unet``: a stand-in)."""
         import diffusers
 
         base = self._loaded()
@@ -262,7 +266,7 @@ class StableDiffusionBackend(GeneratorBackend):
         else:
             cls_name, overrides = SCHEDULERS[scheduler_name]
             scheduler = getattr(diffusers, cls_name).from_config(base.scheduler.config, **overrides)
-        pipe = embeds_pipeline(base.unet, base.vae, scheduler)
+        pipe = embeds_pipeline(base.unet if unet is None else unet, base.vae, scheduler)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -295,16 +299,17 @@ class StableDiffusionBackend(GeneratorBackend):
         it too; the VAE decodes item by item."""
         import torch
 
-        from audiomemory.generator.backends.batching import denoising_batch, guidance_rows
+        from audiomemory.generator.backends.batching import PerItemUNet, denoising_batch, guidance_rows
 
         scheduler_name = request.scheduler or self._default_scheduler
         check_request(replace(request, scheduler=scheduler_name), cross_attention_dim=self.cross_attention_dim,
                       schedulers=self.schedulers, max_batch=max_batch)
-        pipe = self._pipeline_for(scheduler_name)
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.item_seeds]
         count = len(generators)
-        done = 0
-        total = 0
+        per_item = count > 1 and self.batch_unet(request) == "per_item"  # guidance <= 1: always (batching.py)
+        unet = self._loaded().unet
+        pipe = self._pipeline_for(scheduler_name, PerItemUNet(unet, count) if per_item else None)
+        done = total = 0
 
         def step_end(p: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             nonlocal done, total
@@ -319,7 +324,7 @@ class StableDiffusionBackend(GeneratorBackend):
             raise GenerationStopped(0, request.steps)
         prompt = torch.from_numpy(np.array(request.prompt_embeds, dtype=np.float32))
         negative = torch.from_numpy(np.array(request.negative_prompt_embeds, dtype=np.float32))
-        with torch.inference_mode(), denoising_batch(count, guidance_rows(pipe, request.guidance)):
+        with torch.inference_mode(), denoising_batch(1 if per_item else count, guidance_rows(unet, request.guidance)):
             latents = pipe(
                 latents=torch.cat([self._initial_noise(request, g) for g in generators]),
                 prompt_embeds=prompt.to(self._device, self._dtype),
