@@ -22,6 +22,7 @@ from audiomemory.runtime.config import ServiceConfig
 
 GiB = 1 << 30
 MiB = 1 << 20
+REEL_SECTIONS_LIMIT = 16  # the most sections a reel may ask for (ReelOptions.max_sections)
 
 # round_robin spreads calls over every address a target resolves to; the retry policy moves a call
 # that could not start (replica gone, overloaded) to another replica. gRPC retries only calls whose
@@ -136,6 +137,17 @@ class OrchestratorConfig(ServiceConfig):
         300.0, gt=0, description="A downstream call that sends nothing (no progress, no place in line) for this "
         "long is given up as stalled (DEADLINE_EXCEEDED). Calls have no fixed deadline of their own: the "
         "job's deadline is the caller's.",
+    )
+    min_section_seconds: int = Field(
+        8, ge=1, le=600, description="A reel's shortest section, in seconds, when its request sets none.",
+    )
+    max_sections: int = Field(
+        8, ge=2, le=REEL_SECTIONS_LIMIT, description="A reel's most sections when its request sets no maximum "
+        f"(a request may ask for up to {REEL_SECTIONS_LIMIT}, the limit: every section is an image painted).",
+    )
+    reel_max_batch: int = Field(
+        0, ge=0, le=REEL_SECTIONS_LIMIT, description="Sections of a reel painted in one Generate call at most; "
+        "0 = as many as the generator's Describe allows (max_batch).",
     )
     generate_attempts: int = Field(
         3, ge=1, le=10, description="Whole-Generate attempts when a replica dies mid-stream (deterministic)."

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
@@ -50,6 +50,9 @@ from audiomemory.orchestrator.stages import (
 )
 from audiomemory.runtime.errors import AudioMemoryError
 from audiomemory.v1 import common_pb2, orchestrator_pb2, record_pb2
+
+if TYPE_CHECKING:
+    from audiomemory.orchestrator.reel import ReelPlan, ReelResult, ReelSettings, SectionPainted, SectionsFound
 
 T = TypeVar("T")
 Stage = orchestrator_pb2.Stage
@@ -161,6 +164,17 @@ class Pipeline:
             native_size=infos.generator.native_size,
         )
         return Result(painted.png, record, audio.pooled, fused.embeddings, timings)
+
+    def reel(
+        self, job: Job, sent: orchestrator_pb2.ReelOptions, plan: ReelPlan, settings: ReelSettings,
+        receive: Callable[[], Upload], report: Callable[[Event | SectionsFound | SectionPainted], None],
+        prepared: tuple[JobOptions, Infos, str] | None = None,
+    ) -> ReelResult:
+        """The memory reel (``reel.run_reel``): the front half once, the sections, their images in batches, each
+        handed to ``report`` as it is painted."""
+        from audiomemory.orchestrator.reel import run_reel
+
+        return run_reel(self, job, sent, plan, settings, receive, report, prepared)
 
     def _encode(self, job: Job, infos: Infos, window: str, opts: JobOptions) -> tuple[Served, Encoded]:
         """The text encoder's call for [lyrics window, negative prompt]."""
