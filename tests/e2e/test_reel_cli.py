@@ -59,7 +59,7 @@ def three_part_song(path: Path, parts: tuple[float, ...] = PARTS) -> Path:
 @pytest.fixture(scope="module")
 def profile(tiny: Callable[[str], dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Path:
     overrides = {kind: tiny(kind) for kind in MODEL_KINDS}
-    overrides["audio_encoder"]["hop_seconds"] = 0.5  # full-size OpenL3 CNN: fewer frames keep the test fast
+    overrides["audio_encoder"]["hop_seconds"] = 1.0  # full-size OpenL3 CNN: a frame a second (a bin each) for 65 s
     path = tmp_path_factory.mktemp("profile") / "tiny.yaml"
     path.write_text(yaml.safe_dump(overrides))
     return path

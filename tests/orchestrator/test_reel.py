@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -38,7 +39,7 @@ def reel_requests(data: bytes, reel: dict[str, Any], **image: Any) -> Iterator[o
         yield orchestrator_pb2.CreateReelRequest(file_chunk=data[start:start + CHUNK])
 
 
-def run_reel(address: str, data: bytes, reel: dict[str, Any], *, timeout: float = 180, **image: Any) -> Reel:
+def run_reel(address: str, data: bytes, reel: dict[str, Any], *, timeout: float = 300, **image: Any) -> Reel:
     image = {"steps": 1, "width": 64, "height": 64, **image}
     result = Reel()
     png = bytearray()
@@ -63,19 +64,25 @@ def run_reel(address: str, data: bytes, reel: dict[str, Any], *, timeout: float 
 
 @pytest.fixture(scope="module")
 def song() -> bytes:
-    return encode_song("wav", 22050, 2, seconds=13.4, seed=9)
+    return encode_song("wav", 22050, 2, seconds=6.4, seed=9)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One audio cache for the module's orchestrators: the song is heard once (the tiny models take a while)."""
+    return tmp_path_factory.mktemp("reel-cache")
 
 
 def test_a_reel_streams_its_sections_then_each_image_with_a_record_of_its_own(
-    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], song: bytes
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], song: bytes, cache: Path
 ) -> None:
-    orch = start_orchestrator(models, max_seconds=30.0)
-    reel = run_reel(orch.address, song, {"sections": 3, "min_section_seconds": 3, "seed_per_section": True}, seed=40,
+    orch = start_orchestrator(models, max_seconds=30.0, cache_dir=cache)
+    reel = run_reel(orch.address, song, {"sections": 3, "min_section_seconds": 2, "seed_per_section": True}, seed=40,
                     lyrics="la la la\nthe night is young", filename="song.wav")
     (found,) = reel.sections
     spans = [(s.start_s, s.end_s) for s in found.spans]
-    assert found.seconds == pytest.approx(13.4, abs=0.01)
-    assert len(spans) == 3 and spans[0][0] == 0 and spans[-1][1] == 14  # the song's whole seconds, rounded up
+    assert found.seconds == pytest.approx(6.4, abs=0.01)
+    assert len(spans) == 3 and spans[0][0] == 0 and spans[-1][1] == 7  # the song's whole seconds, rounded up
     assert all(a < b for a, b in spans) and all(spans[i][1] == spans[i + 1][0] for i in range(2))
     assert reel.order.index("sections") < reel.order.index("image")  # the sections come before any image
     assert any(e.stage == Stage.STAGE_SECTIONING for e in reel.events)
@@ -94,7 +101,7 @@ def test_a_reel_streams_its_sections_then_each_image_with_a_record_of_its_own(
 @pytest.mark.parametrize(("reel", "image", "words"), [
     ({"sections": 1}, {}, ("options.sections", "2..8", "got 1")),
     ({"sections": 12}, {}, ("options.sections", "2..8", "got 12")),
-    ({"sections": 12, "max_sections": 12}, {}, ("options.sections", "need 96 s", "the song has 14 s")),
+    ({"sections": 12, "max_sections": 12}, {}, ("options.sections", "need 96 s", "the song has 7 s")),
     ({"sections": -2}, {}, ("options.sections", "got -2")),
     ({"max_sections": 17}, {}, ("options.max_sections", "16", "got 17")),
     ({"min_section_seconds": -1}, {}, ("options.min_section_seconds", "got -1")),
@@ -104,10 +111,10 @@ def test_a_reel_streams_its_sections_then_each_image_with_a_record_of_its_own(
 ], ids=["one-section", "over-max", "not-in-the-song", "negative", "max-over-limit", "min-negative", "min-too-long",
         "span", "steps"])
 def test_bad_reel_options_are_invalid_argument_naming_the_field(
-    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], song: bytes, reel: dict[str, Any],
-    image: dict[str, Any], words: tuple[str, ...]
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], song: bytes, cache: Path,
+    reel: dict[str, Any], image: dict[str, Any], words: tuple[str, ...]
 ) -> None:
-    orch = start_orchestrator(models, max_seconds=30.0)
+    orch = start_orchestrator(models, max_seconds=30.0, cache_dir=cache)
     with pytest.raises(grpc.RpcError) as info:
         run_reel(orch.address, song, reel, **image)
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
@@ -115,11 +122,11 @@ def test_bad_reel_options_are_invalid_argument_naming_the_field(
 
 
 def test_the_reels_own_options_are_refused_before_a_job_slot_and_a_reel_takes_one_slot(
-    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], song: bytes
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], song: bytes, cache: Path
 ) -> None:
     """One slot (concurrency 1) held by a job whose upload has not come: a reel with bad options is refused at
     once, not queued; a good reel waits for the slot, then runs as one job while an image job waits."""
-    orch = start_orchestrator(models, max_seconds=30.0, concurrency=1, max_queue=4)
+    orch = start_orchestrator(models, max_seconds=30.0, concurrency=1, max_queue=4, cache_dir=cache)
     release = threading.Event()
 
     def held() -> Iterator[orchestrator_pb2.CreateImageRequest]:
@@ -141,12 +148,12 @@ def test_the_reels_own_options_are_refused_before_a_job_slot_and_a_reel_takes_on
 
     outcome: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: outcome.update(
-        reel=run_reel(orch.address, song, {"sections": 2, "min_section_seconds": 4})))
+        reel=run_reel(orch.address, song, {"sections": 2, "min_section_seconds": 2}, steps=20)))
     thread.start()
     deadline = time.monotonic() + 60
     while not _in_flight(orch, "CreateReel") and time.monotonic() < deadline:
         time.sleep(0.02)
-    image = run_job(orch.address, encode_song("wav", 16000, 1, seconds=1.0, seed=3), seed=2, steps=1)
+    image = run_job(orch.address, encode_song("wav", 16000, 1, seconds=1.0, seed=3), seed=2, steps=1, timeout=300)
     thread.join(180)
     waited = [e.message for e in image.events if e.stage == Stage.STAGE_QUEUED]
     assert waited and "free job slot" in waited[0]  # the reel held the one slot until it ended
@@ -160,9 +167,9 @@ def _in_flight(service: RunningService, method: str) -> float:
 
 
 def test_cancelling_a_reel_after_its_first_image_stops_its_painting(
-    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], song: bytes
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], song: bytes, cache: Path
 ) -> None:
-    orch = start_orchestrator(models, max_seconds=30.0)
+    orch = start_orchestrator(models, max_seconds=30.0, cache_dir=cache)
     generator = models["generator"]
 
     def generates() -> float:
@@ -173,8 +180,8 @@ def test_cancelling_a_reel_after_its_first_image_stops_its_painting(
     before = generates()
     with grpc.insecure_channel(orch.address) as channel:
         call = orchestrator_pb2_grpc.OrchestratorStub(channel).CreateReel(
-            reel_requests(song, {"sections": 4, "min_section_seconds": 3}, steps=30, width=64, height=64),
-            timeout=120)
+            reel_requests(song, {"sections": 3, "min_section_seconds": 2}, steps=30, width=64, height=64),
+            timeout=300)
         for response in call:
             if response.WhichOneof("item") == "image" and response.image.last:
                 call.cancel()
