@@ -170,20 +170,21 @@ def test_lyrics_from_the_song_are_transcribed_when_the_orchestrator_has_a_transc
 
 
 @pytest.fixture(scope="module")
-def long_song(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reel_song(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from .server import make_song
 
-    return make_song(tmp_path_factory.mktemp("long-song") / "long.mp3", 20.0)
+    return make_song(tmp_path_factory.mktemp("reel-song") / "reel.mp3", 5.0)
 
 
 def test_a_reel_shows_its_sections_as_they_are_painted_and_plays_its_video_with_the_song(
-    page: Any, server: WebServer, long_song: Path
+    page: Any, server: WebServer, reel_song: Path
 ) -> None:
     open_page(page, server)
-    upload(page, long_song)
+    upload(page, reel_song)
     small_job(page)
     page.get_by_text("Reel: an image for each part of the song").click()
     set_number(page, "sections", 2)
+    set_number(page, "min-section-seconds", 2)
     page.locator("#seed-per-section input[type=checkbox]").check()
     page.locator("#make-reel").click()
     wait_status(page, "reel done in", 240_000)
@@ -194,7 +195,7 @@ def test_a_reel_shows_its_sections_as_they_are_painted_and_plays_its_video_with_
     video.wait_for()
     # Muted autoplay is allowed in headless Chromium: the element plays the MP4 the page serves.
     page.wait_for_function("v => v.readyState >= 2", arg=video.element_handle(), timeout=30_000)
-    assert video.evaluate("v => v.duration") == pytest.approx(20.0, abs=0.2)
+    assert video.evaluate("v => v.duration") == pytest.approx(5.0, abs=0.2)
     video.evaluate("v => { v.muted = true; return v.play(); }")
     start = video.evaluate("v => v.currentTime")
     page.wait_for_function("([v, t]) => v.currentTime > t + 0.5", arg=[video.element_handle(), start],

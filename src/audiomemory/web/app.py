@@ -77,7 +77,8 @@ class WebApp:
             self.blocks = blocks
             # Only jobs take the queue (and its places): the rest answers at once, a full queue or not.
             blocks.load(self.describe, None, [page.steps, page.width, page.height, page.strength, page.scheduler,
-                                              page.from_song, page.sections, page.status], queue=False)
+                                              page.from_song, page.sections, page.min_section_seconds, page.status],
+                        queue=False)
             blocks.load(self.gallery, None, [page.gallery, page.shown], queue=False)
             page.dice.click(lambda: random.randint(0, SEED_MAX), None, page.seed, queue=False)
             # The place in line shows over the image (Gradio's progress), the job's own status beside it.
@@ -85,8 +86,8 @@ class WebApp:
                                                            page.gallery, page.shown, page.banner],
                                 concurrency_limit=self.limits.concurrency, concurrency_id="jobs",
                                 show_progress_on=[page.image])
-            page.make_reel.click(self.reel, [*page.form, page.sections, page.seed_per_section],
-                                 [page.status, page.reel_images, page.reel_video, page.banner],
+            reel_form = [*page.form, page.sections, page.min_section_seconds, page.seed_per_section]
+            page.make_reel.click(self.reel, reel_form, [page.status, page.reel_images, page.reel_video, page.banner],
                                  concurrency_limit=self.limits.concurrency, concurrency_id="jobs",
                                  show_progress_on=[page.reel_images])
             # No output: the job's own handler writes its CANCELLED status, which a later "cancelling…"
@@ -106,7 +107,7 @@ class WebApp:
         try:
             info = self.client.describe()
         except grpc.RpcError as err:
-            return keep, keep, keep, keep, keep, keep, keep, f"the orchestrator cannot be reached: {status_text(err)}"
+            return (*(keep for _ in range(8)), f"the orchestrator cannot be reached: {status_text(err)}")
         gen = info.generator
         self.schedulers = list(gen.schedulers)
         size: dict[str, Any] = {"minimum": gen.min_size, "maximum": gen.max_size, "step": gen.size_multiple,
@@ -119,6 +120,8 @@ class WebApp:
             gr.update(choices=[("the model's default", ""), *((s, s) for s in gen.schedulers)], value=""),
             gr.update(visible=info.HasField("transcriber")),
             gr.update(maximum=int(info.model.extra.get("max_sections", "16"))),
+            gr.update(label=f"Shortest section, seconds (0: the orchestrator's default, "
+                            f"{info.model.extra.get('default_min_section_seconds', '8')})"),
             f"ready: {gen.model.model_id} on {gen.model.device}; songs up to {limit} s and "
             f"{self.limits.max_upload_bytes / (1 << 20):g} MiB",
         )
@@ -183,8 +186,9 @@ class WebApp:
         yield self._show_result(result, time.monotonic() - started)
 
     def reel(self, song: str | None, lyrics: str, from_song: bool, strength: float, seed: float, steps: float,
-             width: float, height: float, scheduler: str | None, sections: float, seed_per_section: bool,
-             request: gr.Request, progress: gr.Progress = gr.Progress()) -> Iterator[dict[Any, Any]]:  # noqa: B008
+             width: float, height: float, scheduler: str | None, sections: float, min_section_seconds: float,
+             seed_per_section: bool, request: gr.Request,
+             progress: gr.Progress = gr.Progress()) -> Iterator[dict[Any, Any]]:  # noqa: B008
         """A reel: the sections found, each image shown as it is painted, then the MP4 with the song."""
         page = self.page
         kept = self._kept(song)
@@ -193,7 +197,7 @@ class WebApp:
             return
         options = self._options(lyrics, from_song, strength, seed, steps, width, height, scheduler)
         job = self.client.start_reel(kept, sections=int(sections or 0), seed_per_section=bool(seed_per_section),
-                                     **options)
+                                     min_section_seconds=int(min_section_seconds or 0), **options)
         folder = self.results.reel_folder(int(seed or 0))
         images: list[SectionResult] = []
         started = time.monotonic()

@@ -32,6 +32,7 @@ class Page:
     generate: gr.Button
     cancel: gr.Button
     sections: gr.Slider  # the reel's: 0 = as many as the song has
+    min_section_seconds: gr.Number  # 0 = the orchestrator's default
     seed_per_section: gr.Checkbox
     make_reel: gr.Button
     status: gr.Textbox
@@ -72,6 +73,8 @@ def _form() -> dict[str, gr.components.Component]:
     with gr.Accordion("Reel: an image for each part of the song, played with the song", open=False):
         parts["sections"] = gr.Slider(0, 16, value=0, step=1, label="Sections (0: as many as the song has)",
                                       elem_id="sections")
+        parts["min_section_seconds"] = gr.Number(0, label="Shortest section, seconds (0: the orchestrator's default)",
+                                                 precision=0, minimum=0, elem_id="min-section-seconds")
         parts["seed_per_section"] = gr.Checkbox(False, label="A seed for each section (else one seed: the "
                                                 "differences come from the music)", elem_id="seed-per-section")
     with gr.Row():
