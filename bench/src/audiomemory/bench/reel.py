@@ -54,11 +54,13 @@ def image_job(client: Client, song: bytes, options: dict[str, Any]) -> dict[str,
     raise RuntimeError("the orchestrator returned no image")
 
 
-def reel_job(client: Client, song: bytes, options: dict[str, Any], sections: int) -> dict[str, float]:
+def reel_job(client: Client, song: bytes, options: dict[str, Any], sections: int,
+             min_section_seconds: int = 0) -> dict[str, float]:
     """One reel; seconds from the call's start to the sections found, and from there to its last image."""
     start = time.perf_counter()
     found, images = 0.0, []
-    for item in client.create_reel(song, lyrics=LYRICS, filename="song.wav", sections=sections, **options):
+    for item in client.create_reel(song, lyrics=LYRICS, filename="song.wav", sections=sections,
+                                   min_section_seconds=min_section_seconds, **options):
         if isinstance(item, orchestrator_pb2.ReelSections):
             found = time.perf_counter() - start
         elif isinstance(item, SectionResult):
@@ -73,6 +75,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--seconds", type=float, default=210.0, help="length of the synthetic song")
     parser.add_argument("--sections", type=int, default=8, help="sections of the reel (exactly)")
+    parser.add_argument("--min-section-seconds", type=int, default=0,
+                        help="the reel's shortest section (0: the orchestrator's default, 8 s)")
     parser.add_argument("--size", type=int, default=128, help="image width = height")
     parser.add_argument("--steps", type=int, default=4, help="denoising steps")
     parser.add_argument("--guidance", type=float, default=7.5)
@@ -100,11 +104,11 @@ def measure(batched: Client, one_by_one: Client, song: bytes, options: dict[str,
         clear_cache(cache_dir)
         runs["image"].append(image_job(batched, song, options))
         clear_cache(cache_dir)
-        runs["reel"].append(reel_job(batched, song, options, args.sections))
+        runs["reel"].append(reel_job(batched, song, options, args.sections, args.min_section_seconds))
         progress(f"round {i + 1}: image {runs['image'][-1]['total_s']:.1f} s, reel {runs['reel'][-1]['total_s']:.1f} s")
         order = [("batched", batched), ("one_by_one", one_by_one)]
         for name, client in order if i % 2 == 0 else reversed(order):
-            runs[name].append(reel_job(client, song, options, args.sections))
+            runs[name].append(reel_job(client, song, options, args.sections, args.min_section_seconds))
             progress(f"round {i + 1}: painting {name} {runs[name][-1]['painting_s']:.1f} s")
     return runs
 
@@ -133,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     machine, load_start = cpu_model(), os.getloadavg()
     params = {
         "models": "tiny profile" if args.tiny else "full-size random weights", "song_seconds": args.seconds,
-        "song_format": "WAV float32 44.1 kHz stereo", "sections": args.sections, "openl3_hop_s": args.hop,
+        "song_format": "WAV float32 44.1 kHz stereo", "sections": args.sections,
+        "min_section_seconds": args.min_section_seconds or "orchestrator's default", "openl3_hop_s": args.hop,
         "width": args.size, "height": args.size, "steps": args.steps, "guidance": args.guidance,
         "repeat": args.repeat, "warm_up": args.warm_up, "torch_threads": torch.get_num_threads(), "device": "cpu",
         "allocator": heap_allocator(),
