@@ -1,9 +1,12 @@
 """``CreateReel`` over real gRPC in front of the four tiny model services: the sections once, then each section's
 image with its record as it is painted; the reel's options refused before a job slot, naming the field; one
-slot of the job budget whatever its sections; a cancel stops its work."""
+slot of the job budget whatever its sections; a cancel stops its work; its sections painted in batches, each the
+image its record's request makes alone."""
 
 from __future__ import annotations
 
+import io
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -12,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
+from PIL import Image
 
 from audiomemory.client import read_record, record_from_json
 from audiomemory.runtime.service import RunningService
-from audiomemory.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from audiomemory.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 
 from .conftest import CHUNK, StartOrchestrator, requests, run_job
 from .songs import encode_song
@@ -195,3 +200,42 @@ def test_cancelling_a_reel_after_its_first_image_stops_its_painting(
     gauge = generator.metrics.registry.get_sample_value(
         "audiomemory_in_flight", {"service": "generator", "method": "Generate"})
     assert gauge == 0
+
+
+def _generates(generator: RunningService) -> float:
+    return generator.metrics.registry.get_sample_value(
+        "audiomemory_requests_total", {"service": "generator", "method": "Generate", "code": "OK"}) or 0.0
+
+
+def test_a_reels_sections_are_painted_in_batches_each_the_image_its_record_makes_alone(
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], song: bytes, cache: Path
+) -> None:
+    """The generator's ``max_batch`` sections in one ``Generate``; each image is the one its record's request (its
+    span and seed, pinned to what served it, as ``reproduce`` sends it) paints alone, pixel for pixel."""
+    from audiomemory.cli.reproduce import recorded_request
+
+    orch = start_orchestrator(models, max_seconds=30.0, cache_dir=cache)
+    with grpc.insecure_channel(orch.address) as channel:
+        info = orchestrator_pb2_grpc.OrchestratorStub(channel).Describe(common_pb2.DescribeRequest(), timeout=30)
+    before = _generates(models["generator"])
+    reel = run_reel(orch.address, song, {"sections": 3, "min_section_seconds": 2, "seed_per_section": True}, seed=5,
+                    steps=2, lyrics="[Verse]\nlights on the water\n[Chorus]\nhold the night")
+    assert _generates(models["generator"]) - before == math.ceil(3 / max(1, info.generator.max_batch))
+    for _, span, png, metadata in reel.images:
+        request = recorded_request(record_from_json(metadata))
+        assert (request.span.start_s, request.span.end_s) == span
+
+        def alone(request: orchestrator_pb2.CreateImageOptions = request) -> Iterator[Any]:
+            yield orchestrator_pb2.CreateImageRequest(options=request)
+            yield from list(requests(song))[1:]
+
+        with grpc.insecure_channel(orch.address) as channel:
+            made = bytearray()
+            for response in orchestrator_pb2_grpc.OrchestratorStub(channel).CreateImage(alone(), timeout=300):
+                if response.WhichOneof("item") == "result":
+                    made += response.result.png
+        assert np.array_equal(_pixels(bytes(made)), _pixels(png)), f"section {span}"
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
