@@ -28,8 +28,8 @@ PRELOAD = $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
 CHECKOV := .venv-checkov/.installed
 
 .PHONY: system venv dev protos check-protos lint typecheck test demo web clean \
-	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc bench-song reliability reliability-tests \
-	probe-concurrency
+	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc bench-song bench-reel reliability \
+	reliability-tests probe-concurrency
 
 $(STAMP): pyproject.toml services/*/pyproject.toml orchestrator/pyproject.toml bench/pyproject.toml \
 		requirements-dev.txt
@@ -107,6 +107,11 @@ bench-e2e: $(STAMP) system
 # process: the new defaults against the reference settings, with fidelity figures (~30 min on 2 cores).
 bench-song: $(STAMP) system
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_song.py $(BENCH_SONG_ARGS)
+
+# The memory reel (docs/DESIGN.md §11) on full-size random weights and a 3.5-minute song: its cost over the single
+# image, and its sections painted batched vs one by one (small images, few steps: minutes on 2 cores).
+bench-reel: $(STAMP) system
+	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_reel.py $(BENCH_REEL_ARGS)
 
 bench-scale: $(STAMP) system
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_scale.py

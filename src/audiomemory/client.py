@@ -7,6 +7,7 @@
             print(event)                      # StageEvent protos, then one ImageResult
         # or: result = client.generate("song.mp3", lyrics=..., seed=7); result.png, result.record
         # or: job = client.start_image(...); iterate it in one thread, job.cancel() from another
+        # a reel: client.create_reel("song.mp3", sections=4) → events, ReelSections, each reel.SectionResult
 
     record = read_record(Path("memory.png"))  # an image's ImageRecord (record.proto), None when it has none
 """
@@ -20,7 +21,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import json_format
@@ -31,6 +32,9 @@ from audiomemory.runtime.codec import CHUNK_BYTES, iter_pieces
 from audiomemory.runtime.errors import InvalidInput, shorten
 from audiomemory.runtime.security import open_channel
 from audiomemory.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc, record_pb2, transcriber_pb2
+
+if TYPE_CHECKING:
+    from audiomemory.reel import ReelJob, SectionResult
 
 METADATA_KEY = "audiomemory"  # the PNG text chunk holding the image's record (record.proto's ImageRecord)
 PARAMETERS_KEY = "parameters"  # the A1111-style text chunk every result PNG carries (prompt, steps, seed…)
@@ -274,16 +278,20 @@ def file_pieces(path: Path, size: int = CHUNK_BYTES) -> Iterator[bytes]:
             yield piece
 
 
-class ImageJob:
-    """One running ``CreateImage``: iterate it for ``StageEvent`` protos, then one ``ImageResult``.
-    ``cancel()`` (from any thread) cancels the call, which is how the orchestrator learns to stop the job:
-    the iteration then raises ``grpc.RpcError`` with ``CANCELLED``."""
+class Call:
+    """A running call's handle: ``cancel()`` (from any thread) cancels it."""
 
     def __init__(self, call: Any) -> None:
         self._call = call
 
     def cancel(self) -> None:
         self._call.cancel()
+
+
+class ImageJob(Call):
+    """One running ``CreateImage``: iterate it for ``StageEvent`` protos, then one ``ImageResult``.
+    ``cancel()`` (from any thread) cancels the call, which is how the orchestrator learns to stop the job:
+    the iteration then raises ``grpc.RpcError`` with ``CANCELLED``."""
 
     def __iter__(self) -> Iterator[orchestrator_pb2.StageEvent | ImageResult]:
         png = bytearray()
@@ -296,6 +304,24 @@ class ImageJob:
                     text = response.result.metadata_json
                     record = record_from_json(text, "the orchestrator's record") if text else None
                     yield ImageResult(bytes(png), record or record_pb2.ImageRecord())
+
+
+def _requests(message: Any, options: Any, pieces: Iterator[bytes]) -> Iterator[Any]:
+    """A job's request stream: its options, then the song file's pieces."""
+    yield message(options=options)
+    for piece in pieces:
+        yield message(file_chunk=piece)
+
+
+def _song_pieces(song: bytes | str | Path, options: dict[str, Any]) -> Iterator[bytes]:
+    """A song file's pieces (its name into ``options["filename"]`` unless set), or bytes' pieces."""
+    if isinstance(song, str | Path):
+        path = Path(song)
+        with path.open("rb"):  # a missing file fails here, in the caller's thread
+            pass
+        options.setdefault("filename", path.name)
+        return file_pieces(path)
+    return (piece for piece, _ in iter_pieces(song))
 
 
 class Client:
@@ -335,22 +361,33 @@ class Client:
     def start_image(self, song: bytes | str | Path, *, lyrics: str = "",
                     request: orchestrator_pb2.CreateImageOptions | None = None, **options: Any) -> ImageJob:
         """Start a job (as ``create_image``) and return its handle, which another thread may cancel."""
-        if isinstance(song, str | Path):
-            path = Path(song)
-            with path.open("rb"):  # a missing file fails here, in the caller's thread
-                pass
-            options.setdefault("filename", path.name)
-            pieces = file_pieces(path)
-        else:
-            pieces = (piece for piece, _ in iter_pieces(song))
+        pieces = _song_pieces(song, options)
         opts = request if request is not None else build_options(lyrics, **options)
+        requests = _requests(orchestrator_pb2.CreateImageRequest, opts, pieces)
+        return ImageJob(self._stub.CreateImage(requests, timeout=self.timeout))
 
-        def requests() -> Iterator[orchestrator_pb2.CreateImageRequest]:
-            yield orchestrator_pb2.CreateImageRequest(options=opts)
-            for piece in pieces:
-                yield orchestrator_pb2.CreateImageRequest(file_chunk=piece)
+    def create_reel(self, song: bytes | str | Path, **kwargs: Any
+                    ) -> Iterator[orchestrator_pb2.StageEvent | orchestrator_pb2.ReelSections | SectionResult]:
+        """Stream a reel (``start_reel``'s arguments): ``StageEvent`` protos, the ``ReelSections`` found, then
+        each section's image (``SectionResult``) as it is painted."""
+        job = self.start_reel(song, **kwargs)
+        try:
+            yield from job
+        finally:
+            job.cancel()
 
-        return ImageJob(self._stub.CreateImage(requests(), timeout=self.timeout))
+    def start_reel(self, song: bytes | str | Path, *, lyrics: str = "", sections: int = 0,
+                   min_section_seconds: int = 0, max_sections: int = 0, seed_per_section: bool = False,
+                   request: orchestrator_pb2.ReelOptions | None = None, **options: Any) -> ReelJob:
+        """Start a reel (as ``create_reel``) and return its handle, which another thread may cancel."""
+        pieces = _song_pieces(song, options)
+        opts = request if request is not None else orchestrator_pb2.ReelOptions(
+            image=build_options(lyrics, **options), sections=sections, min_section_seconds=min_section_seconds,
+            max_sections=max_sections, seed_per_section=seed_per_section)
+        from audiomemory.reel import ReelJob  # PyAV and Pillow load with the first reel
+
+        return ReelJob(self._stub.CreateReel(_requests(orchestrator_pb2.CreateReelRequest, opts, pieces),
+                                             timeout=self.timeout))
 
     def generate(self, song: bytes | str | Path, *, lyrics: str = "", **options: Any) -> ImageResult:
         """Run a job to the end and return its image."""

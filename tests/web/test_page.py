@@ -203,3 +203,37 @@ def test_stem_weights_and_lrc_lyrics_reach_the_record_and_a_remix_brings_them_ba
     assert page.locator("#lyrics textarea").input_value() == lrc
     assert page.locator("#weight-vocals input[type=number]").input_value() == "2.5"
     assert page.locator("#weight-drums input[type=number]").input_value() == "0"
+
+
+@pytest.fixture(scope="module")
+def reel_song(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from .server import make_song
+
+    return make_song(tmp_path_factory.mktemp("reel-song") / "reel.mp3", 5.0)
+
+
+def test_a_reel_shows_its_sections_as_they_are_painted_and_plays_its_video_with_the_song(
+    page: Any, server: WebServer, reel_song: Path
+) -> None:
+    open_page(page, server)
+    upload(page, reel_song)
+    small_job(page)
+    page.get_by_text("Reel: an image for each part of the song").click()
+    set_number(page, "sections", 2)
+    set_number(page, "min-section-seconds", 2)
+    page.locator("#seed-per-section input[type=checkbox]").check()
+    page.locator("#make-reel").click()
+    wait_status(page, "reel done in", 240_000)
+    assert page.locator("#reel-images img").count() == 2
+    reels = list((server.log.parent / "out" / "reels").iterdir())
+    assert len(reels) == 1 and (reels[0] / "reel.mp4").is_file() and (reels[0] / "sheet.png").is_file()
+    video = page.locator("#reel-video video").first
+    video.wait_for()
+    # Muted autoplay is allowed in headless Chromium: the element plays the MP4 the page serves.
+    page.wait_for_function("v => v.readyState >= 2", arg=video.element_handle(), timeout=30_000)
+    assert video.evaluate("v => v.duration") == pytest.approx(5.0, abs=0.2)
+    video.evaluate("v => { v.muted = true; return v.play(); }")
+    start = video.evaluate("v => v.currentTime")
+    page.wait_for_function("([v, t]) => v.currentTime > t + 0.5", arg=[video.element_handle(), start],
+                           timeout=30_000)
+    assert video.evaluate("v => !v.paused && v.readyState >= 2")

@@ -2,6 +2,7 @@
 
     audiomemory generate SONG --lyrics lyrics.txt -o out.png        # embedded; no --lyrics: transcribed
     audiomemory generate SONG --orchestrator HOST:PORT              # against a running deployment
+    audiomemory reel SONG -o reel/                                  # an image a section, a sheet, an MP4
     audiomemory serve generator --port 50051 --model ./sd15         # one service (what a container runs)
     audiomemory up --models tiny                                    # all six services, long-running
     audiomemory models pull | make-tiny | list
@@ -9,7 +10,7 @@
     audiomemory reproduce IMAGE.png --song SONG                     # re-run from the PNG's metadata
     audiomemory web --models tiny                                   # the web page (the web extra)
 
-One module a command: ``generate``, ``serve`` (serve, up), ``models``, ``describe``, ``reproduce``,
+One module a command: ``generate``, ``reel``, ``serve`` (serve, up), ``models``, ``describe``, ``reproduce``,
 ``web`` (runs with the ``web`` extra), ``cluster`` (with the ``cluster`` extra); what they share (the
 embedded stack, running a job with its progress, writing the result) is ``common``.
 """
@@ -25,6 +26,7 @@ import click
 from audiomemory.cli.describe import describe
 from audiomemory.cli.generate import generate
 from audiomemory.cli.models import models
+from audiomemory.cli.reel import reel
 from audiomemory.cli.reproduce import reproduce
 from audiomemory.cli.serve import serve, up
 from audiomemory.cli.web import web
@@ -43,7 +45,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 CLI_HELP = "Turn a song into an image of how it is remembered.\n\n\b\n" + "\n".join(
-    line.strip() for line in (__doc__ or "").splitlines()[2:10] if line.strip()
+    line.strip() for line in (__doc__ or "").splitlines()[2:11] if line.strip()
 )
 
 
@@ -53,7 +55,7 @@ def cli(verbose: bool) -> None:
     _setup_logging(verbose)
 
 
-for command in (generate, serve, up, models, describe, reproduce, web):
+for command in (generate, reel, serve, up, models, describe, reproduce, web):
     cli.add_command(command)
 
 
@@ -69,7 +71,7 @@ _register_optional_commands()
 
 
 #: Commands that run models: they start again with tcmalloc preloaded when it is installed (allocator.py).
-MODEL_COMMANDS = frozenset({"serve", "up", "generate", "reproduce", "web"})
+MODEL_COMMANDS = frozenset({"serve", "up", "generate", "reel", "reproduce", "web"})
 
 #: Commands that host every model service in one process, so the models share its cores.
 SHARED_CORE_COMMANDS = MODEL_COMMANDS - {"serve"}

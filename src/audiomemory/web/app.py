@@ -1,6 +1,8 @@
 """The handlers behind the page: a job goes to the orchestrator over gRPC (``Client.start_image``), its
 ``StageEvent``s become the status line and the progress bar, its PNG is written to ``--out`` as it came
-and the gallery is read back from there. The orchestrator's token stays in this process: the browser
+and the gallery is read back from there. A reel (``Client.start_reel``) shows each section's image as it is
+painted, then its MP4 (``audiomemory.reel``: the images with the song's own audio), written under
+``--out/reels`` and played by the page's video element. The orchestrator's token stays in this process: the browser
 only ever sees what a handler returns. The page takes what the orchestrator takes (``Limits``, from its
 ``Describe``): uploads up to its ``max_upload_bytes``, refused by Gradio while they stream to disk; its
 ``concurrency`` jobs at once (no more than its ``caller_share``: the page is one caller) and ``max_queue``
@@ -12,6 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,10 +22,11 @@ from typing import Any
 import gradio as gr
 import grpc
 
-from audiomemory.client import Client, ImageJob, ImageResult, status_text
+from audiomemory.client import Call, Client, ImageJob, ImageResult, status_text
 from audiomemory.defaults import DEFAULT_STRENGTH, STEMS
 from audiomemory.lrc import LrcError, looks_like_lrc, parse_lrc
 from audiomemory.progress import JobState
+from audiomemory.reel import ReelJob, SectionResult, clock, section_name, write_reel
 from audiomemory.v1 import orchestrator_pb2, transcriber_pb2
 from audiomemory.web.page import SEED_MAX, layout
 from audiomemory.web.results import Results, read_entry
@@ -79,7 +83,7 @@ class WebApp:
         self.limits = limits or Limits()
         self.tiny = tiny
         self.schedulers: list[str] = []
-        self._jobs: dict[str, ImageJob] = {}  # the running job of each browser session
+        self._jobs: dict[str, Call] = {}  # the running job (an image's or a reel's) of each browser session
         self._lock = threading.Lock()
 
     def build(self) -> gr.Blocks:
@@ -89,13 +93,19 @@ class WebApp:
             self.blocks = blocks
             # Only jobs take the queue (and its places): the rest answers at once, a full queue or not.
             blocks.load(self.describe, None, [page.steps, page.width, page.height, page.strength, page.scheduler,
-                                              page.from_song, page.status], queue=False)
+                                              page.from_song, page.sections, page.min_section_seconds, page.status],
+                        queue=False)
             blocks.load(self.gallery, None, [page.gallery, page.shown], queue=False)
             page.dice.click(lambda: random.randint(0, SEED_MAX), None, page.seed, queue=False)
             # The place in line shows over the image (Gradio's progress), the job's own status beside it.
             page.generate.click(self.generate, page.form, [page.status, page.image, page.parameters, page.download,
                                                            page.gallery, page.shown, page.banner],
-                                concurrency_limit=self.limits.concurrency, show_progress_on=[page.image])
+                                concurrency_limit=self.limits.concurrency, concurrency_id="jobs",
+                                show_progress_on=[page.image])
+            reel_form = [*page.form, page.sections, page.min_section_seconds, page.seed_per_section]
+            page.make_reel.click(self.reel, reel_form, [page.status, page.reel_images, page.reel_video, page.banner],
+                                 concurrency_limit=self.limits.concurrency, concurrency_id="jobs",
+                                 show_progress_on=[page.reel_images])
             # No output: the job's own handler writes its CANCELLED status, which a later "cancelling…"
             # from here could overwrite.
             page.cancel.click(self.cancel, None, None, queue=False, show_progress="hidden")
@@ -113,7 +123,7 @@ class WebApp:
         try:
             info = self.client.describe()
         except grpc.RpcError as err:
-            return keep, keep, keep, keep, keep, keep, f"the orchestrator cannot be reached: {status_text(err)}"
+            return (*(keep for _ in range(8)), f"the orchestrator cannot be reached: {status_text(err)}")
         gen = info.generator
         self.schedulers = list(gen.schedulers)
         size: dict[str, Any] = {"minimum": gen.min_size, "maximum": gen.max_size, "step": gen.size_multiple,
@@ -125,6 +135,9 @@ class WebApp:
             gr.update(**size), gr.update(**size), gr.update(value=strength),
             gr.update(choices=[("the model's default", ""), *((s, s) for s in gen.schedulers)], value=""),
             gr.update(visible=info.HasField("transcriber")),
+            gr.update(maximum=int(info.model.extra.get("max_sections", "16"))),
+            gr.update(label=f"Shortest section, seconds (0: the orchestrator's default, "
+                            f"{info.model.extra.get('default_min_section_seconds', '8')})"),
             f"ready: {gen.model.model_id} on {gen.model.device}; songs up to {limit} s and "
             f"{self.limits.max_upload_bytes / (1 << 20):g} MiB",
         )
@@ -133,47 +146,130 @@ class WebApp:
         entries = self.results.entries()[:GALLERY_SIZE]
         return [(str(e.path), e.caption) for e in entries], [str(e.path) for e in entries]
 
+    def _kept(self, song: str | None) -> Path | str:
+        """The dropped song, moved where jobs keep it; or what to tell the person."""
+        if not song:
+            return "song: drop or pick a song file first (wav, flac, mp3, ogg, opus, m4a)"
+        try:
+            return self.results.keep_song(Path(song), Path(song).name)
+        except FileNotFoundError:
+            return "song: this upload is no longer kept here; drop the song again"
+
+    @contextmanager
+    def _running(self, request: gr.Request, job: Call) -> Iterator[None]:
+        """``job`` is this session's while it runs (Cancel reaches it)."""
+        session = request.session_hash or ""
+        with self._lock:
+            self._jobs[session] = job
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._jobs.get(session) is job:
+                    del self._jobs[session]
+
+    @staticmethod
+    def _options(lyrics: str, from_song: bool, strength: float, seed: float, steps: float, width: float,
+                 height: float, scheduler: str | None, weights: tuple[float, ...]) -> dict[str, Any]:
+        """The form's options for a job (an image's or a reel's); ``LrcError`` when lyrics that look like LRC
+        are not."""
+        options: dict[str, Any] = {"seed": int(seed or 0), "strength": float(strength), "steps": int(steps),
+                                   "width": int(width), "height": int(height), "scheduler": scheduler or None,
+                                   "stem_weights": stem_weights(weights)}
+        options["lyrics"], options["timed_lyrics"] = ("", None) if from_song else lyrics_text(lyrics or "")
+        if from_song:
+            options["lyrics_source"] = orchestrator_pb2.LYRICS_SOURCE_TRANSCRIBE
+        return options
+
     def generate(self, song: str | None, lyrics: str, from_song: bool, strength: float, seed: float, steps: float,
                  width: float, height: float, scheduler: str | None, vocals: float, drums: float, bass: float,
                  other: float, request: gr.Request,
                  progress: gr.Progress = gr.Progress()) -> Iterator[dict[Any, Any]]:  # noqa: B008 (Gradio's way)
         page = self.page
-        if not song:
-            yield {page.status: "song: drop or pick a song file first (wav, flac, mp3, ogg, opus, m4a)"}
+        kept = self._kept(song)
+        if isinstance(kept, str):
+            yield {page.status: kept}
             return
-        options: dict[str, Any] = {"seed": int(seed or 0), "strength": float(strength), "steps": int(steps),
-                                   "width": int(width), "height": int(height), "scheduler": scheduler or None,
-                                   "stem_weights": stem_weights((vocals, drums, bass, other))}
         try:
-            text, options["timed_lyrics"] = ("", None) if from_song else lyrics_text(lyrics or "")
+            options = self._options(lyrics, from_song, strength, seed, steps, width, height, scheduler,
+                                    (vocals, drums, bass, other))
         except LrcError as err:
             yield {page.status: f"lyrics: they look like LRC, but {err}"}
             return
-        try:
-            kept = self.results.keep_song(Path(song), Path(song).name)
-        except FileNotFoundError:
-            yield {page.status: "song: this upload is no longer kept here; drop the song again"}
-            return
-        if from_song:
-            options["lyrics_source"] = orchestrator_pb2.LYRICS_SOURCE_TRANSCRIBE
-        job = self.client.start_image(kept, lyrics=text, **options)
-        with self._lock:
-            self._jobs[request.session_hash or ""] = job
+        job = self.client.start_image(kept, **options)
         started = time.monotonic()
         try:
-            result = yield from self._follow(job, progress)
+            with self._running(request, job):
+                result = yield from self._follow(job, progress)
         except grpc.RpcError as err:
             cancelled = err.code() == grpc.StatusCode.CANCELLED
             yield {page.status: "CANCELLED: the job was cancelled" if cancelled else status_text(err)}
             return
-        finally:
-            with self._lock:
-                if self._jobs.get(request.session_hash or "") is job:
-                    del self._jobs[request.session_hash or ""]
         if result is None:
             yield {page.status: "the orchestrator ended the job without an image"}
             return
         yield self._show_result(result, time.monotonic() - started)
+
+    def reel(self, song: str | None, lyrics: str, from_song: bool, strength: float, seed: float, steps: float,
+             width: float, height: float, scheduler: str | None, vocals: float, drums: float, bass: float,
+             other: float, sections: float, min_section_seconds: float, seed_per_section: bool, request: gr.Request,
+             progress: gr.Progress = gr.Progress()) -> Iterator[dict[Any, Any]]:  # noqa: B008
+        """A reel: the sections found, each image shown as it is painted, then the MP4 with the song."""
+        page = self.page
+        kept = self._kept(song)
+        if isinstance(kept, str):
+            yield {page.status: kept}
+            return
+        try:
+            options = self._options(lyrics, from_song, strength, seed, steps, width, height, scheduler,
+                                    (vocals, drums, bass, other))
+        except LrcError as err:
+            yield {page.status: f"lyrics: they look like LRC, but {err}"}
+            return
+        job = self.client.start_reel(kept, sections=int(sections or 0), seed_per_section=bool(seed_per_section),
+                                     min_section_seconds=int(min_section_seconds or 0), **options)
+        folder = self.results.reel_folder(int(seed or 0))
+        images: list[SectionResult] = []
+        started = time.monotonic()
+        try:
+            with self._running(request, job):
+                yield from self._follow_reel(job, folder, images, progress)
+        except grpc.RpcError as err:
+            cancelled = err.code() == grpc.StatusCode.CANCELLED
+            yield {page.status: "CANCELLED: the reel was cancelled" if cancelled else status_text(err)}
+            return
+        if not images:
+            yield {page.status: "the orchestrator ended the reel without an image"}
+            return
+        files = write_reel(kept, images, folder)
+        tiny = self.tiny or images[0].record.profile == "tiny"
+        yield {page.status: f"reel done in {time.monotonic() - started:.1f} s: {len(images)} sections, "
+                            f"{folder.name}", page.reel_video: str(files.video), page.banner: gr.update(visible=tiny)}
+
+    def _follow_reel(self, job: ReelJob, folder: Path, images: list[SectionResult], progress: gr.Progress
+                     ) -> Iterator[dict[Any, Any]]:
+        """Relay a reel's events to the status line, and each section's image to the reel's gallery as it comes."""
+        state, shown, total = JobState(), "", 0
+        for item in job:
+            if isinstance(item, orchestrator_pb2.ReelSections):
+                total = len(item.spans)
+                spans = ", ".join(f"{clock(s.start_s)}–{clock(s.end_s)}" for s in item.spans)
+                yield {self.page.status: f"{total} sections: {spans}", self.page.reel_images: [],
+                       self.page.reel_video: None}
+            elif isinstance(item, SectionResult):
+                (folder / section_name(item)).write_bytes(item.png)
+                images.append(item)
+                progress((len(images), total), desc="painting the sections", unit="sections")
+                yield {self.page.status: f"painted section {item.index + 1} of {total} ({item.label})",
+                       self.page.reel_images: [(str(folder / section_name(s)), f"{s.index + 1} · {s.label}")
+                                               for s in images]}
+            else:
+                state.update(item)
+                if state.song_started and state.stage in state.parts and not total:
+                    progress(state.song_fraction, desc=state.describe())
+                if state.describe() != shown and not images:
+                    shown = state.describe()
+                    yield {self.page.status: shown}
 
     def _follow(self, job: ImageJob, progress: gr.Progress) -> Generator[dict[Any, Any], None, ImageResult | None]:
         """Relay a job's events to the status line and the progress bar; return its image."""

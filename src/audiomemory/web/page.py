@@ -1,5 +1,6 @@
-"""The page's components, laid out: the form on the left, the job and its image on the right, the
-gallery below. ``Page`` names each one so that the handlers (``app``) can update them by name."""
+"""The page's components, laid out: the form on the left (the reel's own settings in an accordion), the job and
+its image on the right with the reel's section images and its video below them, the gallery at the bottom.
+``Page`` names each one so that the handlers (``app``) can update them by name."""
 
 from __future__ import annotations
 
@@ -32,10 +33,16 @@ class Page:
     weights: list[gr.Slider]  # one per stem of STEMS: the listener's emphasis
     generate: gr.Button
     cancel: gr.Button
+    sections: gr.Slider  # the reel's: 0 = as many as the song has
+    min_section_seconds: gr.Number  # 0 = the orchestrator's default
+    seed_per_section: gr.Checkbox
+    make_reel: gr.Button
     status: gr.Textbox
     image: gr.Image
     parameters: gr.Textbox
     download: gr.File
+    reel_images: gr.Gallery  # the reel's sections, as they are painted
+    reel_video: gr.Video  # the reel's MP4: the images with the song's own audio
     gallery: gr.Gallery
     shown: gr.State  # the gallery's image paths, in the order shown (a click names an index)
 
@@ -69,8 +76,16 @@ def _form() -> dict[str, Any]:
     with gr.Row():
         parts["weights"] = [gr.Slider(0.0, MAX_STEM_WEIGHT, value=1.0, step=0.05, label=stem.capitalize(),
                                       elem_id=f"weight-{stem}", min_width=100) for stem in STEMS]
+    with gr.Accordion("Reel: an image for each part of the song, played with the song", open=False):
+        parts["sections"] = gr.Slider(0, 16, value=0, step=1, label="Sections (0: as many as the song has)",
+                                      elem_id="sections")
+        parts["min_section_seconds"] = gr.Number(0, label="Shortest section, seconds (0: the orchestrator's default)",
+                                                 precision=0, minimum=0, elem_id="min-section-seconds")
+        parts["seed_per_section"] = gr.Checkbox(False, label="A seed for each section (else one seed: the "
+                                                "differences come from the music)", elem_id="seed-per-section")
     with gr.Row():
         parts["generate"] = gr.Button("Generate", variant="primary", elem_id="generate")
+        parts["make_reel"] = gr.Button("Make a reel", elem_id="make-reel")
         parts["cancel"] = gr.Button("Cancel", variant="stop", elem_id="cancel")
     return parts
 
@@ -88,8 +103,13 @@ def layout(tiny: bool) -> Page:
                              elem_id="image")
             parameters = gr.Textbox(label="Parameters", lines=4, interactive=False, elem_id="parameters")
             download = gr.File(label="PNG (with its metadata)", interactive=False, elem_id="download")
+            reel_images = gr.Gallery(label="Reel: its sections, as they are painted", columns=4, height=220,
+                                     object_fit="contain", allow_preview=False, interactive=False,
+                                     elem_id="reel-images")
+            reel_video = gr.Video(label="Reel (with the song)", format="mp4", interactive=False, elem_id="reel-video")
     gallery = gr.Gallery(label="Gallery (click an image to remix it: its settings, a new seed)", columns=6,
                          fit_columns=False, height=260, object_fit="contain", allow_preview=False,
                          interactive=False, elem_id="gallery")
     return Page(banner=banner, status=status, image=image, parameters=parameters, download=download,
-                gallery=gallery, shown=gr.State([]), **form)
+                reel_images=reel_images, reel_video=reel_video, gallery=gallery, shown=gr.State([]),
+                **form)

@@ -103,6 +103,18 @@ class Results:
                 continue
         raise FileExistsError(f"{self.out}: no free name for {stamp}-seed{seed}.png")
 
+    def reel_folder(self, seed: int) -> Path:
+        """A new folder for a reel's files under ``out/reels`` (the gallery lists ``out``'s own PNGs only)."""
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        for n in range(1000):
+            folder = self.out / "reels" / f"{stamp}-seed{seed}{f'-{n}' if n else ''}"
+            try:
+                folder.mkdir(parents=True)
+                return folder
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"{self.out / 'reels'}: no free name for {stamp}-seed{seed}")
+
     def entries(self) -> list[Entry]:
         """Every image in ``out`` with Audio Memory metadata, newest first."""
         paths = sorted(self.out.glob("*.png"), key=lambda p: (p.stat().st_mtime, p.name), reverse=True)

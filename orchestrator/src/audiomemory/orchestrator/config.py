@@ -147,6 +147,10 @@ class OrchestratorConfig(ServiceConfig):
         "long is given up as stalled (DEADLINE_EXCEEDED). Calls have no fixed deadline of their own: the "
         "job's deadline is the caller's.",
     )
+    reel_max_batch: int = Field(
+        0, ge=0, le=MAX_SECTIONS, description="Sections of a reel painted in one Generate call at most; "
+        "0 = as many as the generator's Describe allows (max_batch).",
+    )
     generate_attempts: int = Field(
         3, ge=1, le=10, description="Whole-Generate attempts when a replica dies mid-stream (deterministic)."
     )

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
@@ -57,6 +57,9 @@ from audiomemory.orchestrator.stages import (
 from audiomemory.orchestrator.timebins import Span, bin_count, check_span
 from audiomemory.runtime.errors import AudioMemoryError, FailedPrecondition
 from audiomemory.v1 import common_pb2, orchestrator_pb2, record_pb2
+
+if TYPE_CHECKING:
+    from audiomemory.orchestrator.reel import ReelPlan, ReelResult, ReelSettings, SectionPainted, SectionsFound
 
 T = TypeVar("T")
 Stage = orchestrator_pb2.Stage
@@ -262,6 +265,17 @@ class Pipeline:
         )
         return Result(painted.png, record, sketch.pooled, sketch.fused.embeddings, listened.timings)
 
+    def reel(
+        self, job: Job, sent: orchestrator_pb2.ReelOptions, plan: ReelPlan, settings: ReelSettings,
+        receive: Callable[[], Upload], report: Callable[[Event | SectionsFound | SectionPainted], None],
+        prepared: tuple[JobOptions, Infos, str] | None = None,
+    ) -> ReelResult:
+        """The memory reel (``reel.run_reel``): the front half once, the sections, their images in batches, each
+        handed to ``report`` as it is painted."""
+        from audiomemory.orchestrator.reel import run_reel
+
+        return run_reel(self, job, sent, plan, settings, receive, report, prepared)
+
     def encode(self, job: Job, infos: Infos, window: str, opts: JobOptions) -> tuple[Served, Encoded]:
         """The text encoder's call for [lyrics window, negative prompt]."""
         text = infos.text_encoder
@@ -270,8 +284,16 @@ class Pipeline:
                                                opts.pins.get("text_encoder", _NO_PIN)), "text_encoder", Encoded)
 
     def paint(self, job: Job, painting: Painting, pin: Pin, report: Report) -> tuple[Served, Painted, int]:
+        """One image: the generator's header, the image and the denoising calls it ran (``paint_each``)."""
+        for painted in self.paint_each(job, painting, pin, report):
+            return painted
+        raise AudioMemoryError("the generator's stream ended without an image")  # the stage raises first
+
+    def paint_each(
+        self, job: Job, painting: Painting, pin: Pin, report: Report
+    ) -> Iterator[tuple[Served, Painted, int]]:
         """The generator's steps as steps of the steps it resolved (a scheduler may run an extra warm-up call:
-        PNDM runs 31 for 30); returns its header, the image and the denoising calls it ran."""
+        PNDM runs 31 for 30); yields its header, each image (a batch's in order) and the denoising calls it ran."""
         served: Served | None = None
         asked, total = painting.steps, 0
         for event in self.stages.generate(job, painting, pin):
@@ -288,8 +310,7 @@ class Pipeline:
                     f" (replica lost; retrying (attempt {event.attempt}/{event.attempts}))"
                 report(Event(Stage.STAGE_GENERATING, step, asked, f"step {step}/{asked}{note}"))
             elif isinstance(event, Painted) and served is not None:
-                return served, event, total
-        raise AudioMemoryError("the generator's stream ended without an image")  # the stage raises first
+                yield served, event, total
 
 
 def _served_then(events: Iterator[object], kind: str, want: type[T]) -> tuple[Served, T]:

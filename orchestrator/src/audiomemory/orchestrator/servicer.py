@@ -1,10 +1,13 @@
-"""``Orchestrator`` servicer: the gRPC edge of one ``CreateImage`` job (the job itself: ``pipeline.py``).
+"""``Orchestrator`` servicer: the gRPC edge of one ``CreateImage`` or ``CreateReel`` job (the job itself:
+``pipeline.py``, ``reel.py``).
 
 ``CreateImage`` reads the options (before a slot: a caller who sends nothing holds none), then runs the job
 on a task of its own — the job slot (its place in line reported while it waits), the upload
 (``upload.receive``, room in the decoded-audio budget), ``Pipeline.run`` — while the call's thread relays
 the job's progress from a side channel as ``StageEvent``s, then the PNG with its record. The caller going
 away, or any failure, cancels the job as one event (``job.Job``); the call ends only once the task has.
+``CreateReel`` is the same edge around ``Pipeline.reel`` (the reel's own options checked before the slot;
+one slot whatever its sections), relaying the sections found and each section's image as it is painted.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import gc
 import queue
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -28,6 +32,14 @@ from audiomemory.orchestrator.job import Job
 from audiomemory.orchestrator.pipeline import Limits, Pipeline, Result
 from audiomemory.orchestrator.pooling import STEM_ORDER
 from audiomemory.orchestrator.record import embed_record
+from audiomemory.orchestrator.reel import (
+    SECTIONS_LIMIT,
+    ReelResult,
+    ReelSettings,
+    SectionPainted,
+    SectionsFound,
+    parse_reel_options,
+)
 from audiomemory.orchestrator.stages import Event
 from audiomemory.orchestrator.upload import receive
 from audiomemory.runtime.backend import ModelInfo, package_version
@@ -43,7 +55,7 @@ PACKAGE = "audiomemory-orchestrator"
 
 @dataclass(frozen=True)
 class _Finished:
-    result: Result | None
+    result: Any
     error: BaseException | None
 
 
@@ -62,6 +74,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self.config = config
         limits = Limits(config.max_upload_bytes, config.max_seconds, config.max_sample_rate,
                         config.max_lyrics_chars, config.profile)
+        self.reel_settings = ReelSettings(config.max_sections, config.min_section_seconds, config.reel_max_batch)
         self.pipeline = Pipeline(downstream, AudioCache(config.cache_dir, config.cache_max_bytes), self.fusion,
                                  limits, self.identity)
         # Decoded audio in flight, in bytes: only running jobs ask (so it never refuses), in arrival order.
@@ -84,6 +97,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                 "max_upload_bytes": str(self.config.max_upload_bytes),  # the web page's limits come from these
                 "concurrency": str(self.config.concurrency), "max_queue": str(self.config.max_queue),
                 "caller_share": "" if self.config.caller_share is None else str(self.config.caller_share),
+                "max_sections": str(SECTIONS_LIMIT),  # a reel's limit and defaults (the web page's form)
+                "default_max_sections": str(self.reel_settings.max_sections),
+                "default_min_section_seconds": str(self.reel_settings.min_section_seconds),
             },
         ).to_proto("orchestrator", PACKAGE)
 
@@ -102,13 +118,46 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         job = Job(context, self.config.stall_seconds)
         context.add_callback(job.cancel_all)  # the caller going away cancels every downstream call
         sent = _first_options(request_iterator)  # before a slot: its read is time-limited (runtime.pacing)
-        side: queue.SimpleQueue[Event | _Finished] = queue.SimpleQueue()
+
+        def work(held: contextlib.ExitStack, report: Callable[[Event], None]) -> Result:
+            prepared = self.pipeline.prepare(job, sent)
+            return self.pipeline.run(job, sent, lambda: receive(self.config, self.memory, job, request_iterator,
+                                                                prepared[0].filename, held, report), report, prepared)
+
+        result = yield from self._serve(job, work, lambda event: (_event(event),))
+        assert isinstance(result, Result)
+        yield from _result(result)
+
+    def CreateReel(
+        self, request_iterator: Iterator[orchestrator_pb2.CreateReelRequest], context: grpc.ServicerContext
+    ) -> Iterator[orchestrator_pb2.CreateReelResponse]:
+        """One job (one slot of the job budget) whatever its sections: its batches take one generator slot at a
+        time. The reel's own options are checked before the slot, the image options as ``CreateImage``'s."""
+        job = Job(context, self.config.stall_seconds)
+        context.add_callback(job.cancel_all)
+        sent = _first_options(request_iterator, "CreateReelRequest")
+        plan = parse_reel_options(sent, self.reel_settings)
+
+        def work(held: contextlib.ExitStack, report: Callable[[Any], None]) -> ReelResult:
+            prepared = self.pipeline.prepare(job, sent.image)
+            return self.pipeline.reel(job, sent, plan, self.reel_settings, lambda: receive(
+                self.config, self.memory, job, request_iterator, prepared[0].filename, held, report), report, prepared)
+
+        yield from self._serve(job, work, _reel_response)
+
+    def _serve(
+        self, job: Job, work: Callable[[contextlib.ExitStack, Callable[[Any], None]], Any],
+        respond: Callable[[Any], Iterable[Any]],
+    ) -> Generator[Any, None, Any]:
+        """Run ``work`` as the job's task (after its slot) and relay what it reports (``respond``: the responses
+        each item becomes); returns its result, or raises its failure. The call ends only once the task has."""
+        side: queue.SimpleQueue[Any] = queue.SimpleQueue()
         task = threading.Thread(target=contextvars.copy_context().run, name="am-orch-job",
-                                args=(self._job, job, sent, request_iterator, side), daemon=True)
+                                args=(self._job, job, work, side), daemon=True)
         task.start()
         try:
             while not isinstance(item := side.get(), _Finished):
-                yield _event(item)
+                yield from respond(item)
             error, result = item.error, item.result
             del item
             if error is not None:
@@ -116,26 +165,20 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                     raise error
                 finally:
                     del error
-            assert result is not None
-            yield from _result(result)
+            return result
         finally:
             job.cancel_all()  # a failed or finished job leaves nothing running
             task.join()
 
-    def _job(
-        self, job: Job, sent: orchestrator_pb2.CreateImageOptions,
-        requests: Iterator[orchestrator_pb2.CreateImageRequest], side: queue.SimpleQueue[Event | _Finished],
-    ) -> None:
+    def _job(self, job: Job, work: Callable[[contextlib.ExitStack, Callable[[Any], None]], Any],
+             side: queue.SimpleQueue[Any]) -> None:
         try:
             with self.gate.admit(job.context, owner=current_caller()) as turn, contextlib.ExitStack() as held:
                 for position in turn.waiting():  # nothing more of a queued job is read until it runs
                     side.put(Event(Stage.STAGE_QUEUED, position, 0,
                                    f"waiting for a free job slot (place {position} in line)"))
                 with _frames_let_go():
-                    prepared = self.pipeline.prepare(job, sent)
-                    result = self.pipeline.run(
-                        job, sent, lambda: receive(self.config, self.memory, job, requests, prepared[0].filename,
-                                                   held, side.put), side.put, prepared)
+                    result = work(held, side.put)
             side.put(_Finished(result, None))
         except BaseException as exc:  # the call's thread raises it
             side.put(_Finished(None, exc))
@@ -170,10 +213,11 @@ def _frames_let_go() -> Iterator[None]:
         raise
 
 
-def _first_options(requests: Iterator[orchestrator_pb2.CreateImageRequest]) -> orchestrator_pb2.CreateImageOptions:
+def _first_options(requests: Iterator[Any], kind: str = "CreateImageRequest") -> Any:
+    """The options a job's first message carries (``CreateImageOptions``, ``ReelOptions``)."""
     first = next(requests, None)
     if first is None or first.WhichOneof("item") != "options":
-        raise InvalidInput("the first CreateImageRequest must carry options (then the file's bytes)")
+        raise InvalidInput(f"the first {kind} must carry options (then the file's bytes)")
     return first.options
 
 
@@ -186,6 +230,20 @@ def _result(result: Result) -> Iterator[orchestrator_pb2.CreateImageResponse]:
         yield orchestrator_pb2.CreateImageResponse(result=orchestrator_pb2.ImageResult(
             png=piece, last=last, metadata_json=metadata_json if last else "",
         ))
+
+
+def _reel_response(item: Event | SectionsFound | SectionPainted) -> Iterator[orchestrator_pb2.CreateReelResponse]:
+    """A reel's progress, its sections and each image (in pieces, the record on the last) as responses."""
+    if isinstance(item, Event):
+        yield orchestrator_pb2.CreateReelResponse(event=_event(item).event)
+    elif isinstance(item, SectionsFound):
+        yield orchestrator_pb2.CreateReelResponse(sections=orchestrator_pb2.ReelSections(
+            spans=[orchestrator_pb2.Span(start_s=a, end_s=b) for a, b in item.spans], seconds=item.seconds))
+    else:
+        span = orchestrator_pb2.Span(start_s=item.span[0], end_s=item.span[1])
+        for piece, last in iter_pieces(item.png):
+            yield orchestrator_pb2.CreateReelResponse(image=orchestrator_pb2.SectionImage(
+                index=item.index, span=span, png=piece, last=last, metadata_json=item.metadata_json if last else ""))
 
 
 def add_servicer(server: grpc.Server, backend: Downstream, gate: Gate, config: OrchestratorConfig) -> None:

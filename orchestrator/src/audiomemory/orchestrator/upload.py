@@ -51,7 +51,8 @@ class _Room:
 
 
 def receive(
-    config: OrchestratorConfig, memory: Gate, job: Job, requests: Iterator[orchestrator_pb2.CreateImageRequest],
+    config: OrchestratorConfig, memory: Gate, job: Job,
+    requests: Iterator[orchestrator_pb2.CreateImageRequest | orchestrator_pb2.CreateReelRequest],
     filename: str, held: contextlib.ExitStack, report: Callable[[Event], None],
 ) -> Upload:
     """Read the file (capped at ``max_upload_bytes``), taking room for it as soon as its format is known."""
