@@ -284,10 +284,12 @@ class Pipeline:
                                                opts.pins.get("text_encoder", _NO_PIN)), "text_encoder", Encoded)
 
     def paint(self, job: Job, painting: Painting, pin: Pin, report: Report) -> tuple[Served, Painted, int]:
-        """One image: the generator's header, the image and the denoising calls it ran (``paint_each``)."""
-        for painted in self.paint_each(job, painting, pin, report):
-            return painted
-        raise AudioMemoryError("the generator's stream ended without an image")  # the stage raises first
+        """One image: the generator's header, the image and the denoising calls it ran (``paint_each``, read to
+        the stream's end: the call ends OK, not cancelled by a reader that left after the image)."""
+        painted = list(self.paint_each(job, painting, pin, report))
+        if not painted:
+            raise AudioMemoryError("the generator's stream ended without an image")  # the stage raises first
+        return painted[0]
 
     def paint_each(
         self, job: Job, painting: Painting, pin: Pin, report: Report
