@@ -91,3 +91,20 @@ def test_reel_writes_the_sections_the_sheet_and_an_mp4_of_the_song_changing_at_t
     assert sheet.width > 3 * 64 and sheet.height > 64
     check_reel_mp4(out / "reel.mp4", song, pngs, spans, fade=0.5)
 
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--stem-weights", "piano=2"], "--stem-weights"),
+    (["--stem-weights", "vocals=loud"], "--stem-weights"),
+    (["--lyrics", "no-such-file.txt"], "--lyrics"),
+    (["--size", "big"], "--size"),
+    (["--crossfade", "-1"], "--crossfade"),
+])
+def test_a_bad_option_is_a_usage_error_naming_it_before_any_service_starts(
+    tmp_path: Path, args: list[str], words: str
+) -> None:
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"RIFF")  # never read: the options are refused first
+    result = CliRunner().invoke(cli, ["reel", str(song), "--models", "tiny", "-o", str(tmp_path / "out"), *args])
+    assert result.exit_code == 2 and words in result.output, result.output
+    assert "starting services" not in result.output and not (tmp_path / "out").exists()

@@ -1,4 +1,5 @@
-"""The bad-input catalogue, part two: the orchestrator's cases (song files and job options).
+"""The bad-input catalogue, part two: the orchestrator's cases (song files and job options, an image's and a
+reel's).
 
 The orchestrator under test accepts uploads of at most 2 MB and songs of at most 8 s
 (``orchestrator.conftest.orchestrator``); files are made here with PyAV's encoders.
@@ -36,6 +37,31 @@ def upload(data: bytes, **options: Any) -> Call:
     opts = Options(**{"steps": 1, "width": 64, "height": 64, **options})
     pieces = [Request(file_chunk=data[i : i + 256 * 1024]) for i in range(0, len(data), 256 * 1024)]
     return job(Request(options=opts), *pieces)
+
+
+ReelRequest = orchestrator_pb2.CreateReelRequest
+
+
+def reel(*requests: ReelRequest) -> Call:
+    def call(channel: grpc.Channel) -> list[Any]:
+        return list(orchestrator_pb2_grpc.OrchestratorStub(channel).CreateReel(iter(requests), timeout=120))
+
+    return call
+
+
+def reel_upload(data: bytes, *, image: dict[str, Any] | None = None, **options: Any) -> Call:
+    """A reel's options (its image one step, 64x64 unless said), then ``data`` in pieces of 256 KiB."""
+    opts = orchestrator_pb2.ReelOptions(image=Options(**{"steps": 1, "width": 64, "height": 64, **(image or {})}),
+                                        **options)
+    pieces = [ReelRequest(file_chunk=data[i : i + 256 * 1024]) for i in range(0, len(data), 256 * 1024)]
+    return reel(ReelRequest(options=opts), *pieces)
+
+
+def _reeled(answer: list[Any]) -> bool:
+    """The sections once, then a whole PNG for each of them, in order."""
+    sections = [r.sections for r in answer if r.WhichOneof("item") == "sections"]
+    last = [r.image for r in answer if r.WhichOneof("item") == "image" and r.image.last]
+    return len(sections) == 1 and [i.index for i in last] == list(range(len(sections[0].spans))) and bool(last)
 
 
 def _silence(seconds: float, rate: int = 8000) -> np.ndarray:
@@ -147,4 +173,26 @@ ORCHESTRATOR = [
     Case("orchestrator/odd unicode lyrics and filename make an image", "orchestrator",
          upload(SHORT_WAV, lyrics=ODD_LYRICS, negative_prompt="\u200b\x00", filename="\u202esong\x00.wav"), OK,
          check=_painted),
+    Case("orchestrator/reel: no messages", "orchestrator", reel(), INVALID, "options"),
+    Case("orchestrator/reel: file bytes before options", "orchestrator", reel(ReelRequest(file_chunk=SHORT_WAV)),
+         INVALID, "CreateReelRequest"),
+    Case("orchestrator/reel: one section asked for", "orchestrator", reel_upload(SHORT_WAV, sections=1), INVALID,
+         "options.sections"),
+    Case("orchestrator/reel: more sections than the limit", "orchestrator", reel_upload(SHORT_WAV, max_sections=17),
+         INVALID, "options.max_sections"),
+    Case("orchestrator/reel: a negative shortest section", "orchestrator",
+         reel_upload(SHORT_WAV, min_section_seconds=-8), INVALID, "options.min_section_seconds"),
+    Case("orchestrator/reel: a span on its image", "orchestrator",
+         reel_upload(SHORT_WAV, image={"span": orchestrator_pb2.Span(start_s=0, end_s=1)}), INVALID,
+         "options.image.span"),
+    Case("orchestrator/reel: image options over the generator's limits", "orchestrator",
+         reel_upload(SHORT_WAV, image={"steps": 151}), INVALID, "options.steps"),
+    Case("orchestrator/reel: three sections of 8 s in half a second", "orchestrator",
+         reel_upload(SHORT_WAV, sections=3), INVALID, "options.sections"),
+    Case("orchestrator/reel: text instead of audio", "orchestrator", reel_upload(b"la la la\n" * 100), INVALID,
+         "file"),
+    Case("orchestrator/reel: song over max_seconds", "orchestrator",
+         reel_upload(encode_song("wav", 8000, 1, seconds=9.0)), EXHAUSTED, "file"),
+    Case("orchestrator/reel of half a second is one section, painted", "orchestrator", reel_upload(SHORT_WAV), OK,
+         check=_reeled),
 ]
