@@ -14,36 +14,18 @@ from tqdm import tqdm
 from audiomemory.cli.common import (
     MODELS_HELP,
     PLAINTEXT,
+    STEM_WEIGHTS_HELP,
     Connection,
     JobFailed,
     JobProgress,
     connection_options,
     orchestrator_address,
+    parse_stem_weights,
 )
-from audiomemory.cli.generate import LYRICS_HELP, _parse_size, lyrics_options
+from audiomemory.cli.generate import LYRICS_HELP, _given_lyrics, _parse_size, lyrics_options
 from audiomemory.client import UnreadableMetadata, build_options
 from audiomemory.reel import CROSSFADE_SECONDS, VIDEO_FPS, SectionResult, clock, section_name, write_reel
 from audiomemory.v1 import orchestrator_pb2
-
-STEMS = ("vocals", "drums", "bass", "other")
-
-
-def parse_stem_weights(spec: str | None) -> dict[str, float]:
-    """``vocals=1.5,drums=0.5`` → {stem: weight}; the orchestrator checks the range ([0, 4])."""
-    weights: dict[str, float] = {}
-    for part in (spec or "").split(","):
-        if not part.strip():
-            continue
-        name, sep, value = part.partition("=")
-        name = name.strip()
-        try:
-            if not sep or name not in STEMS:
-                raise ValueError
-            weights[name] = float(value)
-        except ValueError:
-            raise click.BadParameter(f"expected STEM=WEIGHT[,STEM=WEIGHT…] with STEM one of {', '.join(STEMS)}, "
-                                     f"got {part.strip()!r}", param_hint="--stem-weights") from None
-    return weights
 
 
 class ReelProgress:
@@ -117,7 +99,7 @@ def run_reel(address: str, song: Path, request: orchestrator_pb2.ReelOptions, ou
 @click.option("--max-sections", type=int, default=0, help="Most sections (default: the orchestrator's, 8; at most 16).")
 @click.option("--seed-per-section", is_flag=True, help="Paint section i with seed + i (default: every section the "
               "same seed, so the differences come from the music).")
-@click.option("--stem-weights", help="The listener's emphasis, e.g. vocals=1.5,drums=0.5 (each in [0, 4]).")
+@click.option("--stem-weights", callback=parse_stem_weights, metavar="STEM=W,...", help=STEM_WEIGHTS_HELP)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--strength", type=float, help="Fusion strength alpha in [0, 1] (default: the orchestrator's).")
 @click.option("--steps", type=int, help="Denoising steps (default: the generator's).")
@@ -133,22 +115,25 @@ def run_reel(address: str, song: Path, request: orchestrator_pb2.ReelOptions, ou
 @click.option("--orchestrator", help="HOST:PORT of a running orchestrator (default: start everything here).")
 @connection_options
 def reel(song: Path, lyrics_spec: str, out: Path, sections: int, min_section_seconds: int, max_sections: int,
-         seed_per_section: bool, stem_weights: str | None, seed: int, strength: float | None, steps: int | None,
-         guidance: float | None, size: str | None, scheduler: str | None, negative: str, fps: int, crossfade: float,
-         no_video: bool, models: str, orchestrator: str | None, connection: Connection) -> None:
+         seed_per_section: bool, stem_weights: dict[str, float] | None, seed: int, strength: float | None,
+         steps: int | None, guidance: float | None, size: str | None, scheduler: str | None, negative: str, fps: int,
+         crossfade: float, no_video: bool, models: str, orchestrator: str | None, connection: Connection) -> None:
     """Find SONG's sections and paint each: section PNGs, a contact sheet and an MP4 with the song in OUT."""
     width, height = _parse_size(size)
-    weights = parse_stem_weights(stem_weights)
     image: dict[str, Any] = {"seed": seed, "strength": strength, "steps": steps, "guidance": guidance, "width": width,
                              "height": height, "scheduler": scheduler, "negative_prompt": negative,
                              "filename": song.name}
     connection = connection if orchestrator else PLAINTEXT
     if lyrics_spec not in ("auto", "none", "-") and not Path(lyrics_spec).is_file():
         raise click.BadParameter(f"expected a lyrics file, -, auto or none, got {lyrics_spec!r}", param_hint="--lyrics")
+    given = _given_lyrics(lyrics_spec, None)  # an .lrc file's lines keep their times: each section reads its own
     with orchestrator_address(models, orchestrator) as address:
-        lyrics, source = lyrics_options(lyrics_spec, address, connection)
-        options = build_options(lyrics, **image, lyrics_source=source)
-        options.stem_weights.update(weights)
+        if given is None:
+            lyrics, source = lyrics_options(lyrics_spec, address, connection)
+        else:
+            lyrics, source = given.text, orchestrator_pb2.LYRICS_SOURCE_GIVEN
+            image["timed_lyrics"] = list(given.timed) or None
+        options = build_options(lyrics, **image, lyrics_source=source, stem_weights=stem_weights)
         request = orchestrator_pb2.ReelOptions(image=options, sections=sections, max_sections=max_sections,
                                                min_section_seconds=min_section_seconds,
                                                seed_per_section=seed_per_section)
