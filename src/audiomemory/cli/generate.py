@@ -24,7 +24,7 @@ from audiomemory.cli.common import (
     write_result,
 )
 from audiomemory.client import ImageResult
-from audiomemory.v1 import orchestrator_pb2
+from audiomemory.v1 import orchestrator_pb2, transcriber_pb2
 
 LYRICS_HELP = ("Lyrics file, - for stdin, auto (transcribe the vocal stem when a transcriber is available, else "
                "none) or none (the audio alone steers). Default: auto. An .lrc file (or text whose lines start "
@@ -124,17 +124,22 @@ def generate(song: Path, lyrics_spec: str, print_lyrics_: bool, out: Path, seed:
     connection = connection if orchestrator else PLAINTEXT
     given = _given_lyrics(lyrics_spec, lrc_out)  # before the services start: a bad file fails at once
     with orchestrator_address(models, orchestrator) as address:
-        if given is None:
-            lyrics, source = lyrics_options(lyrics_spec, address, connection)
-        else:
-            lyrics, source = given.text, orchestrator_pb2.LYRICS_SOURCE_GIVEN
-            options["timed_lyrics"] = list(given.timed) or None
+        lyrics, source, options["timed_lyrics"] = job_lyrics(lyrics_spec, given, address, connection)
         result = run_job(address, song, lyrics, {**options, "lyrics_source": source}, connection=connection)
     write_result(result, out, sidecar)
     if lrc_out is not None:
         write_lrc_file(result, lrc_out)
     if print_lyrics_:
         print_lyrics(result)
+
+
+def job_lyrics(spec: str, given: GivenLyrics | None, address: str, connection: Connection
+               ) -> tuple[str, int, list[transcriber_pb2.TranscriptSegment] | None]:
+    """A job's lyrics, their source and their timed lines: the file given (an .lrc file's lines keep their
+    times), else ``--lyrics auto``/``none`` (``lyrics_options``)."""
+    if given is None:
+        return (*lyrics_options(spec, address, connection), None)
+    return given.text, orchestrator_pb2.LYRICS_SOURCE_GIVEN, list(given.timed) or None
 
 
 def _given_lyrics(spec: str, lrc_out: Path | None) -> GivenLyrics | None:

@@ -22,7 +22,7 @@ from audiomemory.cli.common import (
     orchestrator_address,
     parse_stem_weights,
 )
-from audiomemory.cli.generate import LYRICS_HELP, _given_lyrics, _parse_size, lyrics_options
+from audiomemory.cli.generate import LYRICS_HELP, _given_lyrics, _parse_size, job_lyrics
 from audiomemory.client import UnreadableMetadata, build_options
 from audiomemory.reel import CROSSFADE_SECONDS, VIDEO_FPS, SectionResult, clock, section_name, write_reel
 from audiomemory.v1 import orchestrator_pb2
@@ -128,11 +128,7 @@ def reel(song: Path, lyrics_spec: str, out: Path, sections: int, min_section_sec
         raise click.BadParameter(f"expected a lyrics file, -, auto or none, got {lyrics_spec!r}", param_hint="--lyrics")
     given = _given_lyrics(lyrics_spec, None)  # an .lrc file's lines keep their times: each section reads its own
     with orchestrator_address(models, orchestrator) as address:
-        if given is None:
-            lyrics, source = lyrics_options(lyrics_spec, address, connection)
-        else:
-            lyrics, source = given.text, orchestrator_pb2.LYRICS_SOURCE_GIVEN
-            image["timed_lyrics"] = list(given.timed) or None
+        lyrics, source, image["timed_lyrics"] = job_lyrics(lyrics_spec, given, address, connection)
         options = build_options(lyrics, **image, lyrics_source=source, stem_weights=stem_weights)
         request = orchestrator_pb2.ReelOptions(image=options, sections=sections, max_sections=max_sections,
                                                min_section_seconds=min_section_seconds,

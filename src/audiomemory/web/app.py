@@ -155,6 +155,18 @@ class WebApp:
         except FileNotFoundError:
             return "song: this upload is no longer kept here; drop the song again"
 
+    def _prepared(self, song: str | None, lyrics: str, from_song: bool, strength: float, seed: float, steps: float,
+                  width: float, height: float, scheduler: str | None, weights: tuple[float, ...]
+                  ) -> tuple[Path, dict[str, Any]] | str:
+        """A job's song (kept) and options from the form (an image's or a reel's); or what to tell the person."""
+        kept = self._kept(song)
+        if isinstance(kept, str):
+            return kept
+        try:
+            return kept, self._options(lyrics, from_song, strength, seed, steps, width, height, scheduler, weights)
+        except LrcError as err:
+            return f"lyrics: they look like LRC, but {err}"
+
     @contextmanager
     def _running(self, request: gr.Request, job: Call) -> Iterator[None]:
         """``job`` is this session's while it runs (Cancel reaches it)."""
@@ -186,16 +198,12 @@ class WebApp:
                  other: float, request: gr.Request,
                  progress: gr.Progress = gr.Progress()) -> Iterator[dict[Any, Any]]:  # noqa: B008 (Gradio's way)
         page = self.page
-        kept = self._kept(song)
-        if isinstance(kept, str):
-            yield {page.status: kept}
+        prepared = self._prepared(song, lyrics, from_song, strength, seed, steps, width, height, scheduler,
+                                  (vocals, drums, bass, other))
+        if isinstance(prepared, str):
+            yield {page.status: prepared}
             return
-        try:
-            options = self._options(lyrics, from_song, strength, seed, steps, width, height, scheduler,
-                                    (vocals, drums, bass, other))
-        except LrcError as err:
-            yield {page.status: f"lyrics: they look like LRC, but {err}"}
-            return
+        kept, options = prepared
         job = self.client.start_image(kept, **options)
         started = time.monotonic()
         try:
@@ -216,16 +224,12 @@ class WebApp:
              progress: gr.Progress = gr.Progress()) -> Iterator[dict[Any, Any]]:  # noqa: B008
         """A reel: the sections found, each image shown as it is painted, then the MP4 with the song."""
         page = self.page
-        kept = self._kept(song)
-        if isinstance(kept, str):
-            yield {page.status: kept}
+        prepared = self._prepared(song, lyrics, from_song, strength, seed, steps, width, height, scheduler,
+                                  (vocals, drums, bass, other))
+        if isinstance(prepared, str):
+            yield {page.status: prepared}
             return
-        try:
-            options = self._options(lyrics, from_song, strength, seed, steps, width, height, scheduler,
-                                    (vocals, drums, bass, other))
-        except LrcError as err:
-            yield {page.status: f"lyrics: they look like LRC, but {err}"}
-            return
+        kept, options = prepared
         job = self.client.start_reel(kept, sections=int(sections or 0), seed_per_section=bool(seed_per_section),
                                      min_section_seconds=int(min_section_seconds or 0), **options)
         folder = self.results.reel_folder(int(seed or 0))
