@@ -8,9 +8,7 @@ running services. A profile YAML selects the tiny models with a coarse encoder h
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -20,30 +18,6 @@ from PIL import Image
 
 from audiomemory.cli.main import cli
 from audiomemory.stack import MODEL_KINDS, LocalStack
-
-SONG = Path(__file__).resolve().parents[2] / "examples" / "make_song.py"
-
-
-@pytest.fixture(scope="module")
-def profile(tiny: Callable[[str], dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    overrides = {kind: tiny(kind) for kind in MODEL_KINDS}
-    overrides["audio_encoder"]["hop_seconds"] = 0.5  # full-size OpenL3 CNN: fewer frames keep the test fast
-    path = tmp_path_factory.mktemp("profile") / "tiny.yaml"
-    path.write_text(yaml.safe_dump(overrides))
-    return path
-
-
-@pytest.fixture(scope="module")
-def song(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_song", SONG)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    path = tmp_path_factory.mktemp("song") / "song.mp3"
-    module.write_mp3(path, module.song(seconds=2.0))
-    return path
 
 
 def _pixels(path: Path) -> np.ndarray:

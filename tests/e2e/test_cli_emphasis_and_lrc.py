@@ -3,44 +3,17 @@ stack), and ``reproduce`` of the weighted image from its PNG alone plus the song
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pytest
-import yaml
 from click.testing import CliRunner
 from PIL import Image
 
 from audiomemory.cli.main import cli
 from audiomemory.lrc import parse_lrc
-from audiomemory.stack import MODEL_KINDS
 
-SONG = Path(__file__).resolve().parents[2] / "examples" / "make_song.py"
 LRC = "[ti:Night]\n[00:00.00]la la la\n[00:00.60][00:01.40]the night is young\n[00:01.00]la la la\n[00:01.80]\n"
-
-
-@pytest.fixture(scope="module")
-def profile(tiny: Callable[[str], dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    overrides = {kind: tiny(kind) for kind in MODEL_KINDS}
-    overrides["audio_encoder"]["hop_seconds"] = 0.5  # full-size OpenL3 CNN: fewer frames keep the test fast
-    path = tmp_path_factory.mktemp("profile") / "tiny.yaml"
-    path.write_text(yaml.safe_dump(overrides))
-    return path
-
-
-@pytest.fixture(scope="module")
-def song(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    spec = importlib.util.spec_from_file_location("make_song", SONG)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    path = tmp_path_factory.mktemp("song") / "song.mp3"
-    module.write_mp3(path, module.song(seconds=2.0))
-    return path
 
 
 def test_a_weighted_image_from_an_lrc_file_writes_its_lrc_and_reproduces_pixel_exact(
