@@ -114,15 +114,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the synthetic song")
     parser.add_argument("--size", type=int, default=256, help="image width = height")
     parser.add_argument("--steps", type=int, default=3, help="denoising steps")
-    parser.add_argument("--guidance", type=float, default=7.5)
-    parser.add_argument("--hop", type=float, default=0.5, help="OpenL3 hop in seconds (the service default is 0.2)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each path (min and median)")
+    add_stack_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``stack_overrides`` reads (and guidance, the warm-up), shared with ``make bench-reel``."""
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--hop", type=float, default=0.5, help="OpenL3 hop in seconds")
     parser.add_argument("--root", type=Path, default=None, help="where models go (kept; reused if written)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--tiny", action="store_true", help="the tiny profile's models (a quick check of this script)")
     parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
                         help="no warm-up jobs before the timed ones (a quick check of this script)")
-    return parser.parse_args(argv)
 
 
 def stack_overrides(args: argparse.Namespace, root: Path, cache_dir: Path) -> dict[str, dict[str, Any]]:

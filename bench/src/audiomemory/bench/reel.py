@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from audiomemory.bench.common import LYRICS, cpu_model, progress, song_wav
-from audiomemory.bench.e2e import clear_cache, stack_overrides
+from audiomemory.bench.e2e import add_stack_arguments, clear_cache, stack_overrides
 from audiomemory.client import Client, ImageResult
 from audiomemory.orchestrator.config import OrchestratorConfig
 from audiomemory.orchestrator.service import DEFINITION
@@ -79,14 +79,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="the reel's shortest section (0: the orchestrator's default, 8 s)")
     parser.add_argument("--size", type=int, default=128, help="image width = height")
     parser.add_argument("--steps", type=int, default=4, help="denoising steps")
-    parser.add_argument("--guidance", type=float, default=7.5)
-    parser.add_argument("--hop", type=float, default=0.5, help="OpenL3 hop in seconds")
     parser.add_argument("--repeat", type=int, default=2, help="timed rounds (min and median)")
-    parser.add_argument("--root", type=Path, default=None, help="where models go (kept; reused if written)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--tiny", action="store_true", help="the tiny profile's models (a quick check of this script)")
-    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
-                        help="no warm-up job before the timed ones (a quick check of this script)")
+    add_stack_arguments(parser)
     return parser.parse_args(argv)
 
 
