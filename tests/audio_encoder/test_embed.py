@@ -83,12 +83,12 @@ def test_describe_reports_the_loaded_model_its_precision_and_limits(
     assert (info.hop_seconds, info.window_seconds) == (HOP, 1.0)
     assert list(info.accepted_dtypes) == [tensor_pb2.DTYPE_FLOAT32, tensor_pb2.DTYPE_FLOAT16]
     assert (info.max_input_frames, info.max_signals) == (1200 * 48000, 8)
-    weights = Path(tiny_encoder["weights_dir"]) / "hub" / "checkpoints" / "torchopenl3_mel256_music_512.pth.tar"
+    weights = Path(tiny_encoder["weights_dir"]) / "hub" / "checkpoints" / "torchopenl3_mel128_music_512.pth.tar"
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     model = info.model
-    assert (model.service, model.backend, model.model_id) == ("audio_encoder", "openl3", "openl3-music-mel256-512")
+    assert (model.service, model.backend, model.model_id) == ("audio_encoder", "openl3", "openl3-music-mel128-512")
     assert model.revision == f"sha256:{digest[:16]}" and model.extra["weights_sha256"] == digest
-    assert model.extra["content_type"] == "music" and model.extra["input_repr"] == "mel256"
+    assert model.extra["content_type"] == "music" and model.extra["input_repr"] == "mel128"
     # The precision and hop are part of the identity (the orchestrator's cache key).
     precision = encoder.backend.precision  # type: ignore[attr-defined]
     assert precision in ("float32", "bfloat16", "int8")

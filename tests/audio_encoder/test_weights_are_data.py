@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import torch
 
-from audiomemory.audio_encoder.backends.openl3 import OpenL3Backend
+from audiomemory.audio_encoder.backends.openl3 import TINY_VARIANT, OpenL3Backend
 from audiomemory.audio_encoder.config import AudioEncoderConfig
 from audiomemory.runtime.errors import FailedPrecondition
 
-WEIGHTS = Path("hub") / "checkpoints" / "torchopenl3_mel256_music_512.pth.tar"
+WEIGHTS = Path("hub") / "checkpoints" / "torchopenl3_mel128_music_512.pth.tar"  # the tiny profile's variant
 
 
 class Payload:
@@ -34,7 +34,7 @@ def weights_dir(tmp_path: Path, tiny_encoder: dict[str, Any]) -> Path:
 
 
 def _load(weights_dir: Path) -> OpenL3Backend:
-    backend = OpenL3Backend(AudioEncoderConfig(weights_dir=weights_dir, precision="float32"))
+    backend = OpenL3Backend(AudioEncoderConfig(weights_dir=weights_dir, precision="float32", **TINY_VARIANT))
     backend.load()
     return backend
 
@@ -68,6 +68,6 @@ def test_models_pull_records_the_sha256_of_weights_already_in_place(weights_dir:
 
     lock = weights_dir / "hub" / "checkpoints" / "audiomemory-weights.lock.json"
     lock.unlink(missing_ok=True)
-    OpenL3Backend.pull(AudioEncoderConfig(weights_dir=weights_dir))
+    OpenL3Backend.pull(AudioEncoderConfig(weights_dir=weights_dir, **TINY_VARIANT))
     digest = hashlib.sha256((weights_dir / WEIGHTS).read_bytes()).hexdigest()
     assert json.loads(lock.read_text())["sha256"] == {WEIGHTS.name: digest}

@@ -142,7 +142,7 @@ def embed_over_grpc(stub: audio_encoder_pb2_grpc.AudioEncoderStub, audio: np.nda
 
 
 def bench_openl3(root: Path, frames: int, batches: list[int], device: str) -> dict[str, Any]:
-    overrides = OpenL3Backend.write_tiny(root)  # the real architecture; "tiny" only in name here
+    overrides = OpenL3Backend.write_tiny(root, input_repr="mel256")  # the default profile's architecture
     # Audio that makes exactly `frames` frames at hop 0.1 s (4800 samples): (frames − 1)·hop + 0.5 s.
     audio = music(48000, 1, ((frames - 1) * 4800 + 24000) / 48000)
     out: dict[str, Any] = {"openl3_frames": frames}
@@ -186,7 +186,8 @@ def forward_memory(which: str, batch: int) -> float:
     from audiomemory.audio_encoder.backends.openl3 import lean_forward
 
     with tempfile.TemporaryDirectory(prefix="bench-audio-") as tmp:
-        backend = OpenL3Backend(AudioEncoderConfig(device="cpu", **OpenL3Backend.write_tiny(Path(tmp))))
+        weights = OpenL3Backend.write_tiny(Path(tmp), input_repr="mel256")
+        backend = OpenL3Backend(AudioEncoderConfig(device="cpu", **weights))
         backend.load()
     model = backend._loaded()
     x = torch.randn(batch, 1, 48000) * 0.1

@@ -105,7 +105,7 @@ def write_models(root: Path, *, tiny: bool = False) -> dict[str, dict[str, Any]]
     if not done.exists():
         start = time.perf_counter()
         write_repo(demucs, "htdemucs_random", HTDEMUCS_KWARGS)
-        OpenL3Backend.write_tiny(root)  # the real OpenL3 architecture; "tiny" only in name here
+        OpenL3Backend.write_tiny(root, input_repr="mel256")  # the real OpenL3 architecture; "tiny" only in name here
         write_full_size(root)
         done.write_text("ok\n")
         progress(f"wrote full-size random models in {time.perf_counter() - start:.0f} s under {root}")
