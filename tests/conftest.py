@@ -26,7 +26,6 @@ StartService = Callable[..., RunningService]
 # worker (its module fixtures — a started orchestrator, a web server — are set up once), and the modules
 # that load the machine the most or assert on timing share one worker, so that they never overlap each other.
 _ONE_WORKER = {
-    "tests/e2e/test_job_budget_memory.py",  # a whole stack in a subprocess, 8 callers of a long song
     "tests/orchestrator/test_liveness.py",  # progress at least every N s
     "tests/deploy/test_scaled_generator_tier.py",  # three generator replicas, one of them killed
 }

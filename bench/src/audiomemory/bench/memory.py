@@ -24,6 +24,7 @@ Prints one JSON line per client count and a last one with the growth and whether
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -33,6 +34,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,20 +128,12 @@ def measure(counts: list[int | tuple[int, int]], song: Path, cancel_at: str = "e
     (the kernel's high-water mark, reset between counts through ``/proc/PID/clear_refs``). A count
     ``(n, rounds)``: n callers at once, ``rounds`` times in a row under one high-water mark — as many jobs
     as ``n * rounds`` callers at once, so the two peaks differ by the callers waiting, not by the jobs run."""
-    cmd = [sys.executable, "-m", "audiomemory.cli.main", "up", "--models", "tiny"]
-    # The callers stand for many callers, but all come from 127.0.0.1: one caller to the front door's share.
-    env = {**os.environ, "AUDIOMEMORY_ORCHESTRATOR_CALLER_SHARE": "1000",
-           "AUDIOMEMORY_ORCHESTRATOR_MAX_CALLS_PER_CALLER": "1000"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    try:
-        assert proc.stdout is not None
-        address = next(m.group(1) for line in proc.stdout if (m := re.match(r"orchestrator\s+(\S+)", line)))
-        status = Path(f"/proc/{proc.pid}/status")
+    with stack_up() as (proc, address):
         runs = []
         for count in counts:
             clients, rounds = count if isinstance(count, tuple) else (count, 1)
             Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS now
-            before = _kib(status.read_text(), "VmRSS")
+            before = rss_mb(proc.pid)
             run = callers(address, clients, song, cancel_at)
             for _ in range(rounds - 1):
                 more = callers(address, clients, song, cancel_at)
@@ -149,14 +143,33 @@ def measure(counts: list[int | tuple[int, int]], song: Path, cancel_at: str = "e
                        "health_problems": (run["health_problems"] + more["health_problems"])[:3],
                        "wall_s": round(run["wall_s"] + more["wall_s"], 1)}
             run["rounds"], run["cancel_at"] = rounds, cancel_at
-            runs.append({**run, "rss_before_mb": round(before / 1024, 1),
-                         "peak_rss_mb": round(_kib(status.read_text(), "VmHWM") / 1024, 1),
+            runs.append({**run, "rss_before_mb": round(before, 1), "peak_rss_mb": round(rss_mb(proc.pid, "VmHWM"), 1),
                          "allocator": heap_allocator(Path(f"/proc/{proc.pid}/maps"))})
             progress(json.dumps(runs[-1]))
         return runs
+
+
+@contextlib.contextmanager
+def stack_up() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``audiomemory up --models tiny`` as a process of its own (its RSS is the stack's): the process and the
+    orchestrator's address; stopped on the way out. The callers stand for many callers, but all come from
+    127.0.0.1: one caller to the front door's share (``caller_share``, ``max_calls_per_caller``)."""
+    cmd = [sys.executable, "-m", "audiomemory.cli.main", "up", "--models", "tiny"]
+    env = {**os.environ, "AUDIOMEMORY_ORCHESTRATOR_CALLER_SHARE": "1000",
+           "AUDIOMEMORY_ORCHESTRATOR_MAX_CALLS_PER_CALLER": "1000"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        address = next(m.group(1) for line in proc.stdout if (m := re.match(r"orchestrator\s+(\S+)", line)))
+        yield proc, address
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """The process's resident set (``VmRSS``) or its high-water mark (``VmHWM``), in MB (MiB)."""
+    return _kib(Path(f"/proc/{pid}/status").read_text(), field) / 1024
 
 
 def _count(text: str) -> int | tuple[int, int]:
