@@ -30,19 +30,23 @@ def tone(rate: int, channels: int, seconds: float, seed: int = 0) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32)
 
 
-def encode_song(ext: str, rate: int, channels: int, seconds: float = 1.0, seed: int = 0) -> bytes:
+def encode_song(ext: str, rate: int, channels: int, seconds: float = 1.0, seed: int = 0,
+                bit_rate: int | None = None) -> bytes:
     """Encode ``tone(...)`` as a complete file of the named kind, in memory."""
-    return encode_samples(ext, tone(rate, channels, seconds, seed), rate)
+    return encode_samples(ext, tone(rate, channels, seconds, seed), rate, bit_rate)
 
 
-def encode_samples(ext: str, samples: np.ndarray, rate: int) -> bytes:
-    """Encode float32 ``[channels, frames]`` (1 or 2 channels) as a complete file of the named kind, in memory."""
+def encode_samples(ext: str, samples: np.ndarray, rate: int, bit_rate: int | None = None) -> bytes:
+    """Encode float32 ``[channels, frames]`` (1 or 2 channels) as a complete file of the named kind, in memory
+    (a lossy codec at ``bit_rate`` bits/s where given, else at its encoder's default)."""
     fmt, codec, options = FORMATS[ext]
     layout = "mono" if samples.shape[0] == 1 else "stereo"
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as container:
         stream: av.audio.stream.AudioStream = container.add_stream(codec, rate=rate, layout=layout)  # type: ignore[assignment]
         stream.codec_context.options = dict(options)
+        if bit_rate is not None:
+            stream.bit_rate = bit_rate
         frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=layout)
         frame.sample_rate = rate
         for packet in stream.encode(frame):

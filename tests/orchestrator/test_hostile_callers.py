@@ -69,15 +69,26 @@ def _attack(address: str, stop: threading.Event, head: list[orchestrator_pb2.Cre
             errors.append(exc)
 
 
-def _victim_beside(address: str, attacks: list[list[orchestrator_pb2.CreateImageRequest]], seed: int
+def _creating(orch: RunningService) -> float:
+    """CreateImage calls the orchestrator is in."""
+    return orch.metrics.registry.get_sample_value(
+        "audiomemory_in_flight", {"service": "orchestrator", "method": "CreateImage"}) or 0.0
+
+
+def _victim_beside(orch: RunningService, attacks: list[list[orchestrator_pb2.CreateImageRequest]], seed: int
                    ) -> tuple[JobResult, float, list[grpc.RpcError]]:
     """The attackers (each sends its ``head`` and then nothing) hold on while a victim's 1-s job runs: the
     victim's result and seconds, and how the attackers' calls ended."""
+    address = orch.address
     stop, errors = threading.Event(), []
     attackers = [threading.Thread(target=_attack, args=(address, stop, head, errors)) for head in attacks]
+    before = _creating(orch)
     for attacker in attackers:
         attacker.start()
-    time.sleep(0.5)
+    waited = time.monotonic()
+    while _creating(orch) < before + len(attacks) and time.monotonic() - waited < 10:
+        time.sleep(0.02)
+    assert _creating(orch) == before + len(attacks)  # every attacker's call is in, holding what it can
     started = time.monotonic()
     try:
         result = run_job(address, encode_song("wav", 16000, 1, seconds=1.0, seed=seed), seed=1, steps=1,
@@ -93,7 +104,7 @@ def test_callers_that_never_send_their_options_hold_no_job_slot(
     start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
 ) -> None:
     orch = start_orchestrator(models, concurrency=1, max_queue=2)
-    result, seconds, _ = _victim_beside(orch.address, [[], []], seed=51)
+    result, seconds, _ = _victim_beside(orch, [[], []], seed=51)
     assert result.png and seconds < 15
     assert not [e for e in result.events if e.stage == orchestrator_pb2.Stage.STAGE_QUEUED]
 
@@ -116,7 +127,7 @@ def test_a_stalled_upload_is_ended_naming_the_setting_and_its_room_goes_to_the_n
     head = [orchestrator_pb2.CreateImageRequest(options=orchestrator_pb2.CreateImageOptions(steps=1)),
             *(orchestrator_pb2.CreateImageRequest(file_chunk=upload[i : i + 100_000])
               for i in range(0, len(upload), 100_000))]
-    result, seconds, errors = _victim_beside(orch.address, [head], seed=52)
+    result, seconds, errors = _victim_beside(orch, [head], seed=52)
     assert result.png and seconds < 15
     assert errors and errors[0].code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert "min_request_rate=65536 bytes/s averaged over request_window_seconds=1" in errors[0].details()

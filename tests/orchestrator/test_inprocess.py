@@ -27,7 +27,7 @@ def test_in_process_pipeline_matches_the_service_path(
 ) -> None:
     kinds = ("separator", "audio_encoder", "text_encoder", "generator")
     pipeline = InProcessPipeline(*(models[k].backend for k in kinds), configs={k: models[k].config for k in kinds})
-    data = encode_song("flac", 44100, 2, seconds=1.5, seed=5)
+    data = encode_song("flac", 44100, 2, seconds=0.5, seed=5)
     orch = start_orchestrator(models)
     for strength in (0.0, 0.5):
         served = run_job(orch.address, data, lyrics=LYRICS, seed=4, steps=2, strength=strength)

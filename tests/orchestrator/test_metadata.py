@@ -5,6 +5,7 @@ make a record every reader reads back."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,13 +22,14 @@ from audiomemory.orchestrator.front import AudioVector
 from audiomemory.orchestrator.fusion import Fused
 from audiomemory.orchestrator.options import MAX_FILENAME_CHARS, MAX_NEGATIVE_CHARS, MAX_TIMED_LINES, JobOptions
 from audiomemory.orchestrator.record import build_record, embed_record
+from audiomemory.orchestrator.service import DEFINITION
 from audiomemory.runtime import identity
 from audiomemory.runtime.errors import AudioMemoryError
-from audiomemory.runtime.service import RunningService
+from audiomemory.runtime.service import RunningService, start_service
 from audiomemory.runtime.transcript import Segment, Transcript
 from audiomemory.v1 import common_pb2, orchestrator_pb2, record_pb2, transcriber_pb2
 
-from .conftest import StartOrchestrator, run_job
+from .conftest import run_job, targets
 from .songs import encode_song
 
 
@@ -98,13 +100,24 @@ def _largest(setting: str) -> int:
     return int(next(m.le for m in OrchestratorConfig.model_fields[setting].metadata if hasattr(m, "le")))
 
 
-def test_the_longest_texts_a_job_accepts_make_an_image_every_reader_reads_back(
-    models: dict[str, RunningService], start_orchestrator: StartOrchestrator
-) -> None:
+@pytest.fixture(scope="module")
+def roomy(models: dict[str, RunningService], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    """One orchestrator for the module's jobs (the second one's song is a cache hit), taking the longest lyrics
+    an operator may allow."""
+    config = OrchestratorConfig(port=0, cache_dir=tmp_path_factory.mktemp("cache"), caller_share=None,
+                                max_calls_per_caller=None, max_lyrics_chars=_largest("max_lyrics_chars"),
+                                **targets(models))
+    svc = start_service(DEFINITION, config, wait=True, wait_timeout=60)
+    yield svc
+    svc.stop(0)
+    svc.backend.close()
+
+
+def test_the_longest_texts_a_job_accepts_make_an_image_every_reader_reads_back(roomy: RunningService) -> None:
     limit = _largest("max_lyrics_chars")
-    orchestrator = start_orchestrator(models, max_lyrics_chars=limit)
+    orchestrator = roomy
     worst = "\x01"  # JSON writes it \u0001: six bytes a character, the most any character takes
-    song = encode_song("wav", 16000, 1, seconds=1.0)
+    song = encode_song("wav", 16000, 1, seconds=0.5)
     result = run_job(orchestrator.address, song, seed=1, width=64, height=64, lyrics=worst * limit,
                      lyrics_window="head", negative_prompt=worst * MAX_NEGATIVE_CHARS,
                      filename=worst * (MAX_FILENAME_CHARS - 4) + ".wav")
@@ -126,17 +139,15 @@ def test_the_longest_texts_a_job_accepts_make_an_image_every_reader_reads_back(
                                        f"max_lyrics_chars), got {limit + 1}")
 
 
-def test_the_most_timed_lyrics_a_job_accepts_make_an_image_every_reader_reads_back(
-    models: dict[str, RunningService], start_orchestrator: StartOrchestrator
-) -> None:
+def test_the_most_timed_lyrics_a_job_accepts_make_an_image_every_reader_reads_back(roomy: RunningService) -> None:
     # The record holds timed lyrics three times (the request's lines with their times, their text, its window):
     # the most lines, their text the longest the orchestrator may take, every character six bytes of JSON.
     limit = _largest("max_lyrics_chars")
-    orchestrator = start_orchestrator(models, max_lyrics_chars=limit)
+    orchestrator = roomy
     worst, each = "\x01", (limit + 1) // MAX_TIMED_LINES - 1
     lines = [transcriber_pb2.TranscriptSegment(start=1199.123456 * i / MAX_TIMED_LINES, end=1199.987654,
                                                text=worst * each) for i in range(MAX_TIMED_LINES)]
-    song = encode_song("wav", 16000, 1, seconds=1.0)
+    song = encode_song("wav", 16000, 1, seconds=0.5)
     result = run_job(orchestrator.address, song, seed=1, width=64, height=64, timed_lyrics=lines,
                      lyrics_window="head", negative_prompt=worst * MAX_NEGATIVE_CHARS)
     record = record_from_json(result.metadata_json)

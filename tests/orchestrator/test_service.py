@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -57,7 +58,7 @@ def _stages(result: Any) -> list[int]:
 def test_song_in_any_common_format_becomes_a_png_with_metadata(
     orchestrator: RunningService, ext: str, rate: int, channels: int
 ) -> None:
-    data = encode_song(ext, rate, channels, seconds=1.5, seed=hash(ext) % 5)
+    data = encode_song(ext, rate, channels, seconds=0.5, seed=hash(ext) % 5)
     result = run_job(orchestrator.address, data, lyrics=LYRICS, seed=3, filename=f"song.{ext}")
 
     assert _stages(result) == [
@@ -102,7 +103,7 @@ def test_song_in_any_common_format_becomes_a_png_with_metadata(
 def test_alpha_zero_image_equals_plain_lyrics_only_generation(
     orchestrator: RunningService, models: dict[str, RunningService]
 ) -> None:
-    data = encode_song("wav", 22050, 1, seconds=1.0, seed=7)
+    data = encode_song("wav", 22050, 1, seconds=0.5, seed=7)
     result = run_job(orchestrator.address, data, lyrics=LYRICS, seed=11, strength=0.0)
     fused = run_job(orchestrator.address, data, lyrics=LYRICS, seed=11, strength=1.0)
 
@@ -131,7 +132,7 @@ def test_alpha_zero_image_equals_plain_lyrics_only_generation(
 def test_metadata_request_alone_reproduces_the_pixels(
     start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
 ) -> None:
-    data = encode_song("ogg", 44100, 2, seconds=1.0, seed=2)
+    data = encode_song("ogg", 44100, 2, seconds=0.5, seed=2)
     first = run_job(start_orchestrator(models).address, data, lyrics=LYRICS, seed=9, strength=0.6,
                     projection_seed=4, keep_bos=True, negative_prompt="blurry")
     meta = read_record(first.png)
@@ -149,7 +150,7 @@ def test_second_run_with_another_seed_is_a_cache_hit(
     start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
 ) -> None:
     orch = start_orchestrator(models)
-    data = encode_song("flac", 44100, 2, seconds=1.0, seed=3)
+    data = encode_song("flac", 44100, 2, seconds=0.5, seed=3)
     first = run_job(orch.address, data, lyrics=LYRICS, seed=1)
     separations = models["separator"].request_count("Separate")
     embeds = models["audio_encoder"].request_count("Embed")
@@ -171,7 +172,7 @@ def test_corrupt_cache_entry_is_recomputed(
     start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
 ) -> None:
     orch = start_orchestrator(models)
-    data = encode_song("wav", 22050, 1, seconds=1.0, seed=9)
+    data = encode_song("wav", 22050, 1, seconds=0.5, seed=9)
     first = run_job(orch.address, data, seed=1)
     cache_dir = orch.config.cache_dir  # type: ignore[attr-defined]
     (entry,) = list(cache_dir.glob("*/*.amc"))
@@ -219,7 +220,7 @@ def test_cancelling_mid_generation_stops_the_generator(
 ) -> None:
     generator = models["generator"]
     cancelled_before = _code_count(generator, "Generate", "CANCELLED")
-    data = encode_song("wav", 22050, 1, seconds=1.0, seed=4)
+    data = encode_song("wav", 22050, 1, seconds=0.5, seed=4)
     with grpc.insecure_channel(orchestrator.address) as channel:
         call = orchestrator_pb2_grpc.OrchestratorStub(channel).CreateImage(
             requests(data, seed=5, steps=150), timeout=120
@@ -270,7 +271,7 @@ def test_cancelling_during_separation_leaves_no_downstream_work_running(
     _settle(lambda: bool(busy()) or _in_flight(orchestrator, "CreateImage") > 0, quiet=1.0, timeout=10)
     assert busy() == {}
     assert _code_count(models["audio_encoder"], "Embed", "OK") == ok_embeds  # no stem finished embedding
-    assert run_job(orchestrator.address, encode_song("wav", 16000, 1, seconds=1.0), seed=1).png
+    assert run_job(orchestrator.address, encode_song("wav", 16000, 1, seconds=0.5), seed=1).png
 
 
 def test_stopped_service_gives_unavailable_naming_it(
@@ -284,7 +285,7 @@ def test_stopped_service_gives_unavailable_naming_it(
 
     text = start_service(d, spare, wait=True, wait_timeout=120)
     orch = start_orchestrator({**models, "text_encoder": text})
-    data = encode_song("wav", 22050, 1, seconds=1.0)
+    data = encode_song("wav", 22050, 1, seconds=0.5)
     assert run_job(orch.address, data, seed=1).png
     text.stop(0)
     with pytest.raises(grpc.RpcError) as info:
@@ -360,16 +361,18 @@ def test_bad_uploads_get_clear_statuses_and_the_orchestrator_keeps_serving(
         run_job(orchestrator.address, make(), seed=1)
     assert info.value.code() is code
     assert words in info.value.details()
-    assert run_job(orchestrator.address, encode_song("wav", 16000, 1, seconds=1.0), seed=1).png
+    assert run_job(orchestrator.address, encode_song("wav", 16000, 1, seconds=0.5), seed=1).png
 
 
-@pytest.mark.parametrize(("ext", "seconds"), [("wav", 60.0), ("flac", 60.0), ("mp3", 300.0)])
+@pytest.mark.parametrize(("ext", "seconds", "bit_rate"), [("wav", 60.0, None), ("flac", 60.0, None),
+                                                         ("mp3", 60.0, 160_000)])
 def test_a_song_over_the_length_limit_is_refused_before_its_upload_ends(
-    orchestrator: RunningService, ext: str, seconds: float
+    orchestrator: RunningService, ext: str, seconds: float, bit_rate: int | None
 ) -> None:
     # Against the fixture's 8 s limit: the sender stops after ~384 KiB and waits; the refusal must come
-    # from what arrived (the server cannot be waiting for the rest, which would never come).
-    data = encode_song(ext, 16000, 1, seconds=seconds)
+    # from what arrived (the server cannot be waiting for the rest, which would never come). (The MP3 at
+    # 160 kbit/s: over twice 384 KiB in 60 s, where LAME's default for 16 kHz mono, 24 kbit/s, needs 300 s.)
+    data = encode_song(ext, 16000, 1, seconds=seconds, bit_rate=bit_rate)
     refused = threading.Event()
     sent: list[int] = []
 
@@ -411,7 +414,7 @@ def test_absurd_options_are_invalid_argument_naming_the_field(
     orchestrator: RunningService, options: dict[str, Any], words: str
 ) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        run_job(orchestrator.address, encode_song("wav", 16000, 1, seconds=1.0), **{"seed": 1, **options})
+        run_job(orchestrator.address, encode_song("wav", 16000, 1, seconds=0.5), **{"seed": 1, **options})
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert words in info.value.details()
 
@@ -447,7 +450,7 @@ def test_deadline_reaches_downstream_calls(
     generator = models["generator"]
     finished_before = generator.request_count("Generate")
     ok_before = _code_count(generator, "Generate", "OK")
-    data = encode_song("wav", 22050, 1, seconds=1.0, seed=8)
+    data = encode_song("wav", 22050, 1, seconds=0.5, seed=8)
     run_job(orchestrator.address, data, seed=1, steps=1)  # warm: the cache holds this song's audio vector
     ok_before += 1
     finished_before += 1
@@ -455,7 +458,7 @@ def test_deadline_reaches_downstream_calls(
         # 150 steps at 128² (4x the tiny model's native 64²): ~0.5 s a step on a 2-core EPYC, over a minute in
         # all. (Not 256²: a step there takes 5 s idle and 10-25 s under load, and the generator can stop only
         # between steps, so "soon after the deadline" would need a wait longer than a loaded step.)
-        run_job(orchestrator.address, data, seed=1, steps=150, width=128, height=128, timeout=4.0)
+        run_job(orchestrator.address, data, seed=1, steps=150, width=128, height=128, timeout=2.5)
     assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     failed = time.monotonic()
     # within a step or two even on a loaded machine (~2 s a step at load 7 on 2 cores), not the 60+ s of 150
@@ -481,7 +484,7 @@ def test_generator_replica_dying_mid_stream_is_retried_on_another(
     try:
         target = "ipv4:" + ",".join(r.address for r in replicas)
         orch = start_orchestrator({**models}, generator_target=target)
-        data = encode_song("wav", 22050, 1, seconds=1.0, seed=12)
+        data = encode_song("wav", 22050, 1, seconds=0.5, seed=12)
         reference = run_job(orch.address, data, seed=21, steps=12)
         killed: list[RunningService] = []
         events = []
@@ -519,17 +522,16 @@ def test_orchestrator_is_not_serving_until_every_service_answers(
     from audiomemory.stack import definition
 
     d = definition("text_encoder")
-    first = start_service(d, d.config_class(port=0, device="cpu", torch_threads=1, **tiny("text_encoder")),
-                          wait=True, wait_timeout=120)
-    port = first.port
-    first.stop(0)  # nothing listens on `port` now
-    orch = start_orchestrator({**models, "text_encoder": first}, wait=False)
+    with socket.socket() as probe:  # a port the system had free; nothing listens on it once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    orch = start_orchestrator(models, text_encoder_target=f"127.0.0.1:{port}", wait=False)
     with grpc.insecure_channel(orch.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         status = health.Check(health_pb2.HealthCheckRequest(service="audiomemory.v1.Orchestrator"), timeout=10)
         assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
         with pytest.raises(grpc.RpcError) as info:
-            run_job(orch.address, encode_song("wav", 16000, 1, seconds=1.0), seed=1)
+            run_job(orch.address, encode_song("wav", 16000, 1, seconds=0.5), seed=1)
         assert info.value.code() is grpc.StatusCode.UNAVAILABLE
         with pytest.raises(grpc.RpcError) as described:
             orchestrator_pb2_grpc.OrchestratorStub(channel).Describe(common_pb2.DescribeRequest(), timeout=30)
@@ -544,6 +546,6 @@ def test_orchestrator_is_not_serving_until_every_service_answers(
             orch.wait_ready(30)
             status = health.Check(health_pb2.HealthCheckRequest(service="audiomemory.v1.Orchestrator"), timeout=10)
             assert status.status == health_pb2.HealthCheckResponse.SERVING
-            assert run_job(orch.address, encode_song("wav", 16000, 1, seconds=1.0), seed=1).png
+            assert run_job(orch.address, encode_song("wav", 16000, 1, seconds=0.5), seed=1).png
         finally:
             second.stop(0)
