@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from PIL import Image
 
 from audiomemory.client import record_from_json
+from audiomemory.stack import MODEL_KINDS
 from audiomemory.web.results import read_entry
 
 from .server import WebServer
@@ -26,9 +28,17 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
+def server(tiny: Callable[[str], dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     folder = tmp_path_factory.mktemp("web")
-    web = WebServer(["--models", "tiny", "--out", str(folder / "out")], folder / "web.log")
+    # `--models tiny` reads the tiny profile's index under $AUDIOMEMORY_HOME: here the session's tiny models
+    # (this checkout's, never a stale copy in ~/.cache), with the encoder framing every 0.5 s (the
+    # full-size OpenL3 CNN is the dominant cost of a job: fewer frames keep the test fast).
+    profile = {kind: tiny(kind) for kind in MODEL_KINDS}
+    profile["audio_encoder"]["hop_seconds"] = 0.5
+    (folder / "home" / "tiny").mkdir(parents=True)
+    (folder / "home" / "tiny" / "profile.yaml").write_text(yaml.safe_dump(profile))
+    web = WebServer(["--models", "tiny", "--out", str(folder / "out")], folder / "web.log",
+                    env={"AUDIOMEMORY_HOME": str(folder / "home")})
     try:
         yield web.wait_ready()
     finally:
