@@ -226,12 +226,18 @@ def test_a_reel_shows_its_sections_as_they_are_painted_and_plays_its_video_with_
     page: Any, server: WebServer, reel_song: Path
 ) -> None:
     open_page(page, server)
+    # The reel's form first: its fields are mounted when the accordion opens, and a value typed into one
+    # still mounting can be lost (the reel then asks for 0 sections: as many as the song has).
+    page.get_by_text("Reel: an image for each part of the song").click()
+    page.locator("#sections input[type=range]").wait_for()
     upload(page, reel_song)
     small_job(page)
-    page.get_by_text("Reel: an image for each part of the song").click()
     set_number(page, "sections", 2)
     set_number(page, "min-section-seconds", 2)
     page.locator("#seed-per-section input[type=checkbox]").check()
+    # the slider's own state has the value (its range input is bound to it, not to the box typed into)
+    page.wait_for_function("() => document.querySelector('#sections input[type=range]').value === '2'",
+                           timeout=10_000)
     page.locator("#make-reel").click()
     wait_status(page, "reel done in", 240_000)
     assert page.locator("#reel-images img").count() == 2
