@@ -1,5 +1,7 @@
-"""The page has the front door's limits, seen from outside without a browser: ``audiomemory web`` against a
-running orchestrator whose ``Describe`` states a 1 MiB upload cap, one job at once and one waiting."""
+"""The page against a running orchestrator (``--orchestrator``) whose ``Describe`` states a 1 MiB upload cap,
+one job at once and one waiting: the page has the front door's limits, seen from outside without a browser,
+and in a browser Cancel stops the job where it runs. One stack and one web server for the module: each test
+counts from its own start."""
 
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ import httpx
 import pytest
 
 from audiomemory.client import Client
+from audiomemory.runtime.service import RunningService
 from audiomemory.stack import MODEL_KINDS, LocalStack
 
 from .server import WebServer, make_song
+from .test_page import open_page, set_number, upload, wait_status
 
 pytestmark = pytest.mark.slow
 LIMIT = 1 << 20
@@ -99,12 +103,18 @@ def test_one_job_runs_one_waits_seeing_its_place_and_the_next_is_refused(
     song = handle_file(str(make_song(tmp_path / "song.mp3", 2.0)))
     page = GradioClient(server.url, verbose=False)
     args = (song, "", False, 0.1, 1, 4, 64, 64, "")
-    jobs = [page.submit(*args, api_name="/generate") for _ in range(2)]  # which one runs first is Gradio's
+    # The second is sent once the first runs: two sent at once can both reach Gradio's queue before either
+    # starts, and then the second finds it full. The first has the steps to still run while the others come.
+    jobs = [page.submit(*args[:5], 40, *args[6:], api_name="/generate")]
     deadline = time.monotonic() + 60
-    while not (waiting := [job.status() for job in jobs if job.status().code is Status.IN_QUEUE]):
-        assert time.monotonic() < deadline, [job.status() for job in jobs]
+    while jobs[0].status().code not in (Status.PROCESSING, Status.PROGRESS, Status.ITERATING):
+        assert time.monotonic() < deadline and not jobs[0].done(), jobs[0].status()
         time.sleep(0.02)
-    assert waiting[0].rank == 0  # the page shows "queue: 1/1" over the image
+    jobs.append(page.submit(*args, api_name="/generate"))
+    while (waiting := jobs[1].status()).code is not Status.IN_QUEUE:
+        assert time.monotonic() < deadline and not jobs[0].done(), [job.status() for job in jobs]
+        time.sleep(0.02)
+    assert waiting.rank == 0  # the page shows "queue: 1/1" over the image
     third = page.submit(*args, api_name="/generate")
     with pytest.raises(Exception, match=r"[Qq]ueue is full"):
         third.result(timeout=60)
@@ -129,3 +139,42 @@ def test_a_jobs_upload_leaves_gradios_folder_and_the_status_names_no_path(
     (work,) = server.log.parent.glob("audiomemory-web-*")
     kept = work / "songs" / hashlib.sha256(song.read_bytes()).hexdigest() / "song.mp3"
     assert kept.read_bytes() == song.read_bytes()  # one copy, the app's, kept for a remix
+
+
+def _cancelled(service: RunningService, method: str) -> float:
+    value = service.metrics.registry.get_sample_value(
+        "audiomemory_requests_total", {"service": service.definition.kind, "method": method, "code": "CANCELLED"}
+    )
+    return value or 0.0
+
+
+def test_cancel_stops_the_job_in_the_orchestrator_and_the_generator(
+    stack: LocalStack, web: tuple[WebServer, Path], page: Any, song: Path
+) -> None:
+    server, _ = web
+    orchestrator, generator = stack.services["orchestrator"], stack.services["generator"]
+    before = _cancelled(orchestrator, "CreateImage"), _cancelled(generator, "Generate")
+    images = set((server.log.parent / "out").glob("*.png"))
+    open_page(page, server)
+    assert not page.locator("#banner").is_visible()  # a deployment's profile is not known before an image
+    upload(page, song)
+    set_number(page, "steps", 150)  # long enough to be caught in the middle
+    page.locator("#generate").click()
+    wait_status(page, "generating (")
+    page.locator("#cancel").click()
+    wait_status(page, "CANCELLED", 30_000)
+
+    def counts() -> tuple[float, float]:
+        return (_cancelled(orchestrator, "CreateImage") - before[0], _cancelled(generator, "Generate") - before[1])
+
+    deadline = time.monotonic() + 15
+    while min(counts()) < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert counts() == (1, 1)  # the orchestrator saw the job cancelled, and stopped the diffusion
+    assert set((server.log.parent / "out").glob("*.png")) == images  # no image from the cancelled job
+    assert page.locator("#cancel").is_enabled()  # and the page keeps serving: the next job runs
+    set_number(page, "steps", 2)
+    set_number(page, "width", 64)
+    set_number(page, "height", 64)
+    page.locator("#generate").click()
+    wait_status(page, "done in")

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from PIL import Image
 
 from audiomemory.client import record_from_json
+from audiomemory.stack import MODEL_KINDS
 from audiomemory.web.results import read_entry
 
 from .server import WebServer
@@ -26,9 +28,17 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
+def server(tiny: Callable[[str], dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     folder = tmp_path_factory.mktemp("web")
-    web = WebServer(["--models", "tiny", "--out", str(folder / "out")], folder / "web.log")
+    # `--models tiny` reads the tiny profile's index under $AUDIOMEMORY_HOME: here the session's tiny models
+    # (this checkout's, never a stale copy in ~/.cache), with the encoder framing every 0.5 s (the
+    # full-size OpenL3 CNN is the dominant cost of a job: fewer frames keep the test fast).
+    profile = {kind: tiny(kind) for kind in MODEL_KINDS}
+    profile["audio_encoder"]["hop_seconds"] = 0.5
+    (folder / "home" / "tiny").mkdir(parents=True)
+    (folder / "home" / "tiny" / "profile.yaml").write_text(yaml.safe_dump(profile))
+    web = WebServer(["--models", "tiny", "--out", str(folder / "out")], folder / "web.log",
+                    env={"AUDIOMEMORY_HOME": str(folder / "home")})
     try:
         yield web.wait_ready()
     finally:
@@ -216,12 +226,18 @@ def test_a_reel_shows_its_sections_as_they_are_painted_and_plays_its_video_with_
     page: Any, server: WebServer, reel_song: Path
 ) -> None:
     open_page(page, server)
+    # The reel's form first: its fields are mounted when the accordion opens, and a value typed into one
+    # still mounting can be lost (the reel then asks for 0 sections: as many as the song has).
+    page.get_by_text("Reel: an image for each part of the song").click()
+    page.locator("#sections input[type=range]").wait_for()
     upload(page, reel_song)
     small_job(page)
-    page.get_by_text("Reel: an image for each part of the song").click()
     set_number(page, "sections", 2)
     set_number(page, "min-section-seconds", 2)
     page.locator("#seed-per-section input[type=checkbox]").check()
+    # the slider's own state has the value (its range input is bound to it, not to the box typed into)
+    page.wait_for_function("() => document.querySelector('#sections input[type=range]').value === '2'",
+                           timeout=10_000)
     page.locator("#make-reel").click()
     wait_status(page, "reel done in", 240_000)
     assert page.locator("#reel-images img").count() == 2
