@@ -8,6 +8,8 @@ the clip before with another seed (a cache hit). After ``--warmup`` jobs each pr
 
     python scripts/reliability_soak.py --jobs 200
 
+``--threads N`` gives every model service N torch threads (default: torch's choice, as deployed).
+
 Prints progress on stderr and one JSON line: jobs, failures, seconds, RSS per process after the warm-up
 and at the end, the largest growth, and whether it is within the limit.
 """
@@ -87,11 +89,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20, help="jobs before the RSS baseline is taken")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "audiomemory-soak")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of each model service (default: torch's choice)")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(args.work / "cache", ignore_errors=True)  # every even job a miss, also on a rerun
     settings = profiles.make_tiny(args.work / "tiny")
     settings["audio_encoder"] = {**settings.get("audio_encoder", {}), "hop_seconds": 1.0}
+    if args.threads:
+        settings = {kind: {**values, "torch_threads": args.threads} for kind, values in settings.items()}
     progress("starting the five services")
     services = Services(settings, args.work / "cache").start()
     try:
