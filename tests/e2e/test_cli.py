@@ -24,17 +24,27 @@ def _pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def test_generate_then_reproduce_gives_identical_pixels(profile: Path, song: Path, tmp_path: Path) -> None:
-    lyrics = tmp_path / "lyrics.txt"
+@pytest.fixture(scope="module")
+def generated(profile: Path, song: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``audiomemory generate`` of the song with given lyrics (an embedded stack started and stopped): the image
+    and what the command printed — reproduced from the same song, and from another, by the tests below."""
+    folder = tmp_path_factory.mktemp("generated")
+    lyrics = folder / "lyrics.txt"
     lyrics.write_text("[Chorus]\nla la la\nla la la\nthe night is young\n")
-    out = tmp_path / "memory.png"
-    runner = CliRunner()
-    result = runner.invoke(cli, ["generate", str(song), "--lyrics", str(lyrics), "-o", str(out), "--models",
-                                 str(profile), "--steps", "2", "--size", "64x64", "--seed", "5", "--strength",
-                                 "0.3", "--sidecar"], catch_exceptions=False)
+    out = folder / "memory.png"
+    result = CliRunner().invoke(cli, ["generate", str(song), "--lyrics", str(lyrics), "-o", str(out), "--models",
+                                      str(profile), "--steps", "2", "--size", "64x64", "--seed", "5", "--strength",
+                                      "0.3", "--sidecar"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "[separating]" in result.output and "[embedding]" in result.output
-    assert "song: 100%" in result.output  # one bar through the whole song: separated and embedded
+    return out, result.output
+
+
+def test_generate_then_reproduce_gives_identical_pixels(
+    profile: Path, song: Path, tmp_path: Path, generated: tuple[Path, str]
+) -> None:
+    out, output = generated
+    assert "[separating]" in output and "[embedding]" in output
+    assert "song: 100%" in output  # one bar through the whole song: separated and embedded
     image = Image.open(out)
     assert image.size == (64, 64)
     meta = json.loads(image.text["audiomemory"])  # type: ignore[attr-defined]
@@ -44,8 +54,8 @@ def test_generate_then_reproduce_gives_identical_pixels(profile: Path, song: Pat
     assert json.loads(out.with_suffix(".json").read_text())["song"]["sha256"] == meta["song"]["sha256"]
 
     again = tmp_path / "again.png"
-    result = runner.invoke(cli, ["reproduce", str(out), "--song", str(song), "--models", str(profile), "-o",
-                                 str(again)], catch_exceptions=False)
+    result = CliRunner().invoke(cli, ["reproduce", str(out), "--song", str(song), "--models", str(profile), "-o",
+                                      str(again)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "pixels match: max difference 0/255" in result.output
     assert np.array_equal(_pixels(out), _pixels(again))
@@ -82,11 +92,11 @@ def test_reproduce_with_the_default_strength_is_exact_and_takes_no_profile_file_
     assert "pixels match: max difference 0/255" in result.output
 
 
-def test_reproduce_reports_a_mismatch_when_the_song_differs(profile: Path, song: Path, tmp_path: Path) -> None:
-    out = tmp_path / "a.png"
+def test_reproduce_reports_a_mismatch_when_the_song_differs(
+    profile: Path, tmp_path: Path, generated: tuple[Path, str]
+) -> None:
+    out, _ = generated  # made from ``song``
     runner = CliRunner()
-    args = ["--models", str(profile), "--steps", "2", "--size", "64x64", "--strength", "1"]
-    assert runner.invoke(cli, ["generate", str(song), "-o", str(out), *args]).exit_code == 0
     other = tmp_path / "other.wav"
     import soundfile
 

@@ -25,7 +25,8 @@ from audiomemory.client import read_record
 from audiomemory.stack import MODEL_KINDS
 
 RATE = 44100
-PARTS = (20.0, 25.0, 20.0)  # seconds: a quiet pad, a loud noisy beat, a bright melody
+PARTS = (6.0, 8.0, 6.0)  # seconds: a quiet pad, a loud noisy beat, a bright melody (sections of at least 4 s)
+HOP = 2.0  # seconds between the audio encoder's frames: 11 windows a stem of the full-size OpenL3 CNN
 
 
 def three_part_song(path: Path, parts: tuple[float, ...] = PARTS) -> Path:
@@ -59,7 +60,7 @@ def three_part_song(path: Path, parts: tuple[float, ...] = PARTS) -> Path:
 @pytest.fixture(scope="module")
 def profile(tiny: Callable[[str], dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Path:
     overrides = {kind: tiny(kind) for kind in MODEL_KINDS}
-    overrides["audio_encoder"]["hop_seconds"] = 1.0  # full-size OpenL3 CNN: a frame a second (a bin each) for 65 s
+    overrides["audio_encoder"]["hop_seconds"] = HOP  # every other one-second bin filled from its neighbours
     path = tmp_path_factory.mktemp("profile") / "tiny.yaml"
     path.write_text(yaml.safe_dump(overrides))
     return path
@@ -73,11 +74,12 @@ def test_reel_writes_the_sections_the_sheet_and_an_mp4_of_the_song_changing_at_t
     out = tmp_path / "reel"
     result = CliRunner().invoke(cli, [
         "reel", str(song), "--lyrics", "none", "-o", str(out), "--models", str(profile), "--sections", "3",
-        "--seed-per-section", "--seed", "3", "--steps", "1", "--size", "64x64", "--crossfade", "0.5",
+        "--min-section-seconds", "4", "--seed-per-section", "--seed", "3", "--steps", "1", "--size", "64x64",
+        "--crossfade", "0.5",
     ], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     spans = [(int(a), int(b)) for a, b in re.findall(r"^section +\d+ .*\[(\d+), (\d+)\) s$", result.stdout, re.M)]
-    assert len(spans) == 3 and spans[0][0] == 0 and spans[-1][1] == 65, result.stdout
+    assert len(spans) == 3 and spans[0][0] == 0 and spans[-1][1] == sum(PARTS), result.stdout
     index = json.loads((out / "reel.json").read_text())
     assert [(s["start_s"], s["end_s"]) for s in index["sections"]] == spans
     pngs = [(out / s["png"]).read_bytes() for s in index["sections"]]

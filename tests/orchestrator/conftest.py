@@ -50,6 +50,22 @@ def models(tiny: Callable[[str], dict[str, Any]]) -> Iterator[dict[str, RunningS
             svc.stop(0)
 
 
+@pytest.fixture(scope="session")
+def coarse_models(models: dict[str, RunningService], tiny: Callable[[str], dict[str, Any]]
+                  ) -> Iterator[dict[str, RunningService]]:
+    """``models`` with an audio encoder framing once a second (every one-second bin still holds a frame): the
+    full-size OpenL3 CNN of the tiny profile embeds 3 windows a stem of a 2-s song, not 5 (~0.3 s a window)."""
+    d = definition("audio_encoder")
+    config = d.config_class(port=0, device="cpu", torch_threads=1, **tiny("audio_encoder"), hop_seconds=1.0,
+                            max_hop_seconds=1.0, hop_growth_seconds=0)
+    encoder = start_service(d, config)
+    try:
+        encoder.wait_ready(300)
+        yield {**models, "audio_encoder": encoder}
+    finally:
+        encoder.stop(0)
+
+
 def targets(services: dict[str, RunningService]) -> dict[str, Any]:
     return {f"{kind}_target": svc.address for kind, svc in services.items()}
 

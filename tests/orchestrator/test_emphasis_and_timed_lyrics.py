@@ -36,8 +36,11 @@ def _pixels(png: bytes) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def pipeline(models: dict[str, RunningService]) -> InProcessPipeline:
-    return InProcessPipeline(*(models[k].backend for k in KINDS), configs={k: models[k].config for k in KINDS})
+def pipeline(coarse_models: dict[str, RunningService]) -> InProcessPipeline:
+    """The job in this process on the tiny models, the audio encoder framing once a second (the full-size OpenL3
+    CNN: 2 windows a stem of a 1.5-s song, not 4)."""
+    return InProcessPipeline(*(coarse_models[k].backend for k in KINDS),
+                             configs={k: coarse_models[k].config for k in KINDS})
 
 
 def _timed() -> list[transcriber_pb2.TranscriptSegment]:

@@ -79,9 +79,9 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_reel_streams_its_sections_then_each_image_with_a_record_of_its_own(
-    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], song: bytes, cache: Path
+    start_orchestrator: StartOrchestrator, coarse_models: dict[str, RunningService], song: bytes, cache: Path
 ) -> None:
-    orch = start_orchestrator(models, max_seconds=30.0, cache_dir=cache)
+    orch = start_orchestrator(coarse_models, max_seconds=30.0, cache_dir=cache)
     reel = run_reel(orch.address, song, {"sections": 3, "min_section_seconds": 2, "seed_per_section": True}, seed=40,
                     lyrics="la la la\nthe night is young", filename="song.wav")
     (found,) = reel.sections
@@ -116,10 +116,10 @@ def test_a_reel_streams_its_sections_then_each_image_with_a_record_of_its_own(
 ], ids=["one-section", "over-max", "not-in-the-song", "negative", "max-over-limit", "min-negative", "min-too-long",
         "span", "steps"])
 def test_bad_reel_options_are_invalid_argument_naming_the_field(
-    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], song: bytes, cache: Path,
+    start_orchestrator: StartOrchestrator, coarse_models: dict[str, RunningService], song: bytes, cache: Path,
     reel: dict[str, Any], image: dict[str, Any], words: tuple[str, ...]
 ) -> None:
-    orch = start_orchestrator(models, max_seconds=30.0, cache_dir=cache)
+    orch = start_orchestrator(coarse_models, max_seconds=30.0, cache_dir=cache)
     with pytest.raises(grpc.RpcError) as info:
         run_reel(orch.address, song, reel, **image)
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
@@ -127,17 +127,18 @@ def test_bad_reel_options_are_invalid_argument_naming_the_field(
 
 
 def test_the_reels_own_options_are_refused_before_a_job_slot_and_a_reel_takes_one_slot(
-    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], song: bytes, cache: Path
+    start_orchestrator: StartOrchestrator, coarse_models: dict[str, RunningService], song: bytes, cache: Path
 ) -> None:
     """One slot (concurrency 1) held by a job whose upload has not come: a reel with bad options is refused at
     once, not queued; a good reel waits for the slot, then runs as one job while an image job waits."""
-    orch = start_orchestrator(models, max_seconds=30.0, concurrency=1, max_queue=4, cache_dir=cache)
+    orch = start_orchestrator(coarse_models, max_seconds=30.0, concurrency=1, max_queue=4, cache_dir=cache)
     release = threading.Event()
+    short = encode_song("wav", 16000, 1, seconds=1.0)  # heard by the first job, from the cache by the last
 
     def held() -> Iterator[orchestrator_pb2.CreateImageRequest]:
         yield orchestrator_pb2.CreateImageRequest(options=orchestrator_pb2.CreateImageOptions(steps=1))
         release.wait(60)
-        yield from list(requests(encode_song("wav", 16000, 1, seconds=1.0)))[1:]
+        yield from list(requests(short))[1:]
 
     with grpc.insecure_channel(orch.address) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorStub(channel)
@@ -153,12 +154,12 @@ def test_the_reels_own_options_are_refused_before_a_job_slot_and_a_reel_takes_on
 
     outcome: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: outcome.update(
-        reel=run_reel(orch.address, song, {"sections": 2, "min_section_seconds": 2}, steps=20)))
+        reel=run_reel(orch.address, song, {"sections": 2, "min_section_seconds": 2}, steps=10)))
     thread.start()
     deadline = time.monotonic() + 60
     while not _in_flight(orch, "CreateReel") and time.monotonic() < deadline:
         time.sleep(0.02)
-    image = run_job(orch.address, encode_song("wav", 16000, 1, seconds=1.0, seed=3), seed=2, steps=1, timeout=300)
+    image = run_job(orch.address, short, seed=2, steps=1, timeout=300)
     thread.join(180)
     waited = [e.message for e in image.events if e.stage == Stage.STAGE_QUEUED]
     assert waited and "free job slot" in waited[0]  # the reel held the one slot until it ended
@@ -172,10 +173,12 @@ def _in_flight(service: RunningService, method: str) -> float:
 
 
 def test_cancelling_a_reel_after_its_first_image_stops_its_painting(
-    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], song: bytes, cache: Path
+    start_orchestrator: StartOrchestrator, coarse_models: dict[str, RunningService], song: bytes, cache: Path
 ) -> None:
-    orch = start_orchestrator(models, max_seconds=30.0, cache_dir=cache)
-    generator = models["generator"]
+    # One section a Generate call: a cancel after the first image comes while the second is being painted, and
+    # the third is never started (a batch of all three would be painted before the first image comes).
+    orch = start_orchestrator(coarse_models, max_seconds=30.0, cache_dir=cache, reel_max_batch=1)
+    generator = coarse_models["generator"]
 
     def generates() -> float:
         return sum(generator.metrics.registry.get_sample_value(
@@ -208,19 +211,19 @@ def _generates(generator: RunningService) -> float:
 
 
 def test_a_reels_sections_are_painted_in_batches_each_the_image_its_record_makes_alone(
-    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], song: bytes, cache: Path
+    start_orchestrator: StartOrchestrator, coarse_models: dict[str, RunningService], song: bytes, cache: Path
 ) -> None:
     """The generator's ``max_batch`` sections in one ``Generate``; each image is the one its record's request (its
     span and seed, pinned to what served it, as ``reproduce`` sends it) paints alone, pixel for pixel."""
     from audiomemory.cli.reproduce import recorded_request
 
-    orch = start_orchestrator(models, max_seconds=30.0, cache_dir=cache)
+    orch = start_orchestrator(coarse_models, max_seconds=30.0, cache_dir=cache)
     with grpc.insecure_channel(orch.address) as channel:
         info = orchestrator_pb2_grpc.OrchestratorStub(channel).Describe(common_pb2.DescribeRequest(), timeout=30)
-    before = _generates(models["generator"])
+    before = _generates(coarse_models["generator"])
     reel = run_reel(orch.address, song, {"sections": 3, "min_section_seconds": 2, "seed_per_section": True}, seed=5,
                     steps=2, lyrics="[Verse]\nlights on the water\n[Chorus]\nhold the night")
-    assert _generates(models["generator"]) - before == math.ceil(3 / max(1, info.generator.max_batch))
+    assert _generates(coarse_models["generator"]) - before == math.ceil(3 / max(1, info.generator.max_batch))
     for _, span, png, metadata in reel.images:
         request = recorded_request(record_from_json(metadata))
         assert (request.span.start_s, request.span.end_s) == span

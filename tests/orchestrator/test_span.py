@@ -39,8 +39,8 @@ class _NoRoom:
 
 
 def _song() -> bytes:
-    """Two seconds: two different chords, a second each (the full-size OpenL3 of the tiny profile costs ~0.4 s a
-    window: five windows a stem)."""
+    """Two seconds: two different chords, a second each (the full-size OpenL3 of the tiny profile costs ~0.3 s a
+    window: ``coarse_models`` frames it every second, three windows a stem)."""
     return encode_samples("wav", np.concatenate([tone(22050, 1, 1.0, 1), tone(22050, 1, 1.0, 6)], axis=1), 22050)
 
 
@@ -62,20 +62,26 @@ def _cache_dir(orch: RunningService) -> Path:
     return Path(orch.config.cache_dir)  # type: ignore[attr-defined]
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One audio cache for the module's orchestrators that need no empty one: the song is heard once."""
+    return tmp_path_factory.mktemp("span-cache")
+
+
 def test_a_span_image_pools_its_seconds_records_its_span_and_a_cached_song_needs_no_audio_work(
-    start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
+    start_orchestrator: StartOrchestrator, coarse_models: dict[str, RunningService], cache: Path
 ) -> None:
-    orch = start_orchestrator(models)
+    orch = start_orchestrator(coarse_models, cache_dir=cache)
     data = _song()
     whole = record_from_json(run_job(orch.address, data, lyrics=LYRICS, seed=3, width=64, height=64).metadata_json)
     cache, key = _entry(_cache_dir(orch))
     entry = cache.get(key)
     assert isinstance(entry, CachedAudio) and entry.bins is not None and entry.bins.seconds == 2
-    separations = models["separator"].request_count("Separate")
+    separations = coarse_models["separator"].request_count("Separate")
     part = run_job(orch.address, data, lyrics=LYRICS, seed=3, width=64, height=64, span=_span(1, 2))
     record = record_from_json(part.metadata_json)
 
-    assert models["separator"].request_count("Separate") == separations  # a cache hit: no audio work
+    assert coarse_models["separator"].request_count("Separate") == separations  # a cache hit: no audio work
     assert record.cache_hit and record.request.span == _span(1, 2)
     assert record.section.words == "salient" and record.lyrics.text == salient_window(LYRICS)
     assert not whole.HasField("section") and not whole.request.HasField("span")
@@ -86,21 +92,21 @@ def test_a_span_image_pools_its_seconds_records_its_span_and_a_cached_song_needs
 
 
 def test_an_entry_from_before_the_bins_serves_the_whole_song_and_is_rewritten_for_a_span(
-    start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
+    start_orchestrator: StartOrchestrator, coarse_models: dict[str, RunningService], cache: Path
 ) -> None:
-    orch = start_orchestrator(models)
+    orch = start_orchestrator(coarse_models, cache_dir=cache)
     data = _song()
     run_job(orch.address, data, seed=1, width=64, height=64)
     cache, key = _entry(_cache_dir(orch))
     entry = cache.get(key)
     assert isinstance(entry, CachedAudio)
     cache.put(key, CachedAudio(entry.pooled))  # as an orchestrator wrote it before bins were kept
-    separations = models["separator"].request_count("Separate")
+    separations = coarse_models["separator"].request_count("Separate")
     whole = record_from_json(run_job(orch.address, data, seed=2, width=64, height=64).metadata_json)
-    assert whole.cache_hit and models["separator"].request_count("Separate") == separations
+    assert whole.cache_hit and coarse_models["separator"].request_count("Separate") == separations
     part = record_from_json(run_job(orch.address, data, seed=2, width=64, height=64,
                                     span=_span(0, 1)).metadata_json)
-    assert not part.cache_hit and models["separator"].request_count("Separate") == separations + 1
+    assert not part.cache_hit and coarse_models["separator"].request_count("Separate") == separations + 1
     rewritten = cache.get(key)
     assert isinstance(rewritten, CachedAudio) and rewritten.bins is not None
     np.testing.assert_array_equal(rewritten.pooled, entry.pooled)  # the whole-song vector as it was
@@ -124,9 +130,9 @@ TIMED = [Line(start=0.0, end=0.5, text="Hold me now"), Line(start=0.5, end=1.25,
 
 
 def test_timed_lyrics_give_a_span_the_lines_that_start_inside_it_and_its_record_makes_it_again(
-    start_orchestrator: StartOrchestrator, models: dict[str, RunningService]
+    start_orchestrator: StartOrchestrator, coarse_models: dict[str, RunningService], cache: Path
 ) -> None:
-    orch, data = start_orchestrator(models), _song()
+    orch, data = start_orchestrator(coarse_models, cache_dir=cache), _song()
     options: dict[str, Any] = {"timed_lyrics": TIMED, "seed": 5, "width": 64, "height": 64, "strength": 0.5}
     late = run_job(orch.address, data, span=_span(1, 2), **options)
     record = record_from_json(late.metadata_json)
@@ -170,11 +176,11 @@ def test_timed_lyrics_are_checked_before_the_upload(orchestrator: RunningService
 
 
 def test_reproduce_of_a_transcribed_span_image_is_pixel_exact(
-    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], tmp_path: Path
+    start_orchestrator: StartOrchestrator, coarse_models: dict[str, RunningService], tmp_path: Path
 ) -> None:
     song = tmp_path / "song.wav"
     song.write_bytes(_song())
-    made = run_job(start_orchestrator(models).address, song.read_bytes(), seed=4, width=64, height=64,
+    made = run_job(start_orchestrator(coarse_models).address, song.read_bytes(), seed=4, width=64, height=64,
                    strength=0.5, span=_span(0, 1), lyrics_source=orchestrator_pb2.LYRICS_SOURCE_TRANSCRIBE)
     image = tmp_path / "span.png"
     image.write_bytes(made.png)
@@ -184,7 +190,7 @@ def test_reproduce_of_a_transcribed_span_image_is_pixel_exact(
     assert record.request.span == _span(0, 1)  # (the tiny Whisper hears a line at 0.7 s in this song)
     assert (record.section.words, record.lyrics.text) == (("transcript", salient_window("\n".join(inside))) if inside
                                                           else ("salient", record.lyrics.text))
-    fresh = start_orchestrator(models)  # an empty cache: the span's vector made again from new bins
+    fresh = start_orchestrator(coarse_models)  # an empty cache: the span's vector made again from new bins
     result = CliRunner().invoke(cli, ["reproduce", str(image), "--song", str(song), "--orchestrator",
                                       fresh.address], catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -192,10 +198,11 @@ def test_reproduce_of_a_transcribed_span_image_is_pixel_exact(
 
 
 def test_spans_painted_after_hearing_the_song_once_equal_each_span_made_alone(
-    models: dict[str, RunningService], tmp_path: Path
+    coarse_models: dict[str, RunningService], tmp_path: Path
 ) -> None:
     kinds = ("separator", "audio_encoder", "text_encoder", "generator")
-    local = InProcessPipeline(*(models[k].backend for k in kinds), configs={k: models[k].config for k in kinds})
+    local = InProcessPipeline(*(coarse_models[k].backend for k in kinds),
+                            configs={k: coarse_models[k].config for k in kinds})
     # with a cache, so that each span made alone is painted from the bins the song was heard into once
     pipeline = Pipeline(local.stages, AudioCache(tmp_path), local.fusion, local.pipeline.limits,
                         local.pipeline.identity)
