@@ -74,7 +74,7 @@ typecheck: $(STAMP)
 # the heaviest and timing-sensitive modules together on one (tests/conftest.py, xdist_group).
 TEST_WORKERS ?= 2
 test: $(STAMP) $(CHECKOV) system check-protos lint typecheck
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=20
 
 # The bad-input catalogue and the fuzzing at full strength: 1050 Hypothesis examples for each of the ten
 # fuzz targets (>= 10 000 in all; the suite runs 50 each); both print their figures as JSON lines.

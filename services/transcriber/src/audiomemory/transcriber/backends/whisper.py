@@ -54,6 +54,9 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
+#: The tiny profile's cap on the tokens decoded a window (``write_tiny``).
+TINY_MAX_NEW_TOKENS = 32
+
 class WhisperBackend(TranscriberBackend):
     """Whisper: one 30 s window of 16 kHz mono → timed segments, language, guards applied."""
 
@@ -229,10 +232,12 @@ class WhisperBackend(TranscriberBackend):
     # -- models on disk ---------------------------------------------------------------------------
     @classmethod
     def write_tiny(cls, root: Path) -> dict[str, Any]:
-        """A 2-layer, 32-wide random Whisper (large-v3's vocabulary, 128 mel bins) with the real tokenizer."""
+        """A 2-layer, 32-wide random Whisper (large-v3's vocabulary, 128 mel bins) with the real tokenizer, decoding
+        at most ``TINY_MAX_NEW_TOKENS`` a window: random weights never say end-of-text, so uncapped it decodes
+        the model's 444 tokens every 30 s (7-16 s a window on one core) into text that means nothing anyway."""
         from audiomemory.transcriber.backends.whisper_tiny import write_tiny_whisper
 
-        return {"model": str(write_tiny_whisper(Path(root)))}
+        return {"model": str(write_tiny_whisper(Path(root))), "max_new_tokens": TINY_MAX_NEW_TOKENS}
 
     @classmethod
     def pull(cls, config: TranscriberConfig) -> None:  # type: ignore[override]
