@@ -71,10 +71,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy src/audiomemory services/*/src/audiomemory orchestrator/src/audiomemory bench/src/audiomemory scripts
 
 # Two xdist workers (CI machines have 2 cores; TEST_WORKERS=0 runs in one process): each module on one worker,
-# the heaviest and timing-sensitive modules together on one (tests/conftest.py, xdist_group).
+# its fixtures set up once; the slow modules handed out first (tests/conftest.py).
 TEST_WORKERS ?= 2
 test: $(STAMP) $(CHECKOV) system check-protos lint typecheck
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=20
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --durations=20
 
 # The bad-input catalogue and the fuzzing at full strength: 1050 Hypothesis examples for each of the ten
 # fuzz targets (>= 10 000 in all; the suite runs 50 each); both print their figures as JSON lines.

@@ -22,13 +22,11 @@ from audiomemory.runtime.service import RunningService, ServiceDefinition, start
 TinyOverrides = Callable[[str], dict[str, Any]]
 StartService = Callable[..., RunningService]
 
-# `make test` runs the suite on two xdist workers (`-n 2 --dist loadgroup`). Each module's tests stay on one
-# worker (its module fixtures — a started orchestrator, a web server — are set up once), and the modules
-# that load the machine the most or assert on timing share one worker, so that they never overlap each other.
-_ONE_WORKER = {
-    "tests/orchestrator/test_liveness.py",  # progress at least every N s
-    "tests/deploy/test_scaled_generator_tier.py",  # three generator replicas, one of them killed
-}
+# `make test` runs the suite on two xdist workers (`-n 2 --dist loadscope`): each module's tests go to one worker
+# as one unit, so its module fixtures (a started orchestrator, a web server, replicas) are set up once. (With
+# pytest 9, `--dist loadgroup` no longer groups anything: every test went alone to either worker, and a
+# module's fixtures were set up on both.) The modules marked slow are handed out first, so that the last
+# units to finish are short ones.
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
@@ -39,12 +37,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    root = Path(str(config.rootpath))
-    for item in items:
-        module = Path(str(item.path)).relative_to(root).as_posix()
-        item.add_marker(pytest.mark.xdist_group("timing" if module in _ONE_WORKER else module))
+    """The modules with a slow test first (in their order), then the rest: a stable reordering of modules only."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
 
 
 @pytest.fixture(scope="session")
