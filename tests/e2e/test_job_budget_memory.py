@@ -71,28 +71,12 @@ def wait_in_line(address: str, song: Path, seed: int, places: dict[int, Any], le
             job.cancel()
 
 
-def every_model_loaded(address: str, timeout: float = 120) -> None:
-    """Wait until the orchestrator's ``Describe`` answers: it asks every model service, which answers once its
-    model is loaded."""
-    deadline = time.monotonic() + timeout
-    with Client(address, timeout=10) as client:
-        while True:
-            try:
-                client.describe()
-                return
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-
-
 @pytest.mark.timeout(180)
 def test_eight_callers_waiting_in_line_hold_less_than_two_of_their_files(tmp_path: Path) -> None:
     song = two_minute_wav(tmp_path / "song.wav")
     file_mb = song.stat().st_size / 2**20
     release, leave = threading.Event(), threading.Event()
     with stack_up() as (proc, address):
-        every_model_loaded(address)  # `up` names its address before its services have loaded their models
         channels = [grpc.insecure_channel(address) for _ in range(2)]
         holders = [orchestrator_pb2_grpc.OrchestratorStub(channel).CreateImage(
             holding(song.read_bytes()[:65536], release)) for channel in channels]

@@ -1,6 +1,6 @@
 """The scripts of ``make reliability`` besides the attack suite (test_reliability_attacks.py), in their smoke
 versions: the soak, the refused credentials — each runs to its end and reports its keys. Memory under callers
-runs at its test's size in tests/e2e/test_job_budget_memory.py (one stack start for both)."""
+runs in tests/e2e/test_job_budget_memory.py, beside the queue test it complements."""
 
 from __future__ import annotations
 

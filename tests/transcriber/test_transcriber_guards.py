@@ -19,7 +19,7 @@ from .conftest import UNGUARDED, noise
 
 def _backend(tiny_whisper: dict[str, Any], **guards: Any) -> WhisperBackend:
     # A few tokens a window are enough to see text kept or dropped (random weights may talk for 444).
-    settings = {**UNGUARDED, **guards, **{**tiny_whisper, "max_new_tokens": 12}}
+    settings = {**tiny_whisper, **UNGUARDED, "max_new_tokens": 12, **guards}
     torch.set_num_threads(1)  # as the services under test run (torch_threads=1)
     backend = WhisperBackend(TranscriberConfig(**settings, device="cpu"))
     backend.load()

@@ -151,9 +151,10 @@ def measure(counts: list[int | tuple[int, int]], song: Path, cancel_at: str = "e
 
 @contextlib.contextmanager
 def stack_up() -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``audiomemory up --models tiny`` as a process of its own (its RSS is the stack's): the process and the
-    orchestrator's address; stopped on the way out. The callers stand for many callers, but all come from
-    127.0.0.1: one caller to the front door's share (``caller_share``, ``max_calls_per_caller``)."""
+    """``audiomemory up --models tiny`` as a process of its own (its RSS is the stack's), once every model has
+    loaded: the process and the orchestrator's address; stopped on the way out. The callers stand for many
+    callers, but all come from 127.0.0.1: one caller to the front door's share (``caller_share``,
+    ``max_calls_per_caller``)."""
     cmd = [sys.executable, "-m", "audiomemory.cli.main", "up", "--models", "tiny"]
     env = {**os.environ, "AUDIOMEMORY_ORCHESTRATOR_CALLER_SHARE": "1000",
            "AUDIOMEMORY_ORCHESTRATOR_MAX_CALLS_PER_CALLER": "1000"}
@@ -161,10 +162,26 @@ def stack_up() -> Iterator[tuple[subprocess.Popen[str], str]]:
     try:
         assert proc.stdout is not None
         address = next(m.group(1) for line in proc.stdout if (m := re.match(r"orchestrator\s+(\S+)", line)))
+        models_loaded(address)  # `up` names its address before its services have loaded their models
         yield proc, address
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def models_loaded(address: str, timeout: float = 300) -> None:
+    """Wait until the orchestrator's ``Describe`` answers: it asks every model service, which answers once its
+    model is loaded (a baseline taken before would count the loading as the callers' memory)."""
+    deadline = time.monotonic() + timeout
+    with Client(address, timeout=10) as client:
+        while True:
+            try:
+                client.describe()
+                return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:

@@ -57,6 +57,7 @@ def compression_ratio(text: str) -> float:
 #: The tiny profile's cap on the tokens decoded a window (``write_tiny``).
 TINY_MAX_NEW_TOKENS = 32
 
+
 class WhisperBackend(TranscriberBackend):
     """Whisper: one 30 s window of 16 kHz mono → timed segments, language, guards applied."""
 
