@@ -77,6 +77,16 @@ def tiny_sd(tiny: TinyOverrides) -> dict[str, Any]:
     return tiny("generator")
 
 
+@pytest.fixture(scope="session")
+def compiled_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The openvino backend's compiled-model cache, shared by the suite's workers (their tiny weights are the
+    same, so are the keys): each shape is converted once a run."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # one folder above each worker's own
+    return shared / "openvino-cache"
+
+
 @pytest.fixture
 def start_services() -> Iterator[StartService]:
     """``start(definition, config, backend=None, wait=True)`` → a started service; all stop after the test."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,10 +18,15 @@ from audiomemory.v1 import generator_pb2_grpc, text_encoder_pb2_grpc
 
 
 @pytest.fixture(scope="module")
-def generator_service(tiny_sd: dict[str, Any]) -> Iterator[RunningService]:
+def generator_service(request: pytest.FixtureRequest, tiny_sd: dict[str, Any], compiled_cache: Path
+                      ) -> Iterator[RunningService]:
+    """The generator on the tiny profile, with the backend the test module names (``GENERATOR_BACKEND``; default
+    stable-diffusion): test_generator_service_openvino.py runs test_generator_service.py's tests on openvino."""
+    backend = getattr(request.module, "GENERATOR_BACKEND", "stable-diffusion")
     # float32 pinned: these tests compare served images with diffusers' own float32 pipeline to 1/255,
     # and "auto" would pick bfloat16 on a CPU with avx512_bf16 (test_generator_precision covers that).
-    config = GeneratorConfig(port=0, device="cpu", torch_threads=2, precision="float32", **tiny_sd)
+    config = GeneratorConfig(port=0, device="cpu", torch_threads=2, precision="float32",
+                             compiled_cache=str(compiled_cache), **{**tiny_sd, "backend": backend})
     service = start_service(GENERATOR, config, wait=True, wait_timeout=120)
     yield service
     service.stop(grace=2)

@@ -84,12 +84,13 @@ def pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
-def test_describe_gives_the_models_facts(generator: GenStub, tiny_sd: dict[str, Any]) -> None:
+def test_describe_gives_the_models_facts(generator: GenStub, tiny_sd: dict[str, Any],
+                                        generator_service: RunningService) -> None:
     info = generator.Describe(common_pb2.DescribeRequest(), timeout=10)
     assert (info.cross_attention_dim, info.max_length, info.native_size) == (32, 77, 64)
     assert {"dpm++2m", "euler", "euler_a", "ddim", "pndm"} <= set(info.schedulers)
     assert info.schedulers[0] == "pndm"  # the model's own scheduler (SD 1.5's PNDM) is the default
-    assert info.model.service == "generator" and info.model.backend == "stable-diffusion"
+    assert info.model.service == "generator" and info.model.backend == generator_service.config.backend
     assert info.model.model_id == Path(tiny_sd["model"]).name and info.model.revision.startswith("sha256:")
     assert (info.model.device, info.model.dtype) == ("cpu", "float32")
     assert (info.model.extra["precision"], info.model.extra["vae_dtype"]) == ("float32", "float32")
@@ -284,32 +285,38 @@ def test_describe_publishes_the_request_limits_that_generate_enforces(
 
 
 class UNetCalls:
-    """Counts UNet forward calls in the served pipeline; can hold call ``hold_at`` until released."""
+    """Counts the UNet calls of the served pipeline (whatever runs them: the torch UNet, a compiled one); can hold
+    call ``hold_at`` until released."""
 
     def __init__(self, service: RunningService, hold_at: int = 0, delay: float = 0.0) -> None:
         backend = service.backend
         assert isinstance(backend, StableDiffusionBackend)
-        self.unet = backend.pipeline.unet
+        self.backend = backend
         self.count = 0
         self.hold_at = hold_at
         self.delay = delay
         self.reached = threading.Event()
         self.release = threading.Event()
 
-    def __call__(self, module: Any, args: Any) -> None:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.count += 1
         if self.count == self.hold_at:
             self.reached.set()
             self.release.wait(10)
         if self.delay:
             time.sleep(self.delay)
+        return self.unet(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # config, dtype, …: the UNet's
+        return getattr(self.__dict__["unet"], name)
 
     def __enter__(self) -> UNetCalls:
-        self._handle = self.unet.register_forward_pre_hook(self)
+        self.unet = self.backend.denoiser()
+        self.backend.denoiser = lambda: self  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._handle.remove()
+        del self.backend.denoiser  # the class's method again
 
 
 def test_cancel_mid_run_stops_within_one_step_and_the_next_request_succeeds(

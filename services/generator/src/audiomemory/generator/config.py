@@ -68,6 +68,12 @@ class GeneratorConfig(ServiceConfig):
         "float32, per_item elsewhere (CUDA, bfloat16: not measured). A batch without guidance (<= 1) always runs "
         "per_item.",
     )
+    compiled_cache: str = Field(
+        "", description="openvino backend: where the UNet's converted graphs (OpenVINO IR, one per shape) and "
+        "compiled blobs are kept; \"\" = audiomemory-openvino in the Hugging Face cache (the models volume, which "
+        "`models pull` writes). Keyed by the weights' revision, the runtime versions and the shape; read only "
+        "where it cannot be written.",
+    )
     default_scheduler: str = Field("", description='Scheduler when a request says ""; "" = the pipeline\'s own.')
     safety_checker: bool = Field(
         False,

@@ -1,18 +1,16 @@
 """The ``stable-diffusion`` backend: a diffusers ``StableDiffusionPipeline`` fed with embeddings.
 
-The pipeline is loaded WITHOUT its text encoder and tokenizer (the text encoder service makes the
-embeddings) and without the safety checker. Each request gets its own light pipeline object that
-shares the loaded UNet and VAE but owns its scheduler and interrupt flag, so concurrent requests
-never share scheduler state. Denoising returns latents; the VAE decode runs here so a cancelled
-run skips it and always runs in float32 (SD 1.5's VAE overflows to NaN/black in float16).
+The pipeline is loaded WITHOUT its text encoder and tokenizer (the text encoder service makes the embeddings) and
+without the safety checker. Each request gets its own light pipeline object that shares the loaded UNet and VAE but
+owns its scheduler and interrupt flag, so concurrent requests never share scheduler state. Denoising returns
+latents; the VAE decode runs here so a cancelled run skips it and always runs in float32 (SD 1.5's VAE overflows to
+NaN/black in float16). The ``openvino`` backend (openvino.py) is this one with another ``denoiser``.
 
-The UNet's dtype comes from ``GeneratorConfig.precision`` through the one precision policy
-(``runtime.precision``, ``compute_dtype``): float16 on CUDA, bfloat16 on a CPU with native bf16
-instructions, else float32. Measured with a one-off probe (BENCHMARKS.md "One-off probes") on the 2-core
-AVX-512 BF16 sandbox, full-size random-weight SD 1.5: a UNet step 1.5-1.6x faster at 512 px and 1.9x at
-256 px, the 8-bit image 50 dB PSNR from float32's.
-The initial noise is always drawn in float32 and then cast, so one seed starts every precision
-from the same noise.
+The UNet's dtype comes from ``GeneratorConfig.precision`` through the one precision policy (``runtime.precision``,
+``compute_dtype``): float16 on CUDA, bfloat16 on a CPU with native bf16 instructions, else float32. Measured with a
+one-off probe (BENCHMARKS.md "One-off probes") on the 2-core AVX-512 BF16 sandbox, full-size random-weight SD 1.5:
+a UNet step 1.5-1.6x faster at 512 px and 1.9x at 256 px, the 8-bit image 50 dB PSNR from float32's. The initial
+noise is always drawn in float32 and then cast, so one seed starts every precision from the same noise.
 """
 
 from __future__ import annotations
@@ -134,6 +132,14 @@ class StableDiffusionBackend(GeneratorBackend):
         self._default_scheduler = ""
         self._own_scheduler_name = ""  # set when the model's scheduler is none of SCHEDULERS
         self._batch_unet = "per_item"
+        self._folder: Path | None = None
+
+    def torch_dtype(self, device_type: str) -> torch.dtype:  # the torch UNet's, the noise's, the embeddings' dtype
+        return compute_dtype(self.config.precision, device_type)
+
+    def denoiser(self) -> Any:
+        """What the pipeline calls as its UNet (the loaded torch UNet here; a compiled stand-in elsewhere)."""
+        return self._loaded().unet
 
     def load(self) -> None:
         import torch
@@ -152,7 +158,8 @@ class StableDiffusionBackend(GeneratorBackend):
             self.config.model, self.config.revision, ALLOW_PATTERNS, service="generator"
         )
         self._device = resolve_device(self.config.device)
-        self._dtype = compute_dtype(self.config.precision, self._device.type)
+        self._dtype = self.torch_dtype(self._device.type)
+        self._folder = folder
         pipe = safetensors_only("generator", folder, lambda: StableDiffusionPipeline.from_pretrained(
             str(folder),
             text_encoder=None,
@@ -253,7 +260,7 @@ class StableDiffusionBackend(GeneratorBackend):
         an item, which oneDNN convolves otherwise than several)."""
         from audiomemory.generator.backends.batching import guidance_rows
 
-        with_guidance = guidance_rows(self._loaded().unet, request.guidance) == 2
+        with_guidance = guidance_rows(self.denoiser(), request.guidance) == 2
         return "batched" if self._batch_unet == "batched" and with_guidance else "per_item"
 
     def _pipeline_for(self, scheduler_name: str, unet: Any = None) -> Pipeline:
@@ -266,16 +273,13 @@ class StableDiffusionBackend(GeneratorBackend):
         else:
             cls_name, overrides = SCHEDULERS[scheduler_name]
             scheduler = getattr(diffusers, cls_name).from_config(base.scheduler.config, **overrides)
-        pipe = embeds_pipeline(base.unet if unet is None else unet, base.vae, scheduler)
+        pipe = embeds_pipeline(self.denoiser() if unet is None else unet, base.vae, scheduler)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
     def _initial_noise(self, request: ImageRequest, generator: torch.Generator) -> torch.Tensor:
-        """One item's initial latents ``[1, C, h, w]``, drawn in float32 and cast to the UNet's dtype.
-
-        The pipeline would draw them in the UNet's dtype; float32 first gives one seed the same
-        starting noise in every precision, and in float32 exactly the tensor the pipeline draws.
-        """
+        """One item's initial latents ``[1, C, h, w]``, drawn in float32 and cast to the UNet's dtype (the pipeline
+        would draw them in that dtype): one seed, the same noise in every precision, in float32 the pipeline's."""
         import torch
         from diffusers.utils.torch_utils import randn_tensor
 
@@ -307,7 +311,7 @@ class StableDiffusionBackend(GeneratorBackend):
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.item_seeds]
         count = len(generators)
         per_item = count > 1 and self.batch_unet(request) == "per_item"  # guidance <= 1: always (batching.py)
-        unet = self._loaded().unet
+        unet = self.denoiser()
         pipe = self._pipeline_for(scheduler_name, PerItemUNet(unet, count) if per_item else None)
         done = total = 0
 
@@ -359,10 +363,8 @@ class StableDiffusionBackend(GeneratorBackend):
     # -- models on disk ----------------------------------------------------------------------
     @classmethod
     def write_tiny(cls, root: Path) -> dict[str, Any]:
-        """A tiny UNet (32/64 channels, cross-attention dim 32) + VAE + SD 1.5's PNDM schedule.
-
-        Native size 64 px (latent 32, VAE scale factor 2), a pipeline folder with model_index.json.
-        """
+        """A tiny UNet (32/64 channels, cross-attention dim 32) + VAE + SD 1.5's PNDM schedule: native size 64 px
+        (latent 32, VAE scale factor 2), a pipeline folder with model_index.json."""
         import torch
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
