@@ -28,8 +28,8 @@ PRELOAD = $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
 CHECKOV := .venv-checkov/.installed
 
 .PHONY: system venv dev protos check-protos lint typecheck test demo web clean \
-	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc bench-song bench-reel reliability \
-	reliability-tests probe-concurrency
+	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc bench-song bench-reel bench-gpu \
+	reliability reliability-tests probe-concurrency
 
 $(STAMP): pyproject.toml services/*/pyproject.toml orchestrator/pyproject.toml bench/pyproject.toml \
 		requirements-dev.txt
@@ -112,6 +112,12 @@ bench-song: $(STAMP) system
 # image, and its sections painted batched vs one by one (small images, few steps: minutes on 2 cores).
 bench-reel: $(STAMP) system
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_reel.py $(BENCH_REEL_ARGS)
+
+# The whole pipeline on a CUDA device (a 4-minute synthetic song, full-size random weights; float16, SDPA,
+# channels_last, torch.compile), the VAE's NaN guard and batched painting checked: one JSON line. Needs a torch
+# built with CUDA in .venv (else it exits saying so). BENCH_GPU_ARGS="--device cpu --tiny": the suite's smoke version.
+bench-gpu: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_gpu.py $(BENCH_GPU_ARGS)
 
 bench-scale: $(STAMP) system
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_scale.py

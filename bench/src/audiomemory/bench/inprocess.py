@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from audiomemory.orchestrator.pipeline import Limits, Pipeline, Result, Upload
 from audiomemory.orchestrator.stages import (
     Embedded,
     Encoded,
+    Event,
     Frames,
     Painted,
     Painting,
@@ -198,12 +199,13 @@ class InProcessPipeline:
         self.pipeline = Pipeline(self.stages, AudioCache("/nonexistent", 0), self.fusion, limits,
                                  lambda: common_pb2.ModelInfo(backend="in-process"))
 
-    def run(self, data: bytes, **options: Any) -> Result:
-        """One job; ``options`` are ``CreateImageOptions`` fields (lyrics, seed, steps, strength, …)."""
+    def run(self, data: bytes, *, report: Callable[[Event], None] | None = None, **options: Any) -> Result:
+        """One job; ``options`` are ``CreateImageOptions`` fields (lyrics, seed, steps, strength, …); ``report``
+        gets the job's progress events (from the job's threads), as the servicer would relay them."""
         sent = orchestrator_pb2.CreateImageOptions(**options)
         job = Job(None, stall_seconds=3600.0)
         try:
             upload = Upload(data, hashlib.sha256(data).hexdigest(), _NoRoom())
-            return self.pipeline.run(job, sent, lambda: upload, lambda event: None)
+            return self.pipeline.run(job, sent, lambda: upload, report or (lambda event: None))
         finally:
             job.cancel_all()
