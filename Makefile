@@ -28,7 +28,7 @@ PRELOAD = $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
 CHECKOV := .venv-checkov/.installed
 
 .PHONY: system venv dev protos check-protos lint typecheck test demo web clean \
-	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc bench-song bench-reel bench-gpu \
+	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc bench-song bench-generators bench-reel bench-gpu \
 	reliability reliability-tests probe-concurrency
 
 $(STAMP): pyproject.toml services/*/pyproject.toml orchestrator/pyproject.toml bench/pyproject.toml \
@@ -107,6 +107,11 @@ bench-e2e: $(STAMP) system
 # process: the new defaults against the reference settings, with fidelity figures (~30 min on 2 cores).
 bench-song: $(STAMP) system
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_song.py $(BENCH_SONG_ARGS)
+
+# The generator's backends (diffusers eager, OpenVINO) on full-size random SD 1.5: s/step, PSNR against eager
+# float32, OpenVINO's first and warm start (~12 min on 2 cores at 512², 20 steps).
+bench-generators: $(STAMP) system
+	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_generators.py $(BENCH_GENERATORS_ARGS)
 
 # The memory reel (docs/DESIGN.md §11) on full-size random weights and a 3.5-minute song: its cost over the single
 # image, and its sections painted batched vs one by one (small images, few steps: minutes on 2 cores).

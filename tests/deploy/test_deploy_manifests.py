@@ -522,6 +522,13 @@ def test_cpu_overlay_requests_no_gpu_and_fits_one_node(rendered: dict[str, list[
     for name in MODEL_SERVICES:
         (c,) = one(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"]
         assert c["image"].endswith("-cpu"), name
+    # the CPU generator runs the openvino backend, and the pull Job (same profile) converts it onto the volume
+    profiles = {o["metadata"]["name"]: o["data"] for o in docs if o["kind"] == "ConfigMap"}
+    (profile,) = [data for name, data in profiles.items() if name.startswith("model-profile")]
+    assert profile["AUDIOMEMORY_GENERATOR_BACKEND"] == "openvino" and profile["HF_HOME"] == "/models/hf"
+    gpu = [o["data"] for o in rendered["gpu"] if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith(
+        "model-profile")]
+    assert "AUDIOMEMORY_GENERATOR_BACKEND" not in gpu[0]  # CUDA: the diffusers backend (the default)
 
 
 # ---------------------------------------------------------------- checkov

@@ -46,6 +46,17 @@ def test_bench_vision_reports_unet_steps_and_clip_encode() -> None:
     assert {"in_process_s", "service_s", "ratio_service_over_in_process"} <= set(report["clip_l_encode"])
 
 
+def test_bench_generators_compares_the_backends_and_times_openvino_starts() -> None:
+    report = run_script("bench_generators", "--tiny", "--size", "64", "--steps", "2", "--threads", "1")
+    rows = report["backends"]
+    assert "stable-diffusion float32" in rows and any(name.startswith("openvino ") for name in rows)
+    assert rows["stable-diffusion float32"]["psnr_db_vs_eager_float32"] == float("inf")  # the reference itself
+    assert all(row["psnr_db_vs_eager_float32"] >= 40 and row["step_s"] > 0 for row in rows.values())
+    first, warm = report["openvino_start"]["first_start"], report["openvino_start"]["warm_start"]
+    assert first["convert_s"] > 0 and warm["convert_s"] == 0  # the second start read what the first converted
+    assert first["peak_rss_mb"] > 0 and warm["load_s"] > 0
+
+
 @pytest.mark.slow
 def test_bench_e2e_compares_the_services_with_the_in_process_pipeline(bench_work: Path) -> None:
     """All five model services (the transcriber too) and the orchestrator, against ``InProcessPipeline``."""

@@ -59,7 +59,8 @@ SONG, CONTROL = "machine_wars.mp3", "time_to_strike.mp3"
 REFERENCE: dict[str, dict[str, Any]] = {
     "audio_encoder": {"hop_seconds": 0.1, "hop_growth_seconds": 0, "precision": "float32"},
     "separator": {"precision": "float32"},
-    "generator": {"precision": "float32", "default_steps": 30, "default_scheduler": "pndm"},
+    "generator": {"backend": "stable-diffusion", "precision": "float32", "default_steps": 30,
+                  "default_scheduler": "pndm"},  # eager diffusers, whatever backend a deployment runs
 }
 #: ``--tiny``: the services in this process, one OpenL3 window a second, one denoising step.
 QUICK_ENCODER = {"hop_seconds": 1.0, "hop_growth_seconds": 0}

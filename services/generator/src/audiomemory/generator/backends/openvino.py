@@ -22,6 +22,7 @@ instructions (OpenVINO's ``INFERENCE_PRECISION_HINT`` bf16), else float32. A bat
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -104,14 +105,16 @@ class _Traceable:
 class CompiledUNets:
     """The UNet compiled by OpenVINO's CPU plugin, one compiled model per static shape (thread-safe).
 
-    ``load_unet()`` loads the torch UNet from the weights; it is called only for a shape the cache lacks, and the
-    module is dropped once that shape is converted (the compiled model holds its own copy of the weights).
+    ``load_unet()`` gives the torch UNet (loaded from the weights if need be); it is called only for a shape the cache
+    lacks, and ``release_unet()`` once that shape is saved (the compiled model holds its own copy of the weights).
     """
 
-    def __init__(self, load_unet: Callable[[], Any], folder: Path, precision: str, threads: int) -> None:
+    def __init__(self, load_unet: Callable[[], Any], release_unet: Callable[[], None], folder: Path, precision: str,
+                 threads: int) -> None:
         import openvino
 
         self.load_unet = load_unet
+        self.release_unet = release_unet
         self.folder = folder
         self.core = openvino.Core()
         self.properties = {"INFERENCE_PRECISION_HINT": OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY",
@@ -160,7 +163,11 @@ class CompiledUNets:
             path = self.ir_file(shape)
             model: Any = str(path) if path.is_file() else self.convert(shape, tokens, dim)
             if self.writable and path.is_file():
-                model = str(path)  # compiled from the file: a cached blob is found without reading the graph
+                # compiled from the file (a cached blob is found without reading the graph), the converted graph
+                # and the torch weights it shares gone first: one copy of the weights in memory, not three
+                model = str(path)
+                self.release_unet()
+                gc.collect()
             start = time.perf_counter()
             compiled = self.core.compile_model(model, "CPU", self.properties)
             self.timings["compile_s"] = time.perf_counter() - start
@@ -239,18 +246,23 @@ class OpenVINOBackend(StableDiffusionBackend):
         unet = self.pipeline.unet
         revision = re.sub(r"[^A-Za-z0-9._-]", "_", self._revision)  # a hub commit, or sha256:<hash> of a folder
         folder = Path(self.config.compiled_cache or default_cache()) / revision / runtime_versions()
-        self._unets = CompiledUNets(self._torch_unet, folder, self._precision, torch.get_num_threads())
+        self._unets = CompiledUNets(self._torch_unet, self._release_unet, folder, self._precision,
+                                    torch.get_num_threads())
         self._ov_unet = OpenVINOUNet(unet.config, self._unets)
         self._batch_unet = "per_item"  # one static row count per compiled shape
         size = self.config.default_size // int(self.pipeline.vae_scale_factor)
         self._spare = unet  # the default size is traced from the UNet just loaded, if its IR is not cached
         self._unets.compiled((2, size, size), self.max_length, self.cross_attention_dim)
-        self._spare = None
-        unet.to("meta")  # the weights leave (OpenVINO holds its own); the config stays for the pipeline
+        self._release_unet()
         self.load_seconds = time.perf_counter() - start
         log.info("openvino UNet ready in %.1f s (%s; converted in %.1f s, compiled in %.1f s; cache %s)",
                  self.load_seconds, self._precision, self._unets.timings["convert_s"],
                  self._unets.timings["compile_s"], folder)
+
+    def _release_unet(self) -> None:
+        """The loaded torch UNet's weights leave (OpenVINO holds its own); its config stays for the pipeline."""
+        self._spare = None
+        self.pipeline.unet.to("meta")
 
     def _torch_unet(self) -> Any:
         """The torch UNet from the weights, float32, for tracing one shape."""
