@@ -11,7 +11,8 @@ prompt embeddings), after a one-step warm-up at that size:
   compile) and a *warm start* on the cache the first start left (IR read, compiled blob imported), each in a
   fresh process, with that process's peak RSS.
 
-Prints a table and, last, one JSON line. ``--tiny``: the tiny profile's model (a quick check of this script).
+Prints a table and, last, one JSON line. ``--tiny``: the tiny profile's model, both starts in this process (a quick
+check of this script).
 """
 
 from __future__ import annotations
@@ -40,19 +41,22 @@ from audiomemory.generator.backends.stable_diffusion import compute_dtype
 from audiomemory.generator.config import GeneratorConfig
 from audiomemory.runtime.registry import load_backend
 
-#: Run in a fresh process: one openvino start, its times and its peak RSS as one JSON line.
-START_SCRIPT = """
-import json, sys, time
-start = time.perf_counter()
-from audiomemory.generator.backends.openvino import OpenVINOBackend
-from audiomemory.generator.config import GeneratorConfig
-backend = OpenVINOBackend(GeneratorConfig(**json.loads(sys.argv[1])))
-backend.load()
-status = open("/proc/self/status").read()
-peak = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
-print(json.dumps({"start_s": round(time.perf_counter() - start, 2), "load_s": round(backend.load_seconds, 2),
-                  **{k: round(v, 2) for k, v in backend._unets.timings.items()}, "peak_rss_mb": round(peak)}))
-"""
+#: What a fresh process runs: one openvino start (``start_once``), its figures as one JSON line.
+START_SCRIPT = "import json, sys; from audiomemory.bench.generators import start_once; print(json.dumps(start_once(" \
+    "json.loads(sys.argv[1]))))"
+
+
+def start_once(settings: dict[str, Any]) -> dict[str, Any]:
+    """Load the openvino backend with ``settings``: load, convert and compile seconds, this process's peak RSS."""
+    from audiomemory.generator.backends.openvino import OpenVINOBackend
+
+    backend = OpenVINOBackend(GeneratorConfig(**settings))
+    backend.load()
+    assert backend._unets is not None
+    status = Path("/proc/self/status").read_text()
+    peak = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
+    return {"load_s": round(backend.load_seconds, 2), **{k: round(v, 2) for k, v in backend._unets.timings.items()},
+            "peak_rss_mb": round(peak)}
 
 
 def psnr(image: np.ndarray, reference: np.ndarray) -> float:
@@ -72,17 +76,24 @@ def paint(backend: Any, request: ImageRequest) -> dict[str, Any]:
             "image": np.asarray(image.convert("RGB"))}
 
 
-def start_times(settings: dict[str, Any], cache: Path) -> dict[str, dict[str, Any]]:
-    """The openvino backend started twice in fresh processes: on an emptied cache, then on what it left."""
+def start_times(settings: dict[str, Any], cache: Path, fresh: bool = True) -> dict[str, dict[str, Any]]:
+    """The openvino backend started twice in fresh processes (``fresh``; else in this one, for ``--tiny``'s quick
+    check): on an emptied cache, then on what it left. ``start_s``: the whole start, the interpreter's included."""
     shutil.rmtree(cache, ignore_errors=True)
     out = {}
     for name in ("first_start", "warm_start"):
-        progress(f"openvino {name.replace('_', ' ')} (a fresh process)")
-        arg = json.dumps({**settings, "backend": "openvino", "compiled_cache": str(cache)})
-        done = subprocess.run([sys.executable, "-c", START_SCRIPT, arg], capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise SystemExit(f"openvino {name} failed:\n{done.stderr[-3000:]}")
-        out[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        progress(f"openvino {name.replace('_', ' ')} ({'a fresh process' if fresh else 'this process'})")
+        given = {**settings, "backend": "openvino", "compiled_cache": str(cache)}
+        began = time.perf_counter()
+        if fresh:
+            done = subprocess.run([sys.executable, "-c", START_SCRIPT, json.dumps(given)], capture_output=True,
+                                  text=True, check=False)
+            if done.returncode != 0:
+                raise SystemExit(f"openvino {name} failed:\n{done.stderr[-3000:]}")
+            figures = json.loads(done.stdout.strip().splitlines()[-1])
+        else:
+            figures = start_once(given)
+        out[name] = {"start_s": round(time.perf_counter() - began, 2), **figures}
     return out
 
 
@@ -113,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = {"device": "cpu", "default_size": args.size, **write_models(root, tiny=args.tiny)["generator"]}
     if args.threads:
         settings["torch_threads"] = args.threads
-    starts = start_times(settings, work / "compiled")
+    starts = start_times(settings, work / "compiled", fresh=not args.tiny)
     dim = 32 if args.tiny else 768
     rng = np.random.default_rng(0)
     request = ImageRequest(prompt_embeds=rng.standard_normal((1, 77, dim)).astype(np.float32),

@@ -75,10 +75,14 @@ class Services:
         return peaks
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            proc.wait(60)
+        """The front door first, then the model services (as a rollout drains them): an orchestrator terminated
+        together with its models once outlived a 60-s wait (a full suite on two loaded cores, not reproduced)."""
+        front = [p for kind, p in self.procs.items() if kind == "orchestrator"]
+        for group in (front, [p for p in self.procs.values() if p not in front]):
+            for proc in group:
+                proc.terminate()
+            for proc in group:
+                proc.wait(60)
 
 
 @dataclass
