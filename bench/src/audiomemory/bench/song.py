@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--candidates", action="store_true",
                         help="fidelity and front half only (64², one step) of the reference and of candidate "
                         "settings against the new defaults: which modes keep the fidelity rule")
+    parser.add_argument("--only", nargs="+", choices=sorted(CANDIDATES), help="with --candidates: just these")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     models = write_models(args.work if args.tiny else args.root or args.work / "models", tiny=args.tiny)
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
 
     control_job = {"steps": 1, "width": 64, "height": 64, "seed": 1}
     if args.candidates:
-        return candidates(models, args.work, compare, control, control_job, compared, args.tiny)
+        return candidates(models, args.work, compare, control, control_job, compared, args.tiny, args.only)
     new_jobs = [("whole", song, {"seed": 1})]
     if compare is not song:
         new_jobs.append(("compare", compare, {"seed": 1}))
@@ -274,11 +275,12 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
     "bf16_fixed_hop_0.2": {"audio_encoder": {"precision": "bfloat16", "hop_seconds": 0.2, "hop_growth_seconds": 0}},
     "int8_fixed_hop_0.2": {"audio_encoder": {"precision": "int8", "hop_seconds": 0.2, "hop_growth_seconds": 0}},
     "bf16_grown_hop": {"audio_encoder": {"precision": "bfloat16"}},
+    "int8_grown_hop": {"audio_encoder": {"precision": "int8"}},  # int8 where the CPU has no VNNI: reduced range
 }
 
 
 def candidates(models: dict[str, dict[str, Any]], work: Path, compare: Path, control: Path,
-               job: dict[str, Any], compared: float, quick: bool = False) -> None:
+               job: dict[str, Any], compared: float, quick: bool = False, only: list[str] | None = None) -> None:
     """The reference's û on the compared input and the control, then each candidate's: the rule per candidate."""
     reference_settings = {k: {**models.get(k, {}), **REFERENCE.get(k, {})} for k in KINDS}
     ref, _, ref_cache = phase("reference", reference_settings, work, [("compare", compare, job),
@@ -289,6 +291,8 @@ def candidates(models: dict[str, dict[str, Any]], work: Path, compare: Path, con
     u_ref = direction(a_ref)
     allowed = 0.1 * (1 - cos(u_ref, direction(a_other)))
     for name, changes in CANDIDATES.items():
+        if only and name not in only:
+            continue
         settings = {k: {**models.get(k, {}), **changes.get(k, {})} for k in KINDS}
         new, _, cache = phase(name, settings, work, [("compare", compare, job)], quick=quick)
         a_new = pooled(cache, new["compare"]["metadata"]["fusion"]["audio_vector_sha256"])
