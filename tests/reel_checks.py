@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -16,6 +17,21 @@ from scipy import signal
 CHECK_RATE = 8000  # both sides decoded to this for the cross-correlation (0.125 ms a sample)
 MAX_OFFSET_S = 0.050
 MAX_LENGTH_DIFFERENCE_S = 0.1
+
+
+def write_stereo(path: Path, audio: np.ndarray, rate: int, codec: str, fmt: str | None = None) -> Path:
+    """Encode float32 stereo ``[2, frames]`` into ``path`` with ``codec`` (PyAV), in 4096-sample frames."""
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=rate, layout="stereo")
+        for start in range(0, audio.shape[1], 4096):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[:, start:start + 4096]), format="fltp",
+                                               layout="stereo")
+            frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+            for packet in stream.encode(frame):  # type: ignore[attr-defined]
+                container.mux(packet)
+        for packet in stream.encode(None):  # type: ignore[attr-defined]
+            container.mux(packet)
+    return path
 
 
 def decoded_audio(path: Path, rate: int = CHECK_RATE) -> np.ndarray:

@@ -7,14 +7,12 @@ from __future__ import annotations
 import io
 import json
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
-from reel_checks import check_reel_mp4, decoded_audio, frames
+from reel_checks import check_reel_mp4, decoded_audio, frames, write_stereo
 
 from audiomemory.reel import SectionResult, clock, contact_sheet, section_name, video_size, write_mp4, write_reel
 
@@ -30,17 +28,7 @@ def write_song(path: Path, seconds: float, codec: str = "pcm_s16le") -> Path:
     tones = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 331.0, 467.0)) / 3
     audio = 0.3 * rng.standard_normal((2, n)) * (0.5 + 0.5 * np.sin(2 * np.pi * t / 7.3)) + 0.3 * tones
     audio = (0.8 * audio / np.abs(audio).max()).astype(np.float32)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=RATE, layout="stereo")
-        for start in range(0, n, 4096):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[:, start:start + 4096]), format="fltp",
-                                               layout="stereo")
-            frame.sample_rate, frame.pts, frame.time_base = RATE, start, Fraction(1, RATE)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+    return write_stereo(path, audio, RATE, codec)
 
 
 def section_png(seed: int, size: int = 96) -> bytes:

@@ -8,17 +8,15 @@ import io
 import json
 import re
 from collections.abc import Callable
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
 from PIL import Image
-from reel_checks import check_reel_mp4
+from reel_checks import check_reel_mp4, write_stereo
 
 from audiomemory.cli.main import cli
 from audiomemory.client import read_record
@@ -44,17 +42,7 @@ def three_part_song(path: Path, parts: tuple[float, ...] = PARTS) -> Path:
         pieces.append(np.stack([x, 0.9 * x]))
     audio = np.concatenate(pieces, axis=1)
     audio = (0.8 * audio / np.abs(audio).max()).astype(np.float32)
-    with av.open(str(path), "w", format="mp3") as container:
-        stream = container.add_stream("libmp3lame", rate=RATE, layout="stereo")
-        for start in range(0, audio.shape[1], 4096):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[:, start:start + 4096]), format="fltp",
-                                               layout="stereo")
-            frame.sample_rate, frame.pts, frame.time_base = RATE, start, Fraction(1, RATE)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+    return write_stereo(path, audio, RATE, "libmp3lame", "mp3")
 
 
 @pytest.fixture(scope="module")
