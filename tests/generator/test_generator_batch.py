@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+import torch
 
 from audiomemory.generator.backends import GeneratorBackend, ImageRequest
 from audiomemory.generator.backends.stable_diffusion import StableDiffusionBackend
@@ -248,5 +249,8 @@ def test_per_item_unet_paints_the_batch_alike_with_one_unet_call_per_item(tiny_s
     finally:
         handle.remove()
     assert rows == [2] * 3 * 2  # (negative, positive) of one item per call; 3 items x 2 steps
+    # no batched call, so no ItemwiseLinear: the UNet's Linears stay plain (torch.compile traces them)
+    linears = {type(m).__name__ for m in backend.pipeline.unet.modules() if isinstance(m, torch.nn.Linear)}
+    assert linears == {"Linear"}
     alone = [backend.generate(request.item(i), lambda *s: None, lambda: False) for i in range(3)]
     assert [np.asarray(i.image).tobytes() for i in per_item] == [np.asarray(i.image).tobytes() for i in alone]

@@ -20,6 +20,8 @@ That is measured for a CPU computing in float32 only. Elsewhere (CUDA, whose lib
 shape; a CPU's bfloat16 kernels) the generator's ``batch_unet`` setting resolves to ``per_item``: the pipeline
 gets a ``PerItemUNet``, which calls the UNet on each item's rows in turn — exactly a one-prompt call's input,
 so exactly its output — and a batch saves the calls (one slot, one stream, one step loop), not the compute.
+There the UNet's Linears are left plain (``itemwise_linears`` runs only for ``batched``): nothing would use
+them, and ``torch.compile`` cannot trace the ``ContextVar`` they read.
 """
 
 from __future__ import annotations

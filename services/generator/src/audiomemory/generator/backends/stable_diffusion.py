@@ -178,8 +178,9 @@ class StableDiffusionBackend(GeneratorBackend):
             pipe.vae.to(torch.float32)
         pipe.unet.eval()
         pipe.vae.eval()
-        itemwise_linears(pipe.unet)  # a batch's small products item by item: item i as alone (batching.py)
         self._batch_unet = resolve_batch_unet(self.config.batch_unet, self._device.type, self._dtype)
+        if self._batch_unet == "batched":  # small products item by item: item i as alone (batching.py), only here
+            itemwise_linears(pipe.unet)
         self._pipe = pipe
         own = type(pipe.scheduler).__name__
         matches = [n for n, (cls, _) in SCHEDULERS.items() if cls == own]
@@ -256,8 +257,7 @@ class StableDiffusionBackend(GeneratorBackend):
 
     # -- the verb ----------------------------------------------------------------------------
     def batch_unet(self, request: ImageRequest) -> str:
-        """The setting as it resolved (``batching.resolve_batch_unet``); ``per_item`` without guidance (one row
-        an item, which oneDNN convolves otherwise than several)."""
+        """As it resolved (``batching.resolve_batch_unet``); ``per_item`` without guidance (one row an item)."""
         from audiomemory.generator.backends.batching import guidance_rows
 
         with_guidance = guidance_rows(self.denoiser(), request.guidance) == 2
