@@ -26,8 +26,6 @@ from audiomemory.runtime.errors import FailedPrecondition
 from audiomemory.runtime.identity import identity
 from audiomemory.runtime.registry import load_backend
 
-pytestmark = pytest.mark.slow  # conversions of the tiny UNet (seconds each): handed out early (tests/conftest.py)
-
 RNG = np.random.default_rng(5)
 REQUEST = ImageRequest(prompt_embeds=RNG.standard_normal((1, 77, 32)).astype(np.float32),
                        negative_prompt_embeds=np.zeros((1, 77, 32), np.float32), seed=11, steps=3, guidance=7.5,

@@ -4,8 +4,6 @@ The same test functions, collected here a second time; this module's ``GENERATOR
 fixture ``generator_service`` (conftest.py) serve them from ``--backend openvino`` on the tiny profile.
 """
 
-import pytest
 from test_generator_service import *  # noqa: F403 - the same tests, collected again in this module
 
 GENERATOR_BACKEND = "openvino"
-pytestmark = pytest.mark.slow  # each new shape converts (seconds): handed out early (tests/conftest.py)
