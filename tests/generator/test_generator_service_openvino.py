@@ -35,7 +35,6 @@ from audiomemory.runtime.identity import identity
 from audiomemory.runtime.registry import load_backend
 
 GENERATOR_BACKEND = "openvino"
-pytestmark = pytest.mark.slow  # a minute of tests and conversions: handed out first (tests/conftest.py)
 
 RNG = np.random.default_rng(5)
 REQUEST = ImageRequest(prompt_embeds=RNG.standard_normal((1, 77, 32)).astype(np.float32),
