@@ -1,0 +1,154 @@
+"""The openvino generator backend: the compiled-model cache, its keys and limits, precision, identity."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from audiomemory.generator.backends import ImageRequest
+from audiomemory.generator.backends.openvino import (
+    MAX_COMPILED_SHAPES,
+    OpenVINOBackend,
+    openvino_precision,
+    runtime_versions,
+)
+from audiomemory.generator.backends.stable_diffusion import StableDiffusionBackend
+from audiomemory.generator.config import GeneratorConfig
+from audiomemory.runtime.allocator import find_tcmalloc
+from audiomemory.runtime.errors import FailedPrecondition
+from audiomemory.runtime.identity import identity
+from audiomemory.runtime.registry import load_backend
+
+RNG = np.random.default_rng(5)
+REQUEST = ImageRequest(prompt_embeds=RNG.standard_normal((1, 77, 32)).astype(np.float32),
+                       negative_prompt_embeds=np.zeros((1, 77, 32), np.float32), seed=11, steps=3, guidance=7.5,
+                       width=64, height=64, scheduler="")
+
+
+def paint(backend: StableDiffusionBackend, request: ImageRequest = REQUEST) -> np.ndarray:
+    return np.asarray(backend.generate(request, lambda done, total: None, lambda: False).image, dtype=np.float64)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a - b) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+def loaded(cls: type[StableDiffusionBackend], tiny_sd: dict[str, Any], **settings: Any) -> Any:
+    backend = cls(GeneratorConfig(device="cpu", precision="float32", **{**tiny_sd, "backend": cls.name, **settings}))
+    backend.load()
+    return backend
+
+
+@pytest.fixture(scope="module")
+def eager(tiny_sd: dict[str, Any]) -> StableDiffusionBackend:
+    return loaded(StableDiffusionBackend, tiny_sd)
+
+
+@pytest.fixture(scope="module")
+def compiled(tiny_sd: dict[str, Any], compiled_cache: Path) -> OpenVINOBackend:
+    backend: OpenVINOBackend = loaded(OpenVINOBackend, tiny_sd, compiled_cache=str(compiled_cache))
+    return backend
+
+
+def test_the_backend_is_registered_by_entry_point() -> None:
+    assert load_backend("generator", "openvino") is OpenVINOBackend
+
+
+@pytest.mark.parametrize("scheduler", ["pndm", "euler_a", "dpm++2m"])
+def test_its_images_are_the_eager_float32_images_within_40_db(
+    eager: StableDiffusionBackend, compiled: OpenVINOBackend, scheduler: str
+) -> None:
+    request = replace(REQUEST, scheduler=scheduler)
+    assert psnr(paint(compiled, request), paint(eager, request)) >= 40.0
+
+
+def test_a_second_start_reads_the_cache_and_paints_the_same_image(
+    tiny_sd: dict[str, Any], compiled_cache: Path, compiled: OpenVINOBackend
+) -> None:
+    first = paint(compiled)
+    folder = next(compiled_cache.glob(f"*/{runtime_versions()}"))
+    assert (folder / "unet-2x32x32.xml").is_file() and (folder / "unet-2x32x32.bin").is_file()
+    assert folder.parent.name == compiled.describe().revision.replace(":", "_")
+    again = loaded(OpenVINOBackend, tiny_sd, compiled_cache=str(compiled_cache))
+    assert again._unets is not None and again._unets.timings["convert_s"] == 0.0  # read, not traced
+    np.testing.assert_array_equal(paint(again), first)
+
+
+def test_a_cache_that_cannot_be_written_converts_in_memory(tmp_path: Path, tiny_sd: dict[str, Any],
+                                                            compiled: OpenVINOBackend) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")  # a cache under a file cannot be created, as on a read-only volume (even as root)
+    backend: OpenVINOBackend = loaded(OpenVINOBackend, tiny_sd, compiled_cache=str(blocker / "cache"))
+    assert backend._unets is not None and backend._unets.timings["convert_s"] > 0
+    np.testing.assert_array_equal(paint(backend), paint(compiled))
+    assert blocker.is_file()
+
+
+def test_other_sizes_compile_on_first_use_and_at_most_a_few_stay(compiled: OpenVINOBackend) -> None:
+    assert compiled._unets is not None
+    # (the service's tests paint these two shapes too: with the shared cache, often read rather than traced)
+    for height, guidance in ((96, 7.5), (64, 0.0), (64, 7.5)):
+        request = replace(REQUEST, height=height, guidance=guidance, steps=1)
+        assert compiled.generate(request, lambda d, t: None, lambda: False).image.size == (64, height)
+    held = list(compiled._unets._compiled)
+    assert MAX_COMPILED_SHAPES == len(held) == 2 and held == [(1, 32, 32), (2, 32, 32)]  # (2, 48, 32) left
+
+
+def test_a_batch_paints_each_item_as_alone(compiled: OpenVINOBackend) -> None:
+    prompts = RNG.standard_normal((2, 77, 32)).astype(np.float32)
+    batch = replace(REQUEST, prompt_embeds=prompts, seeds=(3, 4))
+    images = compiled.generate_batch(batch, lambda d, t: None, lambda: False)
+    for index, image in enumerate(images):
+        np.testing.assert_array_equal(np.asarray(image.image, dtype=np.float64), paint(compiled, batch.item(index)))
+
+
+def test_its_identity_is_its_own(eager: StableDiffusionBackend, compiled: OpenVINOBackend) -> None:
+    info = compiled.describe()
+    assert (info.backend, info.dtype, info.device) == ("openvino", "float32", "cpu")
+    assert info.extra["runtime"].startswith("openvino ") and info.extra["vae_dtype"] == "float32"
+    # a pin names the replica's identity: an eager replica's pin never lands on an openvino one, nor back
+    assert identity(info.to_proto("generator")) != identity(eager.describe().to_proto("generator"))
+
+
+@pytest.mark.parametrize(("flags", "chosen"), [
+    (frozenset({"avx2", "fma"}), "float32"),  # AMD EPYC Zen 3 (this project's machines without AVX-512)
+    (frozenset({"avx512f", "avx512_bf16", "avx512_vnni"}), "bfloat16"),  # EPYC Zen 4
+    (frozenset({"avx512f", "amx_bf16", "amx_int8", "amx_tile"}), "bfloat16"),  # Xeon with AMX
+])
+def test_auto_precision_follows_the_cpu(flags: frozenset[str], chosen: str) -> None:
+    assert openvino_precision("auto", flags) == chosen
+    assert openvino_precision("float32", flags) == "float32"
+
+
+def test_what_it_cannot_run_is_refused_naming_the_setting(tiny_sd: dict[str, Any]) -> None:
+    with pytest.raises(FailedPrecondition, match=r"precision.*float16"):
+        openvino_precision("float16")
+    with pytest.raises(FailedPrecondition, match=r"device.*cuda"):
+        OpenVINOBackend(GeneratorConfig(device="cuda", **tiny_sd)).torch_dtype("cuda")
+
+
+def test_it_runs_under_tcmalloc_as_the_cli_and_the_images_start_it(tiny_sd: dict[str, Any], compiled_cache: Path,
+                                                                   compiled: OpenVINOBackend) -> None:
+    """The services run with tcmalloc preloaded; OpenVINO's oneTBB crashed there ("free(): invalid pointer") as
+    soon as an IR was read, until the backend set TBB_ENABLE_SANITIZERS (openvino.py)."""
+    library = find_tcmalloc()
+    assert library is not None, "tcmalloc is one of the project's system packages (scripts/install_system_packages.sh)"
+    script = (
+        "import sys; from audiomemory.generator.backends.openvino import OpenVINOBackend;"
+        "from audiomemory.generator.config import GeneratorConfig;"
+        f"b = OpenVINOBackend(GeneratorConfig(device='cpu', precision='float32', backend='openvino', "
+        f"compiled_cache={str(compiled_cache)!r}, model={tiny_sd['model']!r}, default_size=64)); b.load();"
+        "print('loaded', b._unets.timings['convert_s'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TBB_ENABLE_SANITIZERS"} | {"LD_PRELOAD": str(library)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["loaded", "0.0"]  # read from the cache: the IR reader is what crashed
