@@ -23,10 +23,12 @@ def generator_service(request: pytest.FixtureRequest, tiny_sd: dict[str, Any], c
     """The generator on the tiny profile, with the backend the test module names (``GENERATOR_BACKEND``; default
     stable-diffusion): test_generator_service_openvino.py runs test_generator_service.py's tests on openvino."""
     backend = getattr(request.module, "GENERATOR_BACKEND", "stable-diffusion")
+    sizes = getattr(request.module, "COMPILED_SIZES", "")  # openvino: the sizes it paints besides the default
     # float32 pinned: these tests compare served images with diffusers' own float32 pipeline to 1/255,
     # and "auto" would pick bfloat16 on a CPU with avx512_bf16 (test_generator_precision covers that).
     config = GeneratorConfig(port=0, device="cpu", torch_threads=2, precision="float32",
-                             compiled_cache=str(compiled_cache), **{**tiny_sd, "backend": backend})
+                             compiled_cache=str(compiled_cache), compiled_sizes=sizes,
+                             **{**tiny_sd, "backend": backend})
     service = start_service(GENERATOR, config, wait=True, wait_timeout=120)
     yield service
     service.stop(grace=2)

@@ -256,6 +256,16 @@ def test_describe_publishes_the_request_limits_that_generate_enforces(
         ({"width": info.min_size - info.size_multiple}, ["width", sizes]),
         ({"height": info.min_size + info.size_multiple // 2}, ["height", sizes]),
     ]
+    # A compiled generator publishes the only sizes it paints (the default first); another in bounds is refused.
+    listed = [(size.width, size.height) for size in info.sizes]
+    odd = info.min_size + info.size_multiple
+    if listed:
+        assert listed[0] == (info.default_size, info.default_size) and (odd, odd) not in listed
+        refused.append(({"width": odd, "height": odd},
+                        ["width x height", ", ".join(f"{w}x{h}" for w, h in listed), f"{odd}x{odd}"]))
+    else:
+        _, _, chunks = generate(generator, make_request(lyric_embeds, steps=1, width=odd, height=odd))
+        assert (chunks[-1].width, chunks[-1].height) == (odd, odd)
     for fields, needles in refused:
         with pytest.raises(grpc.RpcError) as caught:
             list(generator.Generate(make_request(lyric_embeds, **fields), timeout=30))

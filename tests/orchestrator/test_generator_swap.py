@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 from PIL import Image
@@ -16,8 +17,9 @@ from audiomemory.generator.config import GeneratorConfig
 from audiomemory.generator.service import DEFINITION as GENERATOR
 from audiomemory.runtime.identity import identity
 from audiomemory.runtime.service import RunningService
+from audiomemory.v1 import orchestrator_pb2_grpc
 
-from .conftest import StartOrchestrator, run_job
+from .conftest import StartOrchestrator, requests, run_job
 from .songs import encode_song
 
 
@@ -37,10 +39,11 @@ def test_the_same_job_through_the_openvino_generator_paints_the_same_image_and_r
         port=0, device="cpu", torch_threads=1, precision="float32", compiled_cache=str(compiled_cache),
         **{**tiny("generator"), "backend": "openvino"}))
     song = encode_song("wav", 22050, 1, seconds=0.5, seed=4)
-    results = {}
+    results, orchestrators = {}, {}
     for name, generator in (("stable-diffusion", eager), ("openvino", compiled)):
         orchestrator = start_orchestrator({**models, "generator": generator})  # Describe + compatibility at start
         results[name] = run_job(orchestrator.address, song, lyrics="under the lights", seed=9, steps=3)
+        orchestrators[name] = orchestrator
     records = {name: read_record(result.png) for name, result in results.items()}
     ran = records["openvino"]
     assert ran is not None and ran.served["generator"].model.backend == "openvino"
@@ -53,3 +56,15 @@ def test_the_same_job_through_the_openvino_generator_paints_the_same_image_and_r
     mse = ((_pixels(results["openvino"].png) - _pixels(results["stable-diffusion"].png)) ** 2).mean()
     assert mse == 0 or 10 * np.log10(255**2 / mse) >= 40.0
     assert pytest.approx(ran.fusion.strength) == before.fusion.strength
+
+    # The openvino generator paints only its compiled sizes (Describe lists them): the orchestrator refuses another
+    # before the song is decoded or separated, naming the fields, the sizes and what came.
+    with grpc.insecure_channel(orchestrators["openvino"].address) as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorStub(channel)
+        stages = []
+        with pytest.raises(grpc.RpcError) as caught:
+            for response in stub.CreateImage(requests(song, lyrics="x", width=96, height=64), timeout=60):
+                stages.append(response.event.stage)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert all(needle in caught.value.details() for needle in ("options.width x options.height", "64x64", "96x64"))
+    assert stages == []

@@ -26,7 +26,7 @@ from audiomemory.v1 import common_pb2 as audiomemory_dot_v1_dot_common__pb2
 from audiomemory.v1 import tensor_pb2 as audiomemory_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61udiomemory/v1/generator.proto\x12\x0e\x61udiomemory.v1\x1a\x1b\x61udiomemory/v1/common.proto\x1a\x1b\x61udiomemory/v1/tensor.proto\"\xfa\x02\n\rGeneratorInfo\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.audiomemory.v1.ModelInfo\x12\x1b\n\x13\x63ross_attention_dim\x18\x02 \x01(\x05\x12\x12\n\nmax_length\x18\x03 \x01(\x05\x12\x13\n\x0bnative_size\x18\x04 \x01(\x05\x12\x12\n\nschedulers\x18\x05 \x03(\t\x12\x15\n\rdefault_steps\x18\x06 \x01(\x05\x12\x11\n\tmin_steps\x18\x07 \x01(\x05\x12\x11\n\tmax_steps\x18\x08 \x01(\x05\x12\x18\n\x10\x64\x65\x66\x61ult_guidance\x18\t \x01(\x02\x12\x14\n\x0cmin_guidance\x18\n \x01(\x02\x12\x14\n\x0cmax_guidance\x18\x0b \x01(\x02\x12\x14\n\x0c\x64\x65\x66\x61ult_size\x18\x0c \x01(\x05\x12\x10\n\x08min_size\x18\r \x01(\x05\x12\x10\n\x08max_size\x18\x0e \x01(\x05\x12\x15\n\rsize_multiple\x18\x0f \x01(\x05\x12\x11\n\tmax_batch\x18\x10 \x01(\x05\"\xa2\x02\n\x0fGenerateRequest\x12-\n\rprompt_embeds\x18\x01 \x01(\x0b\x32\x16.audiomemory.v1.Tensor\x12\x36\n\x16negative_prompt_embeds\x18\x02 \x01(\x0b\x32\x16.audiomemory.v1.Tensor\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\r\n\x05steps\x18\x04 \x01(\x05\x12\x15\n\x08guidance\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x11\n\tscheduler\x18\x08 \x01(\t\x12 \n\x03pin\x18\n \x01(\x0b\x32\x13.audiomemory.v1.Pin\x12\r\n\x05seeds\x18\x0b \x03(\x04\x42\x0b\n\t_guidanceJ\x04\x08\t\x10\n\"+\n\x0cStepProgress\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\r\n\x05total\x18\x02 \x01(\x05\"h\n\nImageChunk\x12\x0b\n\x03png\x18\x01 \x01(\x0c\x12\x0c\n\x04last\x18\x02 \x01(\x08\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x11\n\tscheduler\x18\x05 \x01(\t\x12\r\n\x05index\x18\x06 \x01(\x05\"\xd2\x01\n\x10GenerateResponse\x12\x30\n\x08progress\x18\x01 \x01(\x0b\x32\x1c.audiomemory.v1.StepProgressH\x00\x12+\n\x05image\x18\x02 \x01(\x0b\x32\x1a.audiomemory.v1.ImageChunkH\x00\x12-\n\x06queued\x18\x03 \x01(\x0b\x32\x1b.audiomemory.v1.QueueStatusH\x00\x12(\n\x06served\x18\x04 \x01(\x0b\x32\x16.audiomemory.v1.ServedH\x00\x42\x06\n\x04item2\xa8\x01\n\tGenerator\x12J\n\x08\x44\x65scribe\x12\x1f.audiomemory.v1.DescribeRequest\x1a\x1d.audiomemory.v1.GeneratorInfo\x12O\n\x08Generate\x12\x1f.audiomemory.v1.GenerateRequest\x1a .audiomemory.v1.GenerateResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61udiomemory/v1/generator.proto\x12\x0e\x61udiomemory.v1\x1a\x1b\x61udiomemory/v1/common.proto\x1a\x1b\x61udiomemory/v1/tensor.proto\"\xa4\x03\n\rGeneratorInfo\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.audiomemory.v1.ModelInfo\x12\x1b\n\x13\x63ross_attention_dim\x18\x02 \x01(\x05\x12\x12\n\nmax_length\x18\x03 \x01(\x05\x12\x13\n\x0bnative_size\x18\x04 \x01(\x05\x12\x12\n\nschedulers\x18\x05 \x03(\t\x12\x15\n\rdefault_steps\x18\x06 \x01(\x05\x12\x11\n\tmin_steps\x18\x07 \x01(\x05\x12\x11\n\tmax_steps\x18\x08 \x01(\x05\x12\x18\n\x10\x64\x65\x66\x61ult_guidance\x18\t \x01(\x02\x12\x14\n\x0cmin_guidance\x18\n \x01(\x02\x12\x14\n\x0cmax_guidance\x18\x0b \x01(\x02\x12\x14\n\x0c\x64\x65\x66\x61ult_size\x18\x0c \x01(\x05\x12\x10\n\x08min_size\x18\r \x01(\x05\x12\x10\n\x08max_size\x18\x0e \x01(\x05\x12\x15\n\rsize_multiple\x18\x0f \x01(\x05\x12\x11\n\tmax_batch\x18\x10 \x01(\x05\x12(\n\x05sizes\x18\x11 \x03(\x0b\x32\x19.audiomemory.v1.ImageSize\"*\n\tImageSize\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\"\xa2\x02\n\x0fGenerateRequest\x12-\n\rprompt_embeds\x18\x01 \x01(\x0b\x32\x16.audiomemory.v1.Tensor\x12\x36\n\x16negative_prompt_embeds\x18\x02 \x01(\x0b\x32\x16.audiomemory.v1.Tensor\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\r\n\x05steps\x18\x04 \x01(\x05\x12\x15\n\x08guidance\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x11\n\tscheduler\x18\x08 \x01(\t\x12 \n\x03pin\x18\n \x01(\x0b\x32\x13.audiomemory.v1.Pin\x12\r\n\x05seeds\x18\x0b \x03(\x04\x42\x0b\n\t_guidanceJ\x04\x08\t\x10\n\"+\n\x0cStepProgress\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\r\n\x05total\x18\x02 \x01(\x05\"h\n\nImageChunk\x12\x0b\n\x03png\x18\x01 \x01(\x0c\x12\x0c\n\x04last\x18\x02 \x01(\x08\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x11\n\tscheduler\x18\x05 \x01(\t\x12\r\n\x05index\x18\x06 \x01(\x05\"\xd2\x01\n\x10GenerateResponse\x12\x30\n\x08progress\x18\x01 \x01(\x0b\x32\x1c.audiomemory.v1.StepProgressH\x00\x12+\n\x05image\x18\x02 \x01(\x0b\x32\x1a.audiomemory.v1.ImageChunkH\x00\x12-\n\x06queued\x18\x03 \x01(\x0b\x32\x1b.audiomemory.v1.QueueStatusH\x00\x12(\n\x06served\x18\x04 \x01(\x0b\x32\x16.audiomemory.v1.ServedH\x00\x42\x06\n\x04item2\xa8\x01\n\tGenerator\x12J\n\x08\x44\x65scribe\x12\x1f.audiomemory.v1.DescribeRequest\x1a\x1d.audiomemory.v1.GeneratorInfo\x12O\n\x08Generate\x12\x1f.audiomemory.v1.GenerateRequest\x1a .audiomemory.v1.GenerateResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'audiomemory.v1.generator_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GENERATORINFO']._serialized_start=109
-  _globals['_GENERATORINFO']._serialized_end=487
-  _globals['_GENERATEREQUEST']._serialized_start=490
-  _globals['_GENERATEREQUEST']._serialized_end=780
-  _globals['_STEPPROGRESS']._serialized_start=782
-  _globals['_STEPPROGRESS']._serialized_end=825
-  _globals['_IMAGECHUNK']._serialized_start=827
-  _globals['_IMAGECHUNK']._serialized_end=931
-  _globals['_GENERATERESPONSE']._serialized_start=934
-  _globals['_GENERATERESPONSE']._serialized_end=1144
-  _globals['_GENERATOR']._serialized_start=1147
-  _globals['_GENERATOR']._serialized_end=1315
+  _globals['_GENERATORINFO']._serialized_end=529
+  _globals['_IMAGESIZE']._serialized_start=531
+  _globals['_IMAGESIZE']._serialized_end=573
+  _globals['_GENERATEREQUEST']._serialized_start=576
+  _globals['_GENERATEREQUEST']._serialized_end=866
+  _globals['_STEPPROGRESS']._serialized_start=868
+  _globals['_STEPPROGRESS']._serialized_end=911
+  _globals['_IMAGECHUNK']._serialized_start=913
+  _globals['_IMAGECHUNK']._serialized_end=1017
+  _globals['_GENERATERESPONSE']._serialized_start=1020
+  _globals['_GENERATERESPONSE']._serialized_end=1230
+  _globals['_GENERATOR']._serialized_start=1233
+  _globals['_GENERATOR']._serialized_end=1401
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,7 @@ class GeneratorInfo(_message.Message):
     MAX_SIZE_FIELD_NUMBER: _builtins.int
     SIZE_MULTIPLE_FIELD_NUMBER: _builtins.int
     MAX_BATCH_FIELD_NUMBER: _builtins.int
+    SIZES_FIELD_NUMBER: _builtins.int
     cross_attention_dim: _builtins.int
     """D the prompt embeddings must have."""
     max_length: _builtins.int
@@ -78,6 +79,12 @@ class GeneratorInfo(_message.Message):
     def schedulers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Names accepted in GenerateRequest.scheduler."""
 
+    @_builtins.property
+    def sizes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageSize]:
+        """The only sizes Generate paints, where the generator has a fixed set (a compiled backend: one compiled graph
+        per size, made at start-up, never at a caller's request); empty = any size within the bounds above.
+        """
+
     def __init__(
         self,
         *,
@@ -97,14 +104,37 @@ class GeneratorInfo(_message.Message):
         max_size: _builtins.int = ...,
         size_multiple: _builtins.int = ...,
         max_batch: _builtins.int = ...,
+        sizes: _abc.Iterable[Global___ImageSize] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cross_attention_dim", b"cross_attention_dim", "default_guidance", b"default_guidance", "default_size", b"default_size", "default_steps", b"default_steps", "max_batch", b"max_batch", "max_guidance", b"max_guidance", "max_length", b"max_length", "max_size", b"max_size", "max_steps", b"max_steps", "min_guidance", b"min_guidance", "min_size", b"min_size", "min_steps", b"min_steps", "model", b"model", "native_size", b"native_size", "schedulers", b"schedulers", "size_multiple", b"size_multiple"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cross_attention_dim", b"cross_attention_dim", "default_guidance", b"default_guidance", "default_size", b"default_size", "default_steps", b"default_steps", "max_batch", b"max_batch", "max_guidance", b"max_guidance", "max_length", b"max_length", "max_size", b"max_size", "max_steps", b"max_steps", "min_guidance", b"min_guidance", "min_size", b"min_size", "min_steps", b"min_steps", "model", b"model", "native_size", b"native_size", "schedulers", b"schedulers", "size_multiple", b"size_multiple", "sizes", b"sizes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GeneratorInfo: _TypeAlias = GeneratorInfo  # noqa: Y015
+
+@_typing.final
+class ImageSize(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    width: _builtins.int
+    height: _builtins.int
+    def __init__(
+        self,
+        *,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageSize: _TypeAlias = ImageSize  # noqa: Y015
 
 @_typing.final
 class GenerateRequest(_message.Message):

@@ -128,6 +128,8 @@ class WebApp:
         self.schedulers = list(gen.schedulers)
         size: dict[str, Any] = {"minimum": gen.min_size, "maximum": gen.max_size, "step": gen.size_multiple,
                                 "value": gen.default_size}
+        if gen.sizes:  # a compiled generator paints a fixed set of sizes; others are refused
+            size["info"] = "only " + ", ".join(f"{s.width}x{s.height}" for s in gen.sizes)
         strength = float(info.model.extra.get("default_strength", DEFAULT_STRENGTH))
         limit = info.model.extra.get("max_seconds", "?")
         return (

@@ -284,6 +284,13 @@ def _check_generation(opts: JobOptions, gen: generator_pb2.GeneratorInfo) -> Non
                 f"options.{name}: a multiple of {gen.size_multiple} in {gen.min_size}..{gen.max_size} "
                 f"(0 = the generator's default, {gen.default_size}), got {value}"
             )
+    sizes = [(size.width, size.height) for size in gen.sizes]  # a compiled generator's only sizes
+    asked = (opts.width or gen.default_size, opts.height or gen.default_size)
+    if sizes and asked not in sizes:
+        raise InvalidInput(
+            f"options.width x options.height: the generator paints only {', '.join(f'{w}x{h}' for w, h in sizes)} "
+            f"(0 = the generator's default, {gen.default_size}), got {asked[0]}x{asked[1]}"
+        )
     if opts.scheduler and opts.scheduler not in gen.schedulers:
         raise InvalidInput(f"options.scheduler: one of {list(gen.schedulers)}, got {opts.scheduler!r}")
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from audiomemory.defaults import STABLE_DIFFUSION_MODEL
@@ -16,6 +17,7 @@ from audiomemory.generator.backends import (
     MIN_SIZE,
     MIN_STEPS,
     SIZE_MULTIPLE,
+    Size,
 )
 from audiomemory.runtime.config import ServiceConfig
 
@@ -74,9 +76,42 @@ class GeneratorConfig(ServiceConfig):
         "`models pull` writes). Keyed by the weights' revision, the runtime versions and the shape; read only "
         "where it cannot be written.",
     )
+    compiled_sizes: str = Field(
+        "", description="openvino backend: the only image sizes it paints, comma-separated WIDTHxHEIGHT or N (N x N), "
+        "e.g. \"512, 768x512\"; \"\" = default_size alone. Each is converted at start-up (kept in compiled_cache; "
+        "`models pull` does it once) and compiled on first use; Generate refuses any other size (INVALID_ARGUMENT), "
+        "so a caller never makes it convert a graph (~40 s of CPU and ~3.4 GB of IR a size for SD 1.5).",
+    )
     default_scheduler: str = Field("", description='Scheduler when a request says ""; "" = the pipeline\'s own.')
     safety_checker: bool = Field(
         False,
         description="Load SD's NSFW safety checker. Off: the service paints impressions of songs and "
         "the checker blacks out false positives; this is a deliberate configuration choice.",
     )
+
+    @field_validator("compiled_sizes")
+    @classmethod
+    def _sizes_parse(cls, text: str) -> str:
+        parse_sizes(text)
+        return text
+
+    def sizes(self) -> tuple[Size, ...]:
+        """``compiled_sizes`` as (width, height) pairs, ``default_size``'s square first, no repeats."""
+        square = (self.default_size, self.default_size)
+        return tuple(dict.fromkeys([square, *parse_sizes(self.compiled_sizes)]))
+
+
+def parse_sizes(text: str) -> list[Size]:
+    """``"512, 768x512"`` → ``[(512, 512), (768, 512)]``; a size outside the request bounds is refused by name."""
+    sizes: list[Size] = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        found = re.fullmatch(r"(\d{1,4})(?:\s*[xX]\s*(\d{1,4}))?", entry)
+        if found is None:
+            raise ValueError(f"compiled_sizes: each entry is WIDTHxHEIGHT or N, got {entry[:20]!r}")
+        width, height = int(found[1]), int(found[2] or found[1])
+        for value in (width, height):
+            if not (MIN_SIZE <= value <= MAX_SIZE and value % SIZE_MULTIPLE == 0):
+                raise ValueError(f"compiled_sizes: {entry!r}: sides are multiples of {SIZE_MULTIPLE} in "
+                                 f"{MIN_SIZE}..{MAX_SIZE}")
+        sizes.append((width, height))
+    return sizes

@@ -52,6 +52,7 @@ class GeneratorServicer(ModelServicer[GeneratorBackend, GeneratorConfig], genera
             default_guidance=c.default_guidance, min_guidance=limits.MIN_GUIDANCE, max_guidance=limits.MAX_GUIDANCE,
             default_size=c.default_size, min_size=limits.MIN_SIZE, max_size=limits.MAX_SIZE,
             size_multiple=limits.SIZE_MULTIPLE, max_batch=self.max_batch,
+            sizes=[generator_pb2.ImageSize(width=w, height=h) for w, h in b.sizes],
         )
 
     @property
@@ -108,7 +109,7 @@ class GeneratorServicer(ModelServicer[GeneratorBackend, GeneratorConfig], genera
         # Everything is checked before a model slot is taken: bad input fails fast even when busy.
         check_request(
             request, cross_attention_dim=self.backend.cross_attention_dim, schedulers=self.backend.schedulers,
-            max_batch=self.max_batch,
+            max_batch=self.max_batch, sizes=self.backend.sizes,
         )
         return request
 

@@ -25,6 +25,7 @@ MIN_STEPS, MAX_STEPS = 1, 150
 MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 30.0
 MIN_SIZE, MAX_SIZE, SIZE_MULTIPLE = 64, 1024, 8
 MAX_SEED = 2**64 - 1
+Size = tuple[int, int]  # (width, height) in pixels
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,11 @@ class GenerationStopped(Cancelled):
 
 
 def check_request(
-    request: ImageRequest, *, cross_attention_dim: int, schedulers: list[str], max_batch: int = 1
+    request: ImageRequest, *, cross_attention_dim: int, schedulers: list[str], max_batch: int = 1,
+    sizes: tuple[Size, ...] = (),
 ) -> None:
-    """Validate every field of ``request``; raise ``InvalidInput`` naming the field and the limit."""
+    """Validate every field of ``request``; raise ``InvalidInput`` naming the field and the limit. ``sizes``:
+    the only (width, height) pairs the backend paints (empty: any within the bounds)."""
     for name in ("prompt_embeds", "negative_prompt_embeds"):
         arr = getattr(request, name)
         if arr.ndim != 3:
@@ -116,8 +119,18 @@ def check_request(
             raise InvalidInput(
                 f"{name}: must be a multiple of {SIZE_MULTIPLE} in {MIN_SIZE}..{MAX_SIZE}, got {value}"
             )
+    if sizes and (request.width, request.height) not in sizes:
+        raise InvalidInput(
+            f"width x height: this generator paints only {format_sizes(sizes)} (its compiled_sizes), "
+            f"got {request.width}x{request.height}"
+        )
     if request.scheduler not in schedulers:
         raise InvalidInput(f"scheduler: {short(request.scheduler)} is not one of {', '.join(schedulers)}")
+
+
+def format_sizes(sizes: tuple[Size, ...]) -> str:
+    """``512x512, 768x512``: sizes as messages and settings write them (width first)."""
+    return ", ".join(f"{w}x{h}" for w, h in sizes)
 
 
 
@@ -179,6 +192,12 @@ class GeneratorBackend(Backend):
         should_stop: Callable[[], bool],
     ) -> GeneratedImage:
         """Paint one image. ``on_step(step, total)`` after every step (1-based); stop when ``should_stop()``."""
+
+    @property
+    def sizes(self) -> tuple[Size, ...]:
+        """The only (width, height) pairs it paints, where it has a fixed set (a compiled backend); empty: any size
+        within MIN_SIZE..MAX_SIZE in steps of SIZE_MULTIPLE (this default)."""
+        return ()
 
     def batch_unet(self, request: ImageRequest) -> str:
         """How a batch like ``request`` runs the model: ``batched`` (one call per step for the whole batch) or

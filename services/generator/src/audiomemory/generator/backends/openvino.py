@@ -11,9 +11,12 @@ start neither converts nor compiles). A cache entry is keyed by what makes its g
     <cache>/<weights' revision>/ov-<openvino version>-torch-<torch version>-diffusers-<version>/unet-<rows>x<h>x<w>.xml
 
 The weights' revision is the content hash of a local folder or the hub commit: other weights, another
-entry. The default size's shape is converted at ``load`` (``models pull`` does it once on the volume);
-another size converts on its first request (about a minute for SD 1.5 on two cores, measured in
-BENCHMARKS.md) and at most ``MAX_COMPILED_SHAPES`` compiled shapes are held (least recently used leave).
+entry. The backend paints only the sizes its configuration lists (``compiled_sizes``, the default size
+first): each is converted at ``load`` where the cache lacks it (``models pull`` does it once on the volume;
+about 20 s and 3.4 GB of IR a size for SD 1.5 on two cores, BENCHMARKS.md) and compiled on first use, and at
+most ``MAX_COMPILED_SHAPES`` compiled sizes are held (least recently used leave). A request for any other
+size is refused before any work: a caller never makes the service convert a graph or write one to disk. A
+call without guidance (one row) runs the two-row graph with its row twice: one graph a size.
 
 Precision goes through the one policy (``runtime.precision``): bfloat16 on a CPU with native bf16
 instructions (OpenVINO's ``INFERENCE_PRECISION_HINT`` bf16), else float32. A batch always runs per item
@@ -37,7 +40,7 @@ import numpy as np
 
 from audiomemory.generator.backends.stable_diffusion import StableDiffusionBackend
 from audiomemory.runtime.backend import ModelInfo
-from audiomemory.runtime.errors import FailedPrecondition
+from audiomemory.runtime.errors import FailedPrecondition, InvalidInput
 from audiomemory.runtime.hub import hf_cache_dir, safetensors_only
 from audiomemory.runtime.precision import choose_precision
 
@@ -55,9 +58,13 @@ os.environ.setdefault("TBB_ENABLE_SANITIZERS", "1")
 
 #: Compiled UNet shapes held at once (each holds its own copy of the weights: 3.4 GB for SD 1.5 in float32).
 MAX_COMPILED_SHAPES = 2
+#: Longest a start-up waits for another process converting into the same cache (SD 1.5: ~20 s a size here).
+CONVERT_LOCK_S = 1800.0
 #: OpenVINO's inference precision for each precision the policy can choose.
 OV_PRECISION = {"float32": "f32", "bfloat16": "bf16"}
 Shape = tuple[int, int, int]
+#: Rows of every compiled graph: the guided call's (unconditional and conditional); one row runs twice.
+ROWS = 2
 
 
 def default_cache() -> Path:
@@ -110,9 +117,10 @@ class CompiledUNets:
     """
 
     def __init__(self, load_unet: Callable[[], Any], release_unet: Callable[[], None], folder: Path, precision: str,
-                 threads: int) -> None:
+                 threads: int, shapes: tuple[Shape, ...]) -> None:
         import openvino
 
+        self.shapes = shapes  # the only shapes converted or compiled (the configured sizes')
         self.load_unet = load_unet
         self.release_unet = release_unet
         self.folder = folder
@@ -124,7 +132,8 @@ class CompiledUNets:
             self.core.set_property({"CACHE_DIR": str(folder / "blobs")})
         self._compiled: OrderedDict[Shape, Any] = OrderedDict()
         self._lock = threading.Lock()
-        self.timings: dict[str, float] = {}  # seconds the last new shape took to convert / compile (benchmarks)
+        # seconds spent converting (all shapes so far) and compiling the last new shape (logs, benchmarks)
+        self.timings: dict[str, float] = {"convert_s": 0.0, "compile_s": 0.0}
 
     def ir_file(self, shape: Shape) -> Path:
         rows, height, width = shape
@@ -144,7 +153,7 @@ class CompiledUNets:
             traced = torch.jit.trace(_Traceable(unet), example, check_trace=False)
             model = openvino.convert_model(traced, example_input=example)
         del unet, traced
-        self.timings["convert_s"] = time.perf_counter() - start
+        self.timings["convert_s"] += time.perf_counter() - start
         if self.writable:
             path = self.ir_file(shape)
             partial = path.with_name(f"{path.stem}.partial-{os.getpid()}-{threading.get_ident()}.xml")
@@ -153,13 +162,28 @@ class CompiledUNets:
             partial.replace(path)  # the .xml last: a reader never sees an .xml without its .bin
         return model
 
+    def prepare(self, tokens: int, dim: int) -> None:
+        """Convert into the cache each configured shape it lacks (a writable cache; a read-only one converts a
+        missing shape in memory on its first use)."""
+        if not self.writable:
+            return
+        from filelock import FileLock
+
+        # one converter at a time on the volume too: replicas starting together wait and read the first's files
+        with self._lock, FileLock(self.folder / ".convert.lock", timeout=CONVERT_LOCK_S):
+            for shape in self.shapes:
+                if not self.ir_file(shape).is_file():
+                    self.convert(shape, tokens, dim)
+                    gc.collect()
+
     def compiled(self, shape: Shape, tokens: int, dim: int) -> Any:
         """The compiled model of ``shape`` (converted and compiled on first use; the least recently used leaves)."""
+        if shape not in self.shapes:  # the request check refuses such sizes first; no caller makes a graph
+            raise InvalidInput(f"width x height: latent shape {shape[1:]} is not one of this generator's sizes")
         with self._lock:
             if shape in self._compiled:
                 self._compiled.move_to_end(shape)
                 return self._compiled[shape]
-            self.timings = {"convert_s": 0.0}
             path = self.ir_file(shape)
             model: Any = str(path) if path.is_file() else self.convert(shape, tokens, dim)
             if self.writable and path.is_file():
@@ -207,13 +231,17 @@ class OpenVINOUNet:
         if any(v is not None for k, v in kwargs.items() if k != "return_dict"):
             raise NotImplementedError(f"OpenVINOUNet: only sample, timestep and states are converted: {sorted(kwargs)}")
         rows, _, height, width = sample.shape
-        steps = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1).expand(rows)
-        model = self.compiled.compiled((rows, height, width), encoder_hidden_states.shape[1],
+        if rows not in (1, ROWS):
+            raise NotImplementedError(f"OpenVINOUNet: {ROWS} rows a call (or 1), got {rows}")
+        if rows == 1:  # no guidance: the one row twice through the two-row graph (rows never mix), the first kept
+            sample, encoder_hidden_states = sample.repeat(ROWS, 1, 1, 1), encoder_hidden_states.repeat(ROWS, 1, 1)
+        steps = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1)[:1].expand(ROWS)
+        model = self.compiled.compiled((ROWS, height, width), encoder_hidden_states.shape[1],
                                        encoder_hidden_states.shape[2])
         request = model.create_infer_request()  # one a call: concurrent calls never share one
         out = request.infer({0: sample.float().numpy(), 1: np.ascontiguousarray(steps.numpy()),
                              2: encoder_hidden_states.float().numpy()})[0]
-        return (torch.from_numpy(np.array(out)),)
+        return (torch.from_numpy(np.array(out)[:rows]),)
 
 
 class OpenVINOBackend(StableDiffusionBackend):
@@ -246,13 +274,15 @@ class OpenVINOBackend(StableDiffusionBackend):
         unet = self.pipeline.unet
         revision = re.sub(r"[^A-Za-z0-9._-]", "_", self._revision)  # a hub commit, or sha256:<hash> of a folder
         folder = Path(self.config.compiled_cache or default_cache()) / revision / runtime_versions()
+        scale = int(self.pipeline.vae_scale_factor)
+        shapes = tuple((ROWS, h // scale, w // scale) for w, h in self.sizes)
         self._unets = CompiledUNets(self._torch_unet, self._release_unet, folder, self._precision,
-                                    torch.get_num_threads())
+                                    torch.get_num_threads(), shapes)
         self._ov_unet = OpenVINOUNet(unet.config, self._unets)
         self._batch_unet = "per_item"  # one static row count per compiled shape
-        size = self.config.default_size // int(self.pipeline.vae_scale_factor)
-        self._spare = unet  # the default size is traced from the UNet just loaded, if its IR is not cached
-        self._unets.compiled((2, size, size), self.max_length, self.cross_attention_dim)
+        self._spare = unet  # the sizes the cache lacks are traced from the UNet just loaded
+        self._unets.prepare(self.max_length, self.cross_attention_dim)
+        self._unets.compiled(shapes[0], self.max_length, self.cross_attention_dim)  # the default size
         self._release_unet()
         self.load_seconds = time.perf_counter() - start
         log.info("openvino UNet ready in %.1f s (%s; converted in %.1f s, compiled in %.1f s; cache %s)",
@@ -273,6 +303,11 @@ class OpenVINOBackend(StableDiffusionBackend):
         assert self._folder is not None
         return safetensors_only("generator", self._folder, lambda: UNet2DConditionModel.from_pretrained(
             str(self._folder), subfolder="unet", local_files_only=True, use_safetensors=True).eval())
+
+    @property
+    def sizes(self) -> tuple[tuple[int, int], ...]:
+        """``compiled_sizes`` (the default size first): the only sizes converted and painted."""
+        return self.config.sizes()
 
     def denoiser(self) -> Any:
         if self._ov_unet is None:

@@ -307,7 +307,7 @@ class StableDiffusionBackend(GeneratorBackend):
 
         scheduler_name = request.scheduler or self._default_scheduler
         check_request(replace(request, scheduler=scheduler_name), cross_attention_dim=self.cross_attention_dim,
-                      schedulers=self.schedulers, max_batch=max_batch)
+                      schedulers=self.schedulers, max_batch=max_batch, sizes=self.sizes)
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.item_seeds]
         count = len(generators)
         per_item = count > 1 and self.batch_unet(request) == "per_item"  # guidance <= 1: always (batching.py)
