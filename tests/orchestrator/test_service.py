@@ -469,9 +469,16 @@ def test_deadline_reaches_downstream_calls(
     assert _code_count(generator, "Generate", "OK") == ok_before
 
 
+# When the replica dies: after its header, before the first step is done (128²: ~0.5 s a step), or two steps in.
+DYING = [("after_its_header", 0, {"steps": 3, "width": 128, "height": 128}), ("two_steps_in", 2, {"steps": 12})]
+
+
+@pytest.mark.parametrize(("when", "at_step", "settings"), DYING, ids=[d[0] for d in DYING])
 def test_generator_replica_dying_mid_stream_is_retried_on_another(
-    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], tiny: Any
+    start_orchestrator: StartOrchestrator, models: dict[str, RunningService], tiny: Any, when: str, at_step: int,
+    settings: dict[str, int],
 ) -> None:
+    """Either way gRPC cannot retry the call (a reply came: it is committed); the orchestrator calls again."""
     from audiomemory.runtime.service import start_service
     from audiomemory.stack import definition
 
@@ -485,20 +492,20 @@ def test_generator_replica_dying_mid_stream_is_retried_on_another(
         target = "ipv4:" + ",".join(r.address for r in replicas)
         orch = start_orchestrator({**models}, generator_target=target)
         data = encode_song("wav", 22050, 1, seconds=0.5, seed=12)
-        reference = run_job(orch.address, data, seed=21, steps=12)
+        reference = run_job(orch.address, data, seed=21, **settings)
         killed: list[RunningService] = []
         events = []
         png = bytearray()
         with grpc.insecure_channel(orch.address) as channel:
             call = orchestrator_pb2_grpc.OrchestratorStub(channel).CreateImage(
-                requests(data, seed=21, steps=12), timeout=120
+                requests(data, seed=21, **settings), timeout=120
             )
             for response in call:
                 if response.WhichOneof("item") == "result":
                     png += response.result.png
                     continue
                 events.append(response.event)
-                if not killed and response.event.stage == Stage.STAGE_GENERATING and response.event.current >= 2:
+                if not killed and response.event.stage == Stage.STAGE_GENERATING and response.event.current >= at_step:
                     busy = [r for r in replicas if r.metrics.registry.get_sample_value(
                         "audiomemory_in_flight", {"service": "generator", "method": "Generate"}) == 1]
                     assert len(busy) == 1

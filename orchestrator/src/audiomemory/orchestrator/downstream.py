@@ -334,8 +334,9 @@ class Downstream(Loadable):
                 for event in self._generate_once(job, request, attempt, len(painting.seeds) or 1):
                     if isinstance(event, Served) and not request.pin.identity:
                         request.pin.CopyFrom(pin_for(event))  # a retry paints with the same identity
-                    # Any reply, a place in line included, ends gRPC's own retries for this call.
-                    started = started or isinstance(event, (Step, Queued))
+                    # Any reply — the header included, sent before the first step, which can take seconds — ends
+                    # gRPC's own retries for this call (it is committed): from then on a lost replica is ours to retry.
+                    started = True
                     if isinstance(event, Painted):
                         if event.index < passed_on:
                             continue
