@@ -27,7 +27,7 @@ TCMALLOC ?= $(firstword $(shell ls /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib6
 PRELOAD = $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
 CHECKOV := .venv-checkov/.installed
 
-.PHONY: system venv dev protos check-protos lint typecheck test demo web clean \
+.PHONY: system venv dev protos check-protos lint typecheck test test-long demo web clean \
 	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc bench-song bench-generators bench-reel bench-gpu \
 	reliability reliability-tests probe-concurrency
 
@@ -74,7 +74,12 @@ typecheck: $(STAMP)
 # its fixtures set up once; the slow modules handed out first (tests/conftest.py).
 TEST_WORKERS ?= 2
 test: $(STAMP) $(CHECKOV) system check-protos lint typecheck
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --durations=20
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --durations=20 -m "not long"
+
+# CI's longer tier (.ci/run, after `make test`): the smoke runs of scripts whose subject the suite tests
+# directly too (the soak, the memory script, bench-scale, bench-alloc), ~2 minutes on 2 cores.
+test-long: $(STAMP) system
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --durations=10 -m long
 
 # The bad-input catalogue and the fuzzing at full strength: 1050 Hypothesis examples for each of the ten
 # fuzz targets (>= 10 000 in all; the suite runs 50 each); both print their figures as JSON lines.

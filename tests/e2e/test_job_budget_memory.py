@@ -133,6 +133,7 @@ def test_a_failed_jobs_frames_let_go_of_its_song_while_its_error_is_still_held()
     assert songs[1]() is None  # gone while the error (and where it failed) is still in hand
 
 
+@pytest.mark.long
 @pytest.mark.timeout(300)
 def test_the_memory_script_prints_each_count_and_the_growth(tmp_path: Path) -> None:
     run = subprocess.run(

@@ -100,12 +100,14 @@ def test_bench_reel_compares_the_reel_with_the_image_and_batched_with_one_by_one
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_bench_scale_reports_the_two_replica_ratio() -> None:
     report = run_script("bench_scale", "--jobs", "2", "--rounds", "1", "--steps", "1", "--size", "64")
     assert set(report) == {"replicas2_over_1"} and report["replicas2_over_1"] > 0
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_bench_alloc_compares_glibc_with_tcmalloc() -> None:
     args = ["--tiny", "--size", "64", "--steps", "1", "--repeat", "1"]
     if find_tcmalloc() is None:  # `make test` installs it where the platform allows (`make system`)

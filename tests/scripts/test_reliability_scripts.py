@@ -12,6 +12,7 @@ from .smoke import run_script
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_reliability_soak_runs_jobs_through_the_services_as_processes(bench_work: Path) -> None:
     report = run_script("reliability_soak", "--jobs", "2", "--warmup", "1", "--threads", "1", "--work", str(bench_work))
     assert report["jobs"] == 2 and report["failures"] == 0, report["first_failures"]
