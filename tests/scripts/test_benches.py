@@ -26,6 +26,7 @@ def test_bench_codec_reports_every_path() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_bench_audio_reports_demucs_openl3_and_memory() -> None:
     report = run_script("bench_audio", "--tiny", "--seconds", "1", "--repeat", "1", "--frames", "2",
                         "--batches", "2", "--memory", "1")
@@ -46,6 +47,7 @@ def test_bench_vision_reports_unet_steps_and_clip_encode() -> None:
     assert {"in_process_s", "service_s", "ratio_service_over_in_process"} <= set(report["clip_l_encode"])
 
 
+@pytest.mark.long
 def test_bench_generators_compares_the_backends_and_times_openvino_starts() -> None:
     report = run_script("bench_generators", "--tiny", "--size", "64", "--steps", "2", "--threads", "1")
     rows = report["backends"]

@@ -22,6 +22,7 @@ def test_reliability_soak_runs_jobs_through_the_services_as_processes(bench_work
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_reliability_auth_refuses_every_bad_credential() -> None:
     report = run_script("reliability_auth", "--repeat", "1")
     assert report["all_as_expected"] is True and report["health_after"] == "SERVING" and report["job_after_ok"]
