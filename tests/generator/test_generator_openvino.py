@@ -166,8 +166,9 @@ def test_what_it_cannot_run_is_refused_naming_the_setting(tiny_sd: dict[str, Any
 
 def test_it_runs_under_tcmalloc_as_the_cli_and_the_images_start_it(compiled: OpenVINOBackend) -> None:
     """The services run with tcmalloc preloaded; OpenVINO's oneTBB crashed there ("free(): invalid pointer") as
-    soon as an IR was read, until the backend's module set TBB_ENABLE_SANITIZERS (openvino.py): a fresh process,
-    tcmalloc preloaded, the variable unset, the backend imported, then the cached IR read and compiled."""
+    soon as an IR was read, until importing the backend set TBB_ENABLE_SANITIZERS (runtime/compiled.py, which
+    both OpenVINO backends import): a fresh process, tcmalloc preloaded, the variable unset, the backend imported,
+    then the cached IR read and compiled."""
     library = find_tcmalloc()
     assert library is not None, "tcmalloc is one of the project's system packages (scripts/install_system_packages.sh)"
     assert compiled._unets is not None
@@ -178,5 +179,5 @@ def test_it_runs_under_tcmalloc_as_the_cli_and_the_images_start_it(compiled: Ope
     )
     env = {k: v for k, v in os.environ.items() if k != "TBB_ENABLE_SANITIZERS"} | {"LD_PRELOAD": str(library)}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]  # without the module's line: -6, "free(): invalid pointer"
+    assert done.returncode == 0, done.stderr[-2000:]  # without that line: -6, "free(): invalid pointer"
     assert done.stdout.split()[-2:] == ["compiled", "3"]

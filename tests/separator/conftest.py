@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,9 +21,12 @@ def start(overrides: dict[str, Any], **config: Any) -> RunningService:
 
 
 @pytest.fixture(scope="module")
-def separator(tiny_separator: dict[str, Any]) -> Iterator[RunningService]:
-    """One tiny separator on an ephemeral port, shared by a test module."""
-    svc = start(tiny_separator)
+def separator(request: pytest.FixtureRequest, tiny_separator: dict[str, Any], compiled_cache: Path
+              ) -> Iterator[RunningService]:
+    """One tiny separator on an ephemeral port, shared by a test module, with the backend the module names
+    (``SEPARATOR_BACKEND``; default demucs): the *_openvino.py modules run the same tests on openvino."""
+    backend = getattr(request.module, "SEPARATOR_BACKEND", "demucs")
+    svc = start({**tiny_separator, "backend": backend}, compiled_cache=str(compiled_cache))
     yield svc
     svc.stop(0)
 

@@ -80,15 +80,16 @@ def test_long_input_streams_in_many_messages_each_under_one_mebibyte(
 
 
 def test_describe_reports_the_loaded_model(
-    stub: separator_pb2_grpc.SeparatorStub, separator: RunningService
+    stub: separator_pb2_grpc.SeparatorStub, separator: RunningService, request: pytest.FixtureRequest
 ) -> None:
+    backend = getattr(request.module, "SEPARATOR_BACKEND", "demucs")  # test_separate_openvino.py: openvino
     info = stub.Describe(common_pb2.DescribeRequest())
     assert list(info.stems) == STEMS
     assert (info.sample_rate, info.channels) == (44100, 2)
     assert info.max_input_frames == 1200 * 44100
     assert info.max_input_bytes == 1200 * 44100 * 2 * 4  # derived: those frames as stereo float32
     model = info.model
-    assert (model.service, model.backend, model.model_id, model.device) == ("separator", "demucs", "tiny", "cpu")
+    assert (model.service, model.backend, model.model_id, model.device) == ("separator", backend, "tiny", "cpu")
     assert model.revision.startswith("sha256:") and len(model.revision) == len("sha256:") + 16
     assert model.extra["class"] == "HTDemucs" and model.extra["stems"] == ",".join(STEMS)
     assert model.extra["segment"] == "2"  # the tiny model's own training segment, read from it

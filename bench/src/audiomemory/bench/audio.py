@@ -44,6 +44,7 @@ from audiomemory.runtime.allocator import heap_allocator
 from audiomemory.runtime.audio import AudioAssembler, iter_audio_chunks
 from audiomemory.runtime.service import start_service
 from audiomemory.separator.backends.demucs import HTDEMUCS_KWARGS, DemucsBackend, write_repo
+from audiomemory.separator.backends.openvino import OpenVINODemucsBackend
 from audiomemory.separator.config import SeparatorConfig
 from audiomemory.separator.service import DEFINITION as SEPARATOR
 from audiomemory.v1 import audio_encoder_pb2, audio_encoder_pb2_grpc, separator_pb2, separator_pb2_grpc, tensor_pb2
@@ -129,6 +130,39 @@ def bench_demucs(root: Path, seconds: float, repeat: int, device: str, tiny: boo
         "demucs_service_48k_mono_f16_mb": round(encoder_bytes / 1e6, 1),
         "demucs_ratio_native": round(native / in_process, 3),
         "demucs_ratio_48k_mono_f16": round(asked / in_process, 3),
+        **bench_demucs_openvino(backend, config, audio, repeat, root / "openvino"),
+    }
+
+
+def bench_demucs_openvino(eager: DemucsBackend, config: SeparatorConfig, audio: np.ndarray, repeat: int,
+                          cache: Path) -> dict[str, Any]:
+    """The ``openvino`` separator against the eager one, in process, interleaved: its first load (convert +
+    compile into an empty cache), a warm load (a second backend on what the first left), the time, the stems'
+    SNR against eager float32."""
+    settings = config.model_copy(update={"backend": "openvino", "compiled_cache": str(cache)})
+    started = time.perf_counter()
+    OpenVINODemucsBackend(settings).load()
+    first = time.perf_counter() - started
+    started = time.perf_counter()
+    compiled = OpenVINODemucsBackend(settings)
+    compiled.load()
+    warm = time.perf_counter() - started
+    reference, stems = eager.separate(audio, 44100).audio, compiled.separate(audio, 44100).audio  # and a warm-up
+    error = float(((stems.astype(np.float64) - reference) ** 2).sum())
+    snr = 10 * np.log10(float((reference.astype(np.float64) ** 2).sum()) / max(error, 1e-30))
+    times: dict[str, list[float]] = {"eager": [], "openvino": []}
+    for i in range(repeat):
+        progress(f"demucs eager vs openvino, round {i + 1}/{repeat}")
+        times["eager"].append(timed(lambda: eager.separate(audio, 44100), 1))
+        times["openvino"].append(timed(lambda: compiled.separate(audio, 44100), 1))
+    eager_s, openvino_s = statistics.median(times["eager"]), statistics.median(times["openvino"])
+    return {
+        "demucs_openvino_s": round(openvino_s, 3),
+        "demucs_openvino_eager_s": round(eager_s, 3),
+        "demucs_openvino_speedup": round(eager_s / openvino_s, 3),
+        "demucs_openvino_snr_db": round(snr, 1),
+        "demucs_openvino_first_load_s": round(first, 2),
+        "demucs_openvino_warm_load_s": round(warm, 2),
     }
 
 

@@ -27,6 +27,11 @@ class SeparatorConfig(ServiceConfig):
         "(avx512_bf16 or AMX: htdemucs ~7 % faster and ~350 MB smaller peak, stems >= 45 dB SNR vs float32), "
         "float32 elsewhere.",
     )
+    compiled_cache: str = Field(
+        "", description="openvino backend: where each HTDemucs' converted network (OpenVINO IR) and compiled blob "
+        "are kept; \"\" = audiomemory-openvino in the Hugging Face cache (the models volume). Keyed by the bag's "
+        "revision, the runtime versions and the segment's shape; read only where it cannot be written.",
+    )
     shifts: int = Field(0, ge=0, le=20, description="Random time shifts averaged (0 = off, deterministic).")
     # The one length limit: the upload's byte cap follows from it (stereo float32 frames at its rate).
     max_seconds: float = max_seconds_field("input")

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -39,9 +37,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audiomemory.generator.backends.stable_diffusion import StableDiffusionBackend
+from audiomemory.runtime import compiled as ovcache
 from audiomemory.runtime.backend import ModelInfo
 from audiomemory.runtime.errors import FailedPrecondition, InvalidInput
-from audiomemory.runtime.hub import hf_cache_dir, safetensors_only
+from audiomemory.runtime.hub import safetensors_only
 from audiomemory.runtime.precision import choose_precision
 
 if TYPE_CHECKING:
@@ -51,15 +50,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# oneTBB (OpenVINO's threads) dlopens its hwloc binding with RTLD_DEEPBIND unless this is set; with tcmalloc
-# preloaded (the CLI, the images), hwloc then frees through glibc what tcmalloc allocated: "free(): invalid
-# pointer" as the IR is read (reproduced here; oneTBB #1645/#1636). Read when OpenVINO first starts its threads.
-os.environ.setdefault("TBB_ENABLE_SANITIZERS", "1")
-
 #: Compiled UNet shapes held at once (each holds its own copy of the weights: 3.4 GB for SD 1.5 in float32).
 MAX_COMPILED_SHAPES = 2
-#: Longest a start-up waits for another process converting into the same cache (SD 1.5: ~20 s a size here).
-CONVERT_LOCK_S = 1800.0
 #: OpenVINO's inference precision for each precision the policy can choose.
 OV_PRECISION = {"float32": "f32", "bfloat16": "bf16"}
 Shape = tuple[int, int, int]
@@ -67,19 +59,9 @@ Shape = tuple[int, int, int]
 ROWS = 2
 
 
-def default_cache() -> Path:
-    """The compiled-model cache when the config names none: beside the hub's weights (the models volume)."""
-    return hf_cache_dir() / "audiomemory-openvino"
-
-
 def runtime_versions() -> str:
-    """The versions a converted graph depends on, as one path component."""
-    import diffusers
-    import openvino
-    import torch
-
-    ov = openvino.get_version().split("-")[0]
-    return f"ov-{ov}-torch-{torch.__version__.split('+')[0]}-diffusers-{diffusers.__version__}"
+    """The versions a converted UNet depends on, as one path component."""
+    return ovcache.runtime_versions("diffusers")
 
 
 def openvino_precision(setting: str, flags: frozenset[str] | None = None) -> str:
@@ -127,7 +109,7 @@ class CompiledUNets:
         self.core = openvino.Core()
         self.properties = {"INFERENCE_PRECISION_HINT": OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY",
                            "INFERENCE_NUM_THREADS": threads}
-        self.writable = _writable(folder)
+        self.writable = ovcache.writable(folder)
         if self.writable:  # OpenVINO keeps each compiled blob there, keyed by the IR, the CPU and the properties
             self.core.set_property({"CACHE_DIR": str(folder / "blobs")})
         self._compiled: OrderedDict[Shape, Any] = OrderedDict()
@@ -155,11 +137,7 @@ class CompiledUNets:
         del unet, traced
         self.timings["convert_s"] += time.perf_counter() - start
         if self.writable:
-            path = self.ir_file(shape)
-            partial = path.with_name(f"{path.stem}.partial-{os.getpid()}-{threading.get_ident()}.xml")
-            openvino.save_model(model, str(partial), compress_to_fp16=False)
-            partial.with_suffix(".bin").replace(path.with_suffix(".bin"))
-            partial.replace(path)  # the .xml last: a reader never sees an .xml without its .bin
+            ovcache.save_ir(model, self.ir_file(shape))
         return model
 
     def prepare(self, tokens: int, dim: int) -> None:
@@ -167,10 +145,8 @@ class CompiledUNets:
         missing shape in memory on its first use)."""
         if not self.writable:
             return
-        from filelock import FileLock
-
         # one converter at a time on the volume too: replicas starting together wait and read the first's files
-        with self._lock, FileLock(self.folder / ".convert.lock", timeout=CONVERT_LOCK_S):
+        with self._lock, ovcache.converting(self.folder):
             for shape in self.shapes:
                 if not self.ir_file(shape).is_file():
                     self.convert(shape, tokens, dim)
@@ -199,18 +175,6 @@ class CompiledUNets:
             while len(self._compiled) > MAX_COMPILED_SHAPES:
                 self._compiled.popitem(last=False)
             return compiled
-
-
-def _writable(folder: Path) -> bool:
-    """Whether the cache can be written (a read-only models volume: the shapes on it are only read)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".writable-{threading.get_ident()}"
-        probe.touch()
-        probe.unlink()
-    except OSError:
-        return False
-    return True
 
 
 class OpenVINOUNet:
@@ -272,8 +236,7 @@ class OpenVINOBackend(StableDiffusionBackend):
         start = time.perf_counter()
         super().load()
         unet = self.pipeline.unet
-        revision = re.sub(r"[^A-Za-z0-9._-]", "_", self._revision)  # a hub commit, or sha256:<hash> of a folder
-        folder = Path(self.config.compiled_cache or default_cache()) / revision / runtime_versions()
+        folder = ovcache.cache_folder(self.config.compiled_cache, self._revision, "diffusers")
         scale = int(self.pipeline.vae_scale_factor)
         shapes = tuple((ROWS, h // scale, w // scale) for w, h in self.sizes)
         self._unets = CompiledUNets(self._torch_unet, self._release_unet, folder, self._precision,
