@@ -34,6 +34,9 @@ def test_bench_audio_reports_demucs_openl3_and_memory() -> None:
     assert {"demucs_in_process_s", "demucs_service_native_s", "demucs_service_48k_mono_f16_s", "demucs_ratio_native",
             "demucs_ratio_48k_mono_f16", "openl3_fps_batch2", "openl3_fps_service_batch32",
             "openl3_rss_growth_gb_batch1_torchopenl3", "openl3_rss_growth_gb_batch1_lean"} <= set(report)
+    # the openvino separator beside the eager one: the same stems (the 30-dB rule), its first and warm loads
+    assert report["demucs_openvino_snr_db"] >= 30 and report["demucs_openvino_speedup"] > 0
+    assert report["demucs_openvino_first_load_s"] > report["demucs_openvino_warm_load_s"] > 0
 
 
 @pytest.mark.slow
