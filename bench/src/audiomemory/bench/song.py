@@ -276,6 +276,9 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
     "int8_fixed_hop_0.2": {"audio_encoder": {"precision": "int8", "hop_seconds": 0.2, "hop_growth_seconds": 0}},
     "bf16_grown_hop": {"audio_encoder": {"precision": "bfloat16"}},
     "int8_grown_hop": {"audio_encoder": {"precision": "int8"}},  # int8 where the CPU has no VNNI: reduced range
+    "openvino_separator": {"separator": {"backend": "openvino"}},  # HTDemucs' network through OpenVINO
+    "openvino_encoder": {"audio_encoder": {"backend": "openvino"}},  # OpenL3's CNN through OpenVINO
+    "openvino_both": {"separator": {"backend": "openvino"}, "audio_encoder": {"backend": "openvino"}},
 }
 
 

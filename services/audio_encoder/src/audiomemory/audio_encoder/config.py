@@ -42,6 +42,11 @@ class AudioEncoderConfig(RelayedAudioConfig):
         "autocast on a CPU with native bf16 (AVX512-BF16/AMX), else float32 (CUDA: float32). Part of the "
         "model identity (describe), so cached vectors never mix precisions.",
     )
+    compiled_cache: str = Field(
+        "", description="openvino backend: where OpenL3's converted CNN (OpenVINO IR) and compiled blob are kept; "
+        "\"\" = audiomemory-openvino in the Hugging Face cache (the models volume). Keyed by the weights' revision, "
+        "the runtime versions and the input's shape; read only where it cannot be written.",
+    )
     batch_size: int = Field(32, ge=1, le=4096, description="Frames per model call (bounds memory).")
     weights_dir: Path | None = Field(
         None, description="TORCH_HOME-like root holding hub/checkpoints/torchopenl3_*.pth.tar; None = torch's."
