@@ -1,9 +1,0 @@
-"""The separator's bad input tests (test_errors.py), run again on the openvino backend.
-
-The same test functions, collected here a second time; this module's ``SEPARATOR_BACKEND`` makes the module
-fixture ``separator`` (conftest.py) serve them from ``--backend openvino`` on the tiny profile.
-"""
-
-from .test_errors import *  # noqa: F403 - the same tests, collected again in this module
-
-SEPARATOR_BACKEND = "openvino"
