@@ -88,6 +88,16 @@ def compiled_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def unwritable_cache(tmp_path: Path) -> Iterator[Path]:
+    """A compiled-model cache that cannot be created (under a file, as on a read-only volume, even as root);
+    the test's backend must leave the file as it was."""
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    yield blocker / "cache"
+    assert blocker.is_file() and blocker.read_bytes() == b""
+
+
+@pytest.fixture
 def start_services() -> Iterator[StartService]:
     """``start(definition, config, backend=None, wait=True)`` → a started service; all stop after the test."""
     started: list[RunningService] = []
