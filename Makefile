@@ -77,7 +77,8 @@ test: $(STAMP) $(CHECKOV) system check-protos lint typecheck
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --durations=20 -m "not long"
 
 # CI's longer tier (.ci/run, after `make test`): the smoke runs of scripts whose subject the suite tests
-# directly too (the soak, the memory script, bench-scale, bench-alloc), ~2 minutes on 2 cores.
+# directly too (the soak, the memory and auth scripts; bench-scale, -alloc, -audio, -generators, -song, -reel,
+# -e2e), ~3 minutes on 2 cores.
 test-long: $(STAMP) system
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --durations=10 -m long
 

@@ -66,6 +66,7 @@ def test_bench_generators_compares_the_backends_and_times_openvino_starts() -> N
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_bench_e2e_compares_the_services_with_the_in_process_pipeline(bench_work: Path) -> None:
     """All five model services (the transcriber too) and the orchestrator, against ``InProcessPipeline``."""
     report = run_script("bench_e2e", "--tiny", "--seconds", "1", "--size", "64", "--steps", "1", "--repeat", "1",
@@ -92,6 +93,7 @@ def test_bench_e2e_gives_the_full_size_models_a_transcriber(tmp_path: Path, monk
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_bench_reel_compares_the_reel_with_the_image_and_batched_with_one_by_one(bench_work: Path) -> None:
     report = run_script("bench_reel", "--tiny", "--seconds", "4", "--sections", "2", "--min-section-seconds", "2",
                         "--size", "64", "--steps", "1", "--repeat", "1", "--hop", "2", "--no-warm-up", "--root",
@@ -128,6 +130,7 @@ def test_bench_alloc_compares_glibc_with_tcmalloc() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_bench_song_runs_both_phases_and_the_fidelity_control(bench_work: Path, song_file: Path) -> None:
     control = bench_work / "control.wav"
     control.write_bytes(song_wav(1.5))
