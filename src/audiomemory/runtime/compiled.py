@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
@@ -72,6 +72,19 @@ def save_ir(model: Any, path: Path) -> None:
     openvino.save_model(model, str(partial), compress_to_fp16=False)
     partial.with_suffix(".bin").replace(path.with_suffix(".bin"))
     partial.replace(path)  # the .xml last: a reader never sees an .xml without its .bin
+
+
+def graph_for(path: Path, convert: Callable[[], Any], writable: bool) -> Any:
+    """What to compile: the IR file ``path`` (``convert()``-ed and saved first if the cache lacks it, once across
+    processes), or the converted model itself where the cache cannot be written."""
+    if path.is_file():
+        return str(path)
+    if not writable:
+        return convert()
+    with converting(path.parent):
+        if not path.is_file():  # another process may have converted it while this one waited
+            save_ir(convert(), path)
+    return str(path)
 
 
 @contextmanager

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -75,7 +74,7 @@ class OpenVINOOpenL3Backend(OpenL3Backend):
         core = openvino.Core()
         if writable:
             core.set_property({"CACHE_DIR": str(folder / "blobs")})
-        graph = self._graph(model, example, folder / f"openl3-cnn-{shape}.xml", writable)
+        graph = ovcache.graph_for(folder / f"openl3-cnn-{shape}.xml", lambda: self._convert(model, example), writable)
         started = time.perf_counter()
         self._quantised = CompiledCNN(core.compile_model(graph, "CPU", {
             "INFERENCE_PRECISION_HINT": self.ov_precision, "PERFORMANCE_HINT": "LATENCY",
@@ -83,18 +82,6 @@ class OpenVINOOpenL3Backend(OpenL3Backend):
         self.timings["compile_s"] = time.perf_counter() - started
         log.info("openvino OpenL3 CNN ready (%s; converted in %.1f s, compiled in %.1f s; cache %s)",
                  self.ov_precision, self.timings["convert_s"], self.timings["compile_s"], folder)
-
-    def _graph(self, model: Any, example: torch.Tensor, path: Path, writable: bool) -> Any:
-        """The IR file of the CNN (converted first if the cache lacks it), or the converted model itself where
-        the cache cannot be written."""
-        if path.is_file():
-            return str(path)
-        if not writable:
-            return self._convert(model, example)
-        with ovcache.converting(path.parent):
-            if not path.is_file():  # another process may have converted it while this one waited
-                ovcache.save_ir(self._convert(model, example), path)
-        return str(path)
 
     def _convert(self, model: Any, example: torch.Tensor) -> Any:
         import openvino

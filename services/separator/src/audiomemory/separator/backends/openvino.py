@@ -17,10 +17,9 @@ size, random weights; BENCHMARKS.md), tested ≥ 30 dB on the tiny model.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -121,28 +120,15 @@ class OpenVINODemucsBackend(DemucsBackend):
                       "INFERENCE_NUM_THREADS": torch.get_num_threads()}
         for index, model in enumerate(bag.models):
             if isinstance(model, HTDemucs) and model.use_train_segment:
-                graph = self._graph(model, folder / f"htdemucs-{index}", writable)
+                length = int(model.segment * model.samplerate)
+                graph = ovcache.graph_for(folder / f"htdemucs-{index}-{model.audio_channels}x{length}.xml",
+                                          functools.partial(self._convert, model, length), writable)
                 started = time.perf_counter()
                 model.forward = CompiledHTDemucs(model, core.compile_model(graph, "CPU", properties))
                 self.timings["compile_s"] += time.perf_counter() - started
                 self.compiled_models += 1
         log.info("openvino separator: %d of %d models compiled (converted in %.1f s, compiled in %.1f s; cache %s)",
                  self.compiled_models, len(bag.models), self.timings["convert_s"], self.timings["compile_s"], folder)
-
-    def _graph(self, model: Any, stem: Path, writable: bool) -> Any:
-        """The IR file of ``model``'s network at its segment (converted first if the cache lacks it), or the
-        converted model itself where the cache cannot be written."""
-        length = int(model.segment * model.samplerate)
-        path = stem.with_name(f"{stem.name}-{model.audio_channels}x{length}.xml")
-        if path.is_file():
-            return str(path)
-        convert: Callable[[], Any] = lambda: self._convert(model, length)  # noqa: E731
-        if not writable:
-            return convert()
-        with ovcache.converting(path.parent):
-            if not path.is_file():  # another process may have converted it while this one waited
-                ovcache.save_ir(convert(), path)
-        return str(path)
 
     def _convert(self, model: Any, length: int) -> Any:
         import openvino
