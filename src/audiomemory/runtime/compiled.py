@@ -1,4 +1,5 @@
-"""The compiled-model cache the OpenVINO backends share (the generator's UNet, the separator's htdemucs).
+"""The compiled-model cache the OpenVINO backends share (the generator's UNet, the separator's htdemucs, the audio
+encoder's CNN), and the one way they compile for the CPU (``cpu_compiler``).
 
 A converted graph (OpenVINO IR: ``.xml`` + ``.bin``) is kept under
 
@@ -85,6 +86,21 @@ def graph_for(path: Path, convert: Callable[[], Any], writable: bool) -> Any:
         if not path.is_file():  # another process may have converted it while this one waited
             save_ir(convert(), path)
     return str(path)
+
+
+def cpu_compiler(folder: Path, writable: bool, precision: str, threads: int) -> Callable[[Any], Any]:
+    """``compile(graph)`` for the CPU: one OpenVINO core whose compiled blobs are kept in ``folder/blobs`` where
+    it can be written (keyed by the IR, the CPU and the properties: a second start imports the blob instead of
+    compiling), every graph with the same properties: ``precision`` ("f32" or "bf16"), ``threads``, latency
+    first (one call at a time)."""
+    import openvino
+
+    core = openvino.Core()
+    if writable:
+        core.set_property({"CACHE_DIR": str(folder / "blobs")})
+    properties = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_NUM_THREADS": threads}
+    return lambda graph: core.compile_model(graph, "CPU", properties)
 
 
 @contextmanager

@@ -64,21 +64,16 @@ class OpenVINOOpenL3Backend(OpenL3Backend):
 
     def load(self) -> None:
         super().load()
-        import openvino
 
         model = self._loaded()
         example = window_spectrograms(model, np.zeros((2, WINDOW), np.float32))
         shape = "x".join(str(d) for d in example.shape[1:])
         folder = ovcache.cache_folder(self.config.compiled_cache, revision(self._sha), "torchopenl3")
         writable = ovcache.writable(folder)
-        core = openvino.Core()
-        if writable:
-            core.set_property({"CACHE_DIR": str(folder / "blobs")})
+        compile_graph = ovcache.cpu_compiler(folder, writable, self.ov_precision, torch.get_num_threads())
         graph = ovcache.graph_for(folder / f"openl3-cnn-{shape}.xml", lambda: self._convert(model, example), writable)
         started = time.perf_counter()
-        self._quantised = CompiledCNN(core.compile_model(graph, "CPU", {
-            "INFERENCE_PRECISION_HINT": self.ov_precision, "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": torch.get_num_threads()}))
+        self._quantised = CompiledCNN(compile_graph(graph))
         self.timings["compile_s"] = time.perf_counter() - started
         log.info("openvino OpenL3 CNN ready (%s; converted in %.1f s, compiled in %.1f s; cache %s)",
                  self.ov_precision, self.timings["convert_s"], self.timings["compile_s"], folder)

@@ -100,18 +100,13 @@ class CompiledUNets:
 
     def __init__(self, load_unet: Callable[[], Any], release_unet: Callable[[], None], folder: Path, precision: str,
                  threads: int, shapes: tuple[Shape, ...]) -> None:
-        import openvino
 
         self.shapes = shapes  # the only shapes converted or compiled (the configured sizes')
         self.load_unet = load_unet
         self.release_unet = release_unet
         self.folder = folder
-        self.core = openvino.Core()
-        self.properties = {"INFERENCE_PRECISION_HINT": OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY",
-                           "INFERENCE_NUM_THREADS": threads}
         self.writable = ovcache.writable(folder)
-        if self.writable:  # OpenVINO keeps each compiled blob there, keyed by the IR, the CPU and the properties
-            self.core.set_property({"CACHE_DIR": str(folder / "blobs")})
+        self.compile_graph = ovcache.cpu_compiler(folder, self.writable, OV_PRECISION[precision], threads)
         self._compiled: OrderedDict[Shape, Any] = OrderedDict()
         self._lock = threading.Lock()
         # seconds spent converting (all shapes so far) and compiling the last new shape (logs, benchmarks)
@@ -169,7 +164,7 @@ class CompiledUNets:
                 self.release_unet()
                 gc.collect()
             start = time.perf_counter()
-            compiled = self.core.compile_model(model, "CPU", self.properties)
+            compiled = self.compile_graph(model)
             self.timings["compile_s"] = time.perf_counter() - start
             self._compiled[shape] = compiled
             while len(self._compiled) > MAX_COMPILED_SHAPES:

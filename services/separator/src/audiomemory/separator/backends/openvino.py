@@ -111,20 +111,15 @@ class OpenVINODemucsBackend(DemucsBackend):
         bag = self._loaded()
         folder = ovcache.cache_folder(self.config.compiled_cache, self._revision, "demucs")
         writable = ovcache.writable(folder)
-        import openvino
-
-        core = openvino.Core()
-        if writable:
-            core.set_property({"CACHE_DIR": str(folder / "blobs")})
-        properties = {"INFERENCE_PRECISION_HINT": OV_PRECISION[self.config.precision], "PERFORMANCE_HINT": "LATENCY",
-                      "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        compile_graph = ovcache.cpu_compiler(folder, writable, OV_PRECISION[self.config.precision],
+                                             torch.get_num_threads())
         for index, model in enumerate(bag.models):
             if isinstance(model, HTDemucs) and model.use_train_segment:
                 length = int(model.segment * model.samplerate)
                 graph = ovcache.graph_for(folder / f"htdemucs-{index}-{model.audio_channels}x{length}.xml",
                                           functools.partial(self._convert, model, length), writable)
                 started = time.perf_counter()
-                model.forward = CompiledHTDemucs(model, core.compile_model(graph, "CPU", properties))
+                model.forward = CompiledHTDemucs(model, compile_graph(graph))
                 self.timings["compile_s"] += time.perf_counter() - started
                 self.compiled_models += 1
         log.info("openvino separator: %d of %d models compiled (converted in %.1f s, compiled in %.1f s; cache %s)",
