@@ -78,12 +78,12 @@ test: $(STAMP) $(CHECKOV) system check-protos lint typecheck
 
 # CI's longer tier (.ci/run, after `make test`): the smoke runs of scripts whose subject the suite tests
 # directly too (the soak, the memory and auth scripts; bench-scale, -alloc, -audio, -generators, -song, -reel,
-# -e2e), ~3 minutes on 2 cores.
-test-long: $(STAMP) system
+# -e2e) and end-to-end checks whose parts it tests directly (README), ~5 minutes on 2 cores.
+test-long: $(STAMP) $(CHECKOV) system
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --durations=10 -m long
 
 # The bad-input catalogue and the fuzzing at full strength: 1050 Hypothesis examples for each of the ten
-# fuzz targets (>= 10 000 in all; the suite runs 50 each); both print their figures as JSON lines.
+# fuzz targets (>= 10 000 in all; `make test` runs 25 each); both print their figures as JSON lines.
 reliability-tests: $(STAMP)
 	AUDIOMEMORY_FUZZ_EXAMPLES=1050 HF_HUB_OFFLINE=1 $(BIN)/pytest tests/reliability -q -s -p no:cacheprovider
 

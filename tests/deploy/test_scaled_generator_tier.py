@@ -36,7 +36,8 @@ from audiomemory.runtime.codec import to_tensor
 from audiomemory.runtime.service import RunningService, start_service
 from audiomemory.v1 import generator_pb2, generator_pb2_grpc
 
-pytestmark = pytest.mark.slow
+# `make test-long`: three replicas' start is most of it (e2e/test_mixed_tier's two replicas stay in `make test`)
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 REPLICAS = 3
 JOBS = 15

@@ -120,6 +120,7 @@ def test_describe_prints_each_services_identity(profile: Path) -> None:
     assert orch["transcriber"]["model"]["backend"] == "whisper" and orch["transcriber"]["sample_rate"] == 16000
 
 
+@pytest.mark.long
 def test_generate_without_lyrics_transcribes_and_a_reseed_reads_the_transcript_from_the_cache(
     profile: Path, song: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

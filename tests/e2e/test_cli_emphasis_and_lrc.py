@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -16,6 +17,7 @@ from audiomemory.lrc import parse_lrc
 LRC = "[ti:Night]\n[00:00.00]la la la\n[00:00.60][00:01.40]the night is young\n[00:01.00]la la la\n[00:01.80]\n"
 
 
+@pytest.mark.long
 def test_a_weighted_image_from_an_lrc_file_writes_its_lrc_and_reproduces_pixel_exact(
     profile: Path, song: Path, tmp_path: Path
 ) -> None:

@@ -55,6 +55,7 @@ def profile(tiny: Callable[[str], dict[str, Any]], tmp_path_factory: pytest.Temp
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_reel_writes_the_sections_the_sheet_and_an_mp4_of_the_song_changing_at_the_boundaries(
     profile: Path, tmp_path: Path
 ) -> None:

@@ -86,6 +86,7 @@ def test_a_second_start_reads_the_cache_and_paints_the_same_image(
     np.testing.assert_array_equal(paint(again), first)
 
 
+@pytest.mark.long
 def test_a_cache_that_cannot_be_written_converts_in_memory(unwritable_cache: Path, tiny_sd: dict[str, Any],
                                                             compiled: OpenVINOBackend) -> None:
     backend: OpenVINOBackend = loaded(OpenVINOBackend, tiny_sd, compiled_cache=str(unwritable_cache))

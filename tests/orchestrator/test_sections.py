@@ -99,6 +99,7 @@ def coarse_encoder(tiny: Callable[[str], dict[str, Any]]) -> Any:
     return config, backend
 
 
+@pytest.mark.long
 def test_a_song_of_three_parts_gives_its_two_boundaries_through_the_real_separator_and_encoder(
     models: dict[str, RunningService], coarse_encoder: tuple[Any, Any],
 ) -> None:

@@ -470,10 +470,11 @@ def test_deadline_reaches_downstream_calls(
 
 
 # When the replica dies: after its header, before the first step is done (128²: ~0.5 s a step), or two steps in.
-DYING = [("after_its_header", 0, {"steps": 3, "width": 128, "height": 128}), ("two_steps_in", 2, {"steps": 12})]
+DYING = [pytest.param("after_its_header", 0, {"steps": 3, "width": 128, "height": 128}, id="after_its_header"),
+         pytest.param("two_steps_in", 2, {"steps": 12}, id="two_steps_in", marks=pytest.mark.long)]
 
 
-@pytest.mark.parametrize(("when", "at_step", "settings"), DYING, ids=[d[0] for d in DYING])
+@pytest.mark.parametrize(("when", "at_step", "settings"), DYING)
 def test_generator_replica_dying_mid_stream_is_retried_on_another(
     start_orchestrator: StartOrchestrator, models: dict[str, RunningService], tiny: Any, when: str, at_step: int,
     settings: dict[str, int],

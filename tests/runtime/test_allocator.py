@@ -109,7 +109,8 @@ def test_a_model_service_on_cpu_logs_its_allocator_and_the_fix_under_glibc(
 
 
 @pytest.mark.skipif(TCMALLOC is None or not GLIBC, reason="tcmalloc is not installed (make system installs it)")
-@pytest.mark.parametrize(("choice", "expected"), [("", "tcmalloc"), ("glibc", "glibc")])
+@pytest.mark.parametrize(("choice", "expected"),
+                         [("", "tcmalloc"), pytest.param("glibc", "glibc", marks=pytest.mark.long)])
 def test_a_model_command_starts_again_with_tcmalloc_unless_told_to_keep_glibc(
     tiny_clip: dict[str, Any], choice: str, expected: str
 ) -> None:

@@ -74,6 +74,7 @@ def test_a_second_start_reads_the_cache_and_separates_the_same(
     np.testing.assert_array_equal(again.separate(song, RATE).audio, compiled.separate(song, RATE).audio)
 
 
+@pytest.mark.long
 def test_a_cache_that_cannot_be_written_converts_in_memory(
     unwritable_cache: Path, tiny_separator: dict[str, Any], compiled: OpenVINODemucsBackend, song: np.ndarray
 ) -> None:

@@ -222,6 +222,7 @@ def reel_song(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_song(tmp_path_factory.mktemp("reel-song") / "reel.mp3", 5.0)
 
 
+@pytest.mark.long
 def test_a_reel_shows_its_sections_as_they_are_painted_and_plays_its_video_with_the_song(
     page: Any, server: WebServer, reel_song: Path
 ) -> None:
