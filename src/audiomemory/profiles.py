@@ -55,8 +55,8 @@ def make_tiny(root: Path | None = None, *, force: bool = False) -> Overrides:
 def write_tiny_for(kind: str, root: Path) -> dict[str, Any]:
     """Write one service's tiny model (its default backend's) under ``root``; return its overrides."""
     d = definition(kind)
-    backend_name = d.config_class().backend
-    return {"backend": backend_name, **d.make_backend_class(backend_name).write_tiny(root)}
+    config = d.config_class()
+    return {"backend": config.backend, **d.make_backend_class(d.backend_name(config)).write_tiny(root)}
 
 
 def _read(path: Path) -> Overrides:

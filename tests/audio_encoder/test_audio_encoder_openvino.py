@@ -15,6 +15,7 @@ from audiomemory.audio_encoder.config import AudioEncoderConfig
 from audiomemory.runtime.errors import FailedPrecondition
 from audiomemory.runtime.identity import identity
 from audiomemory.runtime.registry import load_backend
+from audiomemory.stack import definition
 
 #: Windows of the tiny profile's OpenL3 (the full-size CNN, random weights): 1 s at 48 kHz each.
 WINDOWS = np.random.default_rng(7).uniform(-0.5, 0.5, (5, 48_000)).astype(np.float32)
@@ -66,6 +67,7 @@ def test_a_second_start_reads_the_cache_and_embeds_the_same(
     np.testing.assert_array_equal(again.embed_windows(WINDOWS), compiled.embed_windows(WINDOWS))
 
 
+@pytest.mark.long
 def test_a_cache_that_cannot_be_written_converts_in_memory(
     unwritable_cache: Path, tiny_encoder: dict[str, Any], compiled: OpenVINOOpenL3Backend
 ) -> None:
@@ -89,3 +91,17 @@ def test_what_it_cannot_run_is_refused_naming_the_setting(tiny_encoder: dict[str
                                                          needle: str) -> None:
     with pytest.raises(FailedPrecondition, match=needle):
         OpenVINOOpenL3Backend(AudioEncoderConfig(**{**tiny_encoder, **settings}))
+
+
+def test_a_service_set_to_auto_runs_and_describes_the_backend_chosen_for_this_cpu(
+    tiny_encoder: dict[str, Any], compiled_cache: Path, compiled: OpenVINOOpenL3Backend
+) -> None:
+    d = definition("audio_encoder")
+    config = AudioEncoderConfig(**{**tiny_encoder, "backend": "auto", "device": "cpu",
+                                   "compiled_cache": str(compiled_cache)})
+    chosen = d.backend_name(config)
+    assert chosen in ("openl3", "openvino")  # openvino here (avx2 only), openl3 on a CPU with VNNI or AMX
+    backend = d.make_backend(config)
+    backend.load()
+    assert type(backend) is load_backend("audio_encoder", chosen)
+    assert backend.describe().backend == chosen and backend.config.backend == chosen  # never "auto"

@@ -21,6 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from audiomemory.bench.song import CPU_DEPLOYMENT
 from audiomemory.orchestrator.config import DEFAULT_SERVICE_CONFIG
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -522,13 +523,16 @@ def test_cpu_overlay_requests_no_gpu_and_fits_one_node(rendered: dict[str, list[
     for name in MODEL_SERVICES:
         (c,) = one(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"]
         assert c["image"].endswith("-cpu"), name
-    # the CPU generator runs the openvino backend, and the pull Job (same profile) converts it onto the volume
+    # the CPU models pick their backend by the node's flags, and the pull Job (same profile) converts every
+    # compiled one onto the volume; what bench-song's "new" phase runs is this profile
     profiles = {o["metadata"]["name"]: o["data"] for o in docs if o["kind"] == "ConfigMap"}
     (profile,) = [data for name, data in profiles.items() if name.startswith("model-profile")]
-    assert profile["AUDIOMEMORY_GENERATOR_BACKEND"] == "openvino" and profile["HF_HOME"] == "/models/hf"
+    backends = {k.removeprefix("AUDIOMEMORY_").removesuffix("_BACKEND").lower(): {"backend": v}
+                for k, v in profile.items() if k.endswith("_BACKEND")}
+    assert backends == CPU_DEPLOYMENT and profile["HF_HOME"] == "/models/hf"
     gpu = [o["data"] for o in rendered["gpu"] if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith(
         "model-profile")]
-    assert "AUDIOMEMORY_GENERATOR_BACKEND" not in gpu[0]  # CUDA: the diffusers backend (the default)
+    assert not [k for k in gpu[0] if k.endswith("_BACKEND")]  # CUDA: each kind's default (eager) backend
 
 
 # ---------------------------------------------------------------- checkov
@@ -560,6 +564,7 @@ def test_checkov_passes_every_overlay_except_listed_skips(
     assert report["summary"]["passed"] > 100
 
 
+@pytest.mark.long
 def test_every_listed_checkov_skip_is_still_needed(
     checkov: str, rendered_text: dict[str, str], checkov_skips: dict[str, dict[str, str]], overlay: str, tmp_path: Any
 ) -> None:

@@ -11,8 +11,9 @@ import torch
 from audiomemory.audio_encoder.backends.int8 import resolve_precision as encoder_precision
 from audiomemory.audio_encoder.backends.int8 import x86_int8_engine
 from audiomemory.generator.backends.stable_diffusion import compute_dtype
-from audiomemory.runtime.precision import choose_precision, cpu_flags
+from audiomemory.runtime.precision import choose_backend, choose_precision, cpu_flags
 from audiomemory.separator.backends.numerics import resolve_precision as separator_precision
+from audiomemory.stack import definition
 
 #: An AMD EPYC (Zen 4) with avx512_bf16 and VNNI, no AMX.
 EPYC = frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"})
@@ -74,3 +75,48 @@ def test_cpu_flags_reads_the_flags_line(tmp_path: Path) -> None:
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\nbugs\t\t: spectre\n")
     assert cpu_flags(cpuinfo) == {"fpu", "avx512f", "avx512_bf16"}
     assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+BACKENDS = {"separator": ["demucs", "openvino"], "audio_encoder": ["openl3", "openvino"],
+            "generator": ["openvino", "stable-diffusion"]}
+
+
+def _backends(device: str, flags: frozenset[str], installed: dict[str, list[str]] = BACKENDS) -> tuple[str, ...]:
+    """(separator, audio encoder, generator) for ``backend: auto`` on ``device`` with ``flags``."""
+    return tuple(choose_backend(kind, "auto", device, installed[kind], "?", flags)
+                 for kind in ("separator", "audio_encoder", "generator"))
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (ZEN3, ("openvino", "openvino", "openvino")),  # measured here: each OpenVINO backend the faster float32
+        (EPYC, ("demucs", "openl3", "openvino")),  # htdemucs in native bf16, OpenL3 in VNNI int8
+        (XEON, ("demucs", "openl3", "openvino")),
+        (frozenset({"avx2", "avx_vnni"}), ("openvino", "openl3", "openvino")),  # int8 dots without native bf16
+    ],
+    ids=["zen3-avx2", "epyc-avx512_bf16", "xeon-amx", "avx_vnni"],
+)
+def test_backend_auto_on_a_cpu_follows_its_flags(flags: frozenset[str], expected: tuple[str, ...]) -> None:
+    assert _backends("cpu", flags) == expected
+
+
+def test_backend_auto_is_the_eager_backend_on_cuda_or_without_openvino() -> None:
+    assert _backends("cuda", ZEN3) == ("demucs", "openl3", "stable-diffusion")
+    eager_only = {kind: [name for name in names if name != "openvino"] for kind, names in BACKENDS.items()}
+    assert _backends("cpu", ZEN3, eager_only) == ("demucs", "openl3", "stable-diffusion")
+
+
+def test_backend_auto_of_a_kind_with_one_backend_is_its_default_and_a_name_is_kept() -> None:
+    assert choose_backend("text_encoder", "auto", "cpu", ["clip"], "clip", ZEN3) == "clip"
+    assert choose_backend("separator", "demucs", "cpu", BACKENDS["separator"], "demucs", ZEN3) == "demucs"
+    assert choose_backend("generator", "mine", "cuda", ["mine"], "stable-diffusion", XEON) == "mine"
+
+
+@pytest.mark.parametrize(("flags", "expected"), [(ZEN3, "openvino"), (XEON, "openl3")], ids=["zen3", "xeon"])
+def test_a_service_set_to_auto_builds_the_chosen_installed_backend(flags: frozenset[str], expected: str) -> None:
+    d = definition("audio_encoder")
+    config = d.config_class(backend="auto", device="cpu")
+    assert d.backend_name(config, flags) == expected
+    assert d.make_backend_class(d.backend_name(config, flags)).name == expected
+    assert d.backend_name(d.config_class(backend="openl3"), ZEN3) == "openl3"

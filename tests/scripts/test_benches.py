@@ -5,6 +5,7 @@ The real defaults stay the targets' own."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -139,6 +140,13 @@ def test_bench_song_runs_both_phases_and_the_fidelity_control(bench_work: Path, 
     assert report["ok"] is True and report["song_seconds"] == 2.0
     assert {"new_s", "front_speedup", "speedup", "pooled_cos", "direction_cos", "direction_cos_between_songs",
             "direction_rule_met", "openl3_frames_per_s", "peak_rss_mb", "peak_rss_mb_reference"} <= set(report)
+    # the new phase ran the CPU deployment's `backend: auto`, resolved by each service for this CPU
+    assert set(report["backends"]) == {"audio_encoder", "generator", "separator", "text_encoder"}
+    assert "auto" not in json.dumps(report["backends"])
+    assert report["backends_reference"]["generator"] == "stable-diffusion float32"
+    for label in ("first", "warm"):  # each compiled backend's start, on an empty cache then on what it left
+        assert set(report["start_s"][label]) == {"audio_encoder", "generator", "separator"}
+        assert all(seconds > 0 for seconds in report["start_s"][label].values())
 
 
 def test_probe_concurrency_relays_every_piece_both_ways() -> None:

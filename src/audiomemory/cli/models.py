@@ -34,6 +34,9 @@ def models_pull(profile: str, only: tuple[str, ...]) -> None:
     for kind in only or MODEL_KINDS:
         d = definition(kind)
         config = d.config_class(**overrides.get(kind, {}))
+        # ``auto``: what it picks on a CPU without any of the instructions it looks for (the compiled backend,
+        # whose pull fetches the eager one's weights too), so pods on any kind of node find what they run.
+        config = config.model_copy(update={"backend": d.backend_name(config, flags=frozenset())})
         what = f"{config.backend} model {getattr(config, 'model', None) or config.backend}"
         if blocked is not None:
             click.echo(f"{kind}: {what} not fetched: {blocked}. {WAYS_OUT}", err=True)

@@ -1,4 +1,5 @@
-"""One precision policy: the arithmetic a backend computes in on a device (docs/DESIGN.md §9).
+"""One policy for what runs where (docs/DESIGN.md §9): the arithmetic a backend computes in on a device, and
+which backend ``backend: auto`` runs.
 
 Every backend's ``precision`` setting goes through ``choose_precision``: an explicit setting is honoured
 as it is (the backend refuses one it cannot run); ``auto`` picks, from what the backend can run
@@ -13,12 +14,18 @@ as it is (the backend refuses one it cannot run); ``auto`` picks, from what the 
 
 The CPU's flags are read once, from ``/proc/cpuinfo`` (``cpu_flags``); tests pass flags in instead.
 The answer is the backend's ``ModelInfo.dtype``, which ``Describe`` and every call's ``Served`` header carry.
+
+``backend: auto`` (``choose_backend``, ``AUTO_BACKENDS``): on CUDA the eager backend (the only one with CUDA
+paths); on a CPU the compiled one (OpenVINO) where it is installed, except on CPUs with the instructions under
+which the eager backend's own ``auto`` precision was measured to win at the fidelity rule. The answer is the
+backend's name in ``Describe`` and every ``Served`` header, never "auto".
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 #: /proc/cpuinfo flags of x86 CPUs with bfloat16 dot-product instructions (oneDNN's native bf16
@@ -64,3 +71,42 @@ def choose_precision(setting: str, device_type: str, supports: Collection[str] =
         if mode in supports and have & needs:
             return mode
     return "float32"
+
+
+@dataclass(frozen=True)
+class AutoBackend:
+    """What ``backend: auto`` picks for one kind of service: ``compiled`` on a CPU, ``eager`` on CUDA or
+    where the CPU has any of ``eager_on`` (or the compiled backend is not installed)."""
+
+    eager: str
+    compiled: str
+    eager_on: frozenset[str] = frozenset()
+
+
+#: Measured on a 2-core AVX2 EPYC (BENCHMARKS.md "Generator backends", "Separator and audio encoder backends"):
+#: OpenVINO's float32 UNet x1.07 a step (87 dB), HTDemucs x1.04-1.06 (89.5 dB), OpenL3's CNN x1.16 on the
+#: front half (the pooled-vector rule met). Where the CPU has int8 dot products OpenL3's own ``auto`` is int8,
+#: ~2x its float32 (OpenVINO f32: 1.27x); where it has native bf16, htdemucs' own ``auto`` is bf16 (>= 45 dB;
+#: OpenVINO bf16 not measured against the stems rule). SD's UNet: OpenVINO on every CPU (Intel's published
+#: Sapphire Rapids figures: static-shape OpenVINO ~7x eager float32).
+AUTO_BACKENDS: dict[str, AutoBackend] = {
+    "audio_encoder": AutoBackend("openl3", "openvino", INT8_DOT_FLAGS),
+    "separator": AutoBackend("demucs", "openvino", NATIVE_BF16_FLAGS),
+    "generator": AutoBackend("stable-diffusion", "openvino"),
+}
+
+
+def choose_backend(kind: str, setting: str, device_type: str, installed: Collection[str], default: str,
+                   flags: frozenset[str] | None = None) -> str:
+    """The backend a ``kind`` service set to ``setting`` runs on a ``device_type`` device whose CPU has ``flags``
+    (this machine's by default), given the ``installed`` backends; ``default``: the kind's own default backend,
+    what ``auto`` means for a kind with one backend."""
+    if setting != "auto":
+        return setting
+    rule = AUTO_BACKENDS.get(kind)
+    if rule is None:
+        return default
+    if device_type != "cpu" or rule.compiled not in installed:
+        return rule.eager
+    have = cpu_flags() if flags is None else flags
+    return rule.eager if have & rule.eager_on else rule.compiled

@@ -31,7 +31,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from audiomemory.runtime import allocator
-from audiomemory.runtime.backend import Backend, Loadable
+from audiomemory.runtime.backend import Backend, Loadable, resolve_device
 from audiomemory.runtime.config import ServiceConfig
 from audiomemory.runtime.errors import FailedPrecondition
 from audiomemory.runtime.gate import Gate
@@ -39,7 +39,8 @@ from audiomemory.runtime.health import HEALTH_SERVICE, NOT_SERVING, SERVING, Hea
 from audiomemory.runtime.interceptor import ServiceInterceptor
 from audiomemory.runtime.metrics import Metrics
 from audiomemory.runtime.pacing import ReadPolicy, SendWatch
-from audiomemory.runtime.registry import load_backend
+from audiomemory.runtime.precision import choose_backend
+from audiomemory.runtime.registry import installed_backends, load_backend
 from audiomemory.runtime.security import TokenFile, server_credentials
 
 log = logging.getLogger("audiomemory.service")
@@ -69,7 +70,20 @@ class ServiceDefinition:
     def make_backend(self, config: ServiceConfig) -> Loadable:
         if self.create_backend is not None:
             return self.create_backend(config)
-        return self.make_backend_class(config.backend)(config)
+        name = self.backend_name(config)
+        if name != config.backend:
+            log.info("%s: backend %s runs %s on this machine", self.kind, config.backend, name)
+            config = config.model_copy(update={"backend": name})
+        return self.make_backend_class(name)(config)
+
+    def backend_name(self, config: ServiceConfig, flags: frozenset[str] | None = None) -> str:
+        """The backend ``config`` names, ``auto`` resolved for its device and a CPU with ``flags`` (this one's
+        by default; ``runtime/precision.choose_backend``)."""
+        if config.backend != "auto":
+            return config.backend
+        default = self.config_class.model_fields["backend"].default
+        device = resolve_device(config.device).type
+        return choose_backend(self.kind, "auto", device, installed_backends(self.kind), default, flags)
 
     def make_backend_class(self, name: str) -> type[Backend]:
         """The registered backend class ``name`` for this kind of service."""

@@ -38,6 +38,17 @@ class Services:
         self._wait(["orchestrator"])
         return self
 
+    def time_starts(self, kinds: list[str]) -> dict[str, float]:
+        """Start ``kinds`` one at a time (none shares the cores with another's start): seconds from spawning
+        each process to its health answering SERVING (imports, weights, any conversion and compilation)."""
+        times = {}
+        for kind in kinds:
+            began = time.perf_counter()
+            self._spawn(kind, self.settings.get(kind, {}))
+            self._wait([kind], poll=0.1)
+            times[kind] = round(time.perf_counter() - began, 2)
+        return times
+
     def _spawn(self, kind: str, settings: dict[str, Any]) -> None:
         fields = definition(kind).config_class.model_fields
         flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items() if k in fields]
@@ -52,7 +63,7 @@ class Services:
                 return
         raise RuntimeError(f"{kind} exited before it listened: {' '.join(cmd)}")
 
-    def _wait(self, kinds: list[str], timeout: float = 900) -> None:
+    def _wait(self, kinds: list[str], timeout: float = 900, poll: float = 1.0) -> None:
         deadline = time.monotonic() + timeout
         for kind in kinds:
             with grpc.insecure_channel(self.addresses[kind]) as channel:
@@ -65,7 +76,7 @@ class Services:
                         pass
                     if time.monotonic() > deadline or self.procs[kind].poll() is not None:
                         raise RuntimeError(f"{kind} did not become SERVING")
-                    time.sleep(1)
+                    time.sleep(poll)
 
     def peak_rss_mb(self) -> dict[str, float]:
         peaks = {}

@@ -10,9 +10,11 @@ is ``time_to_strike.mp3`` from the same package.
 
 In one run:
 
-1. **new** (the services' defaults): the whole song at the defaults (512², the generator's default
-   steps) → ``ok`` (a PNG with its metadata came back) and ``new_s``, per-stage wall times, OpenL3
-   frames/s, each service's peak RSS (VmHWM of its process);
+1. **new** (the CPU deployment: the services' defaults with ``backend: auto`` for the three models that have
+   a compiled backend, as ``deploy/overlays/cpu`` runs them — ``CPU_DEPLOYMENT``): the whole song at the
+   defaults (512², the generator's default steps) → ``ok`` (a PNG with its metadata came back) and ``new_s``,
+   per-stage wall times, OpenL3 frames/s, each service's peak RSS (VmHWM of its process), the backend each
+   service ran (its Describe);
 2. **reference** (fp32 everywhere, hop 0.1 s, 30 PNDM steps: the settings before the whole-song work)
    on the same input — the whole song, or with ``--compare-seconds N`` the same first N seconds for
    both paths, with the new path run again on that excerpt (said in the JSON as
@@ -20,7 +22,10 @@ In one run:
    separate, embed, pool; reference ÷ new) and ``speedup`` (the whole job);
 3. **fidelity** (docs/DESIGN.md §9) on the compared input: the pooled vector's cosine new vs reference,
    the fused direction û's cosine, and the control: û of the reference on another song (its first
-   ``--control-seconds``, default 30; generation at 64² and one step, which does not change û).
+   ``--control-seconds``, default 30; generation at 64² and one step, which does not change û);
+4. **starts** (unless ``--skip-starts``): each service with a compiled backend, at the new settings, started
+   alone in a process of its own, spawn to SERVING — *first* on an empty compiled-model cache (conversion and
+   compilation included), then *warm* on what the first left.
 
 Prints the parameters, a table, and last one JSON line.
 """
@@ -48,7 +53,7 @@ from audiomemory.orchestrator.cache import AudioCache, CachedAudio
 from audiomemory.orchestrator.decode import decode_audio
 from audiomemory.orchestrator.fusion import Projection, audio_direction
 from audiomemory.runtime.allocator import heap_allocator
-from audiomemory.stack import KINDS, definition
+from audiomemory.stack import KINDS, MODEL_KINDS, definition
 from audiomemory.v1 import orchestrator_pb2
 
 Stage = orchestrator_pb2.Stage
@@ -62,6 +67,10 @@ REFERENCE: dict[str, dict[str, Any]] = {
     "generator": {"backend": "stable-diffusion", "precision": "float32", "default_steps": 30,
                   "default_scheduler": "pndm"},  # eager diffusers, whatever backend a deployment runs
 }
+#: The CPU deployment's backends (``deploy/overlays/cpu``'s model profile; a test keeps the two equal): on top of
+#: the services' defaults, what the "new" phase runs. ``auto`` picks by this CPU's flags (runtime/precision.py).
+CPU_DEPLOYMENT: dict[str, dict[str, Any]] = {kind: {"backend": "auto"}
+                                             for kind in ("audio_encoder", "generator", "separator")}
 #: ``--tiny``: the services in this process, one OpenL3 window a second, one denoising step.
 QUICK_ENCODER = {"hop_seconds": 1.0, "hop_growth_seconds": 0}
 
@@ -121,8 +130,15 @@ def run(address: str, song: Path, **options: Any) -> dict[str, Any]:
         "generate_s": round(marks.get("done_first", total) - marks.get("generating_first", 0), 2),
         "max_event_gap_s": round(max(np.diff(front_times), default=0.0), 2),
         "openl3_frames": frames, "openl3_frames_per_s": round(frames / embed_s, 2) if embed_s > 0 else None,
-        "metadata": result.metadata if result else {},
+        "backends": backends(result.metadata if result else {}), "metadata": result.metadata if result else {},
     }
+
+
+def backends(record: dict[str, Any]) -> dict[str, str]:
+    """"backend dtype" of each model service that served the job, from the image's record (its replicas'
+    call headers; a cache hit has no separator or audio encoder)."""
+    return {kind: f"{served['model']['backend']} {served['model']['dtype']}"
+            for kind, served in sorted(record.get("served", {}).items()) if kind != "orchestrator"}
 
 
 def pooled(cache_dir: Path, sha256: str) -> np.ndarray:
@@ -203,6 +219,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="fidelity and front half only (64², one step) of the reference and of candidate "
                         "settings against the new defaults: which modes keep the fidelity rule")
     parser.add_argument("--only", nargs="+", choices=sorted(CANDIDATES), help="with --candidates: just these")
+    parser.add_argument("--reuse-reference", action="store_true",
+                        help="with --candidates: the reference's vectors from an earlier run's cache (its front "
+                        "half is then a cache hit: no front_speedup is printed)")
+    parser.add_argument("--skip-starts", action="store_true", help="no first-start / warm-start timing")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     models = write_models(args.work if args.tiny else args.root or args.work / "models", tiny=args.tiny)
@@ -218,21 +238,45 @@ def main(argv: list[str] | None = None) -> None:
 
     control_job = {"steps": 1, "width": 64, "height": 64, "seed": 1}
     if args.candidates:
-        return candidates(models, args.work, compare, control, control_job, compared, args.tiny, args.only)
+        return candidates(models, args.work, compare, control, control_job, compared, args.tiny, args.only,
+                          reuse=args.reuse_reference)
     new_jobs = [("whole", song, {"seed": 1})]
     if compare is not song:
         new_jobs.append(("compare", compare, {"seed": 1}))
-    new, new_peaks, new_cache = phase("new", models, args.work, new_jobs, quick=args.tiny)
+    new_settings = {k: {**models.get(k, {}), **CPU_DEPLOYMENT.get(k, {})} for k in KINDS}
+    new, new_peaks, new_cache = phase("new", new_settings, args.work, new_jobs, quick=args.tiny)
     reference_settings = {k: {**models.get(k, {}), **REFERENCE.get(k, {})} for k in KINDS}
     ref, ref_peaks, ref_cache = phase("reference", reference_settings, args.work,
                                       [("compare", compare, {"seed": 1}), ("control", control, control_job)],
                                       quick=args.tiny)
+    started = {} if args.skip_starts else starts(new_settings, args.work)
     report(new, ref, new["compare" if compare is not song else "whole"], (new_cache, ref_cache),
-           {"new": new_peaks, "reference": ref_peaks}, {"song_seconds": song_seconds, "compared_on_seconds": compared})
+           {"new": new_peaks, "reference": ref_peaks}, {"song_seconds": song_seconds, "compared_on_seconds": compared},
+           started)
+
+
+def starts(settings: dict[str, dict[str, Any]], work: Path) -> dict[str, dict[str, float]]:
+    """Seconds from spawning to SERVING of each service with a compiled backend (a ``compiled_cache``
+    setting), one at a time: ``first`` on an empty compiled-model cache, ``warm`` on what the first left."""
+    kinds = [kind for kind in MODEL_KINDS if "compiled_cache" in definition(kind).config_class.model_fields]
+    folder = work / "compiled-starts"
+    shutil.rmtree(folder, ignore_errors=True)
+    settings = {kind: {**settings.get(kind, {}), "compiled_cache": str(folder)} for kind in kinds}
+    times = {}
+    for label in ("first", "warm"):
+        progress(f"starts: {label}: {', '.join(kinds)} one at a time")
+        services = Services(settings, work / "cache-starts")
+        try:
+            times[label] = services.time_starts(kinds)
+        finally:
+            services.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+    return times
 
 
 def report(new: dict[str, dict[str, Any]], ref: dict[str, dict[str, Any]], new_cmp: dict[str, Any],
-           caches: tuple[Path, Path], peaks: dict[str, dict[str, float]], lengths: dict[str, float]) -> None:
+           caches: tuple[Path, Path], peaks: dict[str, dict[str, float]], lengths: dict[str, float],
+           started: dict[str, dict[str, float]]) -> None:
     """The table, the fidelity line and the JSON line of one run (the new phase's and the reference's jobs)."""
     new_cache, ref_cache = caches
     new_peaks, ref_peaks = peaks["new"], peaks["reference"]
@@ -250,7 +294,10 @@ def report(new: dict[str, dict[str, Any]], ref: dict[str, dict[str, Any]], new_c
             ("longest wait for progress, separating and embedding (s)", new["whole"]["max_event_gap_s"]),
             ("OpenL3 frames/s new / ref",
              f"{new_cmp['openl3_frames_per_s']} / {ref['compare']['openl3_frames_per_s']}"),
-            ("peak RSS new (MB)", new_peaks), ("peak RSS reference (MB)", ref_peaks)]
+            ("peak RSS new (MB)", new_peaks), ("peak RSS reference (MB)", ref_peaks),
+            ("backends new", new["whole"]["backends"]),
+            ("first start, empty compiled cache (s)", started.get("first", "-")),
+            ("warm start (s)", started.get("warm", "-"))]
     for label, value in rows:
         print(f"{label:34} {value}")
     rule = (1 - direction_cos) <= 0.1 * (1 - between)
@@ -266,12 +313,15 @@ def report(new: dict[str, dict[str, Any]], ref: dict[str, dict[str, Any]], new_c
         "openl3_frames_per_s": new_cmp["openl3_frames_per_s"], "max_event_gap_s": new["whole"]["max_event_gap_s"],
         "openl3_frames_per_s_reference": ref["compare"]["openl3_frames_per_s"],
         "peak_rss_mb": new_peaks, "peak_rss_mb_reference": ref_peaks, "allocator": heap_allocator(),
+        "backends": new["whole"]["backends"], "backends_reference": ref["compare"]["backends"],
+        "start_s": started,
     }), flush=True)
 
 
 #: Settings tried against the fidelity rule by ``--candidates`` (on top of the services' defaults).
 CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
     "defaults": {},
+    "cpu_deployment": CPU_DEPLOYMENT,  # backend auto: by this CPU's flags
     "bf16_fixed_hop_0.2": {"audio_encoder": {"precision": "bfloat16", "hop_seconds": 0.2, "hop_growth_seconds": 0}},
     "int8_fixed_hop_0.2": {"audio_encoder": {"precision": "int8", "hop_seconds": 0.2, "hop_growth_seconds": 0}},
     "bf16_grown_hop": {"audio_encoder": {"precision": "bfloat16"}},
@@ -283,12 +333,15 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def candidates(models: dict[str, dict[str, Any]], work: Path, compare: Path, control: Path,
-               job: dict[str, Any], compared: float, quick: bool = False, only: list[str] | None = None) -> None:
-    """The reference's û on the compared input and the control, then each candidate's: the rule per candidate."""
+               job: dict[str, Any], compared: float, quick: bool = False, only: list[str] | None = None,
+               reuse: bool = False) -> None:
+    """The reference's û on the compared input and the control, then each candidate's: the rule per candidate.
+    ``reuse``: the reference's vectors from an earlier run's cache (no front half to compare with then). Every
+    phase paints with the eager generator (64², one step: the candidates are front-half settings)."""
     reference_settings = {k: {**models.get(k, {}), **REFERENCE.get(k, {})} for k in KINDS}
     ref, _, ref_cache = phase("reference", reference_settings, work, [("compare", compare, job),
                                                                       ("control", control, job)],
-                              fresh=False, quick=quick)
+                              fresh=not reuse, quick=quick)
     a_ref = pooled(ref_cache, ref["compare"]["metadata"]["fusion"]["audio_vector_sha256"])
     a_other = pooled(ref_cache, ref["control"]["metadata"]["fusion"]["audio_vector_sha256"])
     u_ref = direction(a_ref)
@@ -297,14 +350,16 @@ def candidates(models: dict[str, dict[str, Any]], work: Path, compare: Path, con
         if only and name not in only:
             continue
         settings = {k: {**models.get(k, {}), **changes.get(k, {})} for k in KINDS}
+        settings["generator"] = {**settings["generator"], "backend": "stable-diffusion"}
         new, _, cache = phase(name, settings, work, [("compare", compare, job)], quick=quick)
         a_new = pooled(cache, new["compare"]["metadata"]["fusion"]["audio_vector_sha256"])
         error = 1 - cos(direction(a_new), u_ref)
+        front, front_ref = new["compare"]["front_s"], None if reuse else ref["compare"]["front_s"]
         print(json.dumps({"candidate": name, "compared_on_seconds": compared, "pooled_cos": round(cos(a_new, a_ref), 6),
                           "direction_error": float(f"{error:.3g}"), "allowed": float(f"{allowed:.3g}"),
                           "rule_met": bool(cos(a_new, a_ref) >= 0.999 and error <= allowed),
-                          "front_s": new["compare"]["front_s"], "front_s_reference": ref["compare"]["front_s"],
-                          "front_speedup": round(ref["compare"]["front_s"] / new["compare"]["front_s"], 3)}),
+                          "backends": new["compare"]["backends"], "front_s": front, "front_s_reference": front_ref,
+                          "front_speedup": None if front_ref is None else round(front_ref / front, 3)}),
               flush=True)
 
 
