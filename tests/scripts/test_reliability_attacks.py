@@ -4,12 +4,15 @@ beside a victim's job and a health probe."""
 
 from __future__ import annotations
 
+import pytest
+
 from .smoke import run_script
 
 FIGURES = {"rss_before_mb", "rss_peak_mb", "rss_growth_mb", "legit_mb", "victim_seconds", "victim_status",
            "health", "server_alive", "failed", "ok"}
 
 
+@pytest.mark.long  # each attack's defence is tested directly: runtime/test_hostile_peers.py, the catalogue, e2e
 def test_the_quick_attack_suite_passes_and_reports_every_figure() -> None:
     report = run_script("reliability_attacks", "--quick")  # the script exits 1 when any criterion fails
     assert report["all_ok"] is True
