@@ -79,11 +79,12 @@ def test_cpu_flags_reads_the_flags_line(tmp_path: Path) -> None:
 
 BACKENDS = {"separator": ["demucs", "openvino"], "audio_encoder": ["openl3", "openvino"],
             "generator": ["openvino", "stable-diffusion"]}
+DEFAULTS = {kind: definition(kind).config_class.model_fields["backend"].default for kind in BACKENDS}
 
 
 def _backends(device: str, flags: frozenset[str], installed: dict[str, list[str]] = BACKENDS) -> tuple[str, ...]:
     """(separator, audio encoder, generator) for ``backend: auto`` on ``device`` with ``flags``."""
-    return tuple(choose_backend(kind, "auto", device, installed[kind], "?", flags)
+    return tuple(choose_backend(kind, "auto", device, installed[kind], DEFAULTS[kind], flags)
                  for kind in ("separator", "audio_encoder", "generator"))
 
 

@@ -75,10 +75,9 @@ def choose_precision(setting: str, device_type: str, supports: Collection[str] =
 
 @dataclass(frozen=True)
 class AutoBackend:
-    """What ``backend: auto`` picks for one kind of service: ``compiled`` on a CPU, ``eager`` on CUDA or
-    where the CPU has any of ``eager_on`` (or the compiled backend is not installed)."""
+    """What ``backend: auto`` picks for one kind of service: ``compiled`` on a CPU, the kind's default (eager)
+    backend on CUDA or where the CPU has any of ``eager_on`` (or the compiled backend is not installed)."""
 
-    eager: str
     compiled: str
     eager_on: frozenset[str] = frozenset()
 
@@ -90,23 +89,21 @@ class AutoBackend:
 #: OpenVINO bf16 not measured against the stems rule). SD's UNet: OpenVINO on every CPU (Intel's published
 #: Sapphire Rapids figures: static-shape OpenVINO ~7x eager float32).
 AUTO_BACKENDS: dict[str, AutoBackend] = {
-    "audio_encoder": AutoBackend("openl3", "openvino", INT8_DOT_FLAGS),
-    "separator": AutoBackend("demucs", "openvino", NATIVE_BF16_FLAGS),
-    "generator": AutoBackend("stable-diffusion", "openvino"),
+    "audio_encoder": AutoBackend("openvino", INT8_DOT_FLAGS),  # else openl3
+    "separator": AutoBackend("openvino", NATIVE_BF16_FLAGS),  # else demucs
+    "generator": AutoBackend("openvino"),  # else stable-diffusion
 }
 
 
 def choose_backend(kind: str, setting: str, device_type: str, installed: Collection[str], default: str,
                    flags: frozenset[str] | None = None) -> str:
     """The backend a ``kind`` service set to ``setting`` runs on a ``device_type`` device whose CPU has ``flags``
-    (this machine's by default), given the ``installed`` backends; ``default``: the kind's own default backend,
-    what ``auto`` means for a kind with one backend."""
+    (this machine's by default), given the ``installed`` backends; ``default``: the kind's own default (eager)
+    backend, what ``auto`` means wherever the compiled one is not picked, and for a kind with one backend."""
     if setting != "auto":
         return setting
     rule = AUTO_BACKENDS.get(kind)
-    if rule is None:
+    if rule is None or device_type != "cpu" or rule.compiled not in installed:
         return default
-    if device_type != "cpu" or rule.compiled not in installed:
-        return rule.eager
     have = cpu_flags() if flags is None else flags
-    return rule.eager if have & rule.eager_on else rule.compiled
+    return default if have & rule.eager_on else rule.compiled

@@ -64,7 +64,6 @@ class OpenVINOOpenL3Backend(OpenL3Backend):
 
     def load(self) -> None:
         super().load()
-
         model = self._loaded()
         example = window_spectrograms(model, np.zeros((2, WINDOW), np.float32))
         shape = "x".join(str(d) for d in example.shape[1:])

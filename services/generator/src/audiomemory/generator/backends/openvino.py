@@ -100,7 +100,6 @@ class CompiledUNets:
 
     def __init__(self, load_unet: Callable[[], Any], release_unet: Callable[[], None], folder: Path, precision: str,
                  threads: int, shapes: tuple[Shape, ...]) -> None:
-
         self.shapes = shapes  # the only shapes converted or compiled (the configured sizes')
         self.load_unet = load_unet
         self.release_unet = release_unet
