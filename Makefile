@@ -28,7 +28,7 @@ PRELOAD = $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
 CHECKOV := .venv-checkov/.installed
 
 .PHONY: system venv dev protos check-protos lint typecheck test test-long demo web clean \
-	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc bench-song bench-generators bench-reel bench-gpu \
+	bench-codec bench-audio bench-vision bench-e2e bench-scale bench-alloc bench-song bench-generators bench-reel bench-gpu bench-work \
 	reliability reliability-tests probe-concurrency
 
 $(STAMP): pyproject.toml services/*/pyproject.toml orchestrator/pyproject.toml bench/pyproject.toml \
@@ -129,6 +129,12 @@ bench-reel: $(STAMP) system
 # built with CUDA in .venv (else it exits saying so). BENCH_GPU_ARGS="--device cpu --tiny": the suite's smoke version.
 bench-gpu: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_gpu.py $(BENCH_GPU_ARGS)
+
+# The arithmetic a whole-song job asks for (FLOP-counted full-size architectures, new and reference settings) and
+# this CPU's fastest float32 rates: the job's floor (~2 min). BENCH_WORK_ARGS="--reference-seconds S": the rate a
+# speedup of 8 over a measured reference would need.
+bench-work: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_work.py $(BENCH_WORK_ARGS)
 
 bench-scale: $(STAMP) system
 	HF_HUB_OFFLINE=1 $(PRELOAD) $(BIN)/python scripts/bench_scale.py

@@ -156,3 +156,27 @@ def test_probe_concurrency_relays_every_piece_both_ways() -> None:
     for style in ("threads", "aio"):
         assert report[style]["wall_s"] > 0 and report[style]["mb_per_s"] > 0
     assert report["aio_over_threads_wall"] > 0
+
+
+def test_bench_work_counts_what_a_whole_song_asks_of_each_stage() -> None:
+    """The units bench-work multiplies are the services' own: bench-song's run of the whole 210-s song embedded
+    3228 frames at the defaults and 8384 at the reference (its printed OpenL3 counts), with 20 and 30 PNDM steps."""
+    from audiomemory.bench.song import REFERENCE
+    from audiomemory.bench.work import units
+
+    new, reference = units(210, {}), units(210, REFERENCE)
+    assert (new["embed"], reference["embed"]) == (3228, 8384)
+    assert (new["denoise"], reference["denoise"]) == (21, 31)  # PLMS: one warm-up call more than the steps
+    assert new["separate"] == reference["separate"] == 36  # 7.8-s segments every 5.85 s
+    # up to hop_growth_seconds the hop stays 0.1 s: 1-s windows from the start, the song padded by half a window
+    assert units(30, {})["embed"] == 4 * (1 + 295)
+
+
+@pytest.mark.long
+def test_bench_work_counts_flops_and_times_the_rates() -> None:
+    report = run_script("bench_work", "--tiny", "--size", "64", "--reference-seconds", "100")
+    assert report["bench"] == "work" and report["models"] == "tiny"
+    assert all(report["gflop_per_unit"][stage] > 0 for stage in ("separate", "embed", "denoise", "decode"))
+    assert report["tflop_total"]["reference"] > report["tflop_total"]["new"] > 0  # the reference asks for more
+    assert report["rates_gflops"]["gemm_f32"] > 0 and report["floor_s"]["reference"] > report["floor_s"]["new"] > 0
+    assert report["needed_gflops"] == pytest.approx(report["tflop_total"]["new"] * 1e3 / (100 / 8), rel=0.01)
