@@ -8,7 +8,8 @@ rules, at the new settings (``bench/song.py``'s CPU deployment: the services' de
 (``REFERENCE``): the separator's segment and overlap, the encoder's hop rule over four stems, the scheduler's
 timesteps. Rates: torch's float32 GEMM (4096²) and SD's 3×3 convolution (320 channels, 64², two rows), best of
 five; the bfloat16 GEMM too where the CPU has native bf16. The floor is the work at the best float32 rate with
-every core busy and nothing else costing. ``--reference-seconds`` (a bench-song's measured reference) adds the
+every core busy and nothing else costing (where the CPU has native bf16, whose units the defaults use there, also
+at the bf16 GEMM's rate: ``floor_bf16_s``). ``--reference-seconds`` (a bench-song's measured reference) adds the
 rate a ``--target`` speedup would need. Prints a table, then one JSON line.
 """
 
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         "work_ratio": round(totals["reference"] / totals["new"], 3), "rates_gflops": measured,
         "floor_s": {name: round(total * 1e3 / best, 1) for name, total in totals.items()},
     }
+    if "gemm_bf16" in measured:  # the defaults run bf16 (and int8) here: the floor at the bf16 rate, for reading
+        report["floor_bf16_s"] = {name: round(total * 1e3 / measured["gemm_bf16"], 1) for name, total in totals.items()}
     if args.reference_seconds:
         needed = totals["new"] * 1e3 / (args.reference_seconds / args.target)
         report |= {"target": args.target, "needed_gflops": round(needed, 1),
