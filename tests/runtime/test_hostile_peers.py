@@ -154,3 +154,43 @@ def test_one_owner_holds_at_most_its_share_of_slots_and_of_the_line() -> None:
             with pytest.raises(Exception, match="caller_share=1"), gate.admit(owner="a"):
                 pass  # a third of a's: its share of the line is taken too
         assert gate.running_count == 1
+
+
+def test_a_caller_holds_at_most_max_calls_per_caller_open_whatever_the_methods(
+    tiny: Callable[[str], dict[str, Any]],
+) -> None:
+    """The limit counts every call of a caller (here a streaming ``Separate`` and a unary ``Describe``; at the front
+    door ``CreateImage`` and ``CreateReel`` alike): a caller past it is refused before its call holds anything,
+    health probes are never counted, and a held call's end gives its place back."""
+    d = definition("separator")
+    svc = start_service(d, d.config_class(port=0, max_calls_per_caller=2, request_window_seconds=3.0,
+                                          **tiny("separator")), wait=True)
+    stop = threading.Event()
+    ended: list[grpc.StatusCode] = []
+
+    def silent() -> None:
+        try:
+            _separate(svc.address, _then_silence([], stop))
+        except grpc.RpcError as exc:
+            ended.append(exc.code())
+
+    holders = [threading.Thread(target=silent) for _ in range(2)]
+    try:
+        with grpc.insecure_channel(svc.address) as channel:
+            describe = separator_pb2_grpc.SeparatorStub(channel).Describe
+            for holder in holders:
+                holder.start()
+            time.sleep(0.5)
+            with pytest.raises(grpc.RpcError) as refused:
+                describe(separator_pb2.SeparateOptions(), timeout=10)
+            assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "2 call(s) open (limit max_calls_per_caller=2)" in refused.value.details()
+            assert health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status == \
+                health_pb2.HealthCheckResponse.SERVING
+            for holder in holders:
+                holder.join(15)
+            assert ended == [grpc.StatusCode.DEADLINE_EXCEEDED] * 2  # the request window ended both
+            assert describe(separator_pb2.SeparateOptions(), timeout=10).model.service == "separator"  # places back
+    finally:
+        stop.set()
+        svc.stop(0)

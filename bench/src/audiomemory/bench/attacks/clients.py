@@ -79,10 +79,13 @@ def wav_header(seconds: float, rate: int = 48_000, channels: int = 2, upto: int 
 
 
 def job(channel: grpc.Channel, requests: Requests, *, timeout: float = 120,
-        until: Callable[[orchestrator_pb2.CreateImageResponse], bool] | None = None) -> tuple[str, str, float]:
-    """Run a CreateImage; read its responses (until ``until`` says stop: then cancel). (code, details, s)."""
+        until: Callable[[orchestrator_pb2.CreateImageResponse], bool] | None = None,
+        reel: bool = False) -> tuple[str, str, float]:
+    """Run a CreateImage (``reel``: a CreateReel); read its responses (until ``until`` says stop: then cancel).
+    (code, details, s)."""
     start = time.monotonic()
-    call = orchestrator_pb2_grpc.OrchestratorStub(channel).CreateImage(requests, timeout=timeout)
+    stub = orchestrator_pb2_grpc.OrchestratorStub(channel)
+    call = (stub.CreateReel if reel else stub.CreateImage)(requests, timeout=timeout)
     try:
         for response in call:
             if until is not None and until(response):

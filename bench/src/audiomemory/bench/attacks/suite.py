@@ -9,6 +9,7 @@
 3. slot holders: (i) CreateImage streams that never send options: 8 (they must take no job slot), and 24,
    more than the front door takes at once (``max_concurrent_rpcs``, at most its handler threads: 18) — a
    caller may hold ``max_calls_per_caller`` (4) open, the rest are refused at once (RESOURCE_EXHAUSTED);
+   (v) the same 24 with every other stream a ``CreateReel``: the limit counts a caller's calls of both kinds;
    (ii) options and 300 KB of a 48 kHz WAV promising 20 minutes, then silence; (iii) a job whose caller
    never reads a response (HTTP/2 stream window 0, ``clients.NonReader``); (iv) one caller with
    three jobs at once (token stack only). On the plaintext stack the front door listens on ``::`` and the
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -142,11 +144,12 @@ def bombs(stack: Stack, token: str | None, high: bytes, long: bytes) -> dict[str
             "as_expected": refused[0] == "INVALID_ARGUMENT" and accepted[0] == "CANCELLED_BY_ATTACKER"}
 
 
-def silent_streams(stack: Stack, token: str | None, n: int) -> dict[str, Any]:
-    """``n`` CreateImage streams that send nothing at all."""
+def silent_streams(stack: Stack, token: str | None, n: int, reels: bool = False) -> dict[str, Any]:
+    """``n`` CreateImage streams that send nothing at all (``reels``: every other one a CreateReel)."""
     stop = threading.Event()
     with stack.channel(token) as channel:
-        results = in_parallel([lambda: job(channel, held_open([], stop)) for _ in range(n)])
+        results = in_parallel([partial(job, channel, held_open([], stop), reel=reels and i % 2 == 1)
+                               for i in range(n)])
     stop.set()
     seen = codes(results)
     held = seen.get("DEADLINE_EXCEEDED", 0)
@@ -231,6 +234,8 @@ def plain_attacks(report: Report, stack: Stack, quick: bool) -> None:
     report.record("plain 2 decompression bombs", measure(lambda: bombs(stack, None, high, long), legit_mb=BOMB_MB))
     report.record("plain 3i silent streams (8)", measure(lambda: silent_streams(stack, None, 8)))
     report.record(f"plain 3i silent streams ({FLOOD})", measure(lambda: silent_streams(stack, None, FLOOD)))
+    report.record(f"plain 3v silent images+reels ({FLOOD})",
+                  measure(lambda: silent_streams(stack, None, FLOOD, reels=True)))
     report.record("plain 3ii stalled upload", measure(lambda: stalled_upload(stack, None)))
     report.record("plain 3iii non-reading caller", measure(lambda: non_reader(stack, None)))
 
@@ -241,6 +246,8 @@ def tls_attacks(report: Report, stack: Stack) -> None:
     report.record("tls 1 health flood (no token)", measure(lambda: health_flood(stack, 300, 4)))
     report.record("tls 3i silent streams (8)", measure(lambda: silent_streams(stack, "attacker", 8)))
     report.record(f"tls 3i silent streams ({FLOOD})", measure(lambda: silent_streams(stack, "attacker", FLOOD)))
+    report.record(f"tls 3v silent images+reels ({FLOOD})",
+                  measure(lambda: silent_streams(stack, "attacker", FLOOD, reels=True)))
     report.record("tls 3ii stalled upload", measure(lambda: stalled_upload(stack, "attacker")))
     report.record("tls 3iii non-reading caller", measure(lambda: non_reader(stack, "attacker")))
     report.record("tls 3iv one caller, three jobs", measure(lambda: one_caller_many_jobs(stack, "attacker")))
