@@ -16,27 +16,18 @@ import argparse
 import json
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
 import numpy as np
 
+from audiomemory.bench.common import best_of
 from audiomemory.runtime import codec
 from audiomemory.v1 import tensor_pb2
 
 GiB = float(1 << 30)
 METHOD = "/bench.Sink/Push"
-
-
-def best_of(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def bench_memcpy(arr: np.ndarray, repeat: int) -> float:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from audiomemory.audio_encoder.backends.openl3 import WINDOW, OpenL3Backend, _new_model, lean_forward
 from audiomemory.audio_encoder.config import AudioEncoderConfig
 from audiomemory.audio_encoder.stream import frame_count
-from audiomemory.bench.common import cpu_model, progress
+from audiomemory.bench.common import best_of, cpu_model, progress
 from audiomemory.bench.models import sd15_unet, sd15_vae
 from audiomemory.bench.song import REFERENCE
 from audiomemory.generator.config import GeneratorConfig
@@ -80,10 +79,11 @@ def units(seconds: float, settings: dict[str, dict[str, Any]]) -> dict[str, int]
     """How many of each unit a ``seconds``-long song asks for at ``settings`` (per-kind config overrides)."""
     separator = SeparatorConfig(**settings.get("separator", {}))
     segment = separator.segment or float(HTDEMUCS_KWARGS["segment"])
-    stride = int((1 - separator.overlap) * segment * 44100)  # demucs' apply_model: one segment every stride
+    rate = int(HTDEMUCS_KWARGS["samplerate"])
+    stride = int((1 - separator.overlap) * segment * rate)  # demucs' apply_model: one segment every stride
     encoder = OpenL3Backend(AudioEncoderConfig(**settings.get("audio_encoder", {})))
     generator = GeneratorConfig(**settings.get("generator", {}))
-    return {"separate": math.ceil(seconds * 44100 / stride),
+    return {"separate": math.ceil(seconds * rate / stride),
             "embed": STEMS * frame_count(round(seconds * 48000), encoder.hop_for(seconds)),
             "denoise": unet_calls(generator.default_steps), "decode": 1}
 
@@ -92,12 +92,7 @@ def best_rate(fn: Callable[[], Any], gflop: float, repeat: int = 5) -> float:
     """GFLOP/s of the fastest of ``repeat`` calls of ``fn`` (after one warm-up)."""
     with torch.no_grad():
         fn()
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return gflop / min(times)
+        return gflop / best_of(fn, repeat)
 
 
 def rates(tiny: bool) -> dict[str, float]:
